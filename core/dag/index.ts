@@ -1,0 +1,4 @@
+export * from './graph.ts';
+export * from './operators.ts';
+export * from './schema.ts';
+export * from './validate.ts';

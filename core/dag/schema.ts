@@ -1,0 +1,124 @@
+import { z } from 'zod';
+import { OperatorSchemas } from './operators.ts';
+
+/** DESIGN.md section 3: ids of DAGs and tasks. */
+export const ID_PATTERN = /^[A-Za-z0-9_.-]{1,128}$/;
+/** Refused before parsing: a DAG document is stored whole in S3 and read whole by Lambdas. */
+export const MAX_DAG_BYTES = 1024 * 1024;
+export const MAX_TASKS = 10_000;
+
+export const TRIGGER_RULES = [
+  'all_success',
+  'all_failed',
+  'all_done',
+  'one_success',
+  'one_failed',
+  'none_failed',
+  'none_failed_min_one_success',
+  'none_skipped',
+  'always',
+] as const;
+export type TriggerRule = (typeof TRIGGER_RULES)[number];
+
+const id = (what: string) =>
+  z.string().regex(ID_PATTERN, { message: `${what} must match ${ID_PATTERN.source}` });
+
+/**
+ * Retry and timeout settings. A task inherits each one from the DAG's `defaults`, and those from
+ * the values below. Defaults follow Airflow where it has one (no retries, fixed backoff).
+ */
+export const TASK_SETTING_DEFAULTS = {
+  retries: 0,
+  retryDelaySeconds: 60,
+  retryBackoff: 'fixed',
+  maxRetryDelaySeconds: 3600,
+  timeoutSeconds: 900,
+} as const;
+
+const taskSettings = {
+  retries: z.int().min(0).max(100).optional(),
+  retryDelaySeconds: z.number().min(0).max(86_400).optional(),
+  retryBackoff: z.enum(['fixed', 'exponential']).optional(),
+  maxRetryDelaySeconds: z.number().min(0).max(86_400).optional(),
+  // Lambda workers stop at 15 minutes; longer tasks belong on Fargate, which allows up to 7 days.
+  timeoutSeconds: z.int().min(1).max(604_800).optional(),
+};
+
+const schedule = z.strictObject({
+  cron: z.string().min(1).describe('5-field Unix cron, or @hourly @daily @weekly @monthly @yearly'),
+  timezone: z.string().min(1).default('UTC').describe('IANA time zone name'),
+  catchup: z.boolean().default(false),
+});
+
+function taskSchema(operator: string, config: z.ZodType) {
+  // A `noop` needs no config; every other operator must say what to call.
+  const cfg = operator === 'noop' ? config.default({}) : config;
+  return z.strictObject({
+    taskId: id('taskId'),
+    operator: z.literal(operator),
+    config: cfg,
+    dependsOn: z.array(z.string()).default([]),
+    triggerRule: z.enum(TRIGGER_RULES).default('all_success'),
+    description: z.string().max(1024).optional(),
+    ...taskSettings,
+  });
+}
+
+/** Builds the DAG schema for the operators registered in `operators`. */
+export function dagSchema(operators: OperatorSchemas = OperatorSchemas.builtIn()) {
+  const variants = operators.entries().map(([name, config]) => taskSchema(name, config));
+  const [first, ...rest] = variants;
+  if (!first) throw new Error('no operators registered');
+  return z
+    .strictObject({
+      $schema: z.string().optional(),
+      dagId: id('dagId'),
+      description: z.string().max(4096).optional(),
+      owner: z.string().max(256).optional(),
+      tags: z.array(z.string().min(1).max(64)).max(50).optional(),
+      schedule: schedule.optional(),
+      maxActiveRuns: z.int().min(1).max(1000).default(16),
+      defaults: z.strictObject(taskSettings).default({}),
+      params: z.record(z.string(), z.unknown()).default({}),
+      tasks: z
+        .array(z.discriminatedUnion('operator', [first, ...rest]))
+        .min(1, { message: 'a DAG needs at least one task' })
+        .max(MAX_TASKS, { message: `a DAG may have at most ${MAX_TASKS} tasks` }),
+    })
+    .describe('An Airless DAG');
+}
+
+export interface RetrySettings {
+  readonly retries: number;
+  readonly retryDelaySeconds: number;
+  readonly retryBackoff: 'fixed' | 'exponential';
+  readonly maxRetryDelaySeconds: number;
+}
+
+export interface Task extends RetrySettings {
+  readonly taskId: string;
+  readonly operator: string;
+  readonly config: unknown;
+  readonly dependsOn: readonly string[];
+  readonly triggerRule: TriggerRule;
+  readonly description?: string | undefined;
+  readonly timeoutSeconds: number;
+}
+
+export interface Schedule {
+  readonly cron: string;
+  readonly timezone: string;
+  readonly catchup: boolean;
+}
+
+/** A valid DAG, with every task's settings resolved from its own, the DAG defaults and ours. */
+export interface Dag {
+  readonly dagId: string;
+  readonly description?: string | undefined;
+  readonly owner?: string | undefined;
+  readonly tags?: readonly string[] | undefined;
+  readonly schedule?: Schedule | undefined;
+  readonly maxActiveRuns: number;
+  readonly params: Readonly<Record<string, unknown>>;
+  readonly tasks: readonly Task[];
+}

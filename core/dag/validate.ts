@@ -1,0 +1,162 @@
+import type { z } from 'zod';
+import { compileSchedule } from '../cron/index.ts';
+import type { Issue } from '../errors.ts';
+import { buildGraph, findCycles, type TaskGraph } from './graph.ts';
+import { OperatorSchemas } from './operators.ts';
+import { type Dag, dagSchema, MAX_DAG_BYTES, TASK_SETTING_DEFAULTS, type Task } from './schema.ts';
+
+export type ValidationResult =
+  | { readonly ok: true; readonly dag: Dag; readonly graph: TaskGraph }
+  | { readonly ok: false; readonly issues: readonly Issue[] };
+
+export interface ValidateOptions {
+  /** Operators a DAG may use. Defaults to the built-ins. */
+  readonly operators?: OperatorSchemas;
+}
+
+// Building the zod schema is not free; build it once per operator set.
+const schemaCache = new WeakMap<OperatorSchemas, ReturnType<typeof dagSchema>>();
+const builtIn = OperatorSchemas.builtIn();
+
+function schemaFor(operators: OperatorSchemas) {
+  let s = schemaCache.get(operators);
+  if (!s) {
+    s = dagSchema(operators);
+    schemaCache.set(operators, s);
+  }
+  return s;
+}
+
+/** UTF-8 length, counted without encoding the string. */
+export function utf8ByteLength(text: string): number {
+  // Each UTF-16 unit is 1 to 3 UTF-8 bytes (a surrogate pair is 4 bytes for 2 units), so the
+  // string's length bounds the byte count and most documents skip the count entirely.
+  if (text.length > MAX_DAG_BYTES) return text.length;
+  if (text.length * 3 <= MAX_DAG_BYTES) return text.length;
+  let bytes = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x80) bytes += 1;
+    else if (c < 0x800) bytes += 2;
+    else if (c >= 0xd800 && c <= 0xdbff) {
+      bytes += 4;
+      i++;
+    } else bytes += 3;
+  }
+  return bytes;
+}
+
+/** Validates a DAG document as text: the size limit first, then JSON, then everything else. */
+export function validateDagText(text: string, options: ValidateOptions = {}): ValidationResult {
+  const size = utf8ByteLength(text);
+  if (size > MAX_DAG_BYTES) {
+    return fail('$', `document is over the ${MAX_DAG_BYTES}-byte limit (at least ${size} bytes)`);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (e) {
+    return fail('$', `invalid JSON: ${(e as Error).message}`);
+  }
+  return validateDag(value, options);
+}
+
+/** Validates a parsed DAG document. */
+export function validateDag(value: unknown, options: ValidateOptions = {}): ValidationResult {
+  const operators = options.operators ?? builtIn;
+  const parsed = schemaFor(operators).safeParse(value);
+  if (!parsed.success) {
+    return { ok: false, issues: parsed.error.issues.map((i) => zodIssue(i, operators)) };
+  }
+  const doc = parsed.data;
+  const issues: Issue[] = [];
+
+  const index = new Map<string, number>();
+  doc.tasks.forEach((t, i) => {
+    const first = index.get(t.taskId);
+    if (first === undefined) index.set(t.taskId, i);
+    else {
+      issues.push({
+        path: `$.tasks[${i}].taskId`,
+        message: `duplicate task id "${t.taskId}" (first defined at $.tasks[${first}])`,
+      });
+    }
+  });
+
+  doc.tasks.forEach((t, i) => {
+    t.dependsOn.forEach((dep, k) => {
+      const path = `$.tasks[${i}].dependsOn[${k}]`;
+      if (dep === t.taskId) {
+        issues.push({ path, message: `task "${dep}" depends on itself: ${dep} -> ${dep}` });
+      } else if (!index.has(dep)) {
+        issues.push({ path, message: `unknown task "${dep}" in dependsOn of "${t.taskId}"` });
+      }
+    });
+  });
+
+  const graph = buildGraph(doc.tasks);
+  for (const cycle of findCycles(graph)) {
+    // A self-dependency is already reported above, with a clearer message.
+    if (cycle.length > 2) {
+      // `cycle` follows dependsOn (each task depends on the next); print it in run order,
+      // upstream first, the way `a -> b` reads in Airflow.
+      const runOrder = [...cycle].reverse();
+      const [from, to] = [cycle[0] as string, cycle[1] as string];
+      const i = index.get(from) ?? 0;
+      const k = doc.tasks[i]?.dependsOn.indexOf(to) ?? 0;
+      issues.push({
+        path: `$.tasks[${i}].dependsOn[${k}]`,
+        message: `dependency cycle: ${runOrder.join(' -> ')}`,
+      });
+    }
+  }
+
+  if (doc.schedule) {
+    const compiled = compileSchedule(doc.schedule.cron, doc.schedule.timezone);
+    if (!compiled.ok) {
+      for (const e of compiled.issues)
+        issues.push({ path: `$.schedule.${e.path}`, message: e.message });
+    }
+  }
+
+  if (issues.length > 0) return { ok: false, issues };
+
+  const d = doc.defaults;
+  const tasks: Task[] = doc.tasks.map((t) => ({
+    ...t,
+    retries: t.retries ?? d.retries ?? TASK_SETTING_DEFAULTS.retries,
+    retryDelaySeconds:
+      t.retryDelaySeconds ?? d.retryDelaySeconds ?? TASK_SETTING_DEFAULTS.retryDelaySeconds,
+    retryBackoff: t.retryBackoff ?? d.retryBackoff ?? TASK_SETTING_DEFAULTS.retryBackoff,
+    maxRetryDelaySeconds:
+      t.maxRetryDelaySeconds ??
+      d.maxRetryDelaySeconds ??
+      TASK_SETTING_DEFAULTS.maxRetryDelaySeconds,
+    timeoutSeconds: t.timeoutSeconds ?? d.timeoutSeconds ?? TASK_SETTING_DEFAULTS.timeoutSeconds,
+  }));
+  const { $schema: _s, defaults: _d, tasks: _t, ...rest } = doc;
+  return { ok: true, dag: { ...rest, tasks } as Dag, graph };
+}
+
+function fail(path: string, message: string): ValidationResult {
+  return { ok: false, issues: [{ path, message }] };
+}
+
+/** Renders a zod path as a JSON path: `['tasks', 2, 'config', 'url']` → `$.tasks[2].config.url`. */
+export function jsonPath(path: readonly PropertyKey[]): string {
+  let out = '$';
+  for (const p of path) {
+    if (typeof p === 'number') out += `[${p}]`;
+    else if (typeof p === 'string' && /^[A-Za-z_$][\w$]*$/.test(p)) out += `.${p}`;
+    else out += `[${JSON.stringify(String(p))}]`;
+  }
+  return out;
+}
+
+function zodIssue(issue: z.core.$ZodIssue, operators: OperatorSchemas): Issue {
+  const path = jsonPath(issue.path);
+  if (issue.code === 'invalid_union' && issue.path.at(-1) === 'operator') {
+    return { path, message: `unknown operator; expected one of: ${operators.names().join(', ')}` };
+  }
+  return { path, message: issue.message };
+}

@@ -1,0 +1,156 @@
+import type { TaskGraph } from '../dag/graph.ts';
+import type { TriggerRule } from '../dag/schema.ts';
+import type { RunStatus, TaskStatus } from '../state/index.ts';
+
+/**
+ * Readiness: what a downstream task does when one of its upstream tasks finishes.
+ *
+ * Each task instance keeps a running count of its finished upstream tasks by outcome. A finished
+ * task adds itself to the counts of each of its downstream tasks, and each of those decides from
+ * its counts alone. So one event costs O(out-degree): no scan of the DAG or the run.
+ *
+ * The rules are Airflow's (https://airflow.apache.org/docs/apache-airflow/stable/core-concepts/dags.html#trigger-rules):
+ * a task is resolved early to `skipped` or `upstream_failed` as soon as its rule can no longer
+ * be met, and queued as soon as it is met; `one_success` and `one_failed` do not wait for the
+ * other upstream tasks.
+ */
+
+/** The finished upstream tasks of one task instance, by outcome. */
+export interface UpstreamCounts {
+  readonly success: number;
+  /** `failed`, and `cancelled`, which no rule treats differently. */
+  readonly failed: number;
+  readonly upstreamFailed: number;
+  readonly skipped: number;
+}
+
+export const NO_COUNTS: UpstreamCounts = { success: 0, failed: 0, upstreamFailed: 0, skipped: 0 };
+
+export type Decision = 'wait' | 'queue' | 'skipped' | 'upstream_failed';
+
+/** The counter that an upstream task in `status` adds to, or undefined while it is unfinished. */
+export function counterFor(status: TaskStatus): keyof UpstreamCounts | undefined {
+  switch (status) {
+    case 'success':
+      return 'success';
+    case 'failed':
+    case 'cancelled':
+      return 'failed';
+    case 'upstream_failed':
+      return 'upstreamFailed';
+    case 'skipped':
+      return 'skipped';
+    default:
+      return undefined;
+  }
+}
+
+export function addOutcome(counts: UpstreamCounts, status: TaskStatus): UpstreamCounts {
+  const k = counterFor(status);
+  return k ? { ...counts, [k]: counts[k] + 1 } : counts;
+}
+
+/** Counts from a full list of upstream statuses (run creation, clear). O(in-degree). */
+export function countUpstream(statuses: readonly TaskStatus[]): UpstreamCounts {
+  return statuses.reduce(addOutcome, NO_COUNTS);
+}
+
+/**
+ * The decision for a pending task with `upstream` upstream tasks, of which `c` have finished.
+ * A task with no upstream tasks, or with rule `always`, runs at once; see {@link startsImmediately}.
+ */
+export function decide(rule: TriggerRule, c: UpstreamCounts, upstream: number): Decision {
+  const failures = c.failed + c.upstreamFailed;
+  const done = c.success + failures + c.skipped;
+  const allDone = done >= upstream;
+  if (upstream === 0 || rule === 'always') return 'queue';
+  switch (rule) {
+    case 'all_success':
+      if (failures > 0) return 'upstream_failed';
+      if (c.skipped > 0) return 'skipped';
+      return c.success >= upstream ? 'queue' : 'wait';
+    case 'all_failed':
+      if (c.success > 0 || c.skipped > 0) return 'skipped';
+      return failures >= upstream ? 'queue' : 'wait';
+    case 'all_done':
+      return allDone ? 'queue' : 'wait';
+    case 'one_success':
+      if (c.success > 0) return 'queue';
+      if (allDone) return done === c.skipped ? 'skipped' : 'upstream_failed';
+      return 'wait';
+    case 'one_failed':
+      if (failures > 0) return 'queue';
+      return allDone ? 'skipped' : 'wait';
+    case 'none_failed':
+      if (failures > 0) return 'upstream_failed';
+      return allDone ? 'queue' : 'wait';
+    case 'none_failed_min_one_success':
+      if (failures > 0) return 'upstream_failed';
+      if (c.skipped >= upstream) return 'skipped';
+      return allDone ? 'queue' : 'wait';
+    case 'none_skipped':
+      if (c.skipped > 0) return 'skipped';
+      return allDone ? 'queue' : 'wait';
+  }
+}
+
+/** Whether a task is queued when its run starts, before any upstream task finishes. */
+export function startsImmediately(rule: TriggerRule, upstream: number): boolean {
+  return upstream === 0 || rule === 'always';
+}
+
+/** What the store holds for one downstream task, as read (or updated) for one event. */
+export interface DownstreamState {
+  readonly status: TaskStatus;
+  /** Its counts *before* this event. */
+  readonly counts: UpstreamCounts;
+}
+
+export interface DownstreamDecision {
+  readonly taskId: string;
+  /** Its counts *after* this event: what the store should now hold. */
+  readonly counts: UpstreamCounts;
+  readonly decision: Decision;
+}
+
+/**
+ * The event "task `finished` reached `status`": for each downstream task, its new counts and what
+ * to do. Only pending downstream tasks can be decided; others (already queued by `always`, or
+ * cancelled) just record the count.
+ */
+export function onTaskFinished(
+  graph: TaskGraph,
+  ruleOf: (taskId: string) => TriggerRule,
+  finished: string,
+  status: TaskStatus,
+  downstream: (taskId: string) => DownstreamState,
+): DownstreamDecision[] {
+  const out: DownstreamDecision[] = [];
+  for (const taskId of graph.downstream.get(finished) ?? []) {
+    const state = downstream(taskId);
+    const counts = addOutcome(state.counts, status);
+    const upstream = graph.upstream.get(taskId)?.length ?? 0;
+    const decision = state.status === 'pending' ? decide(ruleOf(taskId), counts, upstream) : 'wait';
+    out.push({ taskId, counts, decision });
+  }
+  return out;
+}
+
+/** Progress of a run, kept as counters so that detecting its end is O(1) per event. */
+export interface RunProgress {
+  readonly total: number;
+  /** Tasks in a terminal status. */
+  readonly finished: number;
+  /** Of those, how many ended `success` or `skipped`. */
+  readonly succeeded: number;
+}
+
+/**
+ * DESIGN.md section 4: a run succeeds when every task ends `success` or `skipped`, and fails once
+ * no task can make progress. Every rule resolves a task once all its upstream tasks are done, so
+ * "no task can make progress" is "every task is finished".
+ */
+export function runOutcome(p: RunProgress): RunStatus {
+  if (p.finished < p.total) return 'running';
+  return p.succeeded === p.total ? 'success' : 'failed';
+}

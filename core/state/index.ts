@@ -1,0 +1,272 @@
+import { InvalidTransitionError } from '../errors.ts';
+
+/** DESIGN.md section 4. */
+export const RUN_STATUSES = ['queued', 'running', 'success', 'failed', 'cancelled'] as const;
+export type RunStatus = (typeof RUN_STATUSES)[number];
+
+export const TASK_STATUSES = [
+  'pending',
+  'queued',
+  'running',
+  'success',
+  'failed',
+  'up_for_retry',
+  'upstream_failed',
+  'skipped',
+  'cancelled',
+] as const;
+export type TaskStatus = (typeof TASK_STATUSES)[number];
+
+export const TERMINAL_TASK_STATUSES: ReadonlySet<TaskStatus> = new Set([
+  'success',
+  'failed',
+  'upstream_failed',
+  'skipped',
+  'cancelled',
+]);
+export const TERMINAL_RUN_STATUSES: ReadonlySet<RunStatus> = new Set([
+  'success',
+  'failed',
+  'cancelled',
+]);
+
+export const isTerminalTask = (s: TaskStatus) => TERMINAL_TASK_STATUSES.has(s);
+export const isTerminalRun = (s: RunStatus) => TERMINAL_RUN_STATUSES.has(s);
+
+/**
+ * Every allowed task-instance transition, keyed by the event that causes it. An adapter turns
+ * each one into a single conditional write: the item must still be in `from` with the expected
+ * attempt and lease token, or the write is refused and nothing changes.
+ */
+export const TASK_TRANSITIONS = {
+  /** Readiness or a retry timer hands the task to the queue; the attempt number goes up by one. */
+  queue: { from: ['pending', 'up_for_retry'], to: ['queued'] },
+  /** A worker takes the attempt and gets a lease. */
+  claim: { from: ['queued'], to: ['running'] },
+  /** A worker extends its lease. */
+  heartbeat: { from: ['running'], to: ['running'] },
+  /** The worker reports the outcome, or the reaper finds the lease expired. */
+  finish: { from: ['running'], to: ['success', 'failed', 'up_for_retry'] },
+  /** Readiness decides the trigger rule can never be met. */
+  resolve: { from: ['pending'], to: ['skipped', 'upstream_failed'] },
+  /** The run is cancelled: unfinished tasks stop where they are. */
+  cancel: { from: ['pending', 'queued', 'running', 'up_for_retry'], to: ['cancelled'] },
+  /** The user clears a finished task so it runs again, with the next attempt number. */
+  clear: {
+    from: ['success', 'failed', 'upstream_failed', 'skipped', 'cancelled'],
+    to: ['pending'],
+  },
+} as const satisfies Record<string, { from: readonly TaskStatus[]; to: readonly TaskStatus[] }>;
+export type TaskEvent = keyof typeof TASK_TRANSITIONS;
+
+export const RUN_TRANSITIONS = {
+  start: { from: ['queued'], to: ['running'] },
+  finish: { from: ['running'], to: ['success', 'failed'] },
+  cancel: { from: ['queued', 'running'], to: ['cancelled'] },
+  /** Clearing a task of a finished run reopens the run. */
+  reopen: { from: ['success', 'failed', 'cancelled'], to: ['running'] },
+} as const satisfies Record<string, { from: readonly RunStatus[]; to: readonly RunStatus[] }>;
+export type RunEvent = keyof typeof RUN_TRANSITIONS;
+
+export function canTransitionTask(event: TaskEvent, from: TaskStatus, to: TaskStatus): boolean {
+  const t = TASK_TRANSITIONS[event];
+  return (
+    (t.from as readonly TaskStatus[]).includes(from) && (t.to as readonly TaskStatus[]).includes(to)
+  );
+}
+
+export function canTransitionRun(event: RunEvent, from: RunStatus, to: RunStatus): boolean {
+  const t = RUN_TRANSITIONS[event];
+  return (
+    (t.from as readonly RunStatus[]).includes(from) && (t.to as readonly RunStatus[]).includes(to)
+  );
+}
+
+/** What the store holds for one task instance; the fields a transition is conditioned on. */
+export interface TaskInstanceState {
+  readonly status: TaskStatus;
+  /** 0 until first queued; attempts are 1-based. */
+  readonly attempt: number;
+  /** Set while an attempt is running; the fencing token of the worker that holds it. */
+  readonly leaseToken: string | null;
+}
+
+/**
+ * One task-instance state change, as a compare-and-set: write `set` only if the item still
+ * matches `expect`. `at` is when it happened (ISO-8601), passed in because the core reads no
+ * clock.
+ */
+export interface TaskTransition {
+  readonly event: TaskEvent;
+  readonly expect: TaskInstanceState;
+  readonly set: TaskInstanceState & {
+    readonly leaseExpiresAt?: string | null;
+    readonly retryAt?: string | null;
+    readonly startTime?: string | null;
+    readonly endTime?: string | null;
+    readonly error?: string | null;
+  };
+  readonly at: string;
+}
+
+function transition(
+  event: TaskEvent,
+  current: TaskInstanceState,
+  set: TaskTransition['set'],
+  at: Date,
+): TaskTransition {
+  if (!canTransitionTask(event, current.status, set.status)) {
+    throw new InvalidTransitionError(
+      `cannot ${event} a task instance from "${current.status}" to "${set.status}"`,
+    );
+  }
+  return {
+    event,
+    expect: { status: current.status, attempt: current.attempt, leaseToken: current.leaseToken },
+    set,
+    at: at.toISOString(),
+  };
+}
+
+export function queueTask(ti: TaskInstanceState, at: Date): TaskTransition {
+  return transition(
+    'queue',
+    ti,
+    { status: 'queued', attempt: ti.attempt + 1, leaseToken: null, retryAt: null },
+    at,
+  );
+}
+
+export function claimTask(
+  ti: TaskInstanceState,
+  leaseToken: string,
+  leaseSeconds: number,
+  at: Date,
+): TaskTransition {
+  return transition(
+    'claim',
+    ti,
+    {
+      status: 'running',
+      attempt: ti.attempt,
+      leaseToken,
+      leaseExpiresAt: new Date(at.getTime() + leaseSeconds * 1000).toISOString(),
+      startTime: at.toISOString(),
+      endTime: null,
+    },
+    at,
+  );
+}
+
+export function heartbeatTask(
+  ti: TaskInstanceState,
+  leaseSeconds: number,
+  at: Date,
+): TaskTransition {
+  return transition(
+    'heartbeat',
+    ti,
+    {
+      status: 'running',
+      attempt: ti.attempt,
+      leaseToken: ti.leaseToken,
+      leaseExpiresAt: new Date(at.getTime() + leaseSeconds * 1000).toISOString(),
+    },
+    at,
+  );
+}
+
+/**
+ * The end of a running attempt. A failure with attempts left becomes `up_for_retry` at `retryAt`
+ * (see core/retry); otherwise it is final.
+ */
+export function finishTask(
+  ti: TaskInstanceState,
+  outcome: { ok: true } | { ok: false; error: string; retryAt: Date | null },
+  at: Date,
+): TaskTransition {
+  const end = { leaseToken: null, leaseExpiresAt: null, attempt: ti.attempt };
+  if (outcome.ok) {
+    return transition('finish', ti, { ...end, status: 'success', endTime: at.toISOString() }, at);
+  }
+  if (outcome.retryAt) {
+    return transition(
+      'finish',
+      ti,
+      {
+        ...end,
+        status: 'up_for_retry',
+        retryAt: outcome.retryAt.toISOString(),
+        error: outcome.error,
+      },
+      at,
+    );
+  }
+  return transition(
+    'finish',
+    ti,
+    { ...end, status: 'failed', error: outcome.error, endTime: at.toISOString() },
+    at,
+  );
+}
+
+export function resolveTask(
+  ti: TaskInstanceState,
+  status: 'skipped' | 'upstream_failed',
+  at: Date,
+): TaskTransition {
+  return transition(
+    'resolve',
+    ti,
+    { status, attempt: ti.attempt, leaseToken: null, endTime: at.toISOString() },
+    at,
+  );
+}
+
+export function cancelTask(ti: TaskInstanceState, at: Date): TaskTransition {
+  return transition(
+    'cancel',
+    ti,
+    {
+      status: 'cancelled',
+      attempt: ti.attempt,
+      leaseToken: null,
+      leaseExpiresAt: null,
+      retryAt: null,
+      endTime: at.toISOString(),
+    },
+    at,
+  );
+}
+
+/** Back to `pending`, keeping the attempt count, so the next queue gives a new attempt number. */
+export function clearTask(ti: TaskInstanceState, at: Date): TaskTransition {
+  return transition(
+    'clear',
+    ti,
+    {
+      status: 'pending',
+      attempt: ti.attempt,
+      leaseToken: null,
+      leaseExpiresAt: null,
+      retryAt: null,
+      startTime: null,
+      endTime: null,
+      error: null,
+    },
+    at,
+  );
+}
+
+/**
+ * The run id is a pure function of the DAG run's identity, so that two deliveries of the same
+ * scheduled tick, or two triggers with the same idempotency key, name the same run and the
+ * store's conditional create keeps only one.
+ */
+export function scheduledRunId(logicalDate: Date): string {
+  return `scheduled__${logicalDate.toISOString()}`;
+}
+
+export function manualRunId(key: string): string {
+  return `manual__${key}`;
+}
