@@ -37,7 +37,7 @@ export const httpConfig = z
       ),
   })
   .superRefine((cfg, ctx) => {
-    if (!cfg.allowPrivateNetwork && !cfg.url.startsWith('https:')) {
+    if (!cfg.allowPrivateNetwork && cfg.url.startsWith('http:')) {
       ctx.addIssue({
         code: 'custom',
         path: ['url'],

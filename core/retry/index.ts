@@ -14,11 +14,13 @@ export type Random = () => number;
  * Both are capped by `maxRetryDelaySeconds`.
  */
 export function retryDelayMs(policy: RetrySettings, failedAttempt: number, random: Random): number {
-  const cap = policy.maxRetryDelaySeconds * 1000;
-  const base = policy.retryDelaySeconds * 1000;
+  // Whole milliseconds: timers and ISO timestamps have no finer grain.
+  const cap = Math.floor(policy.maxRetryDelaySeconds * 1000);
+  const base = Math.floor(policy.retryDelaySeconds * 1000);
   if (policy.retryBackoff === 'fixed') return Math.min(base, cap);
-  // 2^n overflows to Infinity past n = 1023; Math.min keeps that finite.
-  const ceiling = Math.min(cap, base * 2 ** Math.max(0, failedAttempt - 1));
+  // 2^n is Infinity past n = 1023, and 0 × Infinity is NaN: bound the exponent. Past 2^60 the
+  // cap (at most a day) has long taken over anyway.
+  const ceiling = Math.min(cap, base * 2 ** Math.min(60, Math.max(0, failedAttempt - 1)));
   return Math.floor(random() * ceiling);
 }
 
