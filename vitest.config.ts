@@ -11,6 +11,15 @@ export default defineConfig({
           globalSetup: ['test/unit/build-cli.setup.ts'],
         },
       },
+      {
+        test: {
+          name: 'integration',
+          include: ['test/integration/**/*.test.ts'],
+          // Calls to the emulator: slower than unit tests, and some wait for SQS visibility.
+          testTimeout: 60_000,
+          hookTimeout: 60_000,
+        },
+      },
     ],
   },
 });

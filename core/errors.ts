@@ -41,6 +41,15 @@ export class InvalidTransitionError extends AirlessError {
  */
 export class ConflictError extends AirlessError {
   readonly retryable = false;
+
+  constructor(
+    message: string,
+    /** What the store holds now, when it said. */
+    readonly current?: unknown,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
 }
 
 /** The thing asked for does not exist. */

@@ -154,3 +154,21 @@ export function runOutcome(p: RunProgress): RunStatus {
   if (p.finished < p.total) return 'running';
   return p.succeeded === p.total ? 'success' : 'failed';
 }
+
+/**
+ * Run progress is kept in shards, so that no single item is written once per task of a large run:
+ * about 200 tasks a shard, at most 32 shards.
+ */
+export function progressShardCount(taskCount: number): number {
+  return Math.min(32, Math.max(1, Math.ceil(taskCount / 200)));
+}
+
+/** Which progress shard counts `taskId` (FNV-1a, stable across processes and versions). */
+export function progressShard(taskId: string, shards: number): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < taskId.length; i++) {
+    h ^= taskId.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h % shards;
+}

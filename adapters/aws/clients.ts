@@ -1,0 +1,49 @@
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { S3Client } from '@aws-sdk/client-s3';
+import { SchedulerClient } from '@aws-sdk/client-scheduler';
+import { SQSClient } from '@aws-sdk/client-sqs';
+import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+
+/**
+ * The one place that creates AWS SDK clients. Region and credentials come from the environment
+ * through the SDK's default chain; `AWS_ENDPOINT_URL` (the local emulator) overrides every
+ * service's endpoint. Create clients once per process and share them.
+ */
+export interface AwsClients {
+  readonly dynamodb: DynamoDBDocumentClient;
+  readonly sqs: SQSClient;
+  readonly s3: S3Client;
+  readonly scheduler: SchedulerClient;
+}
+
+export function clientConfig(env: NodeJS.ProcessEnv = process.env) {
+  const endpoint = env.AWS_ENDPOINT_URL;
+  return {
+    ...(env.AWS_REGION ? { region: env.AWS_REGION } : {}),
+    ...(endpoint ? { endpoint } : {}),
+    // Adaptive retry rate-limits the client itself when the service throttles.
+    retryMode: 'adaptive',
+    maxAttempts: 5,
+  } as const;
+}
+
+export function createClients(env: NodeJS.ProcessEnv = process.env): AwsClients {
+  const config = clientConfig(env);
+  return {
+    dynamodb: DynamoDBDocumentClient.from(new DynamoDBClient(config), {
+      marshallOptions: { removeUndefinedValues: true },
+    }),
+    sqs: new SQSClient(config),
+    // A custom endpoint has no per-bucket DNS names: address buckets by path there.
+    s3: new S3Client({ ...config, forcePathStyle: config.endpoint !== undefined }),
+    scheduler: new SchedulerClient(config),
+  };
+}
+
+let shared: AwsClients | undefined;
+
+/** Clients shared by everything in this process (a Lambda container, a CLI run). */
+export function awsClients(): AwsClients {
+  shared ??= createClients();
+  return shared;
+}

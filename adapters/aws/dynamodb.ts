@@ -1,0 +1,747 @@
+import type { AttributeValue } from '@aws-sdk/client-dynamodb';
+import {
+  BatchWriteCommand,
+  DeleteCommand,
+  type DynamoDBDocumentClient,
+  GetCommand,
+  PutCommand,
+  QueryCommand,
+  type QueryCommandInput,
+  TransactWriteCommand,
+  UpdateCommand,
+} from '@aws-sdk/lib-dynamodb';
+import { unmarshall } from '@aws-sdk/util-dynamodb';
+import { ConflictError, NotFoundError } from '../../core/errors.ts';
+import type {
+  DagRecord,
+  DagVersionRecord,
+  ImportErrorRecord,
+  NewDagVersion,
+  NewRun,
+  Page,
+  PageRequest,
+  RunRecord,
+  StateStore,
+  TaskInstanceRecord,
+  TaskKey,
+} from '../../core/ports.ts';
+import {
+  counterFor,
+  progressShard,
+  progressShardCount,
+  type RunProgress,
+  type UpstreamCounts,
+} from '../../core/readiness/index.ts';
+import {
+  isTerminalRun,
+  type RunStatus,
+  type TaskStatus,
+  type TaskTransition,
+} from '../../core/state/index.ts';
+import { aws, decodeToken, encodeToken } from './errors.ts';
+import { DUE_SHARDS, GSI1, GSI2, tableKeys as keys } from './table.ts';
+
+type Item = Record<string, unknown>;
+
+/** TransactWriteItems takes at most 100 actions; larger runs are written in batches. */
+const MAX_TRANSACTION_ITEMS = 100;
+const COUNTER: Record<keyof UpstreamCounts, string> = {
+  success: 'cSuccess',
+  failed: 'cFailed',
+  upstreamFailed: 'cUpstreamFailed',
+  skipped: 'cSkipped',
+};
+const DUE_KIND: Partial<Record<TaskStatus, string>> = {
+  queued: 'QUEUED',
+  running: 'LEASE',
+  up_for_retry: 'RETRY',
+};
+
+const str = (v: unknown): string | null => (typeof v === 'string' ? v : null);
+const num = (v: unknown): number => (typeof v === 'number' ? v : 0);
+
+function toDag(i: Item): DagRecord {
+  return {
+    dagId: i.dagId as string,
+    latestVersion: num(i.latestVersion),
+    paused: i.paused === true,
+    deleted: i.deleted === true,
+    ...(typeof i.description === 'string' ? { description: i.description } : {}),
+    ...(typeof i.owner === 'string' ? { owner: i.owner } : {}),
+    ...(i.schedule ? { schedule: i.schedule as NonNullable<DagRecord['schedule']> } : {}),
+    updatedAt: i.updatedAt as string,
+  };
+}
+
+function toVersion(i: Item): DagVersionRecord {
+  return {
+    dagId: i.dagId as string,
+    version: num(i.version),
+    sourceKey: i.sourceKey as string,
+    sha256: i.sha256 as string,
+    taskCount: num(i.taskCount),
+    createdAt: i.createdAt as string,
+  };
+}
+
+function toRun(i: Item): RunRecord {
+  return {
+    dagId: i.dagId as string,
+    runId: i.runId as string,
+    dagVersion: num(i.dagVersion),
+    kind: i.kind as RunRecord['kind'],
+    status: i.status as RunStatus,
+    logicalDate: i.logicalDate as string,
+    conf: (i.conf ?? {}) as Record<string, unknown>,
+    taskCount: num(i.taskCount),
+    createdAt: i.createdAt as string,
+    startTime: str(i.startTime),
+    endTime: str(i.endTime),
+  };
+}
+
+function toTask(i: Item): TaskInstanceRecord {
+  return {
+    dagId: i.dagId as string,
+    runId: i.runId as string,
+    taskId: i.taskId as string,
+    status: i.status as TaskStatus,
+    attempt: num(i.attempt),
+    leaseToken: str(i.leaseToken),
+    upstreamCount: num(i.upstreamCount),
+    counts: {
+      success: num(i.cSuccess),
+      failed: num(i.cFailed),
+      upstreamFailed: num(i.cUpstreamFailed),
+      skipped: num(i.cSkipped),
+    },
+    queuedAt: str(i.queuedAt),
+    leaseExpiresAt: str(i.leaseExpiresAt),
+    retryAt: str(i.retryAt),
+    startTime: str(i.startTime),
+    endTime: str(i.endTime),
+    error: str(i.error),
+  };
+}
+
+/** Builds an UpdateExpression from SET and REMOVE parts with placeholder names. */
+class Update {
+  readonly names: Record<string, string> = {};
+  readonly values: Record<string, unknown> = {};
+  readonly #set: string[] = [];
+  readonly #remove: string[] = [];
+  readonly #add: string[] = [];
+  #n = 0;
+
+  name(attr: string): string {
+    const k = `#${attr}`;
+    this.names[k] = attr;
+    return k;
+  }
+
+  value(v: unknown): string {
+    const k = `:v${this.#n++}`;
+    this.values[k] = v;
+    return k;
+  }
+
+  /** SET for a value, REMOVE for null: absent attributes are how the table spells null. */
+  set(attr: string, v: unknown): this {
+    if (v === null) this.#remove.push(this.name(attr));
+    else if (v !== undefined) this.#set.push(`${this.name(attr)} = ${this.value(v)}`);
+    return this;
+  }
+
+  setIfAbsent(attr: string, v: unknown): this {
+    const n = this.name(attr);
+    this.#set.push(`${n} = if_not_exists(${n}, ${this.value(v)})`);
+    return this;
+  }
+
+  add(attr: string, v: unknown): this {
+    this.#add.push(`${this.name(attr)} ${this.value(v)}`);
+    return this;
+  }
+
+  expression(): string {
+    return [
+      this.#set.length ? `SET ${this.#set.join(', ')}` : '',
+      this.#remove.length ? `REMOVE ${this.#remove.join(', ')}` : '',
+      this.#add.length ? `ADD ${this.#add.join(', ')}` : '',
+    ]
+      .filter(Boolean)
+      .join(' ');
+  }
+
+  input(table: string, key: Item, condition?: string) {
+    return {
+      TableName: table,
+      Key: key,
+      UpdateExpression: this.expression(),
+      ...(condition ? { ConditionExpression: condition } : {}),
+      ExpressionAttributeNames: this.names,
+      ...(Object.keys(this.values).length ? { ExpressionAttributeValues: this.values } : {}),
+    };
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * The state store on one DynamoDB table (see table.ts for its keys and indexes). Every
+ * transition is one UpdateItem whose condition is the expected status, attempt and lease token.
+ */
+export class DynamoStateStore implements StateStore {
+  constructor(
+    private readonly db: DynamoDBDocumentClient,
+    private readonly table: string,
+  ) {}
+
+  async putDagVersion(
+    input: NewDagVersion,
+  ): Promise<{ version: DagVersionRecord; created: boolean }> {
+    // Two registrations of one DAG race on the DAG item's version number; the loser re-reads.
+    for (let tries = 0; tries < 5; tries++) {
+      const meta = await this.#get(keys.dag(input.dagId));
+      const latest = num(meta?.latestVersion);
+      if (meta && meta.latestSha256 === input.sha256 && meta.deleted !== true) {
+        const current = await this.getDagVersion(input.dagId, latest);
+        if (current) return { version: current, created: false };
+      }
+      const next = latest + 1;
+      const at = input.at.toISOString();
+      const version: DagVersionRecord = {
+        dagId: input.dagId,
+        version: next,
+        sourceKey: input.sourceKey,
+        sha256: input.sha256,
+        taskCount: input.taskCount,
+        createdAt: at,
+      };
+      const u = new Update()
+        .set('dagId', input.dagId)
+        .set('latestVersion', next)
+        .set('latestSha256', input.sha256)
+        .set('deleted', false)
+        .set('description', input.description ?? null)
+        .set('owner', input.owner ?? null)
+        .set('schedule', input.schedule ?? null)
+        .set('updatedAt', at)
+        .set('gsi1pk', 'DAGS')
+        .set('gsi1sk', input.dagId)
+        .setIfAbsent('paused', false);
+      const expected = u.value(latest);
+      const condition = `attribute_not_exists(pk) OR ${u.name('latestVersion')} = ${expected}`;
+      try {
+        await aws('putDagVersion', () =>
+          this.db.send(
+            new TransactWriteCommand({
+              TransactItems: [
+                { Update: u.input(this.table, keys.dag(input.dagId), condition) },
+                {
+                  Put: {
+                    TableName: this.table,
+                    Item: {
+                      ...keys.dagVersion(input.dagId, next),
+                      type: 'DAG_VERSION',
+                      ...version,
+                    },
+                    ConditionExpression: 'attribute_not_exists(pk)',
+                  },
+                },
+              ],
+            }),
+          ),
+        );
+        return { version, created: true };
+      } catch (e) {
+        if (!(e instanceof ConflictError)) throw e;
+      }
+    }
+    throw new ConflictError(`putDagVersion: ${input.dagId} is being changed by others; try again`);
+  }
+
+  async getDag(dagId: string): Promise<DagRecord | undefined> {
+    const i = await this.#get(keys.dag(dagId));
+    return i ? toDag(i) : undefined;
+  }
+
+  async listDags(page: PageRequest = {}): Promise<Page<DagRecord>> {
+    return this.#page(
+      {
+        IndexName: GSI1,
+        KeyConditionExpression: 'gsi1pk = :p',
+        ExpressionAttributeValues: { ':p': 'DAGS' },
+      },
+      page,
+      toDag,
+    );
+  }
+
+  async listDagVersions(dagId: string, page: PageRequest = {}): Promise<Page<DagVersionRecord>> {
+    return this.#page(
+      {
+        KeyConditionExpression: 'pk = :p AND begins_with(sk, :v)',
+        ExpressionAttributeValues: { ':p': keys.dag(dagId).pk, ':v': 'V#' },
+        ScanIndexForward: false,
+      },
+      page,
+      toVersion,
+    );
+  }
+
+  async getDagVersion(dagId: string, version: number): Promise<DagVersionRecord | undefined> {
+    const i = await this.#get(keys.dagVersion(dagId, version));
+    return i ? toVersion(i) : undefined;
+  }
+
+  async setDagPaused(dagId: string, paused: boolean, at: Date): Promise<DagRecord> {
+    const u = new Update().set('paused', paused).set('updatedAt', at.toISOString());
+    const cond = `attribute_exists(pk) AND ${u.name('deleted')} = ${u.value(false)}`;
+    try {
+      return toDag(await this.#update(u.input(this.table, keys.dag(dagId), cond), `DAG ${dagId}`));
+    } catch (e) {
+      // A deleted DAG is as good as gone.
+      if (e instanceof ConflictError)
+        throw new NotFoundError(`DAG ${dagId} was deleted`, { cause: e });
+      throw e;
+    }
+  }
+
+  async markDagDeleted(dagId: string, at: Date): Promise<void> {
+    // Leaves the versions and runs: history is kept. The DAG leaves the listing index.
+    const u = new Update()
+      .set('deleted', true)
+      .set('updatedAt', at.toISOString())
+      .set('gsi1pk', null)
+      .set('gsi1sk', null);
+    await this.#update(
+      u.input(this.table, keys.dag(dagId), 'attribute_exists(pk)'),
+      `DAG ${dagId}`,
+    );
+  }
+
+  async putImportError(record: ImportErrorRecord): Promise<void> {
+    await aws('putImportError', () =>
+      this.db.send(
+        new PutCommand({
+          TableName: this.table,
+          Item: { ...keys.importError(record.key), type: 'IMPORT_ERROR', ...record },
+        }),
+      ),
+    );
+  }
+
+  async clearImportError(key: string): Promise<void> {
+    await aws('clearImportError', () =>
+      this.db.send(new DeleteCommand({ TableName: this.table, Key: keys.importError(key) })),
+    );
+  }
+
+  async listImportErrors(page: PageRequest = {}): Promise<Page<ImportErrorRecord>> {
+    return this.#page(
+      { KeyConditionExpression: 'pk = :p', ExpressionAttributeValues: { ':p': 'IMPORT_ERRORS' } },
+      page,
+      (i) => ({
+        key: i.key as string,
+        ...(typeof i.dagId === 'string' ? { dagId: i.dagId } : {}),
+        errors: (i.errors ?? []) as ImportErrorRecord['errors'],
+        time: i.time as string,
+      }),
+    );
+  }
+
+  async createRun(input: NewRun): Promise<{ run: RunRecord; created: boolean }> {
+    const at = input.at.toISOString();
+    const shards = progressShardCount(input.tasks.length);
+    const run: RunRecord = {
+      dagId: input.dagId,
+      runId: input.runId,
+      dagVersion: input.dagVersion,
+      kind: input.kind,
+      status: 'queued',
+      logicalDate: input.logicalDate.toISOString(),
+      conf: input.conf,
+      taskCount: input.tasks.length,
+      createdAt: at,
+      startTime: null,
+      endTime: null,
+    };
+    const { startTime: _s, endTime: _e, ...stored } = run;
+    const runItem = {
+      ...keys.run(input.dagId, input.runId),
+      type: 'RUN',
+      // Absent, not NULL: `if_not_exists(startTime, …)` must see no start time yet.
+      ...stored,
+      progressShards: shards,
+      gsi1pk: `RUNS#${input.dagId}`,
+      gsi1sk: `${run.logicalDate}#${input.runId}`,
+    };
+    const totals = new Array<number>(shards).fill(0);
+    const children: Item[] = input.tasks.map((t) => {
+      const shard = progressShard(t.taskId, shards);
+      totals[shard] = (totals[shard] ?? 0) + 1;
+      return {
+        ...keys.task(input.dagId, input.runId, t.taskId),
+        type: 'TI',
+        dagId: input.dagId,
+        runId: input.runId,
+        taskId: t.taskId,
+        status: 'pending',
+        attempt: 0,
+        upstreamCount: t.upstreamCount,
+        cSuccess: 0,
+        cFailed: 0,
+        cUpstreamFailed: 0,
+        cSkipped: 0,
+        createdAt: at,
+      };
+    });
+    totals.forEach((total, shard) => {
+      children.push({
+        ...keys.progress(input.dagId, input.runId, shard),
+        type: 'PROGRESS',
+        total,
+        finished: 0,
+        succeeded: 0,
+      });
+    });
+
+    const onlyOnce = { ConditionExpression: 'attribute_not_exists(pk)' };
+    try {
+      if (children.length + 1 <= MAX_TRANSACTION_ITEMS) {
+        // Small runs: everything in one atomic write, guarded by the run item's absence.
+        await aws('createRun', () =>
+          this.db.send(
+            new TransactWriteCommand({
+              TransactItems: [
+                {
+                  Put: {
+                    TableName: this.table,
+                    Item: { ...runItem, tasksWritten: true },
+                    ...onlyOnce,
+                  },
+                },
+                ...children.map((Item) => ({ Put: { TableName: this.table, Item } })),
+              ],
+            }),
+          ),
+        );
+      } else {
+        // Large runs: the run item first (the one conditional write that decides who creates
+        // the run), then its children in batches, then the flag that says they are all there.
+        // A creator that dies in between leaves `tasksWritten: false` for the reaper to finish.
+        await aws('createRun', () =>
+          this.db.send(
+            new PutCommand({
+              TableName: this.table,
+              Item: { ...runItem, tasksWritten: false },
+              ...onlyOnce,
+            }),
+          ),
+        );
+        await this.#batchPut(children);
+        const u = new Update().set('tasksWritten', true);
+        await this.#update(u.input(this.table, keys.run(input.dagId, input.runId)), 'createRun');
+      }
+      return { run, created: true };
+    } catch (e) {
+      if (!(e instanceof ConflictError)) throw e;
+      const existing = await this.getRun(input.dagId, input.runId);
+      if (!existing) throw e;
+      return { run: existing, created: false };
+    }
+  }
+
+  async getRun(dagId: string, runId: string): Promise<RunRecord | undefined> {
+    const i = await this.#get(keys.run(dagId, runId));
+    return i ? toRun(i) : undefined;
+  }
+
+  async listRuns(dagId: string, page: PageRequest = {}): Promise<Page<RunRecord>> {
+    return this.#page(
+      {
+        IndexName: GSI1,
+        KeyConditionExpression: 'gsi1pk = :p',
+        ExpressionAttributeValues: { ':p': `RUNS#${dagId}` },
+        ScanIndexForward: false,
+      },
+      page,
+      toRun,
+    );
+  }
+
+  async transitionRun(
+    dagId: string,
+    runId: string,
+    from: readonly RunStatus[],
+    to: RunStatus,
+    at: Date,
+  ): Promise<RunRecord> {
+    const u = new Update().set('status', to).set('updatedAt', at.toISOString());
+    if (to === 'running') u.setIfAbsent('startTime', at.toISOString()).set('endTime', null);
+    if (isTerminalRun(to)) u.set('endTime', at.toISOString());
+    const cond = `${u.name('status')} IN (${from.map((s) => u.value(s)).join(', ')})`;
+    return toRun(
+      await this.#update(u.input(this.table, keys.run(dagId, runId), cond), `run ${runId}`),
+    );
+  }
+
+  async listTaskInstances(dagId: string, runId: string): Promise<TaskInstanceRecord[]> {
+    const out: TaskInstanceRecord[] = [];
+    let start: Item | undefined;
+    // A 10,000-task run is a few 1 MB pages; the bound only guards against a runaway loop.
+    for (let i = 0; i < 1000; i++) {
+      const res = await aws('listTaskInstances', () =>
+        this.db.send(
+          new QueryCommand({
+            TableName: this.table,
+            KeyConditionExpression: 'pk = :p AND begins_with(sk, :t)',
+            ExpressionAttributeValues: { ':p': keys.run(dagId, runId).pk, ':t': 'TI#' },
+            ConsistentRead: true,
+            ...(start ? { ExclusiveStartKey: start } : {}),
+          }),
+        ),
+      );
+      out.push(...(res.Items ?? []).map(toTask));
+      start = res.LastEvaluatedKey;
+      if (!start) break;
+    }
+    return out;
+  }
+
+  async getTaskInstance(key: TaskKey): Promise<TaskInstanceRecord | undefined> {
+    const i = await this.#get(keys.task(key.dagId, key.runId, key.taskId));
+    return i ? toTask(i) : undefined;
+  }
+
+  async transitionTask(key: TaskKey, t: TaskTransition): Promise<TaskInstanceRecord> {
+    const u = new Update()
+      .set('status', t.set.status)
+      .set('attempt', t.set.attempt)
+      .set('leaseToken', t.set.leaseToken)
+      .set('leaseExpiresAt', t.set.leaseExpiresAt)
+      .set('retryAt', t.set.retryAt)
+      .set('startTime', t.set.startTime)
+      .set('endTime', t.set.endTime)
+      .set('error', t.set.error)
+      .set('updatedAt', t.at);
+    if (t.set.status === 'queued') u.set('queuedAt', t.at);
+    // Keep the deadline index in step: an item is in it only while it waits for a deadline.
+    const kind = DUE_KIND[t.set.status];
+    const due =
+      t.set.status === 'queued'
+        ? t.at
+        : t.set.status === 'running'
+          ? t.set.leaseExpiresAt
+          : t.set.retryAt;
+    if (kind && due) {
+      const shard = progressShard(`${key.dagId}#${key.runId}#${key.taskId}`, DUE_SHARDS);
+      u.set('gsi2pk', `DUE#${kind}#${shard}`).set('gsi2sk', due);
+    } else {
+      u.set('gsi2pk', null).set('gsi2sk', null);
+    }
+    const status = u.name('status');
+    const attempt = u.name('attempt');
+    const lease = u.name('leaseToken');
+    const cond = [
+      `${status} = ${u.value(t.expect.status)}`,
+      `${attempt} = ${u.value(t.expect.attempt)}`,
+      t.expect.leaseToken === null
+        ? `attribute_not_exists(${lease})`
+        : `${lease} = ${u.value(t.expect.leaseToken)}`,
+    ].join(' AND ');
+    const what = `${t.event} ${key.runId}/${key.taskId}`;
+    const input = u.input(this.table, keys.task(key.dagId, key.runId, key.taskId), cond);
+    return toTask(await this.#update(input, what, toTask));
+  }
+
+  async recordUpstreamOutcome(
+    downstream: TaskKey,
+    upstreamTaskId: string,
+    status: TaskStatus,
+  ): Promise<{ task: TaskInstanceRecord; counted: boolean }> {
+    const counter = counterFor(status);
+    if (!counter) throw new Error(`recordUpstreamOutcome: "${status}" is not a finished status`);
+    const u = new Update()
+      .add(COUNTER[counter], 1)
+      .add('countedUpstream', new Set([upstreamTaskId]));
+    const counted = u.name('countedUpstream');
+    const cond = `attribute_exists(pk) AND (attribute_not_exists(${counted}) OR NOT contains(${counted}, ${u.value(upstreamTaskId)}))`;
+    const key = keys.task(downstream.dagId, downstream.runId, downstream.taskId);
+    try {
+      return {
+        task: toTask(
+          await this.#update(u.input(this.table, key, cond), 'recordUpstreamOutcome', toTask),
+        ),
+        counted: true,
+      };
+    } catch (e) {
+      // Counted already: a duplicate event. Answer with the counts as they stand.
+      if (e instanceof ConflictError && e.current) {
+        return { task: e.current as TaskInstanceRecord, counted: false };
+      }
+      throw e;
+    }
+  }
+
+  async recordTaskFinished(
+    key: TaskKey,
+    succeeded: boolean,
+    taskCount: number,
+  ): Promise<RunProgress | undefined> {
+    // The same pure function createRun used: no read of the run item needed.
+    const shard = progressShard(key.taskId, progressShardCount(taskCount));
+    const u = new Update()
+      .add('finished', 1)
+      .add('succeeded', succeeded ? 1 : 0)
+      .add('doneTasks', new Set([key.taskId]));
+    const done = u.name('doneTasks');
+    const cond = `attribute_exists(pk) AND (attribute_not_exists(${done}) OR NOT contains(${done}, ${u.value(key.taskId)}))`;
+    let item: Item;
+    try {
+      item = await this.#update(
+        u.input(this.table, keys.progress(key.dagId, key.runId, shard), cond),
+        'recordTaskFinished',
+      );
+    } catch (e) {
+      // Counted already (a duplicate event): answer as the first call did.
+      if (!(e instanceof ConflictError) || !e.current) throw e;
+      item = e.current as Item;
+    }
+    if (num(item.finished) < num(item.total)) return undefined;
+    return this.#progress(key.dagId, key.runId);
+  }
+
+  async findExpiredLeases(now: Date, limit: number): Promise<TaskInstanceRecord[]> {
+    return this.#due('LEASE', now, limit);
+  }
+
+  async findQueuedBefore(before: Date, limit: number): Promise<TaskInstanceRecord[]> {
+    return this.#due('QUEUED', before, limit);
+  }
+
+  async findRetriesDue(now: Date, limit: number): Promise<TaskInstanceRecord[]> {
+    return this.#due('RETRY', now, limit);
+  }
+
+  async #due(kind: string, before: Date, limit: number): Promise<TaskInstanceRecord[]> {
+    const out: TaskInstanceRecord[] = [];
+    for (let shard = 0; shard < DUE_SHARDS && out.length < limit; shard++) {
+      const res = await aws(`find ${kind}`, () =>
+        this.db.send(
+          new QueryCommand({
+            TableName: this.table,
+            IndexName: GSI2,
+            KeyConditionExpression: 'gsi2pk = :p AND gsi2sk < :t',
+            ExpressionAttributeValues: { ':p': `DUE#${kind}#${shard}`, ':t': before.toISOString() },
+            Limit: limit - out.length,
+          }),
+        ),
+      );
+      out.push(...(res.Items ?? []).map(toTask));
+    }
+    return out;
+  }
+
+  async #progress(dagId: string, runId: string): Promise<RunProgress> {
+    const res = await aws('run progress', () =>
+      this.db.send(
+        new QueryCommand({
+          TableName: this.table,
+          KeyConditionExpression: 'pk = :p AND begins_with(sk, :s)',
+          ExpressionAttributeValues: { ':p': keys.run(dagId, runId).pk, ':s': 'PROGRESS#' },
+          ProjectionExpression: '#t, finished, succeeded',
+          ExpressionAttributeNames: { '#t': 'total' },
+          // Strongly consistent: of two tasks that finish together, the later read sees both.
+          ConsistentRead: true,
+        }),
+      ),
+    );
+    return (res.Items ?? []).reduce<RunProgress>(
+      (p, i) => ({
+        total: p.total + num(i.total),
+        finished: p.finished + num(i.finished),
+        succeeded: p.succeeded + num(i.succeeded),
+      }),
+      { total: 0, finished: 0, succeeded: 0 },
+    );
+  }
+
+  async #get(key: Item, consistent = true): Promise<Item | undefined> {
+    const res = await aws('get', () =>
+      this.db.send(new GetCommand({ TableName: this.table, Key: key, ConsistentRead: consistent })),
+    );
+    return res.Item;
+  }
+
+  /**
+   * One UpdateItem returning the new item. A failed condition throws ConflictError carrying the
+   * item as it is now (mapped by `current`), or NotFoundError when there is no item at all.
+   */
+  async #update(
+    input: ReturnType<Update['input']>,
+    what: string,
+    current: (i: Item) => unknown = (i) => i,
+  ): Promise<Item> {
+    const res = await aws(what, () =>
+      this.db.send(
+        new UpdateCommand({
+          ...input,
+          ReturnValues: 'ALL_NEW',
+          ...(input.ConditionExpression ? { ReturnValuesOnConditionCheckFailure: 'ALL_OLD' } : {}),
+        }),
+      ),
+    ).catch((e: unknown) => {
+      if (!(e instanceof ConflictError)) throw e;
+      if (e.current === undefined) throw new NotFoundError(`${what}: not found`, { cause: e });
+      // The document client leaves the item of a failed condition marshalled.
+      const item = unmarshall(e.current as Record<string, AttributeValue>);
+      throw new ConflictError(e.message, current(item), { cause: e.cause });
+    });
+    return res.Attributes as Item;
+  }
+
+  async #page<T>(
+    query: Omit<QueryCommandInput, 'TableName'>,
+    page: PageRequest,
+    map: (i: Item) => T,
+  ): Promise<Page<T>> {
+    const limit = Math.min(Math.max(page.limit ?? 50, 1), 1000);
+    const start = decodeToken(page.nextToken);
+    const res = await aws('query', () =>
+      this.db.send(
+        new QueryCommand({
+          ...query,
+          TableName: this.table,
+          Limit: limit,
+          ...(start ? { ExclusiveStartKey: start } : {}),
+        }),
+      ),
+    );
+    const nextToken = encodeToken(res.LastEvaluatedKey);
+    return { items: (res.Items ?? []).map(map), ...(nextToken ? { nextToken } : {}) };
+  }
+
+  async #batchPut(items: Item[]): Promise<void> {
+    const chunks: Item[][] = [];
+    for (let i = 0; i < items.length; i += 25) chunks.push(items.slice(i, i + 25));
+    // A few batches at a time: enough to be quick, few enough not to provoke throttling.
+    for (let i = 0; i < chunks.length; i += 4) {
+      await Promise.all(chunks.slice(i, i + 4).map((c) => this.#batchPutChunk(c)));
+    }
+  }
+
+  async #batchPutChunk(items: Item[]): Promise<void> {
+    let pending = items.map((Item) => ({ PutRequest: { Item } }));
+    // BatchWriteItem may leave items unprocessed under load; retry those with backoff.
+    for (let attempt = 0; pending.length > 0; attempt++) {
+      if (attempt >= 8) throw new Error(`createRun: ${pending.length} items stayed unprocessed`);
+      if (attempt > 0) await sleep(Math.min(1000, 50 * 2 ** attempt));
+      const res = await aws('createRun batch', () =>
+        this.db.send(new BatchWriteCommand({ RequestItems: { [this.table]: pending } })),
+      );
+      pending = (res.UnprocessedItems?.[this.table] ?? []) as typeof pending;
+    }
+  }
+}

@@ -1,0 +1,107 @@
+import { GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { NotFoundError } from '../../core/errors.ts';
+import type { AttemptRef, BlobStore } from '../../core/ports.ts';
+import { aws } from './errors.ts';
+
+export interface S3Buckets {
+  /** User-facing: DAG files under `dags/`, whose uploads the registrar is notified of. */
+  readonly dagsBucket: string;
+  /** Internal: logs, artifacts and the validated document of each DAG version. */
+  readonly dataBucket: string;
+}
+
+const attemptPath = (r: AttemptRef) => `${r.dagId}/${r.runId}/${r.taskId}/${r.attempt}`;
+
+/** Key layout (DESIGN.md): `logs/{dagId}/{runId}/{taskId}/{attempt}.log`. */
+export const s3Keys = {
+  log: (r: AttemptRef) => `logs/${attemptPath(r)}.log`,
+  dagFile: (name: string) => `dags/${name}`,
+  dagVersion: (dagId: string, version: number) => `dag-versions/${dagId}/${version}.json`,
+  artifact: (r: AttemptRef, name: string) => `artifacts/${attemptPath(r)}/${name}`,
+};
+
+function checkName(name: string, what: string): string {
+  if (!/^[A-Za-z0-9_.-][A-Za-z0-9_./-]{0,254}$/.test(name) || name.split('/').includes('..')) {
+    throw new Error(`${what} "${name}" must be a relative path of [A-Za-z0-9_.-/] without ".."`);
+  }
+  return name;
+}
+
+export class S3BlobStore implements BlobStore {
+  constructor(
+    private readonly s3: S3Client,
+    private readonly buckets: S3Buckets,
+  ) {}
+
+  putLog(ref: AttemptRef, text: string): Promise<string> {
+    return this.#put(this.buckets.dataBucket, s3Keys.log(ref), text, 'text/plain; charset=utf-8');
+  }
+
+  async getLog(ref: AttemptRef): Promise<string | undefined> {
+    return (await this.#get(this.buckets.dataBucket, s3Keys.log(ref)))?.transformToString('utf-8');
+  }
+
+  putDagFile(name: string, text: string): Promise<string> {
+    return this.#put(
+      this.buckets.dagsBucket,
+      s3Keys.dagFile(checkName(name, 'DAG file')),
+      text,
+      'application/json',
+    );
+  }
+
+  async getDagFile(key: string): Promise<string | undefined> {
+    return (await this.#get(this.buckets.dagsBucket, key))?.transformToString('utf-8');
+  }
+
+  putDagVersion(dagId: string, version: number, text: string): Promise<string> {
+    return this.#put(
+      this.buckets.dataBucket,
+      s3Keys.dagVersion(dagId, version),
+      text,
+      'application/json',
+    );
+  }
+
+  async getDagVersion(dagId: string, version: number): Promise<string | undefined> {
+    return (
+      await this.#get(this.buckets.dataBucket, s3Keys.dagVersion(dagId, version))
+    )?.transformToString('utf-8');
+  }
+
+  putArtifact(ref: AttemptRef, name: string, body: string | Uint8Array): Promise<string> {
+    const key = s3Keys.artifact(ref, checkName(name, 'artifact name'));
+    return this.#put(this.buckets.dataBucket, key, body, 'application/octet-stream');
+  }
+
+  async getArtifact(ref: AttemptRef, name: string): Promise<Uint8Array | undefined> {
+    const key = s3Keys.artifact(ref, checkName(name, 'artifact name'));
+    return (await this.#get(this.buckets.dataBucket, key))?.transformToByteArray();
+  }
+
+  async #put(
+    bucket: string,
+    key: string,
+    body: string | Uint8Array,
+    contentType: string,
+  ): Promise<string> {
+    await aws(`put s3://${bucket}/${key}`, () =>
+      this.s3.send(
+        new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, ContentType: contentType }),
+      ),
+    );
+    return key;
+  }
+
+  async #get(bucket: string, key: string) {
+    try {
+      const res = await aws(`get s3://${bucket}/${key}`, () =>
+        this.s3.send(new GetObjectCommand({ Bucket: bucket, Key: key })),
+      );
+      return res.Body;
+    } catch (e) {
+      if (e instanceof NotFoundError) return undefined;
+      throw e;
+    }
+  }
+}

@@ -1,0 +1,100 @@
+import { createHash } from 'node:crypto';
+import { SendMessageBatchCommand, type SQSClient } from '@aws-sdk/client-sqs';
+import { z } from 'zod';
+import { jsonPath } from '../../core/dag/validate.ts';
+import { ThrottledError, ValidationError } from '../../core/errors.ts';
+import type { TaskDispatcher, TaskMessage } from '../../core/ports.ts';
+import { aws } from './errors.ts';
+
+const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
+
+/**
+ * One FIFO message group per task instance: FIFO queues hold back the rest of a group while one
+ * of its messages is in flight, so a group per task means unrelated tasks never wait on each
+ * other, while the attempts of one task stay in order. Ids are hashed because a group id or
+ * deduplication id may be at most 128 characters, and a DAG id and task id may be 128 each.
+ */
+export const messageGroupId = (m: TaskMessage) => sha256(`${m.dagId}\n${m.runId}\n${m.taskId}`);
+
+/**
+ * The run, task and attempt: SQS drops a second send of the same attempt within its 5-minute
+ * deduplication window (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/using-messagededuplicationid-property.html),
+ * and past it the worker's conditional claim makes a late duplicate a no-op.
+ */
+export const deduplicationId = (m: TaskMessage) =>
+  sha256(`${m.dagId}\n${m.runId}\n${m.taskId}\n${m.attempt}`);
+
+const messageSchema = z.strictObject({
+  v: z.literal(1),
+  dagId: z.string().min(1),
+  runId: z.string().min(1),
+  taskId: z.string().min(1),
+  attempt: z.int().min(1),
+  dagVersion: z.int().min(1),
+});
+
+/** The message body: a reference to the state, never a copy of it. */
+export function encodeTaskMessage(m: TaskMessage): string {
+  const { dagId, runId, taskId, attempt, dagVersion } = m;
+  return JSON.stringify({ v: 1, dagId, runId, taskId, attempt, dagVersion });
+}
+
+export function decodeTaskMessage(body: string): TaskMessage {
+  let value: unknown;
+  try {
+    value = JSON.parse(body);
+  } catch {
+    throw new ValidationError([{ path: '$', message: 'task message is not JSON' }]);
+  }
+  const r = messageSchema.safeParse(value);
+  if (!r.success) {
+    throw new ValidationError(
+      r.error.issues.map((i) => ({ path: jsonPath(i.path), message: i.message })),
+    );
+  }
+  const { v: _v, ...m } = r.data;
+  return m;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export class SqsTaskDispatcher implements TaskDispatcher {
+  constructor(
+    private readonly sqs: SQSClient,
+    private readonly queueUrl: string,
+  ) {}
+
+  async dispatch(messages: readonly TaskMessage[]): Promise<void> {
+    const batches: TaskMessage[][] = [];
+    // SendMessageBatch takes at most 10 messages.
+    for (let i = 0; i < messages.length; i += 10) batches.push(messages.slice(i, i + 10));
+    await Promise.all(batches.map((b) => this.#send(b)));
+  }
+
+  async #send(batch: TaskMessage[]): Promise<void> {
+    let entries = batch.map((m, i) => ({
+      Id: String(i),
+      MessageBody: encodeTaskMessage(m),
+      MessageGroupId: messageGroupId(m),
+      MessageDeduplicationId: deduplicationId(m),
+    }));
+    // A batch can partly fail; resend the entries that failed through no fault of ours.
+    for (let attempt = 0; entries.length > 0; attempt++) {
+      if (attempt > 0) await sleep(Math.min(2000, 100 * 2 ** attempt));
+      const res = await aws('dispatch', () =>
+        this.sqs.send(new SendMessageBatchCommand({ QueueUrl: this.queueUrl, Entries: entries })),
+      );
+      const failed = res.Failed ?? [];
+      const ours = failed.find((f) => f.SenderFault);
+      if (ours)
+        throw new Error(`dispatch: SQS refused a message: ${ours.Code} ${ours.Message ?? ''}`);
+      if (failed.length > 0 && attempt >= 4) {
+        throw new ThrottledError(
+          `dispatch: ${failed.length} messages not sent: ${failed[0]?.Code}`,
+        );
+      }
+      const retry = new Set(failed.map((f) => f.Id));
+      entries = entries.filter((e) => retry.has(e.Id));
+    }
+  }
+}

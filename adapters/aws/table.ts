@@ -1,0 +1,69 @@
+import type { CreateTableCommandInput } from '@aws-sdk/client-dynamodb';
+
+/**
+ * The single DynamoDB table of Airless. Every key is a string; `#` separates key parts (ids never
+ * contain it: they match ^[A-Za-z0-9_.-]+$).
+ *
+ * | item              | pk                         | sk                 | gsi1pk / gsi1sk                 | gsi2pk / gsi2sk (sparse)      |
+ * |-------------------|----------------------------|--------------------|---------------------------------|-------------------------------|
+ * | DAG               | `DAG#{dagId}`              | `META`             | `DAGS` / `{dagId}`              |                               |
+ * | DAG version       | `DAG#{dagId}`              | `V#{000000042}`    |                                 |                               |
+ * | import error      | `IMPORT_ERRORS`            | `{s3 key}`         |                                 |                               |
+ * | run               | `RUN#{dagId}#{runId}`      | `RUN`              | `RUNS#{dagId}` / `{logicalDate}#{runId}` |                      |
+ * | task instance     | `RUN#{dagId}#{runId}`      | `TI#{taskId}`      |                                 | `DUE#{kind}#{shard}` / `{due}` |
+ * | run progress shard| `RUN#{dagId}#{runId}`      | `PROGRESS#{nn}`    |                                 |                               |
+ *
+ * - A run, its task instances and its progress shards share one partition key, so one Query
+ *   reads a run whole.
+ * - `gsi2` indexes only task instances that wait for a deadline: `DUE#QUEUED` (queued at),
+ *   `DUE#LEASE` (lease expiry) and `DUE#RETRY` (retry time). An item leaves the index when it
+ *   leaves those statuses. Its partition key carries one of 8 shards, so that the index has no
+ *   hot partition at 1,000 task starts a second; the reaper queries each shard.
+ * - No item is written once per task of a large run: each task instance is written for its own
+ *   changes, and run progress is spread over up to 32 shard items (core/readiness).
+ */
+export const GSI1 = 'gsi1';
+export const GSI2 = 'gsi2';
+export const DUE_SHARDS = 8;
+
+export const tableKeys = {
+  dag: (dagId: string) => ({ pk: `DAG#${dagId}`, sk: 'META' }),
+  dagVersion: (dagId: string, version: number) => ({
+    pk: `DAG#${dagId}`,
+    sk: `V#${String(version).padStart(9, '0')}`,
+  }),
+  importError: (key: string) => ({ pk: 'IMPORT_ERRORS', sk: key }),
+  run: (dagId: string, runId: string) => ({ pk: `RUN#${dagId}#${runId}`, sk: 'RUN' }),
+  task: (dagId: string, runId: string, taskId: string) => ({
+    pk: `RUN#${dagId}#${runId}`,
+    sk: `TI#${taskId}`,
+  }),
+  progress: (dagId: string, runId: string, shard: number) => ({
+    pk: `RUN#${dagId}#${runId}`,
+    sk: `PROGRESS#${String(shard).padStart(2, '0')}`,
+  }),
+};
+
+/** The table as CreateTable input: for tests and the emulator. lib/ declares the same in CDK. */
+export function tableDefinition(tableName: string): CreateTableCommandInput {
+  const s = (AttributeName: string) => ({ AttributeName, AttributeType: 'S' as const });
+  const index = (IndexName: string, pk: string, sk: string) => ({
+    IndexName,
+    KeySchema: [
+      { AttributeName: pk, KeyType: 'HASH' as const },
+      { AttributeName: sk, KeyType: 'RANGE' as const },
+    ],
+    Projection: { ProjectionType: 'ALL' as const },
+  });
+  return {
+    TableName: tableName,
+    BillingMode: 'PAY_PER_REQUEST',
+    AttributeDefinitions: ['pk', 'sk', 'gsi1pk', 'gsi1sk', 'gsi2pk', 'gsi2sk'].map(s),
+    KeySchema: [
+      { AttributeName: 'pk', KeyType: 'HASH' },
+      { AttributeName: 'sk', KeyType: 'RANGE' },
+    ],
+    GlobalSecondaryIndexes: [index(GSI1, 'gsi1pk', 'gsi1sk'), index(GSI2, 'gsi2pk', 'gsi2sk')],
+    StreamSpecification: { StreamEnabled: true, StreamViewType: 'NEW_AND_OLD_IMAGES' },
+  };
+}

@@ -1,0 +1,72 @@
+import { randomUUID } from 'node:crypto';
+import { CreateTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { CreateBucketCommand } from '@aws-sdk/client-s3';
+import { CreateScheduleGroupCommand } from '@aws-sdk/client-scheduler';
+import { CreateQueueCommand, GetQueueAttributesCommand } from '@aws-sdk/client-sqs';
+import { type AwsClients, clientConfig, createClients } from '../../adapters/aws/clients.ts';
+import { tableDefinition } from '../../adapters/aws/table.ts';
+
+/**
+ * Contract tests run against the local emulator that `npm test` (through localstack/emulator.ts
+ * exec) starts once per run and points AWS_ENDPOINT_URL at. Each test makes its own resources
+ * with unique names, so tests never see each other's data.
+ */
+export function emulatorEndpoint(): string {
+  const endpoint = process.env.AWS_ENDPOINT_URL;
+  if (!endpoint || !/^http:\/\/(127\.0\.0\.1|localhost)(:\d+)?$/.test(endpoint)) {
+    throw new Error(
+      'integration tests need the local emulator: run them with `npm run test:integration` or ' +
+        '`npm test` (AWS_ENDPOINT_URL must point at 127.0.0.1)',
+    );
+  }
+  return endpoint;
+}
+
+let clients: AwsClients | undefined;
+export function testClients(): AwsClients {
+  emulatorEndpoint();
+  clients ??= createClients();
+  return clients;
+}
+
+export const unique = (prefix: string) => `${prefix}-${randomUUID().slice(0, 8)}`;
+
+export async function createTestTable(): Promise<string> {
+  const name = unique('airless-state');
+  await new DynamoDBClient(clientConfig()).send(new CreateTableCommand(tableDefinition(name)));
+  return name;
+}
+
+export async function createTestFifoQueue(opts: { visibilityTimeout?: number } = {}) {
+  const { sqs } = testClients();
+  const name = `${unique('airless-tasks')}.fifo`;
+  const res = await sqs.send(
+    new CreateQueueCommand({
+      QueueName: name,
+      Attributes: {
+        FifoQueue: 'true',
+        ContentBasedDeduplication: 'false',
+        VisibilityTimeout: String(opts.visibilityTimeout ?? 30),
+      },
+    }),
+  );
+  const url = res.QueueUrl as string;
+  const attrs = await sqs.send(
+    new GetQueueAttributesCommand({ QueueUrl: url, AttributeNames: ['QueueArn'] }),
+  );
+  return { url, arn: attrs.Attributes?.QueueArn as string };
+}
+
+export async function createTestBuckets() {
+  const { s3 } = testClients();
+  const dagsBucket = unique('airless-dags');
+  const dataBucket = unique('airless-data');
+  for (const Bucket of [dagsBucket, dataBucket]) await s3.send(new CreateBucketCommand({ Bucket }));
+  return { dagsBucket, dataBucket };
+}
+
+export async function createTestScheduleGroup(): Promise<string> {
+  const name = unique('airless-schedules');
+  await testClients().scheduler.send(new CreateScheduleGroupCommand({ Name: name }));
+  return name;
+}
