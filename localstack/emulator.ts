@@ -7,16 +7,7 @@
 // AIRLESS_EMULATOR_PORT picks the port (default 4566).
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import {
-  existsSync,
-  mkdirSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -55,6 +46,8 @@ export function awsEnv(cfg: EmulatorConfig): Record<string, string> {
 
 const pidFile = (cfg: EmulatorConfig) => join(stateDir, `emulator-${cfg.port}.pid`);
 const logFile = (cfg: EmulatorConfig) => join(stateDir, `emulator-${cfg.port}.log`);
+/** MiniStack unpacks each Lambda under its temp folder and leaves it there: give it its own. */
+const tempDir = (cfg: EmulatorConfig) => join(stateDir, `emulator-${cfg.port}-tmp`);
 
 /** Creates the venv and installs the pinned MiniStack, unless the same pins are installed. */
 export function install(log: (s: string) => void = console.error): void {
@@ -96,7 +89,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export async function start(cfg: EmulatorConfig = emulatorConfig()): Promise<boolean> {
   if (await isHealthy(cfg)) return false;
   install();
-  mkdirSync(stateDir, { recursive: true });
+  mkdirSync(tempDir(cfg), { recursive: true });
   const out = openSync(logFile(cfg), 'a');
   const child: ChildProcess = spawn(join(venv, 'bin', 'ministack'), [], {
     // A new process group (setsid): MiniStack runs Lambdas as child processes in its own group,
@@ -111,6 +104,7 @@ export async function start(cfg: EmulatorConfig = emulatorConfig()): Promise<boo
       BIND_HOST: '127.0.0.1',
       MINISTACK_HOST: '127.0.0.1',
       GATEWAY_PORT: String(cfg.port),
+      TMPDIR: tempDir(cfg),
       // Listeners that would bind other interfaces or ports; nothing here uses them.
       IOT_MTLS_ENABLED: '0',
       SFTP_ENABLED: '0',
@@ -154,11 +148,15 @@ export async function stop(cfg: EmulatorConfig = emulatorConfig()): Promise<void
     for (let i = 0; i < 20 && groupAlive(pid); i++) await sleep(100);
   }
   rmSync(file, { force: true });
-  // MiniStack leaves each Lambda's unpacked code behind in the temp folder.
-  for (const d of readdirSync(tmpdir())) {
-    if (d.startsWith('ministack-lambda-'))
-      rmSync(join(tmpdir(), d), { recursive: true, force: true });
-  }
+  rmSync(tempDir(cfg), { recursive: true, force: true });
+}
+
+/** The process group of the emulator this project started on the port, if it is running. */
+export function runningGroup(cfg: EmulatorConfig = emulatorConfig()): number | undefined {
+  const file = pidFile(cfg);
+  if (!existsSync(file)) return undefined;
+  const pid = Number(readFileSync(file, 'utf8'));
+  return Number.isInteger(pid) && pid > 1 && groupAlive(pid) ? pid : undefined;
 }
 
 /** Starts the emulator (or reuses a running one), runs `cmd`, and stops it if it started it. */

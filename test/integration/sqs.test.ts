@@ -1,0 +1,155 @@
+import { DeleteMessageCommand, ReceiveMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { DynamoStateStore } from '../../adapters/aws/dynamodb.ts';
+import {
+  decodeTaskMessage,
+  deduplicationId,
+  encodeTaskMessage,
+  messageGroupId,
+  SqsTaskDispatcher,
+} from '../../adapters/aws/sqs.ts';
+import { ConflictError, ValidationError } from '../../core/errors.ts';
+import type { TaskMessage } from '../../core/ports.ts';
+import { claimTask, queueTask } from '../../core/state/index.ts';
+import { createTestFifoQueue, createTestTable, testClients, unique } from './aws.ts';
+
+let sqs: SQSClient;
+let queue: { url: string; arn: string };
+
+beforeEach(async () => {
+  sqs = testClients().sqs;
+  queue = await createTestFifoQueue({ visibilityTimeout: 1 });
+});
+
+const msg = (taskId: string, attempt = 1): TaskMessage => ({
+  dagId: 'daily_sales',
+  runId: 'scheduled__2026-03-09T06:30:00.000Z',
+  taskId,
+  attempt,
+  dagVersion: 3,
+});
+
+/** Receives until `want` messages came or `seconds` passed (bounded in count and time). */
+async function receiveAll(want: number, seconds = 10, visibility?: number) {
+  const out: {
+    body: TaskMessage;
+    group: string | undefined;
+    dedup: string | undefined;
+    receipt: string;
+    count: number;
+  }[] = [];
+  const deadline = Date.now() + seconds * 1000;
+  for (let i = 0; i < 50 && out.length < want && Date.now() < deadline; i++) {
+    const res = await sqs.send(
+      new ReceiveMessageCommand({
+        QueueUrl: queue.url,
+        MaxNumberOfMessages: 10,
+        WaitTimeSeconds: 1,
+        MessageSystemAttributeNames: ['All'],
+        ...(visibility !== undefined ? { VisibilityTimeout: visibility } : {}),
+      }),
+    );
+    for (const m of res.Messages ?? []) {
+      out.push({
+        body: decodeTaskMessage(m.Body ?? ''),
+        group: m.Attributes?.MessageGroupId,
+        dedup: m.Attributes?.MessageDeduplicationId,
+        receipt: m.ReceiptHandle ?? '',
+        count: Number(m.Attributes?.ApproximateReceiveCount ?? 0),
+      });
+    }
+  }
+  return out;
+}
+
+describe('SQS FIFO task dispatch', () => {
+  it('sends one small message per task attempt, in batches, with our group and dedup ids', async () => {
+    const messages = Array.from({ length: 23 }, (_, i) => msg(`t${i}`));
+    await new SqsTaskDispatcher(sqs, queue.url).dispatch(messages);
+    const got = await receiveAll(23, 15, 30);
+    expect(got.map((m) => m.body.taskId).sort()).toEqual(messages.map((m) => m.taskId).sort());
+    for (const m of got) {
+      expect(m.group).toBe(messageGroupId(m.body));
+      expect(m.dedup).toBe(deduplicationId(m.body));
+    }
+    // A reference to the state, not a copy: well under 1 KB whatever the DAG.
+    expect(Math.max(...messages.map((m) => encodeTaskMessage(m).length))).toBeLessThan(200);
+  });
+
+  it('ids: one group per task instance, one dedup id per attempt, within the 128-char limits', () => {
+    const long = { ...msg('t'.repeat(128)), dagId: 'd'.repeat(128) };
+    expect(messageGroupId(long)).toHaveLength(64);
+    expect(messageGroupId(msg('a'))).not.toBe(messageGroupId(msg('b')));
+    expect(messageGroupId(msg('a', 1))).toBe(messageGroupId(msg('a', 2)));
+    expect(deduplicationId(msg('a', 1))).not.toBe(deduplicationId(msg('a', 2)));
+  });
+
+  it('sending the same attempt twice delivers it once', async () => {
+    const d = new SqsTaskDispatcher(sqs, queue.url);
+    await d.dispatch([msg('a')]);
+    await d.dispatch([msg('a'), msg('b')]);
+    const got = await receiveAll(3, 4, 30);
+    expect(got.map((m) => m.body.taskId).sort()).toEqual(['a', 'b']);
+  });
+
+  it('refuses a malformed message body, naming the field', () => {
+    expect(() => decodeTaskMessage('{"v":1,"dagId":"d"}')).toThrow(ValidationError);
+    expect(() => decodeTaskMessage('not json')).toThrow(/not JSON/);
+    try {
+      decodeTaskMessage(JSON.stringify({ ...msg('a'), v: 1, attempt: 0 }));
+    } catch (e) {
+      expect((e as ValidationError).issues[0]?.path).toBe('$.attempt');
+    }
+  });
+});
+
+describe('at-least-once delivery against the state store', () => {
+  it('the same SQS message delivered twice makes one state transition', async () => {
+    const store = new DynamoStateStore(testClients().dynamodb, await createTestTable());
+    const dagId = unique('dag');
+    const at = new Date('2026-03-09T06:30:00.000Z');
+    const { run } = await store.createRun({
+      dagId,
+      runId: 'manual__x',
+      dagVersion: 1,
+      kind: 'manual',
+      logicalDate: at,
+      conf: {},
+      tasks: [{ taskId: 'a', upstreamCount: 0 }],
+      at,
+    });
+    const key = { dagId, runId: run.runId, taskId: 'a' };
+    const pending = await store.getTaskInstance(key);
+    if (!pending) throw new Error('missing task instance');
+    const queued = await store.transitionTask(key, queueTask(pending, at));
+    await new SqsTaskDispatcher(sqs, queue.url).dispatch([
+      { ...key, attempt: queued.attempt, dagVersion: 1 },
+    ]);
+
+    // Receive it, do not delete it, and let the 1-second visibility timeout hand it out again,
+    // as happens when a worker dies or runs long.
+    const first = await receiveAll(1, 5);
+    const second = await receiveAll(1, 10);
+    expect(second[0]?.body).toEqual(first[0]?.body);
+    expect(second[0]?.count).toBe(2);
+
+    const outcomes = await Promise.allSettled(
+      [first[0], second[0]].map(async (m, i) => {
+        if (!m) throw new Error('no message');
+        const ti = await store.getTaskInstance(m.body);
+        if (!ti || ti.attempt !== m.body.attempt) throw new ConflictError('stale message');
+        return store.transitionTask(m.body, claimTask(ti, `worker-${i}`, 60, at));
+      }),
+    );
+    expect(outcomes.filter((o) => o.status === 'fulfilled')).toHaveLength(1);
+    expect(
+      outcomes
+        .filter((o) => o.status === 'rejected')
+        .map((o) => (o as PromiseRejectedResult).reason),
+    ).toEqual([expect.any(ConflictError)]);
+    expect(await store.getTaskInstance(key)).toMatchObject({ status: 'running', attempt: 1 });
+    await sqs.send(
+      new DeleteMessageCommand({ QueueUrl: queue.url, ReceiptHandle: second[0]?.receipt }),
+    );
+  });
+});
