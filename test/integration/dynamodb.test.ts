@@ -9,7 +9,7 @@ import {
   queueTask,
   scheduledRunId,
 } from '../../core/state/index.ts';
-import { createTestTable, testClients, unique } from './aws.ts';
+import { createTable, localClients, unique } from '../../localstack/resources.ts';
 
 let store: DynamoStateStore;
 let dagId: string;
@@ -17,7 +17,7 @@ const t0 = new Date('2026-03-09T06:30:00.000Z');
 const later = (s: number) => new Date(t0.getTime() + s * 1000);
 
 beforeEach(async () => {
-  store = new DynamoStateStore(testClients().dynamodb, await createTestTable());
+  store = new DynamoStateStore(localClients().dynamodb, await createTable());
   dagId = unique('dag');
 });
 

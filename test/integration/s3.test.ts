@@ -2,7 +2,7 @@ import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { S3BlobStore, type S3Buckets } from '../../adapters/aws/s3.ts';
 import type { AttemptRef } from '../../core/ports.ts';
-import { createTestBuckets, testClients } from './aws.ts';
+import { createBuckets, localClients } from '../../localstack/resources.ts';
 
 let store: S3BlobStore;
 let buckets: S3Buckets;
@@ -14,12 +14,12 @@ const ref: AttemptRef = {
 };
 
 beforeEach(async () => {
-  buckets = await createTestBuckets();
-  store = new S3BlobStore(testClients().s3, buckets);
+  buckets = await createBuckets();
+  store = new S3BlobStore(localClients().s3, buckets);
 });
 
 async function keys(bucket: string): Promise<string[]> {
-  const res = await testClients().s3.send(new ListObjectsV2Command({ Bucket: bucket }));
+  const res = await localClients().s3.send(new ListObjectsV2Command({ Bucket: bucket }));
   return (res.Contents ?? []).map((o) => o.Key ?? '');
 }
 

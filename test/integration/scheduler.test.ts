@@ -3,7 +3,7 @@ import { beforeEach, describe, expect, it } from 'vitest';
 import { EventBridgeScheduleRegistry, scheduleName } from '../../adapters/aws/scheduler.ts';
 import { compileSchedule, nextRuns } from '../../core/cron/index.ts';
 import { NotFoundError } from '../../core/errors.ts';
-import { createTestScheduleGroup, testClients, unique } from './aws.ts';
+import { createScheduleGroup, localClients, unique } from '../../localstack/resources.ts';
 
 let registry: EventBridgeScheduleRegistry;
 let group: string;
@@ -14,8 +14,11 @@ const target = {
 };
 
 beforeEach(async () => {
-  group = await createTestScheduleGroup();
-  registry = new EventBridgeScheduleRegistry(testClients().scheduler, { groupName: group, target });
+  group = await createScheduleGroup();
+  registry = new EventBridgeScheduleRegistry(localClients().scheduler, {
+    groupName: group,
+    target,
+  });
 });
 
 function compiled(cron: string, tz: string) {
@@ -29,7 +32,7 @@ describe('EventBridge Scheduler registry', () => {
     const dagId = unique('daily_sales');
     const c = compiled('30 2 * * *', 'America/New_York');
     await registry.put({ dagId, expression: c.expression, timezone: c.timezone, enabled: true });
-    const raw = await testClients().scheduler.send(
+    const raw = await localClients().scheduler.send(
       new GetScheduleCommand({ Name: scheduleName(dagId), GroupName: group }),
     );
     expect(raw).toMatchObject({

@@ -11,14 +11,14 @@ import {
 import { ConflictError, ValidationError } from '../../core/errors.ts';
 import type { TaskMessage } from '../../core/ports.ts';
 import { claimTask, queueTask } from '../../core/state/index.ts';
-import { createTestFifoQueue, createTestTable, testClients, unique } from './aws.ts';
+import { createFifoQueue, createTable, localClients, unique } from '../../localstack/resources.ts';
 
 let sqs: SQSClient;
 let queue: { url: string; arn: string };
 
 beforeEach(async () => {
-  sqs = testClients().sqs;
-  queue = await createTestFifoQueue({ visibilityTimeout: 1 });
+  sqs = localClients().sqs;
+  queue = await createFifoQueue({ visibilityTimeout: 1 });
 });
 
 const msg = (taskId: string, attempt = 1): TaskMessage => ({
@@ -105,7 +105,7 @@ describe('SQS FIFO task dispatch', () => {
 
 describe('at-least-once delivery against the state store', () => {
   it('the same SQS message delivered twice makes one state transition', async () => {
-    const store = new DynamoStateStore(testClients().dynamodb, await createTestTable());
+    const store = new DynamoStateStore(localClients().dynamodb, await createTable());
     const dagId = unique('dag');
     const at = new Date('2026-03-09T06:30:00.000Z');
     const { run } = await store.createRun({

@@ -3,13 +3,13 @@ import { CreateTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import { CreateScheduleGroupCommand } from '@aws-sdk/client-scheduler';
 import { CreateQueueCommand, GetQueueAttributesCommand } from '@aws-sdk/client-sqs';
-import { type AwsClients, clientConfig, createClients } from '../../adapters/aws/clients.ts';
-import { tableDefinition } from '../../adapters/aws/table.ts';
+import { type AwsClients, clientConfig, createClients } from '../adapters/aws/clients.ts';
+import { tableDefinition } from '../adapters/aws/table.ts';
 
 /**
- * Contract tests run against the local emulator that `npm test` (through localstack/emulator.ts
- * exec) starts once per run and points AWS_ENDPOINT_URL at. Each test makes its own resources
- * with unique names, so tests never see each other's data.
+ * Throwaway resources on the local emulator, for the contract tests and the benchmarks. They run
+ * inside `emulator.ts exec`, which points AWS_ENDPOINT_URL at the emulator. Every name is unique,
+ * so tests never see each other's data.
  */
 export function emulatorEndpoint(): string {
   const endpoint = process.env.AWS_ENDPOINT_URL;
@@ -23,7 +23,7 @@ export function emulatorEndpoint(): string {
 }
 
 let clients: AwsClients | undefined;
-export function testClients(): AwsClients {
+export function localClients(): AwsClients {
   emulatorEndpoint();
   clients ??= createClients();
   return clients;
@@ -31,14 +31,14 @@ export function testClients(): AwsClients {
 
 export const unique = (prefix: string) => `${prefix}-${randomUUID().slice(0, 8)}`;
 
-export async function createTestTable(): Promise<string> {
+export async function createTable(): Promise<string> {
   const name = unique('airless-state');
   await new DynamoDBClient(clientConfig()).send(new CreateTableCommand(tableDefinition(name)));
   return name;
 }
 
-export async function createTestFifoQueue(opts: { visibilityTimeout?: number } = {}) {
-  const { sqs } = testClients();
+export async function createFifoQueue(opts: { visibilityTimeout?: number } = {}) {
+  const { sqs } = localClients();
   const name = `${unique('airless-tasks')}.fifo`;
   const res = await sqs.send(
     new CreateQueueCommand({
@@ -57,16 +57,16 @@ export async function createTestFifoQueue(opts: { visibilityTimeout?: number } =
   return { url, arn: attrs.Attributes?.QueueArn as string };
 }
 
-export async function createTestBuckets() {
-  const { s3 } = testClients();
+export async function createBuckets() {
+  const { s3 } = localClients();
   const dagsBucket = unique('airless-dags');
   const dataBucket = unique('airless-data');
   for (const Bucket of [dagsBucket, dataBucket]) await s3.send(new CreateBucketCommand({ Bucket }));
   return { dagsBucket, dataBucket };
 }
 
-export async function createTestScheduleGroup(): Promise<string> {
+export async function createScheduleGroup(): Promise<string> {
   const name = unique('airless-schedules');
-  await testClients().scheduler.send(new CreateScheduleGroupCommand({ Name: name }));
+  await localClients().scheduler.send(new CreateScheduleGroupCommand({ Name: name }));
   return name;
 }
