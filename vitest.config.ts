@@ -13,11 +13,30 @@ export default defineConfig({
       },
       {
         test: {
+          name: 'infra',
+          include: ['test/infra/**/*.test.ts'],
+          // Synthesizing the stack (and running cdk-nag) takes seconds, not milliseconds.
+          testTimeout: 120_000,
+          hookTimeout: 120_000,
+        },
+      },
+      {
+        test: {
           name: 'integration',
           include: ['test/integration/**/*.test.ts'],
           // Calls to the emulator: slower than unit tests, and some wait for SQS visibility.
           testTimeout: 60_000,
           hookTimeout: 60_000,
+        },
+      },
+      {
+        test: {
+          name: 'e2e',
+          include: ['test/e2e/**/*.test.ts'],
+          globalSetup: ['test/e2e/stack.setup.ts'],
+          // Over HTTP against the deployed stack, waiting for runs to finish.
+          testTimeout: 300_000,
+          hookTimeout: 300_000,
         },
       },
     ],

@@ -96,6 +96,8 @@ export interface TaskKey {
 }
 
 export interface TaskInstanceRecord extends TaskKey, TaskInstanceState {
+  /** The DAG version its run was created from. */
+  readonly dagVersion: number;
   readonly upstreamCount: number;
   /** Finished upstream tasks by outcome (core/readiness). */
   readonly counts: UpstreamCounts;
@@ -191,9 +193,12 @@ export interface BlobStore {
   /** A DAG file as users upload it, under `dags/`. */
   putDagFile(name: string, text: string): Promise<string>;
   getDagFile(key: string): Promise<string | undefined>;
-  /** The validated document of one DAG version, as read by workers. */
-  putDagVersion(dagId: string, version: number, text: string): Promise<string>;
-  getDagVersion(dagId: string, version: number): Promise<string | undefined>;
+  /**
+   * The validated document of a DAG version, stored by content (its sha256) so that it can be
+   * written before the store numbers the version. Returns its key.
+   */
+  putDagDocument(dagId: string, sha256: string, text: string): Promise<string>;
+  getDagDocument(key: string): Promise<string | undefined>;
   putArtifact(ref: AttemptRef, name: string, body: string | Uint8Array): Promise<string>;
   getArtifact(ref: AttemptRef, name: string): Promise<Uint8Array | undefined>;
 }

@@ -8,6 +8,7 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -46,8 +47,12 @@ export function awsEnv(cfg: EmulatorConfig): Record<string, string> {
 
 const pidFile = (cfg: EmulatorConfig) => join(stateDir, `emulator-${cfg.port}.pid`);
 const logFile = (cfg: EmulatorConfig) => join(stateDir, `emulator-${cfg.port}.log`);
-/** MiniStack unpacks each Lambda under its temp folder and leaves it there: give it its own. */
-const tempDir = (cfg: EmulatorConfig) => join(stateDir, `emulator-${cfg.port}-tmp`);
+/**
+ * MiniStack unpacks each Lambda under its temp folder and leaves it there: give it its own. It
+ * must be outside this project, whose package.json says "type": "module": Node would read the
+ * CommonJS worker script MiniStack writes there, and our CommonJS bundles, as ES modules.
+ */
+const tempDir = (cfg: EmulatorConfig) => join(tmpdir(), `airless-emulator-${cfg.port}`);
 
 /** Creates the venv and installs the pinned MiniStack, unless the same pins are installed. */
 export function install(log: (s: string) => void = console.error): void {

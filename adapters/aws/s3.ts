@@ -16,7 +16,7 @@ const attemptPath = (r: AttemptRef) => `${r.dagId}/${r.runId}/${r.taskId}/${r.at
 export const s3Keys = {
   log: (r: AttemptRef) => `logs/${attemptPath(r)}.log`,
   dagFile: (name: string) => `dags/${name}`,
-  dagVersion: (dagId: string, version: number) => `dag-versions/${dagId}/${version}.json`,
+  dagDocument: (dagId: string, sha256: string) => `dag-versions/${dagId}/${sha256}.json`,
   artifact: (r: AttemptRef, name: string) => `artifacts/${attemptPath(r)}/${name}`,
 };
 
@@ -54,19 +54,15 @@ export class S3BlobStore implements BlobStore {
     return (await this.#get(this.buckets.dagsBucket, key))?.transformToString('utf-8');
   }
 
-  putDagVersion(dagId: string, version: number, text: string): Promise<string> {
-    return this.#put(
-      this.buckets.dataBucket,
-      s3Keys.dagVersion(dagId, version),
-      text,
-      'application/json',
-    );
+  putDagDocument(dagId: string, sha256: string, text: string): Promise<string> {
+    if (!/^[0-9a-f]{64}$/.test(sha256))
+      throw new Error('putDagDocument: sha256 must be 64 hex digits');
+    const key = s3Keys.dagDocument(dagId, sha256);
+    return this.#put(this.buckets.dataBucket, key, text, 'application/json');
   }
 
-  async getDagVersion(dagId: string, version: number): Promise<string | undefined> {
-    return (
-      await this.#get(this.buckets.dataBucket, s3Keys.dagVersion(dagId, version))
-    )?.transformToString('utf-8');
+  async getDagDocument(key: string): Promise<string | undefined> {
+    return (await this.#get(this.buckets.dataBucket, key))?.transformToString('utf-8');
   }
 
   putArtifact(ref: AttemptRef, name: string, body: string | Uint8Array): Promise<string> {

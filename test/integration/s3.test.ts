@@ -38,10 +38,14 @@ describe('S3 blob store', () => {
     );
     expect(await store.getDagFile('dags/sales/daily.json')).toBe('{"dagId":"x"}');
     expect(await store.getDagFile('dags/missing.json')).toBeUndefined();
-    await store.putDagVersion('x', 3, '{"v":3}');
-    expect(await store.getDagVersion('x', 3)).toBe('{"v":3}');
+    const sha = 'ab'.repeat(32);
+    const key = await store.putDagDocument('x', sha, '{"v":3}');
+    expect(key).toBe(`dag-versions/x/${sha}.json`);
+    expect(await store.getDagDocument(key)).toBe('{"v":3}');
+    expect(await store.getDagDocument('dag-versions/x/missing.json')).toBeUndefined();
     expect(await keys(buckets.dagsBucket)).toEqual(['dags/sales/daily.json']);
-    expect(await keys(buckets.dataBucket)).toEqual(['dag-versions/x/3.json']);
+    expect(await keys(buckets.dataBucket)).toEqual([key]);
+    expect(() => store.putDagDocument('x', 'not-a-hash', '{}')).toThrow(/sha256/);
   });
 
   it('stores artifacts per attempt, refusing names that climb out', async () => {

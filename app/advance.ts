@@ -1,0 +1,65 @@
+import { ConflictError } from '../core/errors.ts';
+import type { TaskKey, TaskMessage } from '../core/ports.ts';
+import { decide, runOutcome } from '../core/readiness/index.ts';
+import { isTerminalTask, resolveTask, type TaskStatus } from '../core/state/index.ts';
+import { loadDag } from './dags.ts';
+import type { Deps } from './deps.ts';
+import { queue } from './runs.ts';
+
+/**
+ * What happens after a task reaches a terminal status: each downstream task counts the outcome
+ * and is queued, skipped or failed as its trigger rule says, and the run ends once every task has
+ * finished. Costs O(out-degree) writes. Safe to repeat for the same event (at-least-once
+ * delivery): counts are added once per upstream task, and every transition is conditional.
+ *
+ * A task resolved here to `skipped` or `upstream_failed` is itself a terminal transition, and its
+ * own event continues the chain.
+ */
+export async function advance(
+  deps: Deps,
+  key: TaskKey,
+  status: TaskStatus,
+  dagVersion: number,
+): Promise<void> {
+  if (!isTerminalTask(status)) return;
+  const { dag, graph, tasks } = await loadDag(deps, key.dagId, dagVersion);
+  const now = deps.clock();
+  const messages: TaskMessage[] = [];
+
+  if (status !== 'cancelled') {
+    await Promise.all(
+      (graph.downstream.get(key.taskId) ?? []).map(async (taskId) => {
+        const dk = { dagId: key.dagId, runId: key.runId, taskId };
+        const { task } = await deps.store.recordUpstreamOutcome(dk, key.taskId, status);
+        if (task.status !== 'pending') return;
+        const rule = tasks.get(taskId)?.triggerRule ?? 'all_success';
+        const decision = decide(rule, task.counts, task.upstreamCount);
+        if (decision === 'queue') {
+          const m = await queue(deps, dk, dagVersion, task);
+          if (m) messages.push(m);
+        } else if (decision === 'skipped' || decision === 'upstream_failed') {
+          await deps.store
+            .transitionTask(dk, resolveTask(task, decision, now))
+            .catch((e: unknown) => {
+              if (!(e instanceof ConflictError)) throw e;
+            });
+        }
+      }),
+    );
+    await deps.dispatcher.dispatch(messages);
+  }
+
+  const progress = await deps.store.recordTaskFinished(
+    key,
+    status === 'success' || status === 'skipped',
+    dag.tasks.length,
+  );
+  if (progress && runOutcome(progress) !== 'running') {
+    await deps.store
+      .transitionRun(key.dagId, key.runId, ['running'], runOutcome(progress), now)
+      .catch((e: unknown) => {
+        // Already ended (a duplicate event), or cancelled: nothing to do.
+        if (!(e instanceof ConflictError)) throw e;
+      });
+  }
+}

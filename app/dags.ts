@@ -1,0 +1,116 @@
+import { createHash } from 'node:crypto';
+import { compileSchedule } from '../core/cron/index.ts';
+import type { TaskGraph } from '../core/dag/graph.ts';
+import type { Dag } from '../core/dag/schema.ts';
+import { validateDagText } from '../core/dag/validate.ts';
+import { NotFoundError, ValidationError } from '../core/errors.ts';
+import type { DagVersionRecord } from '../core/ports.ts';
+import type { Deps } from './deps.ts';
+
+export interface LoadedDag {
+  readonly version: DagVersionRecord;
+  readonly dag: Dag;
+  readonly graph: TaskGraph;
+  readonly tasks: ReadonlyMap<string, Dag['tasks'][number]>;
+}
+
+// A DAG version never changes, so a container keeps each one it has read. Bounded, oldest out.
+const cache = new Map<string, LoadedDag>();
+const CACHE_SIZE = 200;
+
+/** A stored DAG version, validated and indexed; read once per container. */
+export async function loadDag(deps: Deps, dagId: string, version: number): Promise<LoadedDag> {
+  const id = `${dagId}@${version}`;
+  const hit = cache.get(id);
+  if (hit) return hit;
+  const record = await deps.store.getDagVersion(dagId, version);
+  if (!record) throw new NotFoundError(`DAG ${dagId} has no version ${version}`);
+  const text = await deps.blobs.getDagDocument(record.sourceKey);
+  if (text === undefined)
+    throw new NotFoundError(`DAG ${dagId} version ${version} document is missing`);
+  const r = validateDagText(text, { operators: deps.operators.schemas() });
+  if (!r.ok) throw new ValidationError(r.issues);
+  const loaded = {
+    version: record,
+    dag: r.dag,
+    graph: r.graph,
+    tasks: new Map(r.dag.tasks.map((t) => [t.taskId, t])),
+  };
+  cache.set(id, loaded);
+  if (cache.size > CACHE_SIZE) cache.delete(cache.keys().next().value as string);
+  return loaded;
+}
+
+/** The latest version of a DAG that exists and is not deleted. */
+export async function loadLatestDag(deps: Deps, dagId: string): Promise<LoadedDag> {
+  const meta = await deps.store.getDag(dagId);
+  if (!meta || meta.deleted) throw new NotFoundError(`DAG ${dagId} not found`);
+  return loadDag(deps, dagId, meta.latestVersion);
+}
+
+export type RegisterResult =
+  | {
+      readonly ok: true;
+      readonly dagId: string;
+      readonly version: number;
+      readonly created: boolean;
+    }
+  | { readonly ok: false; readonly dagId?: string; readonly issues: ValidationError['issues'] };
+
+/** The `dagId` of a document that failed validation, if it has a readable one. */
+function dagIdOf(text: string): string | undefined {
+  try {
+    const v = JSON.parse(text) as { dagId?: unknown };
+    return typeof v?.dagId === 'string' ? v.dagId : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Validates a DAG document and, if valid, stores it as a new version (unless it is unchanged)
+ * and creates, updates or removes its schedule. The registrar (for files under `dags/`) and
+ * `POST /v1/dags` both come here. Nothing is written for an invalid document.
+ */
+export async function registerDag(deps: Deps, text: string): Promise<RegisterResult> {
+  const r = validateDagText(text, { operators: deps.operators.schemas() });
+  if (!r.ok) {
+    const dagId = dagIdOf(text);
+    return { ok: false, ...(dagId ? { dagId } : {}), issues: r.issues };
+  }
+  const { dag } = r;
+  // Store the normalized document: workers then read exactly what was validated.
+  const document = JSON.stringify({ ...dag });
+  const sha256 = createHash('sha256').update(document).digest('hex');
+  const sourceKey = await deps.blobs.putDagDocument(dag.dagId, sha256, document);
+  const compiled = dag.schedule
+    ? compileSchedule(dag.schedule.cron, dag.schedule.timezone)
+    : undefined;
+  if (compiled && !compiled.ok) throw new ValidationError(compiled.issues);
+  const schedule =
+    compiled && dag.schedule
+      ? { cron: dag.schedule.cron, timezone: compiled.timezone, expression: compiled.expression }
+      : undefined;
+  const { version, created } = await deps.store.putDagVersion({
+    dagId: dag.dagId,
+    sourceKey,
+    sha256,
+    taskCount: dag.tasks.length,
+    description: dag.description,
+    owner: dag.owner,
+    schedule,
+    at: deps.clock(),
+  });
+  const meta = await deps.store.getDag(dag.dagId);
+  if (schedule) {
+    await deps.schedules.put({
+      dagId: dag.dagId,
+      expression: schedule.expression,
+      timezone: schedule.timezone,
+      enabled: !(meta?.paused ?? false),
+    });
+  } else {
+    await deps.schedules.delete(dag.dagId);
+  }
+  return { ok: true, dagId: dag.dagId, version: version.version, created };
+}

@@ -1,0 +1,17 @@
+import type { BlobStore, ScheduleRegistry, StateStore, TaskDispatcher } from '../core/ports.ts';
+import type { OperatorRegistry } from '../operators/registry.ts';
+
+/**
+ * Everything the application services use from outside: the ports, the operators, and the clock
+ * and randomness (parameters, so that tests control them).
+ */
+export interface Deps {
+  readonly store: StateStore;
+  readonly dispatcher: TaskDispatcher;
+  readonly blobs: BlobStore;
+  readonly schedules: ScheduleRegistry;
+  readonly operators: OperatorRegistry;
+  readonly clock: () => Date;
+  readonly random: () => number;
+  readonly newId: () => string;
+}

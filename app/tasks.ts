@@ -1,0 +1,149 @@
+import { ConflictError, NotFoundError } from '../core/errors.ts';
+import type { TaskInstanceRecord, TaskMessage } from '../core/ports.ts';
+import { nextRetryAt } from '../core/retry/index.ts';
+import { claimTask, finishTask, heartbeatTask } from '../core/state/index.ts';
+import { loadDag } from './dags.ts';
+import type { Deps } from './deps.ts';
+
+export interface ExecuteOptions {
+  /** How long a claim or heartbeat holds the attempt; past it, the reaper may take it back. */
+  readonly leaseSeconds: number;
+  readonly heartbeatSeconds: number;
+  /** Time left before the worker itself is stopped (Lambda's remaining time). */
+  readonly remainingMs: () => number;
+}
+
+export type ExecuteOutcome =
+  | 'success'
+  | 'failed'
+  | 'up_for_retry'
+  /** A duplicate or stale message: someone else has (or had) this attempt. */
+  | 'not_claimed'
+  /** The lease moved on while it ran: its result was not written. */
+  | 'lease_lost';
+
+/** Keep this long for writing the log and the outcome after a timeout. */
+const SAFETY_MS = 15_000;
+
+class LogBuffer {
+  readonly #lines: string[] = [];
+  constructor(private readonly clock: () => Date) {}
+  add(line: string) {
+    this.#lines.push(`${this.clock().toISOString()} ${line}`);
+  }
+  text() {
+    return `${this.#lines.join('\n')}\n`;
+  }
+}
+
+/**
+ * Runs one task attempt exactly as far as its lease allows:
+ * claim (conditional on `queued` and the message's attempt) → run the operator with a timeout,
+ * heartbeating the lease → write the log → record the outcome (conditional on the lease).
+ * A duplicate message fails the claim and does nothing; a worker whose lease moved on cannot
+ * write its outcome (fencing).
+ */
+export async function executeTask(
+  deps: Deps,
+  msg: TaskMessage,
+  opts: ExecuteOptions,
+): Promise<ExecuteOutcome> {
+  const token = deps.newId();
+  let current: TaskInstanceRecord;
+  try {
+    const expected = { status: 'queued' as const, attempt: msg.attempt, leaseToken: null };
+    current = await deps.store.transitionTask(
+      msg,
+      claimTask(expected, token, opts.leaseSeconds, deps.clock()),
+    );
+  } catch (e) {
+    if (e instanceof ConflictError || e instanceof NotFoundError) return 'not_claimed';
+    throw e;
+  }
+
+  const log = new LogBuffer(deps.clock);
+  const controller = new AbortController();
+  let leaseLost = false;
+  const heartbeat = setInterval(() => {
+    deps.store
+      .transitionTask(msg, heartbeatTask(current, opts.leaseSeconds, deps.clock()))
+      .then((t) => {
+        current = t;
+      })
+      .catch((e: unknown) => {
+        // Cancelled, or reaped after a stall: stop working on an attempt that is no longer ours.
+        if (e instanceof ConflictError) {
+          leaseLost = true;
+          controller.abort(new Error('the lease on this attempt was lost (cancelled or reaped)'));
+        }
+      });
+  }, opts.heartbeatSeconds * 1000);
+
+  let error: string | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const { dag, tasks } = await loadDag(deps, msg.dagId, msg.dagVersion);
+    const task = tasks.get(msg.taskId);
+    if (!task)
+      throw new Error(`task ${msg.taskId} is not in DAG ${msg.dagId} version ${msg.dagVersion}`);
+    const operator = deps.operators.get(task.operator);
+    if (!operator) throw new Error(`operator "${task.operator}" has no runner in this deployment`);
+    const timeoutMs = Math.min(
+      task.timeoutSeconds * 1000,
+      Math.max(1000, opts.remainingMs() - SAFETY_MS),
+    );
+    timer = setTimeout(
+      () => controller.abort(new Error(`timed out after ${Math.round(timeoutMs / 1000)}s`)),
+      timeoutMs,
+    );
+    log.add(`attempt ${msg.attempt} of ${task.retries + 1}: ${task.operator} ${task.taskId}`);
+    const config = operator.config.parse(task.config);
+    const aborted = new Promise<never>((_, reject) => {
+      controller.signal.addEventListener('abort', () => reject(controller.signal.reason));
+    });
+    const output = await Promise.race([
+      operator.run(config, {
+        dagId: msg.dagId,
+        runId: msg.runId,
+        task,
+        attempt: msg.attempt,
+        signal: controller.signal,
+        log: (line) => log.add(line),
+        runInputs: async () => ({
+          conf: (await deps.store.getRun(msg.dagId, msg.runId))?.conf ?? {},
+          params: dag.params,
+        }),
+      }),
+      aborted,
+    ]);
+    if (output !== undefined && output !== null)
+      log.add(`output: ${JSON.stringify(output).slice(0, 4000)}`);
+  } catch (e) {
+    error = e instanceof Error ? e.message : String(e);
+    log.add(`error: ${error}`);
+  } finally {
+    clearInterval(heartbeat);
+    clearTimeout(timer);
+  }
+
+  const now = deps.clock();
+  log.add(error === undefined ? 'success' : 'failed');
+  await deps.blobs.putLog({ ...msg }, log.text());
+  if (leaseLost) return 'lease_lost';
+  const { tasks } = await loadDag(deps, msg.dagId, msg.dagVersion).catch(() => ({
+    tasks: new Map(),
+  }));
+  const task = tasks.get(msg.taskId);
+  const retryAt =
+    error !== undefined && task ? nextRetryAt(task, msg.attempt, now, deps.random) : null;
+  try {
+    const done = await deps.store.transitionTask(
+      msg,
+      finishTask(current, error === undefined ? { ok: true } : { ok: false, error, retryAt }, now),
+    );
+    return done.status as ExecuteOutcome;
+  } catch (e) {
+    if (e instanceof ConflictError) return 'lease_lost';
+    throw e;
+  }
+}

@@ -1,0 +1,11 @@
+import { App, Validations } from 'aws-cdk-lib';
+import { AwsSolutionsChecks } from 'cdk-nag';
+import { AirlessStack } from '../lib/airless-stack.ts';
+
+const app = new App();
+// The account and region of the CLI's credentials; without them the stack is
+// environment-agnostic.
+const { CDK_DEFAULT_ACCOUNT: account, CDK_DEFAULT_REGION: region } = process.env;
+new AirlessStack(app, 'Airless', account && region ? { env: { account, region } } : {});
+// cdk-nag 3 is a policy validation plugin: any finding, error or warning, fails synthesis.
+Validations.of(app).addPlugins(new AwsSolutionsChecks(app, { verbose: true }));

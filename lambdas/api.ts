@@ -1,0 +1,342 @@
+import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
+import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
+import middy from '@middy/core';
+import httpHeaderNormalizer from '@middy/http-header-normalizer';
+import httpRouterHandler, { type Route } from '@middy/http-router';
+import type { APIGatewayProxyEventV2, APIGatewayProxyResultV2 } from 'aws-lambda';
+import { z } from 'zod';
+import { registerDag } from '../app/dags.ts';
+import { cancelRun, triggerRun } from '../app/runs.ts';
+import { compileSchedule, nextRuns } from '../core/cron/index.ts';
+import { ID_PATTERN, MAX_DAG_BYTES } from '../core/dag/schema.ts';
+import { jsonPath, validateDagText } from '../core/dag/validate.ts';
+import { AirlessError, ConflictError, NotFoundError, ValidationError } from '../core/errors.ts';
+import type { DagRecord, RunRecord } from '../core/ports.ts';
+import { logger, metrics, runtime } from './runtime.ts';
+
+type Event = APIGatewayProxyEventV2;
+type Result = APIGatewayProxyResultV2;
+
+/** An HTTP error with a status, for what is wrong with the request itself. */
+class HttpError extends Error {
+  constructor(
+    readonly statusCode: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const json = (statusCode: number, body: unknown): Result => ({
+  statusCode,
+  headers: { 'content-type': 'application/json' },
+  body: JSON.stringify(body),
+});
+
+/** The raw body, refused past 1 MiB before anything reads it. */
+function rawBody(event: Event): string {
+  const body = event.body ?? '';
+  const bytes = event.isBase64Encoded ? Math.floor((body.length * 3) / 4) : Buffer.byteLength(body);
+  if (bytes > MAX_DAG_BYTES) {
+    throw new HttpError(413, `request body is over the ${MAX_DAG_BYTES}-byte limit`);
+  }
+  return event.isBase64Encoded ? Buffer.from(body, 'base64').toString('utf8') : body;
+}
+
+/** Parses the JSON body with a schema; malformed JSON and schema errors are 400s naming the field. */
+function jsonBody<T>(event: Event, schema: z.ZodType<T>, optional = false): T {
+  const text = rawBody(event).trim();
+  let value: unknown = {};
+  if (text !== '' || !optional) {
+    try {
+      value = JSON.parse(text);
+    } catch (e) {
+      throw new HttpError(400, `malformed JSON: ${(e as Error).message.replace(/\s+/g, ' ')}`);
+    }
+  }
+  return parse(schema, value);
+}
+
+function parse<T>(schema: z.ZodType<T>, value: unknown, prefix: PropertyKey[] = []): T {
+  const r = schema.safeParse(value);
+  if (!r.success) {
+    throw new ValidationError(
+      r.error.issues.map((i) => ({ path: jsonPath([...prefix, ...i.path]), message: i.message })),
+    );
+  }
+  return r.data;
+}
+
+const id = z.string().regex(ID_PATTERN, { message: `must match ${ID_PATTERN.source}` });
+const runIdSchema = z.string().regex(/^[A-Za-z0-9_.:+-]{1,200}$/, { message: 'is not a run id' });
+const pathParams = z.object({
+  dag_id: id,
+  run_id: runIdSchema.optional(),
+  task_id: id.optional(),
+});
+
+function path(event: Event) {
+  const p = parse(pathParams, event.pathParameters ?? {}, ['path']);
+  return { dagId: p.dag_id, runId: p.run_id ?? '', taskId: p.task_id ?? '' };
+}
+
+const pageQuery = z.object({
+  limit: z.coerce.number().int().min(1).max(100).default(50),
+  nextToken: z.string().max(2048).optional(),
+});
+
+function dagView(d: DagRecord, now: Date) {
+  const compiled = d.schedule ? compileSchedule(d.schedule.cron, d.schedule.timezone) : undefined;
+  return {
+    dagId: d.dagId,
+    latestVersion: d.latestVersion,
+    paused: d.paused,
+    description: d.description ?? null,
+    owner: d.owner ?? null,
+    schedule: d.schedule ?? null,
+    nextRunTimes:
+      compiled?.ok && !d.paused
+        ? nextRuns(compiled.spec, compiled.timezone, now, 5).map((t) => t.toISOString())
+        : [],
+    updatedAt: d.updatedAt,
+  };
+}
+
+const runSummary = (r: RunRecord) => ({
+  runId: r.runId,
+  status: r.status,
+  logicalDate: r.logicalDate,
+  startTime: r.startTime,
+  endTime: r.endTime,
+});
+
+async function liveDag(dagId: string): Promise<DagRecord> {
+  const dag = await runtime().deps.store.getDag(dagId);
+  if (!dag || dag.deleted) throw new NotFoundError(`DAG ${dagId} not found`);
+  return dag;
+}
+
+const triggerBody = z.strictObject({
+  conf: z.record(z.string(), z.unknown()).optional(),
+  idempotencyKey: z
+    .string()
+    .regex(/^[A-Za-z0-9_.:-]{1,128}$/, { message: 'must match ^[A-Za-z0-9_.:-]{1,128}$' })
+    .optional(),
+});
+
+const routes: Route<Event, Result>[] = [
+  { method: 'GET', path: '/v1/health', handler: async () => json(200, { status: 'ok' }) },
+  {
+    method: 'POST',
+    path: '/v1/dags',
+    handler: async (event) => {
+      const { deps } = runtime();
+      const text = rawBody(event);
+      // Validate before writing anything; then store the file where uploads go, and register it
+      // the way the registrar does (which the upload also triggers, finding it unchanged).
+      await deps.blobs.putDagFile(`${validated(text)}.json`, text);
+      const r = await registerDag(deps, text);
+      if (!r.ok) throw new ValidationError(r.issues);
+      return json(r.created ? 201 : 200, { dagId: r.dagId, version: r.version });
+    },
+  },
+  {
+    method: 'GET',
+    path: '/v1/dags',
+    handler: async (event) => {
+      const q = parse(pageQuery, event.queryStringParameters ?? {}, ['query']);
+      const page = await runtime().deps.store.listDags({ limit: q.limit, nextToken: q.nextToken });
+      const now = new Date();
+      return json(200, { dags: page.items.map((d) => dagView(d, now)), nextToken: page.nextToken });
+    },
+  },
+  {
+    method: 'GET',
+    path: '/v1/dags/{dag_id}',
+    handler: async (event) => json(200, dagView(await liveDag(path(event).dagId), new Date())),
+  },
+  {
+    method: 'PATCH',
+    path: '/v1/dags/{dag_id}',
+    handler: async (event) => {
+      const { dagId } = path(event);
+      const { paused } = jsonBody(event, z.strictObject({ paused: z.boolean() }));
+      const { deps } = runtime();
+      const dag = await deps.store.setDagPaused(dagId, paused, deps.clock());
+      if (dag.schedule) await deps.schedules.setEnabled(dagId, !paused);
+      return json(200, dagView(dag, deps.clock()));
+    },
+  },
+  {
+    method: 'DELETE',
+    path: '/v1/dags/{dag_id}',
+    handler: async (event) => {
+      const { dagId } = path(event);
+      const { deps } = runtime();
+      await liveDag(dagId);
+      await deps.schedules.delete(dagId);
+      await deps.store.markDagDeleted(dagId, deps.clock());
+      return { statusCode: 204, body: '' };
+    },
+  },
+  {
+    method: 'POST',
+    path: '/v1/dags/{dag_id}/runs',
+    handler: async (event) => {
+      const { dagId } = path(event);
+      const body = jsonBody(event, triggerBody, true);
+      const { run, created } = await triggerRun(runtime().deps, {
+        dagId,
+        conf: body.conf,
+        idempotencyKey: body.idempotencyKey,
+      });
+      return json(created ? 201 : 200, { runId: run.runId, status: run.status });
+    },
+  },
+  {
+    method: 'GET',
+    path: '/v1/dags/{dag_id}/runs',
+    handler: async (event) => {
+      const { dagId } = path(event);
+      const q = parse(pageQuery, event.queryStringParameters ?? {}, ['query']);
+      await liveDag(dagId);
+      const page = await runtime().deps.store.listRuns(dagId, {
+        limit: q.limit,
+        nextToken: q.nextToken,
+      });
+      return json(200, { runs: page.items.map(runSummary), nextToken: page.nextToken });
+    },
+  },
+  {
+    method: 'GET',
+    path: '/v1/dags/{dag_id}/runs/{run_id}',
+    handler: async (event) => {
+      const { dagId, runId } = path(event);
+      const { store } = runtime().deps;
+      const run = await store.getRun(dagId, runId);
+      if (!run) throw new NotFoundError(`run ${runId} of DAG ${dagId} not found`);
+      const tasks = await store.listTaskInstances(dagId, runId);
+      return json(200, {
+        ...runSummary(run),
+        dagId,
+        dagVersion: run.dagVersion,
+        conf: run.conf,
+        tasks: tasks.map((t) => ({
+          taskId: t.taskId,
+          status: t.status,
+          attempt: t.attempt,
+          startTime: t.startTime,
+          endTime: t.endTime,
+          ...(t.error ? { error: t.error } : {}),
+        })),
+      });
+    },
+  },
+  {
+    method: 'POST',
+    path: '/v1/dags/{dag_id}/runs/{run_id}/cancel',
+    handler: async (event) => {
+      const { dagId, runId } = path(event);
+      const { deps } = runtime();
+      const run = await deps.store.getRun(dagId, runId);
+      if (!run) throw new NotFoundError(`run ${runId} of DAG ${dagId} not found`);
+      try {
+        return json(200, runSummary(await cancelRun(deps, dagId, runId)));
+      } catch (e) {
+        if (e instanceof ConflictError)
+          throw new HttpError(409, `run ${runId} has already ended (${run.status})`);
+        throw e;
+      }
+    },
+  },
+  {
+    method: 'POST',
+    path: '/v1/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/clear',
+    handler: async () => {
+      throw new HttpError(501, 'clearing tasks is not available in this version yet');
+    },
+  },
+  {
+    method: 'GET',
+    path: '/v1/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/logs',
+    handler: async (event) => {
+      const { dagId, runId, taskId } = path(event);
+      const q = parse(
+        z.object({ attempt: z.coerce.number().int().min(1).optional() }),
+        event.queryStringParameters ?? {},
+        ['query'],
+      );
+      const { deps } = runtime();
+      const ti = await deps.store.getTaskInstance({ dagId, runId, taskId });
+      if (!ti) throw new NotFoundError(`task ${taskId} of run ${runId} not found`);
+      const attempt = q.attempt ?? ti.attempt;
+      const text =
+        attempt >= 1 ? await deps.blobs.getLog({ dagId, runId, taskId, attempt }) : undefined;
+      if (text === undefined)
+        throw new NotFoundError(`no log for attempt ${attempt} of task ${taskId}`);
+      return {
+        statusCode: 200,
+        headers: { 'content-type': 'text/plain; charset=utf-8' },
+        body: text,
+      };
+    },
+  },
+  {
+    method: 'GET',
+    path: '/v1/import-errors',
+    handler: async (event) => {
+      const q = parse(pageQuery, event.queryStringParameters ?? {}, ['query']);
+      const page = await runtime().deps.store.listImportErrors({
+        limit: q.limit,
+        nextToken: q.nextToken,
+      });
+      return json(200, { importErrors: page.items, nextToken: page.nextToken });
+    },
+  },
+];
+
+/** Validates a DAG document without writing anything; returns its dagId. */
+function validated(text: string): string {
+  const r = validateDagText(text, { operators: runtime().deps.operators.schemas() });
+  if (!r.ok) throw new ValidationError(r.issues);
+  return r.dag.dagId;
+}
+
+/** Every error becomes `{error, details?}` with the right status; nothing leaks a stack trace. */
+const jsonErrors = (): middy.MiddlewareObj<Event, Result> => ({
+  onError: async (request) => {
+    const e = request.error;
+    if (e instanceof ValidationError) {
+      request.response = json(400, { error: 'invalid request', details: e.issues });
+    } else if (e instanceof NotFoundError) {
+      request.response = json(404, { error: e.message });
+    } else if (e instanceof HttpError) {
+      request.response = json(e.statusCode, { error: e.message });
+    } else if (e instanceof ConflictError) {
+      request.response = json(409, { error: e.message });
+    } else if (
+      e &&
+      typeof (e as { statusCode?: unknown }).statusCode === 'number' &&
+      (e as { statusCode: number }).statusCode < 500
+    ) {
+      // The router's own errors: no such route (404) or method (405).
+      const event = request.event;
+      request.response = json((e as { statusCode: number }).statusCode, {
+        error: `no route ${event.requestContext?.http?.method ?? ''} ${event.rawPath ?? ''}`.trim(),
+      });
+    } else {
+      logger.error('unhandled', e instanceof Error ? e : { error: String(e) });
+      const retryable = e instanceof AirlessError && e.retryable;
+      request.response = json(retryable ? 503 : 500, {
+        error: retryable ? 'busy, try again' : 'internal error',
+      });
+    }
+  },
+});
+
+export const handler = middy<Event, Result>()
+  .use(httpHeaderNormalizer())
+  .use(injectLambdaContext(logger))
+  .use(logMetrics(metrics))
+  .use(jsonErrors())
+  .handler(httpRouterHandler({ routes }));

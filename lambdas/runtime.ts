@@ -1,0 +1,65 @@
+import { randomUUID } from 'node:crypto';
+import { Logger } from '@aws-lambda-powertools/logger';
+import { Metrics } from '@aws-lambda-powertools/metrics';
+import { z } from 'zod';
+import { awsClients } from '../adapters/aws/clients.ts';
+import { DynamoStateStore } from '../adapters/aws/dynamodb.ts';
+import { S3BlobStore } from '../adapters/aws/s3.ts';
+import { EventBridgeScheduleRegistry } from '../adapters/aws/scheduler.ts';
+import { SqsTaskDispatcher } from '../adapters/aws/sqs.ts';
+import type { Deps } from '../app/deps.ts';
+import { builtInOperators } from '../operators/index.ts';
+
+/** Shared by every handler in a container: created once, at cold start. */
+export const logger = new Logger();
+export const metrics = new Metrics();
+
+const env = z.object({
+  TABLE_NAME: z.string().min(1),
+  QUEUE_URL: z.string().min(1),
+  DAGS_BUCKET: z.string().min(1),
+  DATA_BUCKET: z.string().min(1),
+  // The trigger function itself is not given these (it would be a circular reference), and
+  // never manages schedules.
+  SCHEDULE_GROUP: z.string().default(''),
+  TRIGGER_FUNCTION_ARN: z.string().default(''),
+  SCHEDULER_ROLE_ARN: z.string().default(''),
+  SCHEDULE_DLQ_ARN: z.string().optional(),
+  LEASE_SECONDS: z.coerce.number().int().min(10).default(120),
+  HEARTBEAT_SECONDS: z.coerce.number().int().min(1).default(30),
+});
+export type Env = z.infer<typeof env>;
+
+let cached: { env: Env; deps: Deps } | undefined;
+
+/** The environment (checked once) and the adapters behind the application's ports. */
+export function runtime(): { env: Env; deps: Deps } {
+  if (cached) return cached;
+  const parsed = env.safeParse(process.env);
+  if (!parsed.success) {
+    throw new Error(
+      `bad environment: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
+    );
+  }
+  const e = parsed.data;
+  const aws = awsClients();
+  const deps: Deps = {
+    store: new DynamoStateStore(aws.dynamodb, e.TABLE_NAME),
+    dispatcher: new SqsTaskDispatcher(aws.sqs, e.QUEUE_URL),
+    blobs: new S3BlobStore(aws.s3, { dagsBucket: e.DAGS_BUCKET, dataBucket: e.DATA_BUCKET }),
+    schedules: new EventBridgeScheduleRegistry(aws.scheduler, {
+      groupName: e.SCHEDULE_GROUP,
+      target: {
+        arn: e.TRIGGER_FUNCTION_ARN,
+        roleArn: e.SCHEDULER_ROLE_ARN,
+        ...(e.SCHEDULE_DLQ_ARN ? { deadLetterArn: e.SCHEDULE_DLQ_ARN } : {}),
+      },
+    }),
+    operators: builtInOperators(),
+    clock: () => new Date(),
+    random: Math.random,
+    newId: randomUUID,
+  };
+  cached = { env: e, deps };
+  return cached;
+}

@@ -1,0 +1,291 @@
+import { fileURLToPath } from 'node:url';
+import { Duration, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
+import type * as apigw from 'aws-cdk-lib/aws-apigatewayv2';
+import type * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import { DynamoEventSource, SqsDlq, SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
+import * as s3 from 'aws-cdk-lib/aws-s3';
+import * as s3n from 'aws-cdk-lib/aws-s3-notifications';
+import type * as scheduler from 'aws-cdk-lib/aws-scheduler';
+import type * as sns from 'aws-cdk-lib/aws-sns';
+import * as sqs from 'aws-cdk-lib/aws-sqs';
+import { Construct } from 'constructs';
+import { AirlessFunction } from './airless-function.ts';
+import { Alarms } from './alarms.ts';
+import { Api } from './api.ts';
+import { Buckets } from './buckets.ts';
+import { acknowledgeWildcard } from './nag.ts';
+import { Schedules } from './schedules.ts';
+import { StateTable } from './state-table.ts';
+import { TaskQueue } from './task-queue.ts';
+
+export type AirlessFunctionName = 'api' | 'registrar' | 'worker' | 'advance' | 'trigger';
+
+export interface AirlessSchedulerProps {
+  /**
+   * How API callers authenticate: `iam` (SigV4-signed requests, `execute-api:Invoke`) or
+   * `none`.
+   * @default 'iam'
+   */
+  readonly authorization?: 'iam' | 'none';
+  /**
+   * What happens to stateful resources (table, buckets, schedule group, log groups) when they
+   * leave the stack. Use DESTROY only for throwaway stacks.
+   * @default RemovalPolicy.RETAIN
+   */
+  readonly removalPolicy?: RemovalPolicy;
+  /**
+   * Functions that the `lambda` operator may invoke from workers.
+   * @default - none
+   */
+  readonly invokableFunctions?: readonly lambda.IFunction[];
+  /**
+   * Where alarms notify.
+   * @default - a new SNS topic
+   */
+  readonly alarmTopic?: sns.ITopic;
+}
+
+/** Task instance statuses that end an attempt for good, so that downstream tasks may be ready. */
+const FINISHED = ['success', 'failed', 'upstream_failed', 'skipped', 'cancelled'];
+
+/**
+ * Airless: an Airflow-style DAG scheduler on serverless AWS. DAG files land in S3 or come
+ * through the HTTP API; EventBridge Scheduler triggers runs; DynamoDB holds all state; its
+ * stream advances runs; an SQS FIFO queue feeds task attempts to Lambda workers.
+ */
+export class AirlessScheduler extends Construct {
+  readonly table: dynamodb.Table;
+  readonly taskQueue: sqs.Queue;
+  readonly taskDeadLetterQueue: sqs.Queue;
+  readonly dagsBucket: s3.Bucket;
+  readonly dataBucket: s3.Bucket;
+  readonly scheduleGroup: scheduler.ScheduleGroup;
+  readonly schedules: Schedules;
+  /** Records that the advance function could not process after every retry. */
+  readonly advanceFailureQueue: sqs.Queue;
+  readonly functions: Readonly<Record<AirlessFunctionName, lambda.Function>>;
+  readonly api: Api;
+  readonly httpApi: apigw.HttpApi;
+  readonly alarms: Alarms;
+
+  constructor(scope: Construct, id: string, props: AirlessSchedulerProps = {}) {
+    super(scope, id);
+    const removalPolicy = props.removalPolicy ?? RemovalPolicy.RETAIN;
+
+    // Construct ids ApiFunction, RegistrarFunction, ...; handlers in lambdas/{name}.ts.
+    const fn = (name: AirlessFunctionName, options: { timeout: Duration; memorySize?: number }) =>
+      new AirlessFunction(this, `${name[0]?.toUpperCase()}${name.slice(1)}Function`, {
+        entry: fileURLToPath(new URL(`../lambdas/${name}.ts`, import.meta.url)),
+        ...options,
+        logRemovalPolicy: removalPolicy,
+      });
+    const workerTimeout = Duration.minutes(15);
+    const api = fn('api', { timeout: Duration.seconds(30), memorySize: 512 });
+    const registrar = fn('registrar', { timeout: Duration.seconds(60) });
+    const worker = fn('worker', { timeout: workerTimeout, memorySize: 1024 });
+    const advance = fn('advance', { timeout: Duration.minutes(5) });
+    const trigger = fn('trigger', { timeout: Duration.seconds(60) });
+    this.functions = {
+      api: api.function,
+      registrar: registrar.function,
+      worker: worker.function,
+      advance: advance.function,
+      trigger: trigger.function,
+    };
+
+    const table = new StateTable(this, 'StateTable', { removalPolicy });
+    const tasks = new TaskQueue(this, 'TaskQueue', { workerTimeout });
+    const buckets = new Buckets(this, 'Buckets', { removalPolicy });
+    const schedules = new Schedules(this, 'Schedules', { target: trigger.function, removalPolicy });
+    const advanceFailures = new sqs.Queue(this, 'AdvanceFailureQueue', {
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      retentionPeriod: Duration.days(14),
+    });
+    this.table = table;
+    this.taskQueue = tasks.queue;
+    this.taskDeadLetterQueue = tasks.deadLetterQueue;
+    this.dagsBucket = buckets.dagsBucket;
+    this.dataBucket = buckets.dataBucket;
+    this.schedules = schedules;
+    this.scheduleGroup = schedules.group;
+    this.advanceFailureQueue = advanceFailures;
+    const { queue } = tasks;
+    const { dagsBucket, dataBucket } = buckets;
+
+    // Every handler parses the same environment at cold start and reads what it needs.
+    const base = {
+      TABLE_NAME: table.tableName,
+      QUEUE_URL: queue.queueUrl,
+      DAGS_BUCKET: dagsBucket.bucketName,
+      DATA_BUCKET: dataBucket.bucketName,
+    };
+    const scheduling = {
+      SCHEDULE_GROUP: schedules.group.scheduleGroupName,
+      TRIGGER_FUNCTION_ARN: trigger.function.functionArn,
+      SCHEDULER_ROLE_ARN: schedules.role.roleArn,
+      SCHEDULE_DLQ_ARN: schedules.deadLetterQueue.queueArn,
+    };
+    // The trigger function gets no scheduling variables: its own ARN would be a circular
+    // reference, and it never manages schedules.
+    for (const f of [api, registrar, worker, advance, trigger]) {
+      const env = f === trigger ? base : { ...base, ...scheduling };
+      for (const [k, v] of Object.entries(env)) f.function.addEnvironment(k, v);
+    }
+
+    // api: the whole REST API.
+    table.grants.readWriteData(api);
+    queue.grants.sendMessages(api);
+    dagsBucket.grants.readWrite(api);
+    dataBucket.grants.readWrite(api);
+    schedules.grantManageSchedules(api);
+
+    // registrar: validates uploaded DAG files, stores versions, puts schedules.
+    table.grants.readWriteData(registrar);
+    dagsBucket.grants.read(registrar);
+    dataBucket.grants.readWrite(registrar);
+    schedules.grantManageSchedules(registrar);
+    dagsBucket.addEventNotification(
+      s3.EventType.OBJECT_CREATED,
+      new s3n.LambdaDestination(registrar.function),
+      { prefix: 'dags/', suffix: '.json' },
+    );
+
+    // worker: claims and runs task attempts, writes logs and artifacts.
+    table.grants.readWriteData(worker);
+    dataBucket.grants.readWrite(worker);
+    for (const target of props.invokableFunctions ?? []) {
+      target.grantInvoke(worker);
+      acknowledgeWildcard(
+        worker,
+        `${target.functionArn}:*`,
+        'grantInvoke also covers the versions and aliases of a function the lambda operator may call.',
+      );
+    }
+    worker.function.addEventSource(
+      new SqsEventSource(queue, {
+        // The most a FIFO event source mapping takes at once.
+        batchSize: 10,
+        // Failed messages are retried alone, not with the batch: on FIFO queues the handler
+        // reports the first failure and every message after it in the same group.
+        // https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-errorhandling.html
+        reportBatchItemFailures: true,
+      }),
+    );
+
+    // advance: finished task instances make their downstream tasks ready.
+    table.grants.readWriteData(advance);
+    queue.grants.sendMessages(advance);
+    dataBucket.grants.read(advance);
+    advance.function.addEventSource(
+      // The cast only quiets exactOptionalPropertyTypes, which CDK's types predate.
+      new DynamoEventSource(table as dynamodb.ITable, {
+        startingPosition: lambda.StartingPosition.TRIM_HORIZON,
+        batchSize: 100,
+        bisectBatchOnError: true,
+        reportBatchItemFailures: true,
+        retryAttempts: 10,
+        onFailure: new SqsDlq(advanceFailures),
+        // Only transitions of a task instance into a finished status can make tasks ready;
+        // filtering here saves the invocations (the handler still checks). Filtered-out
+        // records are dropped, not retried.
+        // https://docs.aws.amazon.com/lambda/latest/dg/with-ddb-filtering.html
+        filters: [
+          lambda.FilterCriteria.filter({
+            eventName: lambda.FilterRule.isEqual('MODIFY'),
+            dynamodb: {
+              NewImage: {
+                type: { S: lambda.FilterRule.isEqual('TI') },
+                status: { S: lambda.FilterRule.or(...FINISHED) },
+              },
+            },
+          }),
+        ],
+      }),
+    );
+
+    // trigger: creates the run for a scheduled time.
+    table.grants.readWriteData(trigger);
+    queue.grants.sendMessages(trigger);
+    dataBucket.grants.read(trigger);
+
+    this.#acknowledgeFindings({ table, dagsBucket, dataBucket, advance, advanceFailures });
+
+    this.api = new Api(this, 'Api', {
+      handler: api.function,
+      authorization: props.authorization ?? 'iam',
+      removalPolicy,
+    });
+    this.httpApi = this.api.httpApi;
+
+    this.alarms = new Alarms(this, 'Alarms', {
+      deadLetterQueues: {
+        Task: tasks.deadLetterQueue,
+        Schedule: schedules.deadLetterQueue,
+        AdvanceFailure: advanceFailures,
+      },
+      functions: {
+        Api: api.function,
+        Registrar: registrar.function,
+        Worker: worker.function,
+        Advance: advance.function,
+        Trigger: trigger.function,
+      },
+      ...(props.alarmTopic ? { alarmTopic: props.alarmTopic } : {}),
+    });
+  }
+
+  /** cdk-nag findings that the grants above produce, each acknowledged with its reason. */
+  #acknowledgeFindings(r: {
+    table: dynamodb.Table;
+    dagsBucket: s3.Bucket;
+    dataBucket: s3.Bucket;
+    advance: AirlessFunction;
+    advanceFailures: sqs.Queue;
+  }): void {
+    acknowledgeWildcard(
+      this,
+      `${r.table.tableArn}/index/*`,
+      'The table grant covers the indexes of the state table, which the handlers query.',
+    );
+    for (const bucket of [r.dagsBucket, r.dataBucket]) {
+      acknowledgeWildcard(
+        this,
+        bucket.arnForObjects('*'),
+        'Object keys are chosen at run time (DAG ids, run ids), so the bucket grants name every ' +
+          'object of this one bucket.',
+      );
+    }
+    // The action groups of CDK's S3 bucket grants (read: GetObject*, GetBucket*, List*;
+    // readWrite adds DeleteObject*, Abort*), scoped to this construct's buckets.
+    for (const action of ['GetObject*', 'GetBucket*', 'List*', 'DeleteObject*', 'Abort*']) {
+      Validations.of(this).acknowledge({
+        id: `AwsSolutions-IAM5[Action::s3:${action}]`,
+        reason: `s3:${action} comes from the CDK bucket grants, whose resources are only the buckets of this construct.`,
+      });
+    }
+    acknowledgeWildcard(
+      r.advance,
+      '*',
+      'dynamodb:ListStreams, which the stream event source mapping needs, supports no ' +
+        'resource-level permission: https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazondynamodb.html',
+    );
+    Validations.of(r.advanceFailures).acknowledge({
+      id: 'AwsSolutions-SQS3',
+      reason:
+        'This queue is itself a dead-letter queue: the on-failure destination of the advance event source.',
+    });
+    // CDK's own singleton function behind Custom::S3BucketNotifications, whose role it does
+    // not let us configure; it only puts the notification configuration of our bucket.
+    for (const child of Stack.of(this).node.children) {
+      if (child.node.id.startsWith('BucketNotificationsHandler')) {
+        Validations.of(child).acknowledge({
+          id: 'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]',
+          reason:
+            'The role of the CDK-provided S3 notifications handler, which CDK does not let us replace.',
+        });
+      }
+    }
+  }
+}

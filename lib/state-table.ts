@@ -1,0 +1,43 @@
+import { RemovalPolicy } from 'aws-cdk-lib';
+import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import type { Construct } from 'constructs';
+import { GSI1, GSI2 } from '../adapters/aws/table.ts';
+
+export interface StateTableProps {
+  /**
+   * What happens to the table, and so to every DAG and run, when it leaves the stack.
+   * @default RemovalPolicy.RETAIN
+   */
+  readonly removalPolicy?: RemovalPolicy;
+}
+
+/**
+ * The single DynamoDB table, the only source of truth: its item layout is documented in
+ * adapters/aws/table.ts, whose `tableDefinition` declares the same table for tests.
+ */
+export class StateTable extends dynamodb.Table {
+  constructor(scope: Construct, id: string, props: StateTableProps = {}) {
+    const S = dynamodb.AttributeType.STRING;
+    super(scope, id, {
+      partitionKey: { name: 'pk', type: S },
+      sortKey: { name: 'sk', type: S },
+      billingMode: dynamodb.BillingMode.PAY_PER_REQUEST,
+      pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
+      // The advance function reads finished task instances from the stream; it needs the new
+      // image (status) and the old one (to see a transition rather than a rewrite).
+      stream: dynamodb.StreamViewType.NEW_AND_OLD_IMAGES,
+      removalPolicy: props.removalPolicy ?? RemovalPolicy.RETAIN,
+    });
+    for (const [indexName, pk, sk] of [
+      [GSI1, 'gsi1pk', 'gsi1sk'],
+      [GSI2, 'gsi2pk', 'gsi2sk'],
+    ] as const) {
+      this.addGlobalSecondaryIndex({
+        indexName,
+        partitionKey: { name: pk, type: S },
+        sortKey: { name: sk, type: S },
+        projectionType: dynamodb.ProjectionType.ALL,
+      });
+    }
+  }
+}

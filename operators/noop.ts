@@ -1,0 +1,27 @@
+import { noopConfig } from '../core/dag/operators.ts';
+import type { Operator } from './registry.ts';
+
+/** Waits `sleepSeconds`, fails attempts 1..`failAttempts`, and returns `output`. */
+export const noop: Operator<typeof noopConfig._output> = {
+  name: 'noop',
+  config: noopConfig,
+  async run(config, ctx) {
+    if (config.sleepSeconds) {
+      ctx.log(`sleeping ${config.sleepSeconds}s`);
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(resolve, config.sleepSeconds * 1000);
+        ctx.signal.addEventListener('abort', () => {
+          clearTimeout(timer);
+          reject(ctx.signal.reason);
+        });
+      });
+    }
+    if (ctx.attempt <= (config.failAttempts ?? 0)) {
+      throw new Error(
+        `failing attempt ${ctx.attempt} of ${config.failAttempts} on purpose (failAttempts)`,
+      );
+    }
+    ctx.log('done');
+    return config.output ?? null;
+  },
+};

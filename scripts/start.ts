@@ -1,0 +1,70 @@
+// npm start: the whole of Airless on the local emulator, in the foreground.
+//   1. bring up the emulator (MiniStack on 127.0.0.1);
+//   2. cdk bootstrap and cdk deploy the real app to it;
+//   3. upload examples/dags/*.json under dags/ (the registrar picks them up);
+//   4. print the API URL;
+//   5. write .airless/local.json = { apiUrl, dagsBucket, endpoint, region };
+//   6. stay up until Ctrl-C, then tear it all down.
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { clientConfig } from '../adapters/aws/clients.ts';
+import { deployLocal, localFile } from '../localstack/deploy.ts';
+import { awsEnv, emulatorConfig, start, stop } from '../localstack/emulator.ts';
+
+const cfg = emulatorConfig();
+const t0 = Date.now();
+const step = (s: string) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1)}s] ${s}`);
+
+step(`starting the emulator on ${cfg.endpoint}`);
+const started = await start(cfg);
+Object.assign(process.env, awsEnv(cfg));
+
+let stopping = false;
+async function teardown(signal: string) {
+  if (stopping) return;
+  stopping = true;
+  console.log(`\n${signal}: tearing down`);
+  rmSync(localFile, { force: true });
+  // The emulator keeps everything in memory: stopping it removes the stack and its data. One we
+  // did not start (already running) is left as it was found.
+  if (started) await stop(cfg);
+  console.log('stopped');
+  process.exit(0);
+}
+process.on('SIGINT', () => void teardown('SIGINT'));
+process.on('SIGTERM', () => void teardown('SIGTERM'));
+
+try {
+  step('deploying the CDK app (cdk bootstrap, cdk deploy)');
+  const { local } = await deployLocal(cfg);
+
+  step('uploading examples/dags/*.json');
+  const s3 = new S3Client({ ...clientConfig(), forcePathStyle: true });
+  for (const f of readdirSync('examples/dags').filter((n) => n.endsWith('.json'))) {
+    await s3.send(
+      new PutObjectCommand({
+        Bucket: local.dagsBucket,
+        Key: `dags/${f}`,
+        Body: readFileSync(join('examples/dags', f)),
+        ContentType: 'application/json',
+      }),
+    );
+    console.log(`  dags/${f}`);
+  }
+
+  step('ready');
+  console.log(`
+  API        ${local.apiUrl}/v1/health   (IAM auth: sign with SigV4, e.g. the airless CLI)
+  DAGs       s3://${local.dagsBucket}/dags/
+  emulator   ${local.endpoint}  (region ${local.region}, credentials test/test)
+  written    ${localFile}
+
+Press Ctrl-C to stop and tear everything down.`);
+} catch (e) {
+  console.error(e instanceof Error ? e.message : e);
+  await teardown('error');
+}
+
+// Stay in the foreground until a signal arrives.
+setInterval(() => {}, 1 << 30);

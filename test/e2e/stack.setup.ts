@@ -1,0 +1,18 @@
+import { deployLocal } from '../../localstack/deploy.ts';
+import { emulatorConfig, isHealthy } from '../../localstack/emulator.ts';
+
+/**
+ * Deploys the real stack to the emulator once per test run, as `npm start` does. `npm test` runs
+ * vitest inside the emulator wrapper, which has already started the emulator.
+ */
+export default async function setup(): Promise<void> {
+  const cfg = emulatorConfig();
+  if (!(await isHealthy(cfg))) {
+    throw new Error(
+      `end-to-end tests need the emulator on ${cfg.endpoint}: run them with npm test`,
+    );
+  }
+  const t0 = Date.now();
+  await deployLocal(cfg, { quiet: true });
+  console.log(`e2e: stack deployed to the emulator in ${((Date.now() - t0) / 1000).toFixed(1)}s`);
+}
