@@ -51,6 +51,14 @@ describe('retry policy', () => {
   });
 
   it('delays stay within their bounds (property)', () => {
+    // Found by this property once: a zero base at attempt 1025 (0 × 2^1024 = NaN).
+    expect(
+      retryDelayMs(
+        { ...exponential, retryDelaySeconds: 0, maxRetryDelaySeconds: 0 },
+        1025,
+        () => 0,
+      ),
+    ).toBe(0);
     const policy = fc.record({
       retries: fc.integer({ min: 0, max: 100 }),
       retryDelaySeconds: fc.double({ min: 0, max: 86_400, noNaN: true }),
@@ -71,7 +79,10 @@ describe('retry policy', () => {
             const ms = (s: number) => Math.floor(s * 1000);
             expect(d).toBe(Math.min(ms(p.retryDelaySeconds), ms(p.maxRetryDelaySeconds)));
           } else {
-            expect(d).toBeLessThanOrEqual(p.retryDelaySeconds * 1000 * 2 ** (attempt - 1));
+            // 0 × 2^1024 is NaN in floating point; a zero base bounds the delay at zero.
+            const bound =
+              p.retryDelaySeconds === 0 ? 0 : p.retryDelaySeconds * 1000 * 2 ** (attempt - 1);
+            expect(d).toBeLessThanOrEqual(bound);
           }
           const at = nextRetryAt(p, attempt, failedAt, () => r);
           expect(at === null).toBe(attempt > p.retries);
