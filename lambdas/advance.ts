@@ -7,7 +7,7 @@ import middy from '@middy/core';
 import type { Context, DynamoDBRecord, DynamoDBStreamEvent } from 'aws-lambda';
 import { advance } from '../app/advance.ts';
 import { isTerminalTask, type TaskStatus } from '../core/state/index.ts';
-import { logger, metrics, runtime } from './runtime.ts';
+import { awsRequestMetrics, logger, metrics, runtime } from './runtime.ts';
 
 /**
  * Readiness, driven by the table's stream. Why the stream and not inline in the worker: the
@@ -42,4 +42,5 @@ async function lambdaHandler(event: DynamoDBStreamEvent, context: Context) {
 
 export const handler = middy(lambdaHandler)
   .use(injectLambdaContext(logger))
-  .use(logMetrics(metrics));
+  .use(logMetrics(metrics))
+  .use(awsRequestMetrics());

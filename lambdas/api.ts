@@ -12,7 +12,7 @@ import { ID_PATTERN, MAX_DAG_BYTES } from '../core/dag/schema.ts';
 import { jsonPath, validateDagText } from '../core/dag/validate.ts';
 import { AirlessError, ConflictError, NotFoundError, ValidationError } from '../core/errors.ts';
 import type { DagRecord, RunRecord } from '../core/ports.ts';
-import { logger, metrics, runtime } from './runtime.ts';
+import { awsRequestMetrics, logger, metrics, runtime } from './runtime.ts';
 
 type Event = APIGatewayProxyEventV2;
 type Result = APIGatewayProxyResultV2;
@@ -338,5 +338,6 @@ export const handler = middy<Event, Result>()
   .use(httpHeaderNormalizer())
   .use(injectLambdaContext(logger))
   .use(logMetrics(metrics))
+  .use(awsRequestMetrics())
   .use(jsonErrors())
   .handler(httpRouterHandler({ routes }));

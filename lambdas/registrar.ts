@@ -4,7 +4,7 @@ import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
 import middy from '@middy/core';
 import type { S3Event } from 'aws-lambda';
 import { registerDag } from '../app/dags.ts';
-import { logger, metrics, runtime } from './runtime.ts';
+import { awsRequestMetrics, logger, metrics, runtime } from './runtime.ts';
 
 /**
  * Registers DAG files uploaded under `dags/` in the DAGs bucket. A valid file becomes a new DAG
@@ -43,4 +43,5 @@ async function lambdaHandler(event: S3Event) {
 
 export const handler = middy(lambdaHandler)
   .use(injectLambdaContext(logger))
-  .use(logMetrics(metrics));
+  .use(logMetrics(metrics))
+  .use(awsRequestMetrics());

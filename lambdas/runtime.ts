@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { Logger } from '@aws-lambda-powertools/logger';
-import { Metrics } from '@aws-lambda-powertools/metrics';
+import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
+import type middy from '@middy/core';
 import { z } from 'zod';
-import { awsClients } from '../adapters/aws/clients.ts';
+import { awsClients, takeRequestCounts } from '../adapters/aws/clients.ts';
 import { DynamoStateStore } from '../adapters/aws/dynamodb.ts';
 import { S3BlobStore } from '../adapters/aws/s3.ts';
 import { EventBridgeScheduleRegistry } from '../adapters/aws/scheduler.ts';
@@ -62,4 +63,29 @@ export function runtime(): { env: Env; deps: Deps } {
   };
   cached = { env: e, deps };
   return cached;
+}
+
+/**
+ * Reports the AWS requests an invocation made, the product's cost: a log line with the breakdown
+ * and an `AwsRequests` metric. Use it after `logMetrics`, so the metric is flushed with the rest.
+ */
+export function awsRequestMetrics(): middy.MiddlewareObj {
+  const report = (request: middy.Request) => {
+    const counts = takeRequestCounts();
+    const total = Object.values(counts).reduce((a, b) => a + b, 0);
+    const event = request.event as { routeKey?: string } | undefined;
+    logger.info('aws requests', {
+      awsRequests: counts,
+      awsRequestTotal: total,
+      routeKey: event?.routeKey,
+    });
+    metrics.addMetric('AwsRequests', MetricUnit.Count, total);
+  };
+  return {
+    before: () => {
+      takeRequestCounts();
+    },
+    after: report,
+    onError: report,
+  };
 }

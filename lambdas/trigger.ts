@@ -4,7 +4,7 @@ import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
 import middy from '@middy/core';
 import { z } from 'zod';
 import { triggerRun } from '../app/runs.ts';
-import { logger, metrics, runtime } from './runtime.ts';
+import { awsRequestMetrics, logger, metrics, runtime } from './runtime.ts';
 
 /**
  * The EventBridge Scheduler target: creates the run for one scheduled time. The input is
@@ -40,4 +40,5 @@ async function lambdaHandler(event: unknown) {
 
 export const handler = middy(lambdaHandler)
   .use(injectLambdaContext(logger))
-  .use(logMetrics(metrics));
+  .use(logMetrics(metrics))
+  .use(awsRequestMetrics());

@@ -6,7 +6,7 @@ import middy from '@middy/core';
 import type { Context, SQSEvent, SQSRecord } from 'aws-lambda';
 import { decodeTaskMessage } from '../adapters/aws/sqs.ts';
 import { executeTask } from '../app/tasks.ts';
-import { logger, metrics, runtime } from './runtime.ts';
+import { awsRequestMetrics, logger, metrics, runtime } from './runtime.ts';
 
 /**
  * Runs task attempts from the SQS FIFO queue. Records are processed in parallel with the
@@ -34,4 +34,5 @@ async function lambdaHandler(event: SQSEvent, context: Context) {
 
 export const handler = middy(lambdaHandler)
   .use(injectLambdaContext(logger))
-  .use(logMetrics(metrics));
+  .use(logMetrics(metrics))
+  .use(awsRequestMetrics());

@@ -7,6 +7,7 @@
 // 2. A 200-task fan-in run, for the per-task figure once batching (run creation, SQS sends)
 //    is amortized.
 import { DeleteMessageBatchCommand, ReceiveMessageCommand } from '@aws-sdk/client-sqs';
+import { takeRequestCounts } from '../adapters/aws/clients.ts';
 import { DynamoStateStore } from '../adapters/aws/dynamodb.ts';
 import { S3BlobStore } from '../adapters/aws/s3.ts';
 import { SqsTaskDispatcher } from '../adapters/aws/sqs.ts';
@@ -21,35 +22,11 @@ import {
 } from '../localstack/resources.ts';
 
 const clients = localClients();
-const tally = new Map<string, number>();
-let counting = false;
-
-// Count every HTTP attempt (retries included) as the service bills it: a middleware at the
-// deserialize step runs once per attempt.
-type Handler = (args: unknown) => Promise<unknown>;
-const counter = (service: string) => (next: Handler, context: { commandName?: string }) => {
-  return async (args: unknown) => {
-    if (counting) {
-      const op = `${service} ${String(context.commandName).replace(/Command$/, '')}`;
-      tally.set(op, (tally.get(op) ?? 0) + 1);
-    }
-    return next(args);
-  };
-};
-for (const [service, client] of Object.entries(clients)) {
-  // The stacks' generic types differ per client; the middleware only reads the command name.
-  client.middlewareStack.add(counter(service) as never, {
-    step: 'deserialize',
-    name: 'airlessRequestCount',
-  });
-}
-
+/** Runs one step and returns the AWS requests it made (clients.ts counts every attempt). */
 async function measure(step: string, fn: () => Promise<unknown>) {
-  tally.clear();
-  counting = true;
+  takeRequestCounts();
   await fn();
-  counting = false;
-  const ops = [...tally.entries()].sort();
+  const ops = Object.entries(takeRequestCounts()).sort();
   return { step, ops, total: ops.reduce((n, [, c]) => n + c, 0) };
 }
 

@@ -27,16 +27,51 @@ export function clientConfig(env: NodeJS.ProcessEnv = process.env) {
   } as const;
 }
 
+/**
+ * AWS requests are the product's cost, so every client counts them: each HTTP attempt (retries
+ * included), by service and operation. Handlers report the counts per invocation.
+ */
+const requestCounts = new Map<string, number>();
+
+/** The requests counted since the last call, by `service Operation`, and resets the counts. */
+export function takeRequestCounts(): Record<string, number> {
+  const out = Object.fromEntries(requestCounts);
+  requestCounts.clear();
+  return out;
+}
+
+type Handler = (args: unknown) => Promise<unknown>;
+function counted<T extends { middlewareStack: { add: (...a: never[]) => void } }>(
+  service: string,
+  client: T,
+): T {
+  const middleware =
+    (next: Handler, context: { commandName?: string }) => async (args: unknown) => {
+      const op = `${service} ${String(context.commandName).replace(/Command$/, '')}`;
+      requestCounts.set(op, (requestCounts.get(op) ?? 0) + 1);
+      return next(args);
+    };
+  // The deserialize step runs once per HTTP attempt; each client's stack has its own generic types.
+  (client.middlewareStack.add as (m: unknown, o: object) => void)(middleware, {
+    step: 'deserialize',
+    name: 'airlessRequestCount',
+  });
+  return client;
+}
+
 export function createClients(env: NodeJS.ProcessEnv = process.env): AwsClients {
   const config = clientConfig(env);
   return {
-    dynamodb: DynamoDBDocumentClient.from(new DynamoDBClient(config), {
-      marshallOptions: { removeUndefinedValues: true },
-    }),
-    sqs: new SQSClient(config),
+    dynamodb: counted(
+      'dynamodb',
+      DynamoDBDocumentClient.from(new DynamoDBClient(config), {
+        marshallOptions: { removeUndefinedValues: true },
+      }),
+    ),
+    sqs: counted('sqs', new SQSClient(config)),
     // A custom endpoint has no per-bucket DNS names: address buckets by path there.
-    s3: new S3Client({ ...config, forcePathStyle: config.endpoint !== undefined }),
-    scheduler: new SchedulerClient(config),
+    s3: counted('s3', new S3Client({ ...config, forcePathStyle: config.endpoint !== undefined })),
+    scheduler: counted('scheduler', new SchedulerClient(config)),
   };
 }
 

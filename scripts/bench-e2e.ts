@@ -1,0 +1,125 @@
+// npm run bench:e2e: the deployed stack on the local emulator, over HTTP.
+//   - the wall time of a 40-task chain (t00 → t01 → … → t39), against a warm 1-task run measured
+//     in the same run (the fixed cost of a run: trigger, one dispatch, one completion);
+//   - the task-to-task lag along the chain (start of a task − end of its upstream), p50 and p95;
+//   - the AWS requests the stack spent per task, read from the Lambdas' own reports
+//     (lambdas/runtime.ts logs the requests of every invocation).
+import {
+  CloudWatchLogsClient,
+  DescribeLogGroupsCommand,
+  FilterLogEventsCommand,
+} from '@aws-sdk/client-cloudwatch-logs';
+import { clientConfig } from '../adapters/aws/clients.ts';
+import { ApiClient } from '../cli/api-client.ts';
+import { deployLocal } from '../localstack/deploy.ts';
+import { emulatorConfig } from '../localstack/emulator.ts';
+
+const CHAIN = 40;
+const cfg = emulatorConfig();
+console.log('deploying the stack to the emulator…');
+const { local } = await deployLocal(cfg, { quiet: true });
+const api = new ApiClient(local.apiUrl, local.region);
+const suffix = Date.now().toString(36);
+
+interface RunView {
+  status: string;
+  startTime: string;
+  endTime: string;
+  tasks: { taskId: string; status: string; startTime: string; endTime: string }[];
+}
+
+async function run(
+  dagId: string,
+  tasks: object[],
+): Promise<{ view: RunView; clientMs: number; t0: number }> {
+  const created = await api.request('POST', '/v1/dags', { dagId, tasks });
+  if (created.status !== 201) throw new Error(`create ${dagId}: ${created.status} ${created.text}`);
+  const t0 = Date.now();
+  const trig = await api.request<{ runId: string }>('POST', `/v1/dags/${dagId}/runs`, {});
+  const path = `/v1/dags/${dagId}/runs/${encodeURIComponent(trig.body.runId)}`;
+  for (let i = 0; i < 3000 && Date.now() - t0 < 600_000; i++) {
+    const r = await api.request<RunView>('GET', path);
+    if (['success', 'failed', 'cancelled'].includes(r.body.status))
+      return { view: r.body, clientMs: Date.now() - t0, t0 };
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`${dagId} did not finish`);
+}
+
+const ms = (a: string, b: string) => new Date(b).getTime() - new Date(a).getTime();
+const pct = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] as number;
+};
+
+/** Sums the requests the Lambdas reported since `since`, by function. */
+async function requestsSince(since: number): Promise<Record<string, number>> {
+  const logs = new CloudWatchLogsClient(clientConfig());
+  const groups = (await logs.send(new DescribeLogGroupsCommand({}))).logGroups ?? [];
+  const out: Record<string, number> = {};
+  for (const fn of ['Worker', 'Advance', 'Api']) {
+    const group = groups.find((g) => g.logGroupName?.includes(`${fn}Function`))?.logGroupName;
+    if (!group) continue;
+    let token: string | undefined;
+    for (let page = 0; page < 100; page++) {
+      const res = await logs.send(
+        new FilterLogEventsCommand({
+          logGroupName: group,
+          startTime: since,
+          ...(token ? { nextToken: token } : {}),
+        }),
+      );
+      for (const e of res.events ?? []) {
+        if (!e.message?.includes('"aws requests"')) continue;
+        const line = JSON.parse(e.message.slice(e.message.indexOf('{'))) as {
+          awsRequestTotal?: number;
+          routeKey?: string;
+        };
+        // The API's part in a run is the trigger; its GETs are this benchmark watching.
+        if (fn === 'Api' && line.routeKey !== 'POST /v1/dags/{dag_id}/runs') continue;
+        out[fn] = (out[fn] ?? 0) + (line.awsRequestTotal ?? 0);
+      }
+      token = res.nextToken;
+      if (!token) break;
+    }
+  }
+  return out;
+}
+
+// The first run of a freshly deployed stack pays every Lambda's cold start: warm up, then measure.
+await run(`bench_warmup_${suffix}`, [{ taskId: 'only', operator: 'noop' }]);
+const single = await run(`bench_one_${suffix}`, [{ taskId: 'only', operator: 'noop' }]);
+const chainTasks = Array.from({ length: CHAIN }, (_, i) => ({
+  taskId: `t${String(i).padStart(2, '0')}`,
+  operator: 'noop',
+  ...(i > 0 ? { dependsOn: [`t${String(i - 1).padStart(2, '0')}`] } : {}),
+}));
+const chain = await run(`bench_chain_${suffix}`, chainTasks);
+if (chain.view.status !== 'success') throw new Error(`chain run ended ${chain.view.status}`);
+// Let the last invocations' log lines land.
+await new Promise((r) => setTimeout(r, 2000));
+const requests = await requestsSince(chain.t0);
+
+const byId = new Map(chain.view.tasks.map((t) => [t.taskId, t]));
+const lags = chainTasks.slice(1).map((t, i) => {
+  const prev = byId.get(chainTasks[i]?.taskId ?? '');
+  const cur = byId.get(t.taskId);
+  return prev && cur ? ms(prev.endTime, cur.startTime) : Number.NaN;
+});
+const wall = ms(chain.view.startTime, chain.view.endTime);
+const oneWall = ms(single.view.startTime, single.view.endTime);
+const total = Object.values(requests).reduce((a, b) => a + b, 0);
+
+console.log(`\n${CHAIN}-task chain on the local stack (MiniStack, one machine)`);
+console.log(
+  `  wall time, run start → run end     ${(wall / 1000).toFixed(2)} s   (client saw ${(chain.clientMs / 1000).toFixed(2)} s)`,
+);
+console.log(`  baseline: a 1-task run              ${(oneWall / 1000).toFixed(2)} s`);
+console.log(`    ratio chain / (${CHAIN} × 1-task run): ${(wall / (CHAIN * oneWall)).toFixed(2)}`);
+console.log(
+  `  task-to-task lag  p50 ${pct(lags, 50)} ms   p95 ${pct(lags, 95)} ms   (max ${Math.max(...lags)} ms)`,
+);
+console.log(`    ratio lag p50 / 1-task run: ${(pct(lags, 50) / oneWall).toFixed(2)}`);
+console.log(`  AWS requests by the stack: ${JSON.stringify(requests)} = ${total}`);
+console.log(`  AWS requests per task: ${(total / CHAIN).toFixed(2)}`);
+if (total === 0) console.log("  (no request reports found in the emulator's CloudWatch Logs)");
