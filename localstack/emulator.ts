@@ -94,6 +94,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export async function start(cfg: EmulatorConfig = emulatorConfig()): Promise<boolean> {
   if (await isHealthy(cfg)) return false;
   install();
+  mkdirSync(stateDir, { recursive: true });
   mkdirSync(tempDir(cfg), { recursive: true });
   const out = openSync(logFile(cfg), 'a');
   const child: ChildProcess = spawn(join(venv, 'bin', 'ministack'), [], {
