@@ -70,3 +70,34 @@ export async function createScheduleGroup(): Promise<string> {
   await localClients().scheduler.send(new CreateScheduleGroupCommand({ Name: name }));
   return name;
 }
+
+/**
+ * Creates a Node.js function on the emulator from one CommonJS source file (zipped with the
+ * emulator venv's Python, which every machine running the emulator has), and waits until it is
+ * Active, as AWS documents for new functions.
+ */
+export async function createNodeFunction(source: string): Promise<string> {
+  const { execFileSync } = await import('node:child_process');
+  const { LambdaClient, CreateFunctionCommand, waitUntilFunctionActiveV2 } = await import(
+    '@aws-sdk/client-lambda'
+  );
+  const name = unique('airless-fn');
+  const python = new URL('.venv/bin/python', import.meta.url).pathname;
+  const zip = execFileSync(python, [
+    '-c',
+    'import io,sys,zipfile\nb=io.BytesIO()\nz=zipfile.ZipFile(b,"w")\nz.writestr("index.js",sys.argv[1])\nz.close()\nsys.stdout.buffer.write(b.getvalue())',
+    source,
+  ]);
+  const lambda = new LambdaClient(clientConfig());
+  await lambda.send(
+    new CreateFunctionCommand({
+      FunctionName: name,
+      Runtime: 'nodejs22.x',
+      Handler: 'index.handler',
+      Role: 'arn:aws:iam::000000000000:role/airless-test',
+      Code: { ZipFile: zip },
+    }),
+  );
+  await waitUntilFunctionActiveV2({ client: lambda, maxWaitTime: 30 }, { FunctionName: name });
+  return name;
+}

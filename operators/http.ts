@@ -11,7 +11,7 @@ import type { Operator } from './registry.ts';
  * private, shared, multicast and reserved ranges. A DAG author must not be able to make the
  * worker read its own credentials or probe the VPC.
  */
-const blocked = new BlockList();
+const blockedV4 = new BlockList();
 for (const [net, prefix] of [
   ['0.0.0.0', 8],
   ['10.0.0.0', 8],
@@ -25,24 +25,39 @@ for (const [net, prefix] of [
   ['224.0.0.0', 4],
   ['240.0.0.0', 4],
 ] as const) {
-  blocked.addSubnet(net, prefix, 'ipv4');
+  blockedV4.addSubnet(net, prefix, 'ipv4');
 }
+// A separate list: a BlockList also checks IPv4 addresses against its IPv6 rules, as
+// IPv4-mapped addresses, so one list holding ::ffff:0:0/96 would refuse every IPv4 address.
+const blockedV6 = new BlockList();
 for (const [net, prefix] of [
   ['::', 128],
   ['::1', 128],
-  // IPv4-mapped addresses would smuggle any IPv4 address past the rules above.
-  ['::ffff:0:0', 96],
   ['fc00::', 7],
   ['fe80::', 10],
   ['ff00::', 8],
 ] as const) {
-  blocked.addSubnet(net, prefix, 'ipv6');
+  blockedV6.addSubnet(net, prefix, 'ipv6');
 }
 
 export function isBlockedAddress(ip: string): boolean {
   const family = isIP(ip);
-  if (family === 0) return true;
-  return blocked.check(ip, family === 4 ? 'ipv4' : 'ipv6');
+  if (family === 4) return blockedV4.check(ip, 'ipv4');
+  if (family !== 6) return true;
+  // An IPv4-mapped address (::ffff:a.b.c.d, or its hex form) is the IPv4 address it maps.
+  const mapped = /^::ffff:(?:(\d+\.\d+\.\d+\.\d+)|([0-9a-f]{1,4}):([0-9a-f]{1,4}))$/i.exec(ip);
+  if (mapped) {
+    const v4 =
+      mapped[1] ??
+      [mapped[2], mapped[3]]
+        .flatMap((h) => {
+          const n = Number.parseInt(h ?? '0', 16);
+          return [n >> 8, n & 255];
+        })
+        .join('.');
+    return blockedV4.check(v4, 'ipv4');
+  }
+  return blockedV6.check(ip, 'ipv6');
 }
 
 class RefusedAddressError extends Error {

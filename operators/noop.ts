@@ -6,10 +6,11 @@ export const noop: Operator<typeof noopConfig._output> = {
   name: 'noop',
   config: noopConfig,
   async run(config, ctx) {
-    if (config.sleepSeconds) {
-      ctx.log(`sleeping ${config.sleepSeconds}s`);
+    const seconds = config.sleepSeconds ?? 0;
+    if (seconds > 0) {
+      ctx.log(`sleeping ${seconds}s`);
       await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(resolve, config.sleepSeconds * 1000);
+        const timer = setTimeout(resolve, seconds * 1000);
         ctx.signal.addEventListener('abort', () => {
           clearTimeout(timer);
           reject(ctx.signal.reason);
