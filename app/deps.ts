@@ -1,4 +1,10 @@
-import type { BlobStore, ScheduleRegistry, StateStore, TaskDispatcher } from '../core/ports.ts';
+import type {
+  BlobStore,
+  RetryTimers,
+  ScheduleRegistry,
+  StateStore,
+  TaskDispatcher,
+} from '../core/ports.ts';
 import type { OperatorRegistry } from '../operators/registry.ts';
 
 /**
@@ -10,6 +16,7 @@ export interface Deps {
   readonly dispatcher: TaskDispatcher;
   readonly blobs: BlobStore;
   readonly schedules: ScheduleRegistry;
+  readonly timers: RetryTimers;
   readonly operators: OperatorRegistry;
   readonly clock: () => Date;
   readonly random: () => number;

@@ -4,6 +4,7 @@ import { nextRetryAt } from '../core/retry/index.ts';
 import { claimTask, finishTask, heartbeatTask } from '../core/state/index.ts';
 import { loadDag } from './dags.ts';
 import type { Deps } from './deps.ts';
+import { scheduleRetry } from './retries.ts';
 
 export interface ExecuteOptions {
   /** How long a claim or heartbeat holds the attempt; past it, the reaper may take it back. */
@@ -141,6 +142,8 @@ export async function executeTask(
       msg,
       finishTask(current, error === undefined ? { ok: true } : { ok: false, error, retryAt }, now),
     );
+    // If this fails, the reaper finds the retry overdue and queues it.
+    await scheduleRetry(deps, done);
     return done.status as ExecuteOutcome;
   } catch (e) {
     if (e instanceof ConflictError) return 'lease_lost';

@@ -219,3 +219,15 @@ export interface ScheduleRegistry {
   /** Removes the schedule; removing one that does not exist is not an error. */
   delete(dagId: string): Promise<void>;
 }
+
+/** A retry waiting for its time: the attempt that failed, and when the next one may start. */
+export interface RetryTimer extends TaskKey {
+  readonly failedAttempt: number;
+  readonly dagVersion: number;
+  readonly retryAt: string;
+}
+
+export interface RetryTimers {
+  /** Delivers the timer back (to the retrier) at `retryAt`, give or take a second. */
+  schedule(timer: RetryTimer, now: Date): Promise<void>;
+}

@@ -129,7 +129,7 @@ const routes: Route<Event, Result>[] = [
   {
     method: 'POST',
     path: '/v1/dags',
-    handler: async (event) => {
+    handler: async (event: Event) => {
       const { deps } = runtime();
       const text = rawBody(event);
       // Validate before writing anything; then store the file where uploads go, and register it
@@ -143,7 +143,7 @@ const routes: Route<Event, Result>[] = [
   {
     method: 'GET',
     path: '/v1/dags',
-    handler: async (event) => {
+    handler: async (event: Event) => {
       const q = parse(pageQuery, event.queryStringParameters ?? {}, ['query']);
       const page = await runtime().deps.store.listDags({ limit: q.limit, nextToken: q.nextToken });
       const now = new Date();
@@ -153,12 +153,13 @@ const routes: Route<Event, Result>[] = [
   {
     method: 'GET',
     path: '/v1/dags/{dag_id}',
-    handler: async (event) => json(200, dagView(await liveDag(path(event).dagId), new Date())),
+    handler: async (event: Event) =>
+      json(200, dagView(await liveDag(path(event).dagId), new Date())),
   },
   {
     method: 'PATCH',
     path: '/v1/dags/{dag_id}',
-    handler: async (event) => {
+    handler: async (event: Event) => {
       const { dagId } = path(event);
       const { paused } = jsonBody(event, z.strictObject({ paused: z.boolean() }));
       const { deps } = runtime();
@@ -170,7 +171,7 @@ const routes: Route<Event, Result>[] = [
   {
     method: 'DELETE',
     path: '/v1/dags/{dag_id}',
-    handler: async (event) => {
+    handler: async (event: Event) => {
       const { dagId } = path(event);
       const { deps } = runtime();
       await liveDag(dagId);
@@ -182,7 +183,7 @@ const routes: Route<Event, Result>[] = [
   {
     method: 'POST',
     path: '/v1/dags/{dag_id}/runs',
-    handler: async (event) => {
+    handler: async (event: Event) => {
       const { dagId } = path(event);
       const body = jsonBody(event, triggerBody, true);
       const { run, created } = await triggerRun(runtime().deps, {
@@ -196,7 +197,7 @@ const routes: Route<Event, Result>[] = [
   {
     method: 'GET',
     path: '/v1/dags/{dag_id}/runs',
-    handler: async (event) => {
+    handler: async (event: Event) => {
       const { dagId } = path(event);
       const q = parse(pageQuery, event.queryStringParameters ?? {}, ['query']);
       await liveDag(dagId);
@@ -210,7 +211,7 @@ const routes: Route<Event, Result>[] = [
   {
     method: 'GET',
     path: '/v1/dags/{dag_id}/runs/{run_id}',
-    handler: async (event) => {
+    handler: async (event: Event) => {
       const { dagId, runId } = path(event);
       const { store } = runtime().deps;
       const run = await store.getRun(dagId, runId);
@@ -235,7 +236,7 @@ const routes: Route<Event, Result>[] = [
   {
     method: 'POST',
     path: '/v1/dags/{dag_id}/runs/{run_id}/cancel',
-    handler: async (event) => {
+    handler: async (event: Event) => {
       const { dagId, runId } = path(event);
       const { deps } = runtime();
       const run = await deps.store.getRun(dagId, runId);
@@ -259,7 +260,7 @@ const routes: Route<Event, Result>[] = [
   {
     method: 'GET',
     path: '/v1/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/logs',
-    handler: async (event) => {
+    handler: async (event: Event) => {
       const { dagId, runId, taskId } = path(event);
       const q = parse(
         z.object({ attempt: z.coerce.number().int().min(1).optional() }),
@@ -284,7 +285,7 @@ const routes: Route<Event, Result>[] = [
   {
     method: 'GET',
     path: '/v1/import-errors',
-    handler: async (event) => {
+    handler: async (event: Event) => {
       const q = parse(pageQuery, event.queryStringParameters ?? {}, ['query']);
       const page = await runtime().deps.store.listImportErrors({
         limit: q.limit,
@@ -302,6 +303,11 @@ function validated(text: string): string {
   return r.dag.dagId;
 }
 
+function statusOf(e: unknown): number | undefined {
+  const code = (e as { statusCode?: unknown } | undefined)?.statusCode;
+  return typeof code === 'number' ? code : undefined;
+}
+
 /** Every error becomes `{error, details?}` with the right status; nothing leaks a stack trace. */
 const jsonErrors = (): middy.MiddlewareObj<Event, Result> => ({
   onError: async (request) => {
@@ -314,18 +320,14 @@ const jsonErrors = (): middy.MiddlewareObj<Event, Result> => ({
       request.response = json(e.statusCode, { error: e.message });
     } else if (e instanceof ConflictError) {
       request.response = json(409, { error: e.message });
-    } else if (
-      e &&
-      typeof (e as { statusCode?: unknown }).statusCode === 'number' &&
-      (e as { statusCode: number }).statusCode < 500
-    ) {
-      // The router's own errors: no such route (404) or method (405).
+    } else if ((statusOf(e) ?? 500) < 500) {
+      // The router's own errors, such as a method a route does not have (405).
       const event = request.event;
-      request.response = json((e as { statusCode: number }).statusCode, {
+      request.response = json(statusOf(e) as number, {
         error: `no route ${event.requestContext?.http?.method ?? ''} ${event.rawPath ?? ''}`.trim(),
       });
     } else {
-      logger.error('unhandled', e instanceof Error ? e : { error: String(e) });
+      logger.error('unhandled', { error: e instanceof Error ? (e.stack ?? e.message) : String(e) });
       const retryable = e instanceof AirlessError && e.retryable;
       request.response = json(retryable ? 503 : 500, {
         error: retryable ? 'busy, try again' : 'internal error',
@@ -340,4 +342,11 @@ export const handler = middy<Event, Result>()
   .use(logMetrics(metrics))
   .use(awsRequestMetrics())
   .use(jsonErrors())
-  .handler(httpRouterHandler({ routes }));
+  .handler(
+    httpRouterHandler({
+      routes,
+      notFoundResponse: ({ method, path }) => {
+        throw new HttpError(404, `no route ${method} ${path}`);
+      },
+    }),
+  );

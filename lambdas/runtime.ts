@@ -8,6 +8,7 @@ import { DynamoStateStore } from '../adapters/aws/dynamodb.ts';
 import { S3BlobStore } from '../adapters/aws/s3.ts';
 import { EventBridgeScheduleRegistry } from '../adapters/aws/scheduler.ts';
 import { SqsTaskDispatcher } from '../adapters/aws/sqs.ts';
+import { SqsRetryTimers } from '../adapters/aws/timers.ts';
 import type { Deps } from '../app/deps.ts';
 import { builtInOperators } from '../operators/index.ts';
 
@@ -26,6 +27,7 @@ const env = z.object({
   TRIGGER_FUNCTION_ARN: z.string().default(''),
   SCHEDULER_ROLE_ARN: z.string().default(''),
   SCHEDULE_DLQ_ARN: z.string().optional(),
+  RETRY_QUEUE_URL: z.string().min(1),
   LEASE_SECONDS: z.coerce.number().int().min(10).default(120),
   HEARTBEAT_SECONDS: z.coerce.number().int().min(1).default(30),
 });
@@ -56,6 +58,7 @@ export function runtime(): { env: Env; deps: Deps } {
         ...(e.SCHEDULE_DLQ_ARN ? { deadLetterArn: e.SCHEDULE_DLQ_ARN } : {}),
       },
     }),
+    timers: new SqsRetryTimers(aws.sqs, e.RETRY_QUEUE_URL),
     operators: builtInOperators(),
     clock: () => new Date(),
     random: Math.random,

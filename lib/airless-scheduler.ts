@@ -2,6 +2,8 @@ import { fileURLToPath } from 'node:url';
 import { Duration, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
 import type * as apigw from 'aws-cdk-lib/aws-apigatewayv2';
 import type * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import * as events from 'aws-cdk-lib/aws-events';
+import * as targets from 'aws-cdk-lib/aws-events-targets';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import { DynamoEventSource, SqsDlq, SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
 import * as s3 from 'aws-cdk-lib/aws-s3';
@@ -15,11 +17,19 @@ import { Alarms } from './alarms.ts';
 import { Api } from './api.ts';
 import { Buckets } from './buckets.ts';
 import { acknowledgeWildcard } from './nag.ts';
+import { RetryTimers } from './retry-timers.ts';
 import { Schedules } from './schedules.ts';
 import { StateTable } from './state-table.ts';
 import { TaskQueue } from './task-queue.ts';
 
-export type AirlessFunctionName = 'api' | 'registrar' | 'worker' | 'advance' | 'trigger';
+export type AirlessFunctionName =
+  | 'api'
+  | 'registrar'
+  | 'worker'
+  | 'advance'
+  | 'trigger'
+  | 'retrier'
+  | 'reaper';
 
 export interface AirlessSchedulerProps {
   /**
@@ -62,6 +72,8 @@ export class AirlessScheduler extends Construct {
   readonly dataBucket: s3.Bucket;
   readonly scheduleGroup: scheduler.ScheduleGroup;
   readonly schedules: Schedules;
+  /** Retry timers: failed attempts wait out their backoff here. */
+  readonly retryTimers: RetryTimers;
   /** Records that the advance function could not process after every retry. */
   readonly advanceFailureQueue: sqs.Queue;
   readonly functions: Readonly<Record<AirlessFunctionName, lambda.Function>>;
@@ -86,17 +98,23 @@ export class AirlessScheduler extends Construct {
     const worker = fn('worker', { timeout: workerTimeout, memorySize: 1024 });
     const advance = fn('advance', { timeout: Duration.minutes(5) });
     const trigger = fn('trigger', { timeout: Duration.seconds(60) });
+    const retrier = fn('retrier', { timeout: Duration.seconds(60) });
+    const reaper = fn('reaper', { timeout: Duration.minutes(2) });
     this.functions = {
       api: api.function,
       registrar: registrar.function,
       worker: worker.function,
       advance: advance.function,
       trigger: trigger.function,
+      retrier: retrier.function,
+      reaper: reaper.function,
     };
 
     const table = new StateTable(this, 'StateTable', { removalPolicy });
     const tasks = new TaskQueue(this, 'TaskQueue', { workerTimeout });
     const buckets = new Buckets(this, 'Buckets', { removalPolicy });
+    const timers = new RetryTimers(this, 'RetryTimers');
+    this.retryTimers = timers;
     const schedules = new Schedules(this, 'Schedules', { target: trigger.function, removalPolicy });
     const advanceFailures = new sqs.Queue(this, 'AdvanceFailureQueue', {
       encryption: sqs.QueueEncryption.SQS_MANAGED,
@@ -118,6 +136,7 @@ export class AirlessScheduler extends Construct {
     const base = {
       TABLE_NAME: table.tableName,
       QUEUE_URL: queue.queueUrl,
+      RETRY_QUEUE_URL: timers.queue.queueUrl,
       DAGS_BUCKET: dagsBucket.bucketName,
       DATA_BUCKET: dataBucket.bucketName,
     };
@@ -129,8 +148,8 @@ export class AirlessScheduler extends Construct {
     };
     // The trigger function gets no scheduling variables: its own ARN would be a circular
     // reference, and it never manages schedules.
-    for (const f of [api, registrar, worker, advance, trigger]) {
-      const env = f === trigger ? base : { ...base, ...scheduling };
+    for (const f of [api, registrar, worker, advance, trigger, retrier, reaper]) {
+      const env = [trigger, retrier, reaper].includes(f) ? base : { ...base, ...scheduling };
       for (const [k, v] of Object.entries(env)) f.function.addEnvironment(k, v);
     }
 
@@ -155,6 +174,7 @@ export class AirlessScheduler extends Construct {
     // worker: claims and runs task attempts, writes logs and artifacts.
     table.grants.readWriteData(worker);
     dataBucket.grants.readWrite(worker);
+    timers.queue.grants.sendMessages(worker);
     for (const target of props.invokableFunctions ?? []) {
       target.grantInvoke(worker);
       acknowledgeWildcard(
@@ -210,6 +230,25 @@ export class AirlessScheduler extends Construct {
     queue.grants.sendMessages(trigger);
     dataBucket.grants.read(trigger);
 
+    // retrier: retry timers whose time has come queue the next attempt (or wait again).
+    table.grants.readWriteData(retrier);
+    queue.grants.sendMessages(retrier);
+    timers.queue.grants.sendMessages(retrier);
+    dataBucket.grants.read(retrier);
+    retrier.function.addEventSource(
+      new SqsEventSource(timers.queue, { batchSize: 10, reportBatchItemFailures: true }),
+    );
+
+    // reaper: every minute, expired leases, lost task messages and lost retry timers.
+    table.grants.readWriteData(reaper);
+    queue.grants.sendMessages(reaper);
+    timers.queue.grants.sendMessages(reaper);
+    dataBucket.grants.read(reaper);
+    new events.Rule(this, 'ReaperSchedule', {
+      schedule: events.Schedule.rate(Duration.minutes(1)),
+      targets: [new targets.LambdaFunction(reaper.function, { retryAttempts: 0 })],
+    });
+
     this.#acknowledgeFindings({ table, dagsBucket, dataBucket, advance, advanceFailures });
 
     this.api = new Api(this, 'Api', {
@@ -224,6 +263,7 @@ export class AirlessScheduler extends Construct {
         Task: tasks.deadLetterQueue,
         Schedule: schedules.deadLetterQueue,
         AdvanceFailure: advanceFailures,
+        RetryTimer: timers.deadLetterQueue,
       },
       functions: {
         Api: api.function,
@@ -231,6 +271,8 @@ export class AirlessScheduler extends Construct {
         Worker: worker.function,
         Advance: advance.function,
         Trigger: trigger.function,
+        Retrier: retrier.function,
+        Reaper: reaper.function,
       },
       ...(props.alarmTopic ? { alarmTopic: props.alarmTopic } : {}),
     });

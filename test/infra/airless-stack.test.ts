@@ -152,7 +152,8 @@ describe('task queue', () => {
 
   it('every queue refuses requests without TLS', () => {
     const queues = Object.keys(template.findResources('AWS::SQS::Queue'));
-    expect(queues).toHaveLength(4);
+    // Tasks and its DLQ, retry timers and its DLQ, the schedule DLQ, advance failures.
+    expect(queues).toHaveLength(6);
     for (const queue of queues) {
       template.hasResourceProperties('AWS::SQS::QueuePolicy', {
         Queues: [{ Ref: queue }],
@@ -352,12 +353,29 @@ describe('least privilege', () => {
     expect(touched('registrar')).toEqual(
       [logGroup('registrar'), table, dags, data, 'Schedules', id(s.schedules.role)].sort(),
     );
-    expect(touched('worker')).toEqual([logGroup('worker'), table, queue, data].sort());
+    const timers = id(s.retryTimers.queue);
+    expect(touched('worker')).toEqual([logGroup('worker'), table, queue, data, timers].sort());
     // dynamodb:ListStreams allows no resource-level permission, hence `*`.
     expect(touched('advance')).toEqual(
       [logGroup('advance'), table, queue, data, id(s.advanceFailureQueue), '*'].sort(),
     );
     expect(touched('trigger')).toEqual([logGroup('trigger'), table, queue, data].sort());
+    expect(touched('retrier')).toEqual([logGroup('retrier'), table, queue, data, timers].sort());
+    expect(touched('reaper')).toEqual([logGroup('reaper'), table, queue, data, timers].sort());
+  });
+
+  it('the retrier consumes the retry timers, and the reaper runs every minute', () => {
+    template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
+      FunctionName: { Ref: id(stack.scheduler.functions.retrier) },
+      EventSourceArn: { 'Fn::GetAtt': [id(stack.scheduler.retryTimers.queue), 'Arn'] },
+      FunctionResponseTypes: ['ReportBatchItemFailures'],
+    });
+    template.hasResourceProperties('AWS::Events::Rule', {
+      ScheduleExpression: 'rate(1 minute)',
+      Targets: [
+        Match.objectLike({ Arn: { 'Fn::GetAtt': [id(stack.scheduler.functions.reaper), 'Arn'] } }),
+      ],
+    });
   });
 
   it('only api and registrar manage schedules and pass the scheduler role', () => {

@@ -1,0 +1,25 @@
+import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
+import { MetricUnit } from '@aws-lambda-powertools/metrics';
+import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
+import middy from '@middy/core';
+import { reap } from '../app/reaper.ts';
+import { awsRequestMetrics, logger, metrics, runtime } from './runtime.ts';
+
+/** Every minute (an EventBridge rule): expired leases, lost messages, lost retry timers. */
+async function lambdaHandler() {
+  const report = await reap(runtime().deps, {
+    queuedGraceSeconds: 120,
+    retryGraceSeconds: 30,
+    limit: 200,
+  });
+  logger.info('reaped', { ...report });
+  metrics.addMetric('ExpiredLeases', MetricUnit.Count, report.expiredLeases);
+  metrics.addMetric('Redispatched', MetricUnit.Count, report.redispatched);
+  metrics.addMetric('RetriesQueuedByReaper', MetricUnit.Count, report.retriesQueued);
+  return report;
+}
+
+export const handler = middy(lambdaHandler)
+  .use(injectLambdaContext(logger))
+  .use(logMetrics(metrics))
+  .use(awsRequestMetrics());
