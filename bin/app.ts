@@ -6,6 +6,11 @@ const app = new App();
 // The account and region of the CLI's credentials; without them the stack is
 // environment-agnostic.
 const { CDK_DEFAULT_ACCOUNT: account, CDK_DEFAULT_REGION: region } = process.env;
-new AirlessStack(app, 'Airless', account && region ? { env: { account, region } } : {});
+new AirlessStack(app, 'Airless', {
+  ...(account && region ? { env: { account, region } } : {}),
+  // Set by the local deploy only (localstack/deploy.ts): the emulator's Scheduler does not
+  // substitute the scheduled time.
+  emulatorScheduledTimeFallback: app.node.tryGetContext('airless:emulator') === 'true',
+});
 // cdk-nag 3 is a policy validation plugin: any finding, error or warning, fails synthesis.
 Validations.of(app).addPlugins(new AwsSolutionsChecks(app, { verbose: true }));

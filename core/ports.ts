@@ -164,6 +164,21 @@ export interface StateStore {
     taskCount: number,
   ): Promise<RunProgress | undefined>;
 
+  /**
+   * Undoes recordTaskFinished for a task being cleared, once: `succeeded` is whether it had
+   * counted as a success.
+   */
+  unrecordTaskFinished(key: TaskKey, succeeded: boolean, taskCount: number): Promise<void>;
+  /**
+   * Replaces a pending task's readiness counts with those of its upstream tasks as they stand
+   * (after a clear), and which upstream tasks they count.
+   */
+  resetUpstreamCounts(
+    key: TaskKey,
+    counts: UpstreamCounts,
+    counted: readonly string[],
+  ): Promise<TaskInstanceRecord>;
+
   /** Running attempts whose lease expired before `now`. */
   findExpiredLeases(now: Date, limit: number): Promise<TaskInstanceRecord[]>;
   /** Attempts queued before `before` and still not claimed. */

@@ -5,6 +5,7 @@ import httpHeaderNormalizer from '@middy/http-header-normalizer';
 import httpRouterHandler, { type Route } from '@middy/http-router';
 import type { APIGatewayProxyEventV2, APIGatewayProxyResultV2 } from 'aws-lambda';
 import { z } from 'zod';
+import { clearTasks } from '../app/clear.ts';
 import { registerDag } from '../app/dags.ts';
 import { cancelRun, triggerRun } from '../app/runs.ts';
 import { compileSchedule, nextRuns } from '../core/cron/index.ts';
@@ -253,8 +254,9 @@ const routes: Route<Event, Result>[] = [
   {
     method: 'POST',
     path: '/v1/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/clear',
-    handler: async () => {
-      throw new HttpError(501, 'clearing tasks is not available in this version yet');
+    handler: async (event: Event) => {
+      const { dagId, runId, taskId } = path(event);
+      return json(200, runSummary(await clearTasks(runtime().deps, dagId, runId, taskId)));
     },
   },
   {

@@ -4,6 +4,7 @@ import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
 import middy from '@middy/core';
 import { z } from 'zod';
 import { triggerRun } from '../app/runs.ts';
+import { compileSchedule, previousRun } from '../core/cron/index.ts';
 import { awsRequestMetrics, logger, metrics, runtime } from './runtime.ts';
 
 /**
@@ -11,10 +12,16 @@ import { awsRequestMetrics, logger, metrics, runtime } from './runtime.ts';
  * `{dagId, scheduledTime}`, where Scheduler substitutes the scheduled time
  * (`<aws.scheduler.scheduled-time>`), so a retried or late delivery names the same run.
  */
-const input = z.object({
-  dagId: z.string().min(1),
-  scheduledTime: z.iso.datetime({ offset: true }),
-});
+const input = z.object({ dagId: z.string().min(1), scheduledTime: z.string() });
+const iso = z.iso.datetime({ offset: true });
+
+/**
+ * Off on AWS, where Scheduler always substitutes the scheduled time. The local deploy turns it on
+ * for the emulator, which passes the placeholder through: the logical date is then the schedule's
+ * latest fire time at or before the invocation. That is right for an on-time delivery and wrong
+ * for a late one, which is why AWS deployments never use it.
+ */
+const fallback = process.env.SCHEDULED_TIME_FALLBACK === 'latest-fire-time';
 
 async function lambdaHandler(event: unknown) {
   const parsed = input.safeParse(event);
@@ -24,16 +31,25 @@ async function lambdaHandler(event: unknown) {
     return { ok: false };
   }
   const { deps } = runtime();
-  const dag = await deps.store.getDag(parsed.data.dagId);
+  const { dagId } = parsed.data;
+  const dag = await deps.store.getDag(dagId);
   if (!dag || dag.deleted || dag.paused) {
-    logger.info('skipped: DAG deleted or paused', { dagId: parsed.data.dagId });
+    logger.info('skipped: DAG deleted or paused', { dagId });
     return { ok: true, skipped: true };
   }
-  const { run, created } = await triggerRun(deps, {
-    dagId: parsed.data.dagId,
-    scheduledTime: new Date(parsed.data.scheduledTime),
-  });
-  logger.info('scheduled run', { dagId: run.dagId, runId: run.runId, created });
+  let scheduledTime: Date | undefined;
+  if (iso.safeParse(parsed.data.scheduledTime).success) {
+    scheduledTime = new Date(parsed.data.scheduledTime);
+  } else if (fallback && dag.schedule) {
+    const compiled = compileSchedule(dag.schedule.cron, dag.schedule.timezone);
+    if (compiled.ok) scheduledTime = previousRun(compiled.spec, compiled.timezone, deps.clock());
+  }
+  if (!scheduledTime) {
+    logger.error('no scheduled time in the scheduler input', { event });
+    return { ok: false };
+  }
+  const { run, created } = await triggerRun(deps, { dagId, scheduledTime });
+  logger.info('scheduled run', { dagId, runId: run.runId, created });
   if (created) metrics.addMetric('ScheduledRunCreated', MetricUnit.Count, 1);
   return { ok: true, runId: run.runId, created };
 }

@@ -33,6 +33,13 @@ export type AirlessFunctionName =
 
 export interface AirlessSchedulerProps {
   /**
+   * For local emulators whose EventBridge Scheduler does not substitute
+   * `<aws.scheduler.scheduled-time>`: the trigger then takes the schedule's latest fire time at
+   * or before its invocation as the logical date. Never needed on AWS.
+   * @default false
+   */
+  readonly emulatorScheduledTimeFallback?: boolean;
+  /**
    * How API callers authenticate: `iam` (SigV4-signed requests, `execute-api:Invoke`) or
    * `none`.
    * @default 'iam'
@@ -151,6 +158,10 @@ export class AirlessScheduler extends Construct {
     for (const f of [api, registrar, worker, advance, trigger, retrier, reaper]) {
       const env = [trigger, retrier, reaper].includes(f) ? base : { ...base, ...scheduling };
       for (const [k, v] of Object.entries(env)) f.function.addEnvironment(k, v);
+    }
+
+    if (props.emulatorScheduledTimeFallback) {
+      trigger.function.addEnvironment('SCHEDULED_TIME_FALLBACK', 'latest-fire-time');
     }
 
     // api: the whole REST API.

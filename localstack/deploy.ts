@@ -77,6 +77,10 @@ export async function deployLocal(
       outputsFile,
       '--progress',
       'events',
+      // The emulator's Scheduler passes <aws.scheduler.scheduled-time> through unsubstituted:
+      // turn on the trigger's fallback (lib/airless-scheduler.ts), for this deploy only.
+      '--context',
+      'airless:emulator=true',
     ],
     env,
     quiet,

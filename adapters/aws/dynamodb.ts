@@ -132,6 +132,7 @@ class Update {
   readonly #set: string[] = [];
   readonly #remove: string[] = [];
   readonly #add: string[] = [];
+  readonly #delete: string[] = [];
   #n = 0;
 
   name(attr: string): string {
@@ -164,11 +165,18 @@ class Update {
     return this;
   }
 
+  /** Removes elements from a set attribute. */
+  delete(attr: string, v: unknown): this {
+    this.#delete.push(`${this.name(attr)} ${this.value(v)}`);
+    return this;
+  }
+
   expression(): string {
     return [
       this.#set.length ? `SET ${this.#set.join(', ')}` : '',
       this.#remove.length ? `REMOVE ${this.#remove.join(', ')}` : '',
       this.#add.length ? `ADD ${this.#add.join(', ')}` : '',
+      this.#delete.length ? `DELETE ${this.#delete.join(', ')}` : '',
     ]
       .filter(Boolean)
       .join(' ');
@@ -613,6 +621,39 @@ export class DynamoStateStore implements StateStore {
     }
     if (num(item.finished) < num(item.total)) return undefined;
     return this.#progress(key.dagId, key.runId);
+  }
+
+  async unrecordTaskFinished(key: TaskKey, succeeded: boolean, taskCount: number): Promise<void> {
+    const shard = progressShard(key.taskId, progressShardCount(taskCount));
+    const u = new Update()
+      .add('finished', -1)
+      .add('succeeded', succeeded ? -1 : 0)
+      .delete('doneTasks', new Set([key.taskId]));
+    // Only if it was counted: a repeat finds it gone and changes nothing.
+    const cond = `contains(${u.name('doneTasks')}, ${u.value(key.taskId)})`;
+    const input = u.input(this.table, keys.progress(key.dagId, key.runId, shard), cond);
+    try {
+      await this.#update(input, 'unrecordTaskFinished');
+    } catch (e) {
+      if (!(e instanceof ConflictError)) throw e;
+    }
+  }
+
+  async resetUpstreamCounts(
+    key: TaskKey,
+    counts: UpstreamCounts,
+    counted: readonly string[],
+  ): Promise<TaskInstanceRecord> {
+    const u = new Update()
+      .set(COUNTER.success, counts.success)
+      .set(COUNTER.failed, counts.failed)
+      .set(COUNTER.upstreamFailed, counts.upstreamFailed)
+      .set(COUNTER.skipped, counts.skipped)
+      // An empty string set is not allowed: no counted upstream task is an absent attribute.
+      .set('countedUpstream', counted.length > 0 ? new Set(counted) : null);
+    const cond = `${u.name('status')} = ${u.value('pending')}`;
+    const input = u.input(this.table, keys.task(key.dagId, key.runId, key.taskId), cond);
+    return toTask(await this.#update(input, `reset counts ${key.taskId}`, toTask));
   }
 
   async findExpiredLeases(now: Date, limit: number): Promise<TaskInstanceRecord[]> {

@@ -369,3 +369,16 @@ export function nextRuns(spec: CronSpec, timezone: string, after: Date, n: numbe
   }
   return out;
 }
+
+/**
+ * The latest time at or before `at` at which EventBridge Scheduler fires the schedule, if any
+ * within the croner search. Pure: the caller passes `at`.
+ */
+export function previousRun(spec: CronSpec, timezone: string, at: Date): Date | undefined {
+  const job = new Cron(toUnixExpression(spec), { timezone, paused: true });
+  // previousRuns is strictly before its reference: start a millisecond after `at`.
+  for (const t of job.previousRuns(8, new Date(at.getTime() + 1))) {
+    if (t.getTime() <= at.getTime() && firesAt(spec, timezone, t.getTime())) return t;
+  }
+  return undefined;
+}

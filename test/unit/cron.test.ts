@@ -6,6 +6,7 @@ import {
   isValidTimeZone,
   nextRuns,
   parseCron,
+  previousRun,
   toEventBridgeExpression,
 } from '../../core/cron/index.ts';
 
@@ -271,6 +272,44 @@ describe('next runs: property', () => {
         },
       ),
       { numRuns: 60 },
+    );
+  });
+});
+
+describe('previous run', () => {
+  const prev = (expr: string, tz: string, at: string) =>
+    previousRun(spec(expr), tz, new Date(at))?.toISOString();
+
+  it('is the latest fire time at or before the instant', () => {
+    expect(prev('* * * * *', 'UTC', '2026-03-09T06:30:40.123Z')).toBe('2026-03-09T06:30:00.000Z');
+    expect(prev('* * * * *', 'UTC', '2026-03-09T06:30:00.000Z')).toBe('2026-03-09T06:30:00.000Z');
+    expect(prev('30 2 * * *', 'UTC', '2026-03-09T02:29:59.000Z')).toBe('2026-03-08T02:30:00.000Z');
+  });
+
+  it('follows EventBridge at DST changes: the skipped 02:30 of 2026-03-08 in New York is not a run', () => {
+    expect(prev('30 2 * * *', 'America/New_York', '2026-03-08T12:00:00Z')).toBe(
+      '2026-03-07T07:30:00.000Z',
+    );
+    // The repeated 01:30 of 2026-11-01 fired at its first occurrence only.
+    expect(prev('30 1 * * *', 'America/New_York', '2026-11-01T06:45:00Z')).toBe(
+      '2026-11-01T05:30:00.000Z',
+    );
+  });
+
+  it('agrees with next runs', () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom('*/15 * * * *', '0 * * * *', '30 2 * * *', '0 9 * * 1-5'),
+        fc.constantFrom('UTC', 'America/New_York', 'Europe/London', 'Australia/Sydney'),
+        fc.integer({ min: 0, max: 365 * 24 * 60 }),
+        (expr, tz, minutes) => {
+          const after = new Date(Date.UTC(2026, 0, 1) + minutes * 60_000);
+          const [next] = nextRuns(spec(expr), tz, after, 1);
+          if (!next) return;
+          expect(previousRun(spec(expr), tz, next)?.toISOString()).toBe(next.toISOString());
+        },
+      ),
+      { numRuns: 200 },
     );
   });
 });

@@ -1,0 +1,269 @@
+import { InvokeCommand, LambdaClient, ListFunctionsCommand } from '@aws-sdk/client-lambda';
+import { describe, expect, it } from 'vitest';
+import { clientConfig } from '../../adapters/aws/clients.ts';
+import { DynamoStateStore } from '../../adapters/aws/dynamodb.ts';
+import { ConflictError } from '../../core/errors.ts';
+import { claimTask, finishTask, queueTask } from '../../core/state/index.ts';
+import { localClients } from '../../localstack/resources.ts';
+import { api, listKeys, outputs, poll, type RunView, uniqueDagId, waitForRun } from './stack.ts';
+
+const statuses = (run: RunView) =>
+  Object.fromEntries(run.tasks.map((t) => [t.taskId, [t.status, t.attempt]]));
+
+async function createAndTrigger(
+  dag: object,
+  body: object = {},
+): Promise<{ dagId: string; runId: string }> {
+  const dagId = (dag as { dagId: string }).dagId;
+  const created = await api.request('POST', '/v1/dags', dag);
+  if (created.status !== 201) throw new Error(`create: ${created.status} ${created.text}`);
+  const trig = await api.request<{ runId: string }>('POST', `/v1/dags/${dagId}/runs`, body);
+  if (trig.status !== 201) throw new Error(`trigger: ${trig.status} ${trig.text}`);
+  return { dagId, runId: trig.body.runId };
+}
+
+const runPath = (dagId: string, runId: string) =>
+  `/v1/dags/${dagId}/runs/${encodeURIComponent(runId)}`;
+
+describe('retries', () => {
+  it('a flaky task (fails once, two retries) ends success on attempt 2', async () => {
+    const { dagId, runId } = await createAndTrigger({
+      dagId: uniqueDagId('e2e_flaky'),
+      tasks: [
+        {
+          taskId: 'flaky',
+          operator: 'noop',
+          config: { failAttempts: 1 },
+          retries: 2,
+          retryDelaySeconds: 1,
+        },
+      ],
+    });
+    const run = await waitForRun(dagId, runId);
+    expect(run.status).toBe('success');
+    expect(statuses(run)).toEqual({ flaky: ['success', 2] });
+    const first = await api.request('GET', `${runPath(dagId, runId)}/tasks/flaky/logs?attempt=1`);
+    expect(first.text).toContain('failing attempt 1 of 1 on purpose');
+  });
+
+  it('exhausted retries fail the task; trigger rules decide its downstream; the run fails', async () => {
+    const upstream = ['broken'];
+    const { dagId, runId } = await createAndTrigger({
+      dagId: uniqueDagId('e2e_exhausted'),
+      tasks: [
+        {
+          taskId: 'broken',
+          operator: 'noop',
+          config: { failAttempts: 5 },
+          retries: 1,
+          retryDelaySeconds: 1,
+        },
+        { taskId: 'load', operator: 'noop', dependsOn: upstream },
+        { taskId: 'alert', operator: 'noop', dependsOn: upstream, triggerRule: 'one_failed' },
+        { taskId: 'cleanup', operator: 'noop', dependsOn: upstream, triggerRule: 'all_done' },
+      ],
+    });
+    const run = await waitForRun(dagId, runId);
+    expect(run.status).toBe('failed');
+    expect(statuses(run)).toEqual({
+      broken: ['failed', 2],
+      load: ['upstream_failed', 0],
+      alert: ['success', 1],
+      cleanup: ['success', 1],
+    });
+  });
+});
+
+describe('trigger rules end to end', () => {
+  it('all nine, below one upstream that succeeds and one that fails', async () => {
+    const rules = [
+      'all_success',
+      'all_failed',
+      'all_done',
+      'one_success',
+      'one_failed',
+      'none_failed',
+      'none_failed_min_one_success',
+      'none_skipped',
+      'always',
+    ];
+    const { dagId, runId } = await createAndTrigger({
+      dagId: uniqueDagId('e2e_rules'),
+      tasks: [
+        { taskId: 'ok', operator: 'noop' },
+        { taskId: 'bad', operator: 'noop', config: { failAttempts: 1 } },
+        ...rules.map((r) => ({
+          taskId: r,
+          operator: 'noop',
+          dependsOn: ['ok', 'bad'],
+          triggerRule: r,
+        })),
+      ],
+    });
+    const run = await waitForRun(dagId, runId);
+    const status = Object.fromEntries(run.tasks.map((t) => [t.taskId, t.status]));
+    // The 'S,F' row of the truth table in test/unit/readiness.test.ts.
+    expect(status).toEqual({
+      ok: 'success',
+      bad: 'failed',
+      all_success: 'upstream_failed',
+      all_failed: 'skipped',
+      all_done: 'success',
+      one_success: 'success',
+      one_failed: 'success',
+      none_failed: 'upstream_failed',
+      none_failed_min_one_success: 'upstream_failed',
+      none_skipped: 'success',
+      always: 'success',
+    });
+    expect(run.status).toBe('failed');
+  });
+});
+
+describe('a worker that dies mid-attempt', () => {
+  it('is reaped and retried; its stale completion is then rejected; no attempt runs twice', async () => {
+    const dagId = uniqueDagId('e2e_zombie');
+    await api.request('POST', '/v1/dags', {
+      dagId,
+      tasks: [{ taskId: 'work', operator: 'noop', retries: 1, retryDelaySeconds: 1 }],
+    });
+    // Stand in for a worker that claimed attempt 1 and then vanished: the run and its claim are
+    // written straight to the state store, with a lease that has already expired.
+    const store = new DynamoStateStore(localClients().dynamodb, outputs.TableName as string);
+    const runId = `manual__zombie-${Date.now()}`;
+    const now = Date.now();
+    await store.createRun({
+      dagId,
+      runId,
+      dagVersion: 1,
+      kind: 'manual',
+      logicalDate: new Date(now),
+      conf: {},
+      tasks: [{ taskId: 'work', upstreamCount: 0 }],
+      at: new Date(now),
+    });
+    await store.transitionRun(dagId, runId, ['queued'], 'running', new Date(now));
+    const key = { dagId, runId, taskId: 'work' };
+    const queued = await store.transitionTask(
+      key,
+      queueTask({ status: 'pending', attempt: 0, leaseToken: null }, new Date(now - 20_000)),
+    );
+    const dead = await store.transitionTask(
+      key,
+      claimTask(queued, 'dead-worker', 5, new Date(now - 10_000)),
+    );
+
+    // The reaper's next pass (invoked now rather than waiting for its one-minute rule).
+    const lambda = new LambdaClient(clientConfig());
+    const fns = (await lambda.send(new ListFunctionsCommand({}))).Functions ?? [];
+    const reaper = fns.find((f) => f.FunctionName?.includes('ReaperFunction'))?.FunctionName;
+    const res = await lambda.send(new InvokeCommand({ FunctionName: reaper }));
+    const report = JSON.parse(new TextDecoder().decode(res.Payload)) as { expiredLeases: number };
+    expect(report.expiredLeases).toBeGreaterThanOrEqual(1);
+
+    const run = await waitForRun(dagId, runId);
+    expect(run.status).toBe('success');
+    expect(statuses(run)).toEqual({ work: ['success', 2] });
+
+    // The dead worker comes back and reports attempt 1: fenced.
+    await expect(
+      store.transitionTask(key, finishTask(dead, { ok: true }, new Date())),
+    ).rejects.toBeInstanceOf(ConflictError);
+    expect(await store.getTaskInstance(key)).toMatchObject({ status: 'success', attempt: 2 });
+    // Attempt 2 ran once; attempt 1's worker never got to write anything.
+    expect(await listKeys(outputs.DataBucketName as string, `logs/${dagId}/${runId}/`)).toEqual([
+      `logs/${dagId}/${runId}/work/2.log`,
+    ]);
+  });
+});
+
+describe('cancel and clear', () => {
+  it('cancel during a run stops new tasks', async () => {
+    const { dagId, runId } = await createAndTrigger({
+      dagId: uniqueDagId('e2e_cancel'),
+      tasks: [
+        { taskId: 'slow', operator: 'noop', config: { sleepSeconds: 4 } },
+        { taskId: 'next', operator: 'noop', dependsOn: ['slow'] },
+        { taskId: 'last', operator: 'noop', dependsOn: ['next'] },
+      ],
+    });
+    await poll(
+      () => api.request<RunView>('GET', runPath(dagId, runId)),
+      (r) => r.body.tasks?.some((t) => t.taskId === 'slow' && t.status === 'running'),
+      30,
+      200,
+    );
+    const cancel = await api.request('POST', `${runPath(dagId, runId)}/cancel`);
+    expect(cancel).toMatchObject({ status: 200, body: { status: 'cancelled' } });
+    // Past the end of the slow task's sleep: its worker finishes, and may not record success.
+    await new Promise((r) => setTimeout(r, 6000));
+    const run = (await api.request<RunView>('GET', runPath(dagId, runId))).body;
+    expect(run.status).toBe('cancelled');
+    expect(run.tasks.map((t) => [t.taskId, t.status, t.startTime === null]).sort()).toEqual([
+      ['last', 'cancelled', true],
+      ['next', 'cancelled', true],
+      ['slow', 'cancelled', false],
+    ]);
+    expect((await api.request('POST', `${runPath(dagId, runId)}/cancel`)).status).toBe(409);
+  });
+
+  it('clear reruns a failed task and its downstream tasks to success, with new attempt numbers', async () => {
+    const { dagId, runId } = await createAndTrigger({
+      dagId: uniqueDagId('e2e_clear'),
+      tasks: [
+        { taskId: 'extract', operator: 'noop' },
+        // Fails attempt 1 only, with no retries: the run fails, and a clear makes attempt 2.
+        {
+          taskId: 'transform',
+          operator: 'noop',
+          dependsOn: ['extract'],
+          config: { failAttempts: 1 },
+        },
+        { taskId: 'load', operator: 'noop', dependsOn: ['transform'] },
+      ],
+    });
+    const failed = await waitForRun(dagId, runId);
+    expect(failed.status).toBe('failed');
+    expect(statuses(failed)).toEqual({
+      extract: ['success', 1],
+      transform: ['failed', 1],
+      load: ['upstream_failed', 0],
+    });
+    const clear = await api.request('POST', `${runPath(dagId, runId)}/tasks/transform/clear`);
+    expect(clear).toMatchObject({ status: 200, body: { status: 'running' } });
+    const run = await waitForRun(dagId, runId);
+    expect(run.status).toBe('success');
+    expect(statuses(run)).toEqual({
+      extract: ['success', 1],
+      transform: ['success', 2],
+      load: ['success', 1],
+    });
+    // A task that has not finished cannot be cleared.
+    expect((await api.request('POST', `${runPath(dagId, runId)}/tasks/nope/clear`)).status).toBe(
+      404,
+    );
+  });
+});
+
+describe('idempotent manual trigger', () => {
+  it('ten concurrent triggers with one idempotencyKey give one run', async () => {
+    const dagId = uniqueDagId('e2e_idem');
+    await api.request('POST', '/v1/dags', { dagId, tasks: [{ taskId: 'only', operator: 'noop' }] });
+    const results = await Promise.all(
+      Array.from({ length: 10 }, () =>
+        api.request<{ runId: string }>('POST', `/v1/dags/${dagId}/runs`, {
+          idempotencyKey: 'nightly-2026-03-09',
+        }),
+      ),
+    );
+    expect(results.map((r) => r.status).sort()).toEqual([
+      200, 200, 200, 200, 200, 200, 200, 200, 200, 201,
+    ]);
+    expect(new Set(results.map((r) => r.body.runId))).toEqual(
+      new Set(['manual__nightly-2026-03-09']),
+    );
+    const runs = await api.request<{ runs: unknown[] }>('GET', `/v1/dags/${dagId}/runs`);
+    expect(runs.body.runs).toHaveLength(1);
+    expect((await waitForRun(dagId, 'manual__nightly-2026-03-09')).status).toBe('success');
+  });
+});
