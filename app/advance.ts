@@ -4,7 +4,7 @@ import { decide, runOutcome } from '../core/readiness/index.ts';
 import { isTerminalTask, resolveTask, type TaskStatus } from '../core/state/index.ts';
 import { loadDag } from './dags.ts';
 import type { Deps } from './deps.ts';
-import { queue } from './runs.ts';
+import { queue, runEnded } from './runs.ts';
 
 /**
  * What happens after a task reaches a terminal status: each downstream task counts the outcome
@@ -55,11 +55,13 @@ export async function advance(
     dag.tasks.length,
   );
   if (progress && runOutcome(progress) !== 'running') {
-    await deps.store
-      .transitionRun(key.dagId, key.runId, ['running'], runOutcome(progress), now)
-      .catch((e: unknown) => {
-        // Already ended (a duplicate event), or cancelled: nothing to do.
-        if (!(e instanceof ConflictError)) throw e;
-      });
+    try {
+      await deps.store.transitionRun(key.dagId, key.runId, ['running'], runOutcome(progress), now);
+    } catch (e) {
+      // Already ended (a duplicate event), or cancelled: the slot is released there.
+      if (!(e instanceof ConflictError)) throw e;
+    }
+    // Also on a duplicate event, in case the first one died before this: it is harmless twice.
+    await runEnded(deps, key.dagId, key.runId);
   }
 }

@@ -8,7 +8,7 @@ import {
   queueTask,
   scheduledRunId,
 } from '../core/state/index.ts';
-import { type LoadedDag, loadLatestDag } from './dags.ts';
+import { type LoadedDag, loadDag, loadLatestDag } from './dags.ts';
 import type { Deps } from './deps.ts';
 
 export interface TriggerInput {
@@ -59,6 +59,13 @@ export async function triggerRun(
 export async function startRun(deps: Deps, run: RunRecord, loaded: LoadedDag): Promise<RunRecord> {
   const now = deps.clock();
   let current = run;
+  // maxActiveRuns: without a slot the run waits in `queued`; a run that ends starts the next.
+  if (
+    run.status === 'queued' &&
+    !(await deps.store.acquireRunSlot(run.dagId, run.runId, loaded.dag.maxActiveRuns))
+  ) {
+    return run;
+  }
   try {
     current = await deps.store.transitionRun(run.dagId, run.runId, ['queued'], 'running', now);
   } catch (e) {
@@ -104,9 +111,17 @@ export async function queue(
  * Cancels a run: the run first, so that readiness queues nothing more, then every unfinished task.
  * A running attempt loses its lease and cannot complete; its operator stops at its next heartbeat.
  */
+/** A run has ended: give its slot back and start the oldest queued run of the DAG, if any. */
+export async function runEnded(deps: Deps, dagId: string, runId: string): Promise<void> {
+  await deps.store.releaseRunSlot(dagId, runId);
+  const [next] = await deps.store.listQueuedRuns(dagId, 1);
+  if (next) await startRun(deps, next, await loadDag(deps, dagId, next.dagVersion));
+}
+
 export async function cancelRun(deps: Deps, dagId: string, runId: string): Promise<RunRecord> {
   const now = deps.clock();
   const run = await deps.store.transitionRun(dagId, runId, ['queued', 'running'], 'cancelled', now);
+  await runEnded(deps, dagId, runId);
   const tasks = await deps.store.listTaskInstances(dagId, runId);
   await Promise.all(
     tasks.filter((t) => !isTerminalTask(t.status)).map((t) => cancelOne(deps, t, now)),

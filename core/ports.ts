@@ -140,6 +140,16 @@ export interface StateStore {
     at: Date,
   ): Promise<RunRecord>;
 
+  /**
+   * Takes one of the DAG's `max` active-run slots for the run; true if it holds one (now or
+   * already). Written once per run start, never per task.
+   */
+  acquireRunSlot(dagId: string, runId: string, max: number): Promise<boolean>;
+  /** Gives the run's slot back (once it has ended). Harmless to repeat. */
+  releaseRunSlot(dagId: string, runId: string): Promise<void>;
+  /** The DAG's runs still waiting in `queued`, oldest logical date first. */
+  listQueuedRuns(dagId: string, limit: number): Promise<RunRecord[]>;
+
   listTaskInstances(dagId: string, runId: string): Promise<TaskInstanceRecord[]>;
   getTaskInstance(key: TaskKey): Promise<TaskInstanceRecord | undefined>;
   /** Applies a core/state transition; throws ConflictError when the item no longer matches. */

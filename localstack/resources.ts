@@ -57,6 +57,13 @@ export async function createFifoQueue(opts: { visibilityTimeout?: number } = {})
   return { url, arn: attrs.Attributes?.QueueArn as string };
 }
 
+export async function createStandardQueue(): Promise<string> {
+  const res = await localClients().sqs.send(
+    new CreateQueueCommand({ QueueName: unique('airless-timers') }),
+  );
+  return res.QueueUrl as string;
+}
+
 export async function createBuckets() {
   const { s3 } = localClients();
   const dagsBucket = unique('airless-dags');

@@ -31,7 +31,7 @@ interface RunView {
 async function run(
   dagId: string,
   tasks: object[],
-): Promise<{ view: RunView; clientMs: number; t0: number }> {
+): Promise<{ view: RunView; clientMs: number; t0: number; runId: string }> {
   const created = await api.request('POST', '/v1/dags', { dagId, tasks });
   if (created.status !== 201) throw new Error(`create ${dagId}: ${created.status} ${created.text}`);
   const t0 = Date.now();
@@ -40,7 +40,7 @@ async function run(
   for (let i = 0; i < 3000 && Date.now() - t0 < 600_000; i++) {
     const r = await api.request<RunView>('GET', path);
     if (['success', 'failed', 'cancelled'].includes(r.body.status))
-      return { view: r.body, clientMs: Date.now() - t0, t0 };
+      return { view: r.body, clientMs: Date.now() - t0, t0, runId: trig.body.runId };
     await new Promise((r) => setTimeout(r, 200));
   }
   throw new Error(`${dagId} did not finish`);
@@ -100,6 +100,33 @@ if (chain.view.status !== 'success') throw new Error(`chain run ended ${chain.vi
 await new Promise((r) => setTimeout(r, 2000));
 const requests = await requestsSince(chain.t0);
 
+// Retry-delay accuracy: a task that fails three times with a fixed 2-second delay. The delay is
+// measured from the failure (the last line of an attempt's log) to the next attempt's first line.
+const RETRY_DELAY = 2;
+const retried = await run(`bench_retry_${suffix}`, [
+  {
+    taskId: 'flaky',
+    operator: 'noop',
+    config: { failAttempts: 3 },
+    retries: 3,
+    retryDelaySeconds: RETRY_DELAY,
+    retryBackoff: 'fixed',
+  },
+]);
+const logPath = (attempt: number) =>
+  `/v1/dags/bench_retry_${suffix}/runs/${encodeURIComponent(retried.runId)}/tasks/flaky/logs?attempt=${attempt}`;
+const stamps = async (attempt: number) =>
+  (await api.request('GET', logPath(attempt))).text
+    .trim()
+    .split('\n')
+    .map((l) => new Date(l.slice(0, 24)).getTime());
+const retryDelays: number[] = [];
+for (let attempt = 1; attempt <= 3; attempt++) {
+  const failedAt = (await stamps(attempt)).at(-1) as number;
+  const nextStart = (await stamps(attempt + 1))[0] as number;
+  retryDelays.push(nextStart - failedAt);
+}
+
 const byId = new Map(chain.view.tasks.map((t) => [t.taskId, t]));
 const lags = chainTasks.slice(1).map((t, i) => {
   const prev = byId.get(chainTasks[i]?.taskId ?? '');
@@ -122,4 +149,11 @@ console.log(
 console.log(`    ratio lag p50 / 1-task run: ${(pct(lags, 50) / oneWall).toFixed(2)}`);
 console.log(`  AWS requests by the stack: ${JSON.stringify(requests)} = ${total}`);
 console.log(`  AWS requests per task: ${(total / CHAIN).toFixed(2)}`);
+console.log(
+  `\nRetry delay, fixed ${RETRY_DELAY}s, three retries: ${retryDelays.map((d) => `${(d / 1000).toFixed(2)}s`).join(', ')}`,
+);
+console.log(
+  `  ratio measured / configured: ${retryDelays.map((d) => (d / (RETRY_DELAY * 1000)).toFixed(2)).join(', ')}` +
+    ` (late by ${retryDelays.map((d) => `${d - RETRY_DELAY * 1000} ms`).join(', ')})`,
+);
 if (total === 0) console.log("  (no request reports found in the emulator's CloudWatch Logs)");

@@ -497,6 +497,56 @@ export class DynamoStateStore implements StateStore {
     );
   }
 
+  async acquireRunSlot(dagId: string, runId: string, max: number): Promise<boolean> {
+    const u = new Update().add('activeRuns', new Set([runId]));
+    const active = u.name('activeRuns');
+    const run = u.value(runId);
+    const cond = `attribute_exists(pk) AND (attribute_not_exists(${active}) OR (size(${active}) < ${u.value(max)} AND NOT contains(${active}, ${run})))`;
+    try {
+      await this.#update(u.input(this.table, keys.dag(dagId), cond), `slot for ${runId}`);
+      return true;
+    } catch (e) {
+      if (!(e instanceof ConflictError)) throw e;
+      // Refused: either every slot is taken, or this run holds one already (a repeat).
+      const held = (e.current as Item | undefined)?.activeRuns;
+      return held instanceof Set && held.has(runId);
+    }
+  }
+
+  async releaseRunSlot(dagId: string, runId: string): Promise<void> {
+    const u = new Update().delete('activeRuns', new Set([runId]));
+    await this.#update(
+      u.input(this.table, keys.dag(dagId), 'attribute_exists(pk)'),
+      `release ${runId}`,
+    );
+  }
+
+  async listQueuedRuns(dagId: string, limit: number): Promise<RunRecord[]> {
+    const out: RunRecord[] = [];
+    let start: Item | undefined;
+    // The filter applies after each page is read; a few pages cover any realistic backlog.
+    for (let page = 0; page < 20 && out.length < limit; page++) {
+      const res = await aws('listQueuedRuns', () =>
+        this.db.send(
+          new QueryCommand({
+            TableName: this.table,
+            IndexName: GSI1,
+            KeyConditionExpression: 'gsi1pk = :p',
+            FilterExpression: '#s = :q',
+            ExpressionAttributeNames: { '#s': 'status' },
+            ExpressionAttributeValues: { ':p': `RUNS#${dagId}`, ':q': 'queued' },
+            ScanIndexForward: true,
+            ...(start ? { ExclusiveStartKey: start } : {}),
+          }),
+        ),
+      );
+      out.push(...(res.Items ?? []).map(toRun));
+      start = res.LastEvaluatedKey;
+      if (!start) break;
+    }
+    return out.slice(0, limit);
+  }
+
   async listTaskInstances(dagId: string, runId: string): Promise<TaskInstanceRecord[]> {
     const out: TaskInstanceRecord[] = [];
     let start: Item | undefined;

@@ -23,6 +23,8 @@ export interface RunView {
   dagId: string;
   status: string;
   logicalDate: string;
+  startTime: string | null;
+  endTime: string | null;
   conf: Record<string, unknown>;
   tasks: {
     taskId: string;

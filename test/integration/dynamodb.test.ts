@@ -178,6 +178,32 @@ describe('runs', () => {
   });
 });
 
+describe('maxActiveRuns slots', () => {
+  it('hands out at most max slots, once per run, even to concurrent callers', async () => {
+    await store.putDagVersion({ dagId, sourceKey: 'k', sha256: 'a', taskCount: 1, at: t0 });
+    const runs = Array.from({ length: 6 }, (_, i) => `r${i}`);
+    const got = await Promise.all(runs.map((r) => store.acquireRunSlot(dagId, r, 2)));
+    expect(got.filter(Boolean)).toHaveLength(2);
+    const holders = runs.filter((_, i) => got[i]);
+    // A holder asking again still holds it; others are still refused.
+    expect(await store.acquireRunSlot(dagId, holders[0] as string, 2)).toBe(true);
+    expect(await store.acquireRunSlot(dagId, 'r-other', 2)).toBe(false);
+    await store.releaseRunSlot(dagId, holders[0] as string);
+    await store.releaseRunSlot(dagId, holders[0] as string);
+    expect(await store.acquireRunSlot(dagId, 'r-other', 2)).toBe(true);
+    expect(await store.acquireRunSlot(dagId, 'r-late', 2)).toBe(false);
+  });
+
+  it('lists queued runs oldest first', async () => {
+    for (const d of [3, 1, 2]) await store.createRun(newRun(1, new Date(Date.UTC(2026, 2, d))));
+    const first = await store.listRuns(dagId);
+    const started = first.items.find((r) => r.logicalDate.startsWith('2026-03-01'));
+    await store.transitionRun(dagId, started?.runId ?? '', ['queued'], 'running', t0);
+    const queued = await store.listQueuedRuns(dagId, 10);
+    expect(queued.map((r) => r.logicalDate.slice(0, 10))).toEqual(['2026-03-02', '2026-03-03']);
+  });
+});
+
 describe('task transitions', () => {
   it('each core transition is one conditional write', async () => {
     const { k, ti } = await queuedTask();

@@ -1,0 +1,89 @@
+import {
+  GetScheduleCommand,
+  ListScheduleGroupsCommand,
+  SchedulerClient,
+} from '@aws-sdk/client-scheduler';
+import { describe, expect, it } from 'vitest';
+import { clientConfig } from '../../adapters/aws/clients.ts';
+import { scheduleName } from '../../adapters/aws/scheduler.ts';
+import { compileSchedule } from '../../core/cron/index.ts';
+import { api, poll, uniqueDagId } from './stack.ts';
+
+interface Runs {
+  runs: { runId: string; status: string; logicalDate: string }[];
+}
+
+const scheduler = new SchedulerClient(clientConfig());
+
+async function registered(dagId: string) {
+  const groups = (await scheduler.send(new ListScheduleGroupsCommand({}))).ScheduleGroups ?? [];
+  const group = groups.find((g) => g.Name?.startsWith('Airless'))?.Name;
+  return scheduler.send(new GetScheduleCommand({ Name: scheduleName(dagId), GroupName: group }));
+}
+
+describe('cron on EventBridge Scheduler', () => {
+  it('registers what the core computes: the same expression and time zone', async () => {
+    const dagId = uniqueDagId('e2e_tz');
+    const schedule = { cron: '30 2 * * 1-5', timezone: 'America/New_York' };
+    expect(
+      (
+        await api.request('POST', '/v1/dags', {
+          dagId,
+          schedule,
+          tasks: [{ taskId: 't', operator: 'noop' }],
+        })
+      ).status,
+    ).toBe(201);
+    const compiled = compileSchedule(schedule.cron, schedule.timezone);
+    if (!compiled.ok) throw new Error('bad test schedule');
+    const s = await registered(dagId);
+    expect([s.ScheduleExpression, s.ScheduleExpressionTimezone, s.State]).toEqual([
+      'cron(30 2 ? * 2-6 *)',
+      'America/New_York',
+      'ENABLED',
+    ]);
+    expect(s.ScheduleExpression).toBe(compiled.expression);
+    // Pause disables the schedule; unpause enables it; delete removes it.
+    expect((await api.request('PATCH', `/v1/dags/${dagId}`, { paused: true })).status).toBe(200);
+    expect((await registered(dagId)).State).toBe('DISABLED');
+    expect((await api.request('PATCH', `/v1/dags/${dagId}`, { paused: false })).status).toBe(200);
+    expect((await registered(dagId)).State).toBe('ENABLED');
+    expect((await api.request('DELETE', `/v1/dags/${dagId}`)).status).toBe(204);
+    await expect(registered(dagId)).rejects.toThrow();
+    expect((await api.request('GET', `/v1/dags/${dagId}`)).status).toBe(404);
+  });
+
+  it('a DAG scheduled every minute gets one run per minute, named by the scheduled minute; none after pause', async () => {
+    const dagId = uniqueDagId('e2e_cron');
+    const created = await api.request('POST', '/v1/dags', {
+      dagId,
+      schedule: { cron: '* * * * *', timezone: 'UTC' },
+      tasks: [{ taskId: 'tick', operator: 'noop' }],
+    });
+    expect(created.status).toBe(201);
+    const list = async () =>
+      (await api.request<Runs>('GET', `/v1/dags/${dagId}/runs?limit=100`)).body.runs;
+    // Three scheduled minutes, waited for at most four and a half minutes.
+    const runs = await poll(list, (r) => r.length >= 3, 270, 5000);
+    expect(runs.length).toBeGreaterThanOrEqual(3);
+    const dates = runs.map((r) => r.logicalDate).sort();
+    // Every logical date is a whole minute, one run each, and they are consecutive minutes.
+    expect(dates.every((d) => d.endsWith(':00.000Z'))).toBe(true);
+    expect(new Set(dates).size).toBe(dates.length);
+    for (let i = 1; i < dates.length; i++) {
+      expect(
+        new Date(dates[i] as string).getTime() - new Date(dates[i - 1] as string).getTime(),
+      ).toBe(60_000);
+    }
+    expect(runs.map((r) => r.runId).sort()).toEqual(dates.map((d) => `scheduled__${d}`));
+
+    expect((await api.request('PATCH', `/v1/dags/${dagId}`, { paused: true })).status).toBe(200);
+    const atPause = (await list()).length;
+    // A run whose minute began just before the pause may still arrive; after that, none.
+    await new Promise((r) => setTimeout(r, 75_000));
+    const later = (await list()).length;
+    expect(later - atPause).toBeLessThanOrEqual(1);
+    await new Promise((r) => setTimeout(r, 65_000));
+    expect((await list()).length).toBe(later);
+  }, 480_000);
+});

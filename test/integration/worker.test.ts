@@ -1,0 +1,144 @@
+import { randomUUID } from 'node:crypto';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { DynamoStateStore } from '../../adapters/aws/dynamodb.ts';
+import { S3BlobStore } from '../../adapters/aws/s3.ts';
+import { EventBridgeScheduleRegistry } from '../../adapters/aws/scheduler.ts';
+import { SqsTaskDispatcher } from '../../adapters/aws/sqs.ts';
+import { SqsRetryTimers } from '../../adapters/aws/timers.ts';
+import { registerDag } from '../../app/dags.ts';
+import type { Deps } from '../../app/deps.ts';
+import { cancelRun } from '../../app/runs.ts';
+import { executeTask } from '../../app/tasks.ts';
+import type { TaskMessage } from '../../core/ports.ts';
+import { queueTask } from '../../core/state/index.ts';
+import {
+  createBuckets,
+  createFifoQueue,
+  createScheduleGroup,
+  createStandardQueue,
+  createTable,
+  localClients,
+  unique,
+} from '../../localstack/resources.ts';
+import { builtInOperators } from '../../operators/index.ts';
+
+/** The worker's core, executeTask, on real adapters against the emulator. */
+let deps: Deps;
+
+beforeAll(async () => {
+  const aws = localClients();
+  deps = {
+    store: new DynamoStateStore(aws.dynamodb, await createTable()),
+    dispatcher: new SqsTaskDispatcher(aws.sqs, (await createFifoQueue()).url),
+    blobs: new S3BlobStore(aws.s3, await createBuckets()),
+    schedules: new EventBridgeScheduleRegistry(aws.scheduler, {
+      groupName: await createScheduleGroup(),
+      target: {
+        arn: 'arn:aws:lambda:us-east-1:000000000000:function:t',
+        roleArn: 'arn:aws:iam::000000000000:role/r',
+      },
+    }),
+    timers: new SqsRetryTimers(aws.sqs, await createStandardQueue()),
+    operators: builtInOperators(),
+    clock: () => new Date(),
+    random: () => 0.5,
+    newId: randomUUID,
+  };
+});
+
+/** Registers a one-task DAG, creates a run and queues the task: a message ready for a worker. */
+async function queued(task: object): Promise<TaskMessage> {
+  const dagId = unique('dag');
+  const r = await registerDag(
+    deps,
+    JSON.stringify({ dagId, tasks: [{ taskId: 'work', ...task }] }),
+  );
+  if (!r.ok) throw new Error(JSON.stringify(r.issues));
+  const runId = `manual__${unique('r')}`;
+  const now = new Date();
+  await deps.store.createRun({
+    dagId,
+    runId,
+    dagVersion: r.version,
+    kind: 'manual',
+    logicalDate: now,
+    conf: {},
+    tasks: [{ taskId: 'work', upstreamCount: 0 }],
+    at: now,
+  });
+  await deps.store.transitionRun(dagId, runId, ['queued'], 'running', now);
+  const key = { dagId, runId, taskId: 'work' };
+  const ti = await deps.store.transitionTask(
+    key,
+    queueTask({ status: 'pending', attempt: 0, leaseToken: null }, now),
+  );
+  return { ...key, attempt: ti.attempt, dagVersion: r.version };
+}
+
+const opts = { leaseSeconds: 2, heartbeatSeconds: 0.5, remainingMs: () => 600_000 };
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('executeTask', () => {
+  it('heartbeats: the lease moves on while a long operator runs', async () => {
+    const msg = await queued({ operator: 'noop', config: { sleepSeconds: 3 } });
+    const running = executeTask(deps, msg, opts);
+    await sleep(600);
+    const first = (await deps.store.getTaskInstance(msg))?.leaseExpiresAt ?? '';
+    await sleep(1500);
+    const later = (await deps.store.getTaskInstance(msg))?.leaseExpiresAt ?? '';
+    expect(new Date(later).getTime()).toBeGreaterThan(new Date(first).getTime());
+    expect(await running).toBe('success');
+    expect(await deps.store.getTaskInstance(msg)).toMatchObject({
+      status: 'success',
+      attempt: 1,
+      leaseToken: null,
+    });
+  });
+
+  it('a duplicate message does nothing', async () => {
+    const msg = await queued({ operator: 'noop' });
+    expect(await executeTask(deps, msg, opts)).toBe('success');
+    expect(await executeTask(deps, msg, opts)).toBe('not_claimed');
+  });
+
+  it('a cancel during the attempt fences the worker: the operator stops and nothing is recorded', async () => {
+    const msg = await queued({ operator: 'noop', config: { sleepSeconds: 30 } });
+    const started = Date.now();
+    const running = executeTask(deps, msg, opts);
+    await sleep(700);
+    await cancelRun(deps, msg.dagId, msg.runId);
+    expect(await running).toBe('lease_lost');
+    // Stopped at the next heartbeat, not after the 30-second sleep.
+    expect(Date.now() - started).toBeLessThan(15_000);
+    expect(await deps.store.getTaskInstance(msg)).toMatchObject({ status: 'cancelled' });
+    expect(await deps.blobs.getLog({ ...msg, attempt: 1 })).toContain(
+      'the lease on this attempt was lost',
+    );
+  });
+
+  it('enforces timeoutSeconds', async () => {
+    const msg = await queued({ operator: 'noop', config: { sleepSeconds: 30 }, timeoutSeconds: 1 });
+    expect(await executeTask(deps, msg, opts)).toBe('failed');
+    expect(await deps.store.getTaskInstance(msg)).toMatchObject({
+      status: 'failed',
+      error: 'timed out after 1s',
+    });
+  });
+
+  it('a failure with retries left waits for its retry, then the timer queues attempt 2', async () => {
+    const msg = await queued({
+      operator: 'noop',
+      config: { failAttempts: 1 },
+      retries: 1,
+      retryDelaySeconds: 1,
+    });
+    expect(await executeTask(deps, msg, opts)).toBe('up_for_retry');
+    const ti = await deps.store.getTaskInstance(msg);
+    expect(ti).toMatchObject({
+      status: 'up_for_retry',
+      attempt: 1,
+      error: expect.stringContaining('on purpose'),
+    });
+    expect(new Date(ti?.retryAt ?? '').getTime()).toBeGreaterThan(Date.now() - 1000);
+  });
+});
