@@ -101,14 +101,15 @@ export async function registerDag(deps: Deps, text: string): Promise<RegisterRes
     schedule,
     at: deps.clock(),
   });
-  const meta = await deps.store.getDag(dag.dagId);
   if (schedule) {
-    await deps.schedules.put({
-      dagId: dag.dagId,
-      expression: schedule.expression,
-      timezone: schedule.timezone,
-      enabled: !(meta?.paused ?? false),
-    });
+    const spec = { dagId: dag.dagId, expression: schedule.expression, timezone: schedule.timezone };
+    const paused = (await deps.store.getDag(dag.dagId))?.paused ?? false;
+    await deps.schedules.put({ ...spec, enabled: !paused });
+    // A pause can land between that read and the put (the registrar runs on its own after an
+    // upload, beside the API), and the put would undo it. Reading again afterwards settles it:
+    // a pause written after this read also disables the schedule after this put.
+    const now = (await deps.store.getDag(dag.dagId))?.paused ?? false;
+    if (now !== paused) await deps.schedules.setEnabled(dag.dagId, !now);
   } else {
     await deps.schedules.delete(dag.dagId);
   }
