@@ -39,20 +39,25 @@ export function encodeTaskMessage(m: TaskMessage): string {
   return JSON.stringify({ v: 1, dagId, runId, taskId, attempt, dagVersion });
 }
 
-export function decodeTaskMessage(body: string): TaskMessage {
+/** Parses a queue message body with its schema; a bad body is a ValidationError naming the field. */
+export function decodeMessage<T>(body: string, schema: z.ZodType<T>, what: string): T {
   let value: unknown;
   try {
     value = JSON.parse(body);
   } catch {
-    throw new ValidationError([{ path: '$', message: 'task message is not JSON' }]);
+    throw new ValidationError([{ path: '$', message: `${what} is not JSON` }]);
   }
-  const r = messageSchema.safeParse(value);
+  const r = schema.safeParse(value);
   if (!r.success) {
     throw new ValidationError(
       r.error.issues.map((i) => ({ path: jsonPath(i.path), message: i.message })),
     );
   }
-  const { v: _v, ...m } = r.data;
+  return r.data;
+}
+
+export function decodeTaskMessage(body: string): TaskMessage {
+  const { v: _v, ...m } = decodeMessage(body, messageSchema, 'task message');
   return m;
 }
 

@@ -1,8 +1,8 @@
 import { SendMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import { z } from 'zod';
-import { ValidationError } from '../../core/errors.ts';
 import type { RetryTimer, RetryTimers } from '../../core/ports.ts';
 import { aws } from './errors.ts';
+import { decodeMessage } from './sqs.ts';
 
 /**
  * Retry timers on a standard SQS queue with a per-message delay. FIFO queues, which carry the
@@ -23,15 +23,7 @@ const timerSchema = z.strictObject({
 });
 
 export function decodeRetryTimer(body: string): RetryTimer {
-  let value: unknown;
-  try {
-    value = JSON.parse(body);
-  } catch {
-    throw new ValidationError([{ path: '$', message: 'retry timer is not JSON' }]);
-  }
-  const r = timerSchema.safeParse(value);
-  if (!r.success) throw new ValidationError([{ path: '$', message: r.error.message }]);
-  const { v: _v, ...timer } = r.data;
+  const { v: _v, ...timer } = decodeMessage(body, timerSchema, 'retry timer');
   return timer;
 }
 

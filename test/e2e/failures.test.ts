@@ -2,6 +2,7 @@ import { InvokeCommand, LambdaClient, ListFunctionsCommand } from '@aws-sdk/clie
 import { describe, expect, it } from 'vitest';
 import { clientConfig } from '../../adapters/aws/clients.ts';
 import { DynamoStateStore } from '../../adapters/aws/dynamodb.ts';
+import { TRIGGER_RULES } from '../../core/dag/schema.ts';
 import { ConflictError } from '../../core/errors.ts';
 import { claimTask, finishTask, queueTask } from '../../core/state/index.ts';
 import { localClients } from '../../localstack/resources.ts';
@@ -76,17 +77,7 @@ describe('retries', () => {
 
 describe('trigger rules end to end', () => {
   it('all nine, below one upstream that succeeds and one that fails', async () => {
-    const rules = [
-      'all_success',
-      'all_failed',
-      'all_done',
-      'one_success',
-      'one_failed',
-      'none_failed',
-      'none_failed_min_one_success',
-      'none_skipped',
-      'always',
-    ];
+    const rules = TRIGGER_RULES;
     const { dagId, runId } = await createAndTrigger({
       dagId: uniqueDagId('e2e_rules'),
       tasks: [
