@@ -1,3 +1,4 @@
+import { InvokeCommand, LambdaClient, ListFunctionsCommand } from '@aws-sdk/client-lambda';
 import {
   GetScheduleCommand,
   ListScheduleGroupsCommand,
@@ -51,6 +52,40 @@ describe('cron on EventBridge Scheduler', () => {
     expect((await api.request('DELETE', `/v1/dags/${dagId}`)).status).toBe(204);
     await expect(registered(dagId)).rejects.toThrow();
     expect((await api.request('GET', `/v1/dags/${dagId}`)).status).toBe(404);
+  });
+
+  it('a repeated or late delivery of one scheduled time creates no second run', async () => {
+    const dagId = uniqueDagId('e2e_redeliver');
+    await api.request('POST', '/v1/dags', {
+      dagId,
+      schedule: { cron: '30 6 * * *', timezone: 'UTC' },
+      tasks: [{ taskId: 't', operator: 'noop' }],
+    });
+    // What EventBridge Scheduler sends, with the scheduled time substituted, delivered three
+    // times (a retry, a duplicate, a late one) to the trigger function.
+    const lambda = new LambdaClient(clientConfig());
+    const fns = (await lambda.send(new ListFunctionsCommand({}))).Functions ?? [];
+    const trigger = fns.find((f) => f.FunctionName?.includes('TriggerFunction'))?.FunctionName;
+    const payload = new TextEncoder().encode(
+      JSON.stringify({ dagId, scheduledTime: '2026-03-09T06:30:00Z' }),
+    );
+    const results = await Promise.all(
+      [0, 1, 2].map(async () => {
+        const res = await lambda.send(
+          new InvokeCommand({ FunctionName: trigger, Payload: payload }),
+        );
+        return JSON.parse(new TextDecoder().decode(res.Payload)) as {
+          runId: string;
+          created: boolean;
+        };
+      }),
+    );
+    expect(results.filter((r) => r.created)).toHaveLength(1);
+    expect(new Set(results.map((r) => r.runId))).toEqual(
+      new Set(['scheduled__2026-03-09T06:30:00.000Z']),
+    );
+    const runs = (await api.request<Runs>('GET', `/v1/dags/${dagId}/runs`)).body.runs;
+    expect(runs.map((r) => r.logicalDate)).toEqual(['2026-03-09T06:30:00.000Z']);
   });
 
   it('a DAG scheduled every minute gets one run per minute, named by the scheduled minute; none after pause', async () => {

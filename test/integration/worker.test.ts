@@ -1,12 +1,14 @@
 import { randomUUID } from 'node:crypto';
+import { DeleteMessageCommand, ReceiveMessageCommand } from '@aws-sdk/client-sqs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { DynamoStateStore } from '../../adapters/aws/dynamodb.ts';
 import { S3BlobStore } from '../../adapters/aws/s3.ts';
 import { EventBridgeScheduleRegistry } from '../../adapters/aws/scheduler.ts';
-import { SqsTaskDispatcher } from '../../adapters/aws/sqs.ts';
+import { decodeTaskMessage, SqsTaskDispatcher } from '../../adapters/aws/sqs.ts';
 import { SqsRetryTimers } from '../../adapters/aws/timers.ts';
 import { registerDag } from '../../app/dags.ts';
 import type { Deps } from '../../app/deps.ts';
+import { reap } from '../../app/reaper.ts';
 import { cancelRun } from '../../app/runs.ts';
 import { executeTask } from '../../app/tasks.ts';
 import type { TaskMessage } from '../../core/ports.ts';
@@ -24,12 +26,14 @@ import { builtInOperators } from '../../operators/index.ts';
 
 /** The worker's core, executeTask, on real adapters against the emulator. */
 let deps: Deps;
+let queueUrl: string;
 
 beforeAll(async () => {
   const aws = localClients();
+  queueUrl = (await createFifoQueue()).url;
   deps = {
     store: new DynamoStateStore(aws.dynamodb, await createTable()),
-    dispatcher: new SqsTaskDispatcher(aws.sqs, (await createFifoQueue()).url),
+    dispatcher: new SqsTaskDispatcher(aws.sqs, queueUrl),
     blobs: new S3BlobStore(aws.s3, await createBuckets()),
     schedules: new EventBridgeScheduleRegistry(aws.scheduler, {
       groupName: await createScheduleGroup(),
@@ -142,3 +146,59 @@ describe('executeTask', () => {
     expect(new Date(ti?.retryAt ?? '').getTime()).toBeGreaterThan(Date.now() - 1000);
   });
 });
+
+describe('the reaper', () => {
+  const reapNow = () => reap(deps, { queuedGraceSeconds: 0, retryGraceSeconds: 0, limit: 500 });
+
+  it('re-sends a queued attempt whose message was lost, and the attempt then runs once', async () => {
+    // Queued in the state store, but no message was ever sent.
+    const msg = await queued({ operator: 'noop' });
+    await sleep(50);
+    const report = await reapNow();
+    expect(report.redispatched).toBeGreaterThanOrEqual(1);
+    const got = await receiveTaskMessages(msg.runId);
+    expect(got).toEqual([msg]);
+    expect(await executeTask(deps, msg, opts)).toBe('success');
+    // Another pass finds nothing left to do for it.
+    await reapNow();
+    expect(await receiveTaskMessages(msg.runId)).toEqual([]);
+  });
+
+  it('queues a retry whose timer was lost', async () => {
+    const msg = await queued({
+      operator: 'noop',
+      config: { failAttempts: 1 },
+      retries: 1,
+      retryDelaySeconds: 0,
+    });
+    expect(await executeTask(deps, msg, opts)).toBe('up_for_retry');
+    await sleep(50);
+    const report = await reapNow();
+    expect(report.retriesQueued).toBeGreaterThanOrEqual(1);
+    expect(await deps.store.getTaskInstance(msg)).toMatchObject({ status: 'queued', attempt: 2 });
+    expect(await receiveTaskMessages(msg.runId)).toEqual([{ ...msg, attempt: 2 }]);
+  });
+});
+
+/** Task messages for one run on this test's queue (bounded receive). */
+async function receiveTaskMessages(runId: string): Promise<TaskMessage[]> {
+  const out: TaskMessage[] = [];
+  for (let i = 0; i < 3; i++) {
+    const res = await localClients().sqs.send(
+      new ReceiveMessageCommand({
+        QueueUrl: queueUrl,
+        MaxNumberOfMessages: 10,
+        WaitTimeSeconds: 1,
+      }),
+    );
+    for (const m of res.Messages ?? []) {
+      const t = decodeTaskMessage(m.Body ?? '');
+      if (t.runId === runId) out.push(t);
+      await localClients().sqs.send(
+        new DeleteMessageCommand({ QueueUrl: queueUrl, ReceiptHandle: m.ReceiptHandle }),
+      );
+    }
+    if ((res.Messages ?? []).length === 0) break;
+  }
+  return out;
+}
