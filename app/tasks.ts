@@ -1,3 +1,4 @@
+import type { Task } from '../core/dag/schema.ts';
 import { ConflictError, NotFoundError } from '../core/errors.ts';
 import type { TaskInstanceRecord, TaskMessage } from '../core/ports.ts';
 import { nextRetryAt } from '../core/retry/index.ts';
@@ -82,9 +83,10 @@ export async function executeTask(
 
   let error: string | undefined;
   let timer: NodeJS.Timeout | undefined;
+  let task: Task | undefined;
   try {
     const { dag, tasks } = await loadDag(deps, msg.dagId, msg.dagVersion);
-    const task = tasks.get(msg.taskId);
+    task = tasks.get(msg.taskId);
     if (!task)
       throw new Error(`task ${msg.taskId} is not in DAG ${msg.dagId} version ${msg.dagVersion}`);
     const operator = deps.operators.get(task.operator);
@@ -131,10 +133,7 @@ export async function executeTask(
   log.add(error === undefined ? 'success' : 'failed');
   await deps.blobs.putLog({ ...msg }, log.text());
   if (leaseLost) return 'lease_lost';
-  const { tasks } = await loadDag(deps, msg.dagId, msg.dagVersion).catch(() => ({
-    tasks: new Map(),
-  }));
-  const task = tasks.get(msg.taskId);
+  // No task (the DAG could not be read): no retry policy, so the failure is final.
   const retryAt =
     error !== undefined && task ? nextRetryAt(task, msg.attempt, now, deps.random) : null;
   try {
