@@ -11,7 +11,7 @@ import {
   UpdateCommand,
 } from '@aws-sdk/lib-dynamodb';
 import { unmarshall } from '@aws-sdk/util-dynamodb';
-import { ConflictError, NotFoundError } from '../../core/errors.ts';
+import { ConflictError, NotFoundError, ValidationError } from '../../core/errors.ts';
 import type {
   DagRecord,
   DagVersionRecord,
@@ -811,7 +811,15 @@ export class DynamoStateStore implements StateStore {
           ...(start ? { ExclusiveStartKey: start } : {}),
         }),
       ),
-    );
+    ).catch((e: unknown) => {
+      // A token that decodes but names another query's keys: DynamoDB refuses the start key.
+      if (start && (e as Error).name === 'ValidationException') {
+        throw new ValidationError([
+          { path: 'nextToken', message: 'is not a token this API returned' },
+        ]);
+      }
+      throw e;
+    });
     const nextToken = encodeToken(res.LastEvaluatedKey);
     return { items: (res.Items ?? []).map(map), ...(nextToken ? { nextToken } : {}) };
   }

@@ -156,6 +156,11 @@ describe('runs', () => {
     await expect(store.listRuns(dagId, { nextToken: 'garbage!' })).rejects.toBeInstanceOf(
       ValidationError,
     );
+    // Well-formed, but the keys of another query.
+    const forged = Buffer.from(JSON.stringify({ pk: 'X', sk: 'Y' })).toString('base64url');
+    await expect(store.listRuns(dagId, { nextToken: forged })).rejects.toBeInstanceOf(
+      ValidationError,
+    );
   });
 
   it('moves a run through its statuses with conditional writes', async () => {
