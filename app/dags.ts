@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { compileSchedule } from '../core/cron/index.ts';
 import type { TaskGraph } from '../core/dag/graph.ts';
 import type { Dag } from '../core/dag/schema.ts';
-import { validateDagText } from '../core/dag/validate.ts';
+import { type ValidationResult, validateDagText } from '../core/dag/validate.ts';
 import { NotFoundError, ValidationError } from '../core/errors.ts';
 import type { DagVersionRecord } from '../core/ports.ts';
 import type { Deps } from './deps.ts';
@@ -28,7 +28,7 @@ export async function loadDag(deps: Deps, dagId: string, version: number): Promi
   const text = await deps.blobs.getDagDocument(record.sourceKey);
   if (text === undefined)
     throw new NotFoundError(`DAG ${dagId} version ${version} document is missing`);
-  const r = validateDagText(text, { operators: deps.operators.schemas() });
+  const r = validateDocument(deps, text);
   if (!r.ok) throw new ValidationError(r.issues);
   const loaded = {
     version: record,
@@ -46,6 +46,11 @@ export async function loadLatestDag(deps: Deps, dagId: string): Promise<LoadedDa
   const meta = await deps.store.getDag(dagId);
   if (!meta || meta.deleted) throw new NotFoundError(`DAG ${dagId} not found`);
   return loadDag(deps, dagId, meta.latestVersion);
+}
+
+/** Validates a DAG document against this deployment's operators; writes nothing. */
+export function validateDocument(deps: Deps, text: string): ValidationResult {
+  return validateDagText(text, { operators: deps.operators.schemas() });
 }
 
 export type RegisterResult =
@@ -72,8 +77,11 @@ function dagIdOf(text: string): string | undefined {
  * and creates, updates or removes its schedule. The registrar (for files under `dags/`) and
  * `POST /v1/dags` both come here. Nothing is written for an invalid document.
  */
-export async function registerDag(deps: Deps, text: string): Promise<RegisterResult> {
-  const r = validateDagText(text, { operators: deps.operators.schemas() });
+export async function registerDag(
+  deps: Deps,
+  text: string,
+  r: ValidationResult = validateDocument(deps, text),
+): Promise<RegisterResult> {
   if (!r.ok) {
     const dagId = dagIdOf(text);
     return { ok: false, ...(dagId ? { dagId } : {}), issues: r.issues };

@@ -6,11 +6,11 @@ import httpRouterHandler, { type Route } from '@middy/http-router';
 import type { APIGatewayProxyEventV2, APIGatewayProxyResultV2 } from 'aws-lambda';
 import { z } from 'zod';
 import { clearTasks } from '../app/clear.ts';
-import { registerDag } from '../app/dags.ts';
+import { registerDag, validateDocument } from '../app/dags.ts';
 import { cancelRun, triggerRun } from '../app/runs.ts';
 import { compileSchedule, nextRuns } from '../core/cron/index.ts';
 import { ID_PATTERN, MAX_DAG_BYTES } from '../core/dag/schema.ts';
-import { jsonPath, validateDagText } from '../core/dag/validate.ts';
+import { jsonPath } from '../core/dag/validate.ts';
 import { AirlessError, ConflictError, NotFoundError, ValidationError } from '../core/errors.ts';
 import type { DagRecord, RunRecord } from '../core/ports.ts';
 import { awsRequestMetrics, logger, metrics, runtime } from './runtime.ts';
@@ -135,8 +135,10 @@ const routes: Route<Event, Result>[] = [
       const text = rawBody(event);
       // Validate before writing anything; then store the file where uploads go, and register it
       // the way the registrar does (which the upload also triggers, finding it unchanged).
-      await deps.blobs.putDagFile(`${validated(text)}.json`, text);
-      const r = await registerDag(deps, text);
+      const checked = validateDocument(deps, text);
+      if (!checked.ok) throw new ValidationError(checked.issues);
+      await deps.blobs.putDagFile(`${checked.dag.dagId}.json`, text);
+      const r = await registerDag(deps, text, checked);
       if (!r.ok) throw new ValidationError(r.issues);
       return json(r.created ? 201 : 200, { dagId: r.dagId, version: r.version });
     },
@@ -297,13 +299,6 @@ const routes: Route<Event, Result>[] = [
     },
   },
 ];
-
-/** Validates a DAG document without writing anything; returns its dagId. */
-function validated(text: string): string {
-  const r = validateDagText(text, { operators: runtime().deps.operators.schemas() });
-  if (!r.ok) throw new ValidationError(r.issues);
-  return r.dag.dagId;
-}
 
 function statusOf(e: unknown): number | undefined {
   const code = (e as { statusCode?: unknown } | undefined)?.statusCode;

@@ -1,5 +1,11 @@
+import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { CreateTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import {
+  CreateFunctionCommand,
+  LambdaClient,
+  waitUntilFunctionActiveV2,
+} from '@aws-sdk/client-lambda';
 import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import { CreateScheduleGroupCommand } from '@aws-sdk/client-scheduler';
 import { CreateQueueCommand, GetQueueAttributesCommand } from '@aws-sdk/client-sqs';
@@ -84,10 +90,6 @@ export async function createScheduleGroup(): Promise<string> {
  * Active, as AWS documents for new functions.
  */
 export async function createNodeFunction(source: string): Promise<string> {
-  const { execFileSync } = await import('node:child_process');
-  const { LambdaClient, CreateFunctionCommand, waitUntilFunctionActiveV2 } = await import(
-    '@aws-sdk/client-lambda'
-  );
   const name = unique('airless-fn');
   const python = new URL('.venv/bin/python', import.meta.url).pathname;
   const zip = execFileSync(python, [

@@ -7,8 +7,8 @@
 //   6. stay up until Ctrl-C, then tear it all down.
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import { clientConfig } from '../adapters/aws/clients.ts';
+import { PutObjectCommand } from '@aws-sdk/client-s3';
+import { createClients } from '../adapters/aws/clients.ts';
 import { deployLocal, localFile } from '../localstack/deploy.ts';
 import { awsEnv, emulatorConfig, start, stop } from '../localstack/emulator.ts';
 
@@ -40,7 +40,8 @@ try {
   const { local } = await deployLocal(cfg);
 
   step('uploading examples/dags/*.json');
-  const s3 = new S3Client({ ...clientConfig(), forcePathStyle: true });
+  // After awsEnv is applied: the factory then points at the emulator, addressing buckets by path.
+  const { s3 } = createClients();
   for (const f of readdirSync('examples/dags').filter((n) => n.endsWith('.json'))) {
     await s3.send(
       new PutObjectCommand({

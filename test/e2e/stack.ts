@@ -1,20 +1,15 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import {
-  GetObjectCommand,
-  ListObjectsV2Command,
-  PutObjectCommand,
-  S3Client,
-} from '@aws-sdk/client-s3';
-import { clientConfig } from '../../adapters/aws/clients.ts';
+import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
 import { ApiClient } from '../../cli/api-client.ts';
 import { type LocalStack, localFile, readOutputs } from '../../localstack/deploy.ts';
+import { localClients } from '../../localstack/resources.ts';
 
 /** The stack the global setup deployed, and clients for it. */
 export const local = JSON.parse(readFileSync(localFile, 'utf8')) as LocalStack;
 export const outputs = readOutputs();
 export const api = new ApiClient(local.apiUrl, local.region);
-export const s3 = new S3Client({ ...clientConfig(), forcePathStyle: true });
+export const s3 = localClients().s3;
 
 export const uniqueDagId = (prefix: string) => `${prefix}_${randomUUID().slice(0, 8)}`;
 
