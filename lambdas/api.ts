@@ -133,13 +133,15 @@ const routes: Route<Event, Result>[] = [
     handler: async (event: Event) => {
       const { deps } = runtime();
       const text = rawBody(event);
-      // Validate before writing anything; then store the file where uploads go, and register it
-      // the way the registrar does (which the upload also triggers, finding it unchanged).
+      // Validate before writing anything. Register, then store the file where uploads go: the
+      // registrar that the upload triggers then finds the version unchanged. (Written the other
+      // way round, the registrar could register the new DAG first, and this call would answer
+      // "unchanged" for a DAG it created.)
       const checked = validateDocument(deps, text);
       if (!checked.ok) throw new ValidationError(checked.issues);
-      await deps.blobs.putDagFile(`${checked.dag.dagId}.json`, text);
       const r = await registerDag(deps, text, checked);
       if (!r.ok) throw new ValidationError(r.issues);
+      await deps.blobs.putDagFile(`${checked.dag.dagId}.json`, text);
       return json(r.created ? 201 : 200, { dagId: r.dagId, version: r.version });
     },
   },
