@@ -61,3 +61,13 @@ export class NotFoundError extends AirlessError {
 export class ThrottledError extends AirlessError {
   readonly retryable = true;
 }
+
+/**
+ * A task attempt failed in a way that another attempt cannot fix: bad config found at run time,
+ * an operator with no runner, an HTTP 4xx that means the request itself is wrong. The attempt
+ * fails for good, whatever retries are left (Temporal's `nonRetryable`, BullMQ's
+ * `UnrecoverableError`).
+ */
+export class UnrecoverableError extends AirlessError {
+  readonly retryable = false;
+}
