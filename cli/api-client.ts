@@ -2,17 +2,18 @@ import { Sha256 } from '@aws-crypto/sha256-js';
 import { defaultProvider } from '@aws-sdk/credential-provider-node';
 import { SignatureV4 } from '@smithy/signature-v4';
 
-/**
- * A client for the Airless REST API. The API uses IAM authorization, so every request is signed
- * with SigV4 for `execute-api`, with credentials from the usual AWS chain (environment, profile,
- * SSO, instance role).
- */
+/** One API answer: the status, the body (parsed when the API says it is JSON), the raw text. */
 export interface ApiResponse<T = unknown> {
   readonly status: number;
   readonly body: T;
   readonly text: string;
 }
 
+/**
+ * A client for the Airless REST API. The API uses IAM authorization, so every request is signed
+ * with SigV4 for `execute-api`, with credentials from the usual AWS chain (environment, profile,
+ * SSO, instance role).
+ */
 export class ApiClient {
   readonly #signer: SignatureV4;
 

@@ -1,5 +1,5 @@
 // Writes schema/dag.schema.json from the zod schema, so editors can validate DAG files.
-// test/unit/dag-schema.test.ts fails when the committed file drifts from the code.
+// test/unit/dag.test.ts fails when the committed file drifts from the code.
 import { writeFileSync } from 'node:fs';
 import { dagJsonSchemaText } from '../core/dag/json-schema.ts';
 

@@ -1,10 +1,10 @@
 // npm start: the whole of Airless on the local emulator, in the foreground.
 //   1. bring up the emulator (MiniStack on 127.0.0.1);
-//   2. cdk bootstrap and cdk deploy the real app to it;
+//   2. cdk bootstrap and cdk deploy the real app to it, and write
+//      .airless/local.json = { apiUrl, dagsBucket, endpoint, region } (localstack/deploy.ts);
 //   3. upload examples/dags/*.json under dags/ (the registrar picks them up);
 //   4. print the API URL;
-//   5. write .airless/local.json = { apiUrl, dagsBucket, endpoint, region };
-//   6. stay up until Ctrl-C, then tear it all down.
+//   5. stay up until Ctrl-C, then tear it all down.
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
