@@ -1,6 +1,7 @@
 import type { z } from 'zod';
 import { compileSchedule } from '../cron/index.ts';
 import type { Issue } from '../errors.ts';
+import { jsonValueIssues } from '../json.ts';
 import { buildGraph, findCycles, type TaskGraph } from './graph.ts';
 import { OperatorSchemas } from './operators.ts';
 import { type Dag, dagSchema, MAX_DAG_BYTES, TASK_SETTING_DEFAULTS, type Task } from './schema.ts';
@@ -12,6 +13,12 @@ export type ValidationResult =
 export interface ValidateOptions {
   /** Operators a DAG may use. Defaults to the built-ins. */
   readonly operators?: OperatorSchemas;
+  /**
+   * The size limit of the text, MAX_DAG_BYTES by default. A stored version was checked against
+   * it on upload, but its normalized form (defaults filled in) may be larger: reading it back
+   * must not refuse what registration accepted.
+   */
+  readonly maxBytes?: number;
 }
 
 // Building the zod schema is not free; build it once per operator set.
@@ -46,18 +53,19 @@ export function utf8ByteLength(text: string): number {
  * Each UTF-16 unit is 1 to 3 UTF-8 bytes (a surrogate pair is 4 bytes for 2 units), so the
  * length alone settles most documents without counting.
  */
-function overSizeLimit(text: string): number | undefined {
-  if (text.length > MAX_DAG_BYTES) return text.length;
-  if (text.length * 3 <= MAX_DAG_BYTES) return undefined;
+function overSizeLimit(text: string, max: number): number | undefined {
+  if (text.length > max) return text.length;
+  if (text.length * 3 <= max) return undefined;
   const bytes = utf8ByteLength(text);
-  return bytes > MAX_DAG_BYTES ? bytes : undefined;
+  return bytes > max ? bytes : undefined;
 }
 
 /** Validates a DAG document as text: the size limit first, then JSON, then everything else. */
 export function validateDagText(text: string, options: ValidateOptions = {}): ValidationResult {
-  const size = overSizeLimit(text);
+  const maxBytes = options.maxBytes ?? MAX_DAG_BYTES;
+  const size = overSizeLimit(text, maxBytes);
   if (size !== undefined) {
-    return fail('$', `document is over the ${MAX_DAG_BYTES}-byte limit (at least ${size} bytes)`);
+    return fail('$', `document is over the ${maxBytes}-byte limit (at least ${size} bytes)`);
   }
   let value: unknown;
   try {
@@ -66,6 +74,9 @@ export function validateDagText(text: string, options: ValidateOptions = {}): Va
     // One problem is one line: V8's message quotes the offending text, newlines included.
     return fail('$', `invalid JSON: ${(e as Error).message.replace(/\s+/g, ' ')}`);
   }
+  // Values that would not survive storage (or would overflow the schema check's recursion).
+  const unstorable = jsonValueIssues(value);
+  if (unstorable.length > 0) return { ok: false, issues: unstorable };
   return validateDag(value, options);
 }
 
