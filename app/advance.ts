@@ -1,6 +1,6 @@
 import { ConflictError } from '../core/errors.ts';
 import type { TaskKey, TaskMessage } from '../core/ports.ts';
-import { decide, runOutcome } from '../core/readiness/index.ts';
+import { nextStep, runOutcome } from '../core/readiness/index.ts';
 import { isTerminalTask, resolveTask, type TaskStatus } from '../core/state/index.ts';
 import { loadDag } from './dags.ts';
 import type { Deps } from './deps.ts';
@@ -10,7 +10,9 @@ import { queue, runEnded } from './runs.ts';
  * What happens after a task reaches a terminal status: each downstream task counts the outcome
  * and is queued, skipped or failed as its trigger rule says, and the run ends once every task has
  * finished. Costs O(out-degree) writes. Safe to repeat for the same event (at-least-once
- * delivery): counts are added once per upstream task, and every transition is conditional.
+ * delivery): an outcome is counted once per task and generation, so an event that a clear
+ * overtook (an older generation) changes no count that matters, and every transition is
+ * conditional.
  *
  * A task resolved here to `skipped` or `upstream_failed` is itself a terminal transition, and its
  * own event continues the chain.
@@ -20,6 +22,7 @@ export async function advance(
   key: TaskKey,
   status: TaskStatus,
   dagVersion: number,
+  generation = 0,
 ): Promise<void> {
   if (!isTerminalTask(status)) return;
   const { dag, graph, tasks } = await loadDag(deps, key.dagId, dagVersion);
@@ -30,10 +33,8 @@ export async function advance(
     await Promise.all(
       (graph.downstream.get(key.taskId) ?? []).map(async (taskId) => {
         const dk = { dagId: key.dagId, runId: key.runId, taskId };
-        const { task } = await deps.store.recordUpstreamOutcome(dk, key.taskId, status);
-        if (task.status !== 'pending') return;
-        const rule = tasks.get(taskId)?.triggerRule ?? 'all_success';
-        const decision = decide(rule, task.counts, task.upstreamCount);
+        const { task } = await deps.store.recordUpstreamOutcome(dk, key.taskId, status, generation);
+        const decision = nextStep(tasks.get(taskId)?.triggerRule ?? 'all_success', task);
         if (decision === 'queue') {
           const m = await queue(deps, dk, dagVersion, task);
           if (m) messages.push(m);
@@ -53,13 +54,19 @@ export async function advance(
     key,
     status === 'success' || status === 'skipped',
     dag.tasks.length,
+    generation,
   );
   if (progress && runOutcome(progress) !== 'running') {
     try {
-      await deps.store.transitionRun(key.dagId, key.runId, ['running'], runOutcome(progress), now);
+      // Only if no clear reopened tasks since the progress was read.
+      await deps.store.transitionRun(key.dagId, key.runId, ['running'], runOutcome(progress), now, {
+        clears: progress.clears,
+      });
     } catch (e) {
-      // Already ended (a duplicate event), or cancelled: the slot is released there.
+      // Already ended (a duplicate event), cancelled, or cleared meanwhile.
       if (!(e instanceof ConflictError)) throw e;
+      const run = await deps.store.getRun(key.dagId, key.runId);
+      if (run?.status === 'running') return;
     }
     // Also on a duplicate event, in case the first one died before this: it is harmless twice.
     await runEnded(deps, key.dagId, key.runId);

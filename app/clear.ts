@@ -1,19 +1,21 @@
 import { ConflictError, NotFoundError } from '../core/errors.ts';
-import type { RunRecord, TaskMessage } from '../core/ports.ts';
-import { counterFor, countUpstream, decide } from '../core/readiness/index.ts';
-import { clearTask, isTerminalRun, isTerminalTask, resolveTask } from '../core/state/index.ts';
+import type { ClearPlan, RunRecord, TaskInstanceRecord, TaskMessage } from '../core/ports.ts';
+import { counterFor, countUpstream, nextStep } from '../core/readiness/index.ts';
+import { isTerminalRun, isTerminalTask } from '../core/state/index.ts';
 import { loadDag } from './dags.ts';
 import type { Deps } from './deps.ts';
-import { queue } from './runs.ts';
 
 /**
  * Clears a finished task and everything downstream of it, so that they run again with new
- * attempt numbers (Airflow's "clear" with downstream). The run reopens if it had ended.
+ * attempt numbers and their retries afresh (Airflow's "clear" with downstream). The run reopens
+ * if it had ended.
  *
- * Order matters: the run reopens first (so that readiness acts on the events that follow), the
- * cleared tasks go back to `pending` and leave the run's progress, their readiness counts are
- * recomputed from their upstream tasks as they now stand, and then any whose trigger rule is
- * already decided is queued (or resolved). Each step is a conditional write.
+ * Everything is computed from one read, then applied as one atomic write conditioned on what
+ * was read (StateStore.clearTasks): a clear that races another clear, a worker or readiness
+ * changes nothing and answers 409. Tasks whose trigger rule is decided at once are written
+ * `queued` (or `skipped`, `upstream_failed`) in that same write, so a crash before their
+ * messages are sent leaves them to the reaper, never stranded. Downstream tasks still running
+ * are left to finish.
  */
 export async function clearTasks(
   deps: Deps,
@@ -34,51 +36,129 @@ export async function clearTasks(
       `task ${taskId} is ${root?.status ?? 'missing'}: only a finished task can be cleared`,
     );
   }
+  if (run.status === 'queued' || !run.tasksWritten) {
+    throw new ConflictError(`run ${runId} has not started: nothing to clear`);
+  }
 
-  // The task and everything downstream of it.
-  const cleared = new Set([taskId]);
-  for (const id of cleared) for (const d of graph.downstream.get(id) ?? []) cleared.add(d);
+  // The task and everything downstream of it, in topological order (breadth-first from the
+  // root can visit a task before one of its upstream tasks; the order below cannot).
+  const reach = new Set([taskId]);
+  for (const id of reach) for (const d of graph.downstream.get(id) ?? []) reach.add(d);
+  const order = topologicalOrder(reach, graph);
 
   const now = deps.clock();
-  let current = run;
-  if (isTerminalRun(run.status)) {
-    current = await deps.store.transitionRun(dagId, runId, [run.status], 'running', now);
-  }
-
-  for (const id of cleared) {
+  // What each cleared task looks like after the clear, for the tasks after it to count.
+  const after = new Map<string, Pick<TaskInstanceRecord, 'status' | 'generation'>>();
+  const statusAfter = (id: string) => after.get(id) ?? instances.get(id);
+  const planned: ClearPlan['tasks'][number][] = [];
+  for (const id of order) {
     const ti = instances.get(id);
-    if (!ti || !isTerminalTask(ti.status)) continue;
-    const updated = await deps.store.transitionTask(ti, clearTask(ti, now));
-    instances.set(id, updated);
-    await deps.store.unrecordTaskFinished(
-      ti,
-      ti.status === 'success' || ti.status === 'skipped',
-      dag.tasks.length,
-    );
+    if (!ti) continue;
+    const finished = isTerminalTask(ti.status);
+    if (!finished && ti.status !== 'pending') continue; // running, queued or waiting to retry
+    const generation = finished ? ti.generation + 1 : ti.generation;
+    const upstream = graph.upstream.get(id) ?? [];
+    const upStatuses = upstream.map((u) => statusAfter(u)?.status ?? 'pending');
+    const counted: string[] = [];
+    upstream.forEach((u, i) => {
+      const up = instances.get(u);
+      if (!up) return;
+      if (reach.has(u) && isTerminalTask(up.status)) {
+        // The cleared upstream's old outcome: marked counted, so its late event is ignored.
+        counted.push(`${u}#${up.generation}`);
+      }
+      const now = statusAfter(u);
+      if (now && counterFor(upStatuses[i] ?? 'pending') !== undefined) {
+        counted.push(`${u}#${now.generation}`);
+      }
+    });
+    const counts = countUpstream(upStatuses);
+    const decision = nextStep(tasks.get(id)?.triggerRule ?? 'all_success', {
+      status: 'pending',
+      counts,
+      upstreamCount: ti.upstreamCount,
+    });
+    const status =
+      decision === 'queue'
+        ? 'queued'
+        : decision === 'skipped' || decision === 'upstream_failed'
+          ? decision
+          : 'pending';
+    planned.push({
+      taskId: id,
+      expect: { status: ti.status, attempt: ti.attempt },
+      status,
+      attempt: status === 'queued' ? ti.attempt + 1 : ti.attempt,
+      newGeneration: finished,
+      generation,
+      counts,
+      counted: [...new Set(counted)],
+      ...(finished ? { oldSucceeded: ti.status === 'success' || ti.status === 'skipped' } : {}),
+    });
+    after.set(id, { status, generation });
   }
 
-  const messages: TaskMessage[] = [];
-  for (const id of cleared) {
-    const upstream = graph.upstream.get(id) ?? [];
-    const statuses = upstream.map((u) => instances.get(u)?.status ?? 'pending');
-    const counted = upstream.filter((_, i) => counterFor(statuses[i] ?? 'pending') !== undefined);
-    const ti = await deps.store.resetUpstreamCounts(
-      { dagId, runId, taskId: id },
-      countUpstream(statuses),
-      counted,
+  // A finished run reopens only into a free slot of the DAG's maxActiveRuns.
+  const reopening = isTerminalRun(run.status);
+  if (reopening && !(await deps.store.acquireRunSlot(dagId, runId, dag.maxActiveRuns))) {
+    throw new ConflictError(
+      `DAG ${dagId} already has ${dag.maxActiveRuns} active runs (maxActiveRuns, or paused): clear again once one ends`,
     );
-    const decision = decide(
-      tasks.get(id)?.triggerRule ?? 'all_success',
-      ti.counts,
-      ti.upstreamCount,
-    );
-    if (decision === 'queue') {
-      const m = await queue(deps, ti, run.dagVersion, ti);
-      if (m) messages.push(m);
-    } else if (decision === 'skipped' || decision === 'upstream_failed') {
-      await deps.store.transitionTask(ti, resolveTask(ti, decision, now));
+  }
+  try {
+    await deps.store.clearTasks({
+      dagId,
+      runId,
+      taskCount: dag.tasks.length,
+      runStatus: run.status,
+      at: now,
+      tasks: planned,
+    });
+  } catch (e) {
+    if (reopening) await deps.store.releaseRunSlot(dagId, runId);
+    if (e instanceof ConflictError) {
+      throw new ConflictError(
+        `run ${runId} changed while it was being cleared (another clear, or a task moved on); nothing was changed: try again`,
+        undefined,
+        { cause: e },
+      );
+    }
+    throw e;
+  }
+  const messages: TaskMessage[] = planned
+    .filter((t) => t.status === 'queued')
+    .map((t) => ({
+      dagId,
+      runId,
+      taskId: t.taskId,
+      attempt: t.attempt,
+      dagVersion: run.dagVersion,
+    }));
+  // If this send is lost, the reaper finds them queued and sends them again.
+  await deps.dispatcher.dispatch(messages);
+  return (await deps.store.getRun(dagId, runId)) ?? run;
+}
+
+/** The tasks of `subset` with each after all of its upstream tasks in the subset (Kahn). */
+function topologicalOrder(
+  subset: ReadonlySet<string>,
+  graph: {
+    readonly upstream: ReadonlyMap<string, readonly string[]>;
+    readonly downstream: ReadonlyMap<string, readonly string[]>;
+  },
+): string[] {
+  const waiting = new Map<string, number>();
+  for (const id of subset) {
+    waiting.set(id, (graph.upstream.get(id) ?? []).filter((u) => subset.has(u)).length);
+  }
+  const out = [...subset].filter((id) => waiting.get(id) === 0);
+  for (let i = 0; i < out.length; i++) {
+    for (const d of graph.downstream.get(out[i] as string) ?? []) {
+      if (!subset.has(d)) continue;
+      const left = (waiting.get(d) ?? 0) - 1;
+      waiting.set(d, left);
+      if (left === 0) out.push(d);
     }
   }
-  await deps.dispatcher.dispatch(messages);
-  return current;
+  return out;
 }

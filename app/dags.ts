@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
 import { compileSchedule } from '../core/cron/index.ts';
 import type { TaskGraph } from '../core/dag/graph.ts';
-import type { Dag } from '../core/dag/schema.ts';
+import { type Dag, ID_PATTERN } from '../core/dag/schema.ts';
 import { type ValidationResult, validateDagText } from '../core/dag/validate.ts';
-import { NotFoundError, ValidationError } from '../core/errors.ts';
+import { type Issue, NotFoundError, ValidationError } from '../core/errors.ts';
 import type { DagVersionRecord } from '../core/ports.ts';
 import type { Deps } from './deps.ts';
 
@@ -28,7 +28,11 @@ export async function loadDag(deps: Deps, dagId: string, version: number): Promi
   const text = await deps.blobs.getDagDocument(record.sourceKey);
   if (text === undefined)
     throw new NotFoundError(`DAG ${dagId} version ${version} document is missing`);
-  const r = validateDocument(deps, text);
+  // Registration checked the upload's size; the stored, normalized form may be larger.
+  const r = validateDagText(text, {
+    operators: deps.operators.schemas(),
+    maxBytes: Number.POSITIVE_INFINITY,
+  });
   if (!r.ok) throw new ValidationError(r.issues);
   const loaded = {
     version: record,
@@ -62,11 +66,26 @@ export type RegisterResult =
     }
   | { readonly ok: false; readonly dagId?: string; readonly issues: ValidationError['issues'] };
 
+/** The most issues an import error keeps: the list must fit in one item, whatever the file. */
+export const MAX_IMPORT_ISSUES = 50;
+
+/** The first issues, each bounded, and a last line that counts the rest. */
+export function boundIssues(issues: readonly Issue[]): Issue[] {
+  const cut = (t: string, n: number) => (t.length <= n ? t : `${t.slice(0, n - 1)}…`);
+  const kept = issues
+    .slice(0, MAX_IMPORT_ISSUES)
+    .map((i) => ({ path: cut(i.path, 300), message: cut(i.message, 500) }));
+  if (issues.length > MAX_IMPORT_ISSUES) {
+    kept.push({ path: '$', message: `and ${issues.length - MAX_IMPORT_ISSUES} more problems` });
+  }
+  return kept;
+}
+
 /** The `dagId` of a document that failed validation, if it has a readable one. */
 function dagIdOf(text: string): string | undefined {
   try {
     const v = JSON.parse(text) as { dagId?: unknown };
-    return typeof v?.dagId === 'string' ? v.dagId : undefined;
+    return typeof v?.dagId === 'string' && ID_PATTERN.test(v.dagId) ? v.dagId : undefined;
   } catch {
     return undefined;
   }
@@ -81,6 +100,8 @@ export async function registerDag(
   deps: Deps,
   text: string,
   r: ValidationResult = validateDocument(deps, text),
+  /** The DAG file it comes from (`dags/…`): two files may not declare one dagId. */
+  fileKey?: string,
 ): Promise<RegisterResult> {
   if (!r.ok) {
     const dagId = dagIdOf(text);
@@ -104,6 +125,7 @@ export async function registerDag(
     sourceKey,
     sha256,
     taskCount: dag.tasks.length,
+    fileKey,
     description: dag.description,
     owner: dag.owner,
     schedule,
@@ -122,4 +144,23 @@ export async function registerDag(
     await deps.schedules.delete(dag.dagId);
   }
   return { ok: true, dagId: dag.dagId, version: version.version, created };
+}
+
+/**
+ * A DAG file was removed from `dags/`: its DAG goes, as with DELETE (history kept), unless the
+ * DAG has since come from elsewhere. Answers the DAG removed, if any.
+ */
+export async function unregisterDagFile(deps: Deps, fileKey: string): Promise<string | undefined> {
+  const dagId = await deps.store.dagOfFile(fileKey);
+  if (!dagId) return undefined;
+  const dag = await deps.store.getDag(dagId);
+  if (!dag || dag.deleted || dag.fileKey !== fileKey) return undefined;
+  await deleteDag(deps, dagId);
+  return dagId;
+}
+
+/** Removes a DAG and its schedule; its versions and runs are kept. */
+export async function deleteDag(deps: Deps, dagId: string): Promise<void> {
+  await deps.schedules.delete(dagId);
+  await deps.store.markDagDeleted(dagId, deps.clock());
 }

@@ -1,11 +1,11 @@
 import { ConflictError } from '../core/errors.ts';
 import type { TaskMessage } from '../core/ports.ts';
 import { nextRetryAt } from '../core/retry/index.ts';
-import { finishTask } from '../core/state/index.ts';
+import { finishTask, triesSoFar } from '../core/state/index.ts';
 import { loadDag } from './dags.ts';
 import type { Deps } from './deps.ts';
 import { scheduleRetry } from './retries.ts';
-import { queue } from './runs.ts';
+import { CREATION_LEASE_SECONDS, queue, reconcileRunSlots, writeRunTasks } from './runs.ts';
 
 export interface ReapOptions {
   /** A queued attempt older than this has probably lost its message: send it again. */
@@ -14,12 +14,16 @@ export interface ReapOptions {
   readonly retryGraceSeconds: number;
   /** At most this many of each kind per pass; the next pass takes the rest. */
   readonly limit: number;
+  /** A large run still unwritten after this long has lost its writer. */
+  readonly creationGraceSeconds?: number;
 }
 
 export interface ReapReport {
   readonly expiredLeases: number;
   readonly redispatched: number;
   readonly retriesQueued: number;
+  readonly runsWritten: number;
+  readonly runsStarted: number;
 }
 
 /**
@@ -38,7 +42,7 @@ export async function reap(deps: Deps, opts: ReapOptions): Promise<ReapReport> {
   for (const ti of await deps.store.findExpiredLeases(now, opts.limit)) {
     const { tasks } = await loadDag(deps, ti.dagId, ti.dagVersion);
     const task = tasks.get(ti.taskId);
-    const retryAt = task ? nextRetryAt(task, ti.attempt, now, deps.random) : null;
+    const retryAt = task ? nextRetryAt(task, triesSoFar(ti), now, deps.random) : null;
     const error =
       'lease expired: the worker stopped heartbeating (it crashed, hung or was stopped)';
     try {
@@ -47,6 +51,19 @@ export async function reap(deps: Deps, opts: ReapOptions): Promise<ReapReport> {
         finishTask(ti, { ok: false, error, retryAt }, now),
       );
       expiredLeases++;
+      // A worker that died wrote no log: say what happened to the attempt where its log would be.
+      const ref = { dagId: ti.dagId, runId: ti.runId, taskId: ti.taskId, attempt: ti.attempt };
+      if ((await deps.blobs.getLog(ref)) === undefined) {
+        await deps.blobs.putLog(
+          ref,
+          [
+            `${now.toISOString()} attempt ${ti.attempt} started at ${ti.startTime ?? '?'} and its worker stopped without writing a log`,
+            `${now.toISOString()} ${error}; lease expired at ${ti.leaseExpiresAt ?? '?'}`,
+            `${now.toISOString()} failed by the reaper${done.status === 'up_for_retry' ? `, retry at ${done.retryAt}` : ''}`,
+            '',
+          ].join('\n'),
+        );
+      }
       await scheduleRetry(deps, done);
     } catch (e) {
       if (!(e instanceof ConflictError)) throw e; // the worker got there first after all
@@ -72,5 +89,30 @@ export async function reap(deps: Deps, opts: ReapOptions): Promise<ReapReport> {
     if (m) due.push(m);
   }
   await deps.dispatcher.dispatch(due);
-  return { expiredLeases, redispatched: lost.length, retriesQueued: due.length };
+
+  // Large runs whose writer died before writing every task instance.
+  let runsWritten = 0;
+  const creationBefore = new Date(
+    now.getTime() - (opts.creationGraceSeconds ?? CREATION_LEASE_SECONDS) * 1000,
+  );
+  for (const run of await deps.store.findUnwrittenRuns(creationBefore, opts.limit)) {
+    if ((await writeRunTasks(deps, run.dagId, run.runId)) === 'written') runsWritten++;
+  }
+
+  // Runs waiting for a slot whose holder's end was lost (or that nothing started): per DAG,
+  // free the slots of ended runs, then start what fits.
+  let runsStarted = 0;
+  const queuedBefore2 = new Date(now.getTime() - opts.queuedGraceSeconds * 1000);
+  const dags = new Set(
+    (await deps.store.findQueuedRunsBefore(queuedBefore2, opts.limit)).map((r) => r.dagId),
+  );
+  for (const dagId of dags) runsStarted += await reconcileRunSlots(deps, dagId);
+
+  return {
+    expiredLeases,
+    redispatched: lost.length,
+    retriesQueued: due.length,
+    runsWritten,
+    runsStarted,
+  };
 }

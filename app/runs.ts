@@ -1,15 +1,27 @@
-import { ConflictError } from '../core/errors.ts';
-import type { RunRecord, TaskInstanceRecord, TaskKey, TaskMessage } from '../core/ports.ts';
+import { ConflictError, NotFoundError, TooLargeError, ValidationError } from '../core/errors.ts';
+import { jsonByteLength, jsonValueIssues } from '../core/json.ts';
+import type { NewRun, RunRecord, TaskInstanceRecord, TaskKey, TaskMessage } from '../core/ports.ts';
 import { startsImmediately } from '../core/readiness/index.ts';
 import {
   cancelTask,
+  isTerminalRun,
   isTerminalTask,
   manualRunId,
   queueTask,
   scheduledRunId,
 } from '../core/state/index.ts';
-import { type LoadedDag, loadDag, loadLatestDag } from './dags.ts';
+import { type LoadedDag, loadDag } from './dags.ts';
 import type { Deps } from './deps.ts';
+
+/** The most a run's `conf` may take as JSON, far below DynamoDB's 400 KB item limit. */
+export const MAX_CONF_BYTES = 64 * 1024;
+
+/**
+ * How long a writer of a large run's task instances holds it. Longer than any writer can live:
+ * the writers are the advance function (5-minute timeout) and the reaper (2 minutes), and
+ * Lambda stops a function at its timeout, so a writer whose lease expired is gone for good.
+ */
+export const CREATION_LEASE_SECONDS = 6 * 60;
 
 export interface TriggerInput {
   readonly dagId: string;
@@ -21,35 +33,107 @@ export interface TriggerInput {
 }
 
 /**
+ * Refuses a `conf` that could not be stored, or read back unchanged, before anything is written:
+ * every later write of the run must fit too, so the bound is well below the item limit.
+ */
+export function checkConf(conf: unknown): void {
+  const issues = jsonValueIssues(conf, ['conf']);
+  if (issues.length > 0) throw new ValidationError(issues);
+  const bytes = jsonByteLength(conf);
+  if (bytes > MAX_CONF_BYTES) {
+    throw new TooLargeError([
+      {
+        path: '$.conf',
+        message: `is ${bytes} bytes as JSON; the limit is ${MAX_CONF_BYTES} bytes (store large inputs in S3 and pass their keys)`,
+      },
+    ]);
+  }
+}
+
+function newRunInput(
+  loaded: LoadedDag,
+  fields: Pick<NewRun, 'dagId' | 'runId' | 'kind' | 'logicalDate' | 'conf' | 'at'>,
+): NewRun {
+  return {
+    ...fields,
+    dagVersion: loaded.version.version,
+    tasks: loaded.dag.tasks.map((t) => ({
+      taskId: t.taskId,
+      upstreamCount: loaded.graph.upstream.get(t.taskId)?.length ?? 0,
+    })),
+  };
+}
+
+/**
  * Creates a run of the DAG's latest version and starts it. The run id is derived from the
  * scheduled time or the idempotency key, so a repeated trigger finds the existing run
- * (`created: false`) instead of making a second one.
+ * (`created: false`) instead of making a second one. A large run is answered at once, `queued`:
+ * its task instances are written off the request path (see writeRunTasks), and it starts then.
+ * A run of a paused DAG waits `queued` until the DAG is unpaused, as in Airflow.
  */
 export async function triggerRun(
   deps: Deps,
   input: TriggerInput,
 ): Promise<{ run: RunRecord; created: boolean }> {
-  const loaded = await loadLatestDag(deps, input.dagId);
+  const conf = input.conf ?? {};
+  checkConf(conf);
+  const meta = await deps.store.getDag(input.dagId);
+  if (!meta || meta.deleted) throw new NotFoundError(`DAG ${input.dagId} not found`);
+  const loaded = await loadDag(deps, input.dagId, meta.latestVersion);
   const now = deps.clock();
+  // Keys are scoped to the DAG's incarnation: a key used before a delete names a new run after.
+  const key = input.idempotencyKey ?? `${now.toISOString()}__${deps.newId().slice(0, 8)}`;
   const runId = input.scheduledTime
     ? scheduledRunId(input.scheduledTime)
-    : manualRunId(input.idempotencyKey ?? `${now.toISOString()}__${deps.newId().slice(0, 8)}`);
-  const { run, created } = await deps.store.createRun({
-    dagId: input.dagId,
-    runId,
-    dagVersion: loaded.version.version,
-    kind: input.scheduledTime ? 'scheduled' : 'manual',
-    logicalDate: input.scheduledTime ?? now,
-    conf: input.conf ?? {},
-    tasks: loaded.dag.tasks.map((t) => ({
-      taskId: t.taskId,
-      upstreamCount: loaded.graph.upstream.get(t.taskId)?.length ?? 0,
-    })),
-    at: now,
-  });
+    : manualRunId(meta.incarnation > 1 ? `${key}__i${meta.incarnation}` : key);
+  const { run, created } = await deps.store.createRun(
+    newRunInput(loaded, {
+      dagId: input.dagId,
+      runId,
+      kind: input.scheduledTime ? 'scheduled' : 'manual',
+      logicalDate: input.scheduledTime ?? now,
+      conf,
+      at: now,
+    }),
+  );
   // A repeat of a trigger whose first call died before starting the run finishes the job.
-  if (run.status === 'queued') return { run: await startRun(deps, run, loaded), created };
+  if (run.status === 'queued' && run.tasksWritten) {
+    return { run: await startRun(deps, run, loaded), created };
+  }
   return { run, created };
+}
+
+/**
+ * Writes the task instances of a large run and starts it. Called for the run's creation event
+ * and by the reaper for a run whose writer died; safe to repeat and to race.
+ */
+export async function writeRunTasks(
+  deps: Deps,
+  dagId: string,
+  runId: string,
+): Promise<'written' | 'busy' | 'gone'> {
+  const run = await deps.store.getRun(dagId, runId);
+  if (!run) return 'gone';
+  const loaded = await loadDag(deps, dagId, run.dagVersion);
+  const now = deps.clock();
+  const result = run.tasksWritten
+    ? 'written'
+    : await deps.store.writeRunTasks(
+        newRunInput(loaded, {
+          dagId,
+          runId,
+          kind: run.kind,
+          logicalDate: new Date(run.logicalDate),
+          conf: run.conf,
+          at: new Date(run.createdAt),
+        }),
+        { token: deps.newId(), seconds: CREATION_LEASE_SECONDS, now },
+      );
+  if (result === 'written') {
+    const current = await deps.store.getRun(dagId, runId);
+    if (current?.status === 'queued') await startRun(deps, current, loaded);
+  }
+  return result;
 }
 
 /**
@@ -59,7 +143,9 @@ export async function triggerRun(
 export async function startRun(deps: Deps, run: RunRecord, loaded: LoadedDag): Promise<RunRecord> {
   const now = deps.clock();
   let current = run;
-  // maxActiveRuns: without a slot the run waits in `queued`; a run that ends starts the next.
+  if (!run.tasksWritten) return run;
+  // maxActiveRuns: without a slot (or while the DAG is paused) the run waits in `queued`; a run
+  // that ends, an unpause and the reaper start the next.
   if (
     run.status === 'queued' &&
     !(await deps.store.acquireRunSlot(run.dagId, run.runId, loaded.dag.maxActiveRuns))
@@ -107,16 +193,57 @@ export async function queue(
   }
 }
 
+/** A run has ended: give its slot back and start the oldest queued run of the DAG, if any. */
+export async function runEnded(deps: Deps, dagId: string, runId: string): Promise<void> {
+  await deps.store.releaseRunSlot(dagId, runId);
+  await startQueuedRuns(deps, dagId, 1);
+}
+
+/**
+ * Starts up to `max` of the DAG's queued runs, oldest logical date first, as slots allow: after
+ * a run ends, on unpause, and from the reaper. One index read, however long the DAG's history.
+ */
+export async function startQueuedRuns(deps: Deps, dagId: string, max: number): Promise<number> {
+  let started = 0;
+  for (const next of await deps.store.listQueuedRuns(dagId, max)) {
+    const run = await startRun(deps, next, await loadDag(deps, dagId, next.dagVersion));
+    if (run.status !== 'running') break; // no slot left (or paused): the rest wait too
+    started++;
+  }
+  return started;
+}
+
+/**
+ * Gives back the slots of runs that ended without releasing them (their end event was lost),
+ * then starts queued runs into the free slots. The reaper's repair for a DAG with waiting runs.
+ */
+export async function reconcileRunSlots(deps: Deps, dagId: string): Promise<number> {
+  const dag = await deps.store.getDag(dagId);
+  if (!dag) return 0;
+  if (dag.deleted) {
+    // A deleted DAG never starts its waiting runs again: end them, so nothing waits for ever.
+    for (const run of await deps.store.listQueuedRuns(dagId, 100)) {
+      await deps.store
+        .transitionRun(dagId, run.runId, ['queued'], 'cancelled', deps.clock())
+        .catch((e: unknown) => {
+          if (!(e instanceof ConflictError)) throw e;
+        });
+    }
+    return 0;
+  }
+  for (const runId of dag.activeRuns) {
+    const run = await deps.store.getRun(dagId, runId);
+    if (!run || isTerminalRun(run.status)) await deps.store.releaseRunSlot(dagId, runId);
+  }
+  if (dag.paused) return 0;
+  const { dag: doc } = await loadDag(deps, dagId, dag.latestVersion);
+  return startQueuedRuns(deps, dagId, doc.maxActiveRuns);
+}
+
 /**
  * Cancels a run: the run first, so that readiness queues nothing more, then every unfinished task.
  * A running attempt loses its lease and cannot complete; its operator stops at its next heartbeat.
  */
-/** A run has ended: give its slot back and start the oldest queued run of the DAG, if any. */
-export async function runEnded(deps: Deps, dagId: string, runId: string): Promise<void> {
-  await deps.store.releaseRunSlot(dagId, runId);
-  const [next] = await deps.store.listQueuedRuns(dagId, 1);
-  if (next) await startRun(deps, next, await loadDag(deps, dagId, next.dagVersion));
-}
 
 export async function cancelRun(deps: Deps, dagId: string, runId: string): Promise<RunRecord> {
   const now = deps.clock();

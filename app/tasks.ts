@@ -1,8 +1,8 @@
 import type { Task } from '../core/dag/schema.ts';
-import { ConflictError, NotFoundError } from '../core/errors.ts';
+import { ConflictError, NotFoundError, UnrecoverableError } from '../core/errors.ts';
 import type { TaskInstanceRecord, TaskMessage } from '../core/ports.ts';
 import { nextRetryAt } from '../core/retry/index.ts';
-import { claimTask, finishTask, heartbeatTask } from '../core/state/index.ts';
+import { claimTask, finishTask, heartbeatTask, triesSoFar } from '../core/state/index.ts';
 import { loadDag } from './dags.ts';
 import type { Deps } from './deps.ts';
 import { scheduleRetry } from './retries.ts';
@@ -82,6 +82,7 @@ export async function executeTask(
   }, opts.heartbeatSeconds * 1000);
 
   let error: string | undefined;
+  let unrecoverable = false;
   let timer: NodeJS.Timeout | undefined;
   let task: Task | undefined;
   try {
@@ -90,7 +91,9 @@ export async function executeTask(
     if (!task)
       throw new Error(`task ${msg.taskId} is not in DAG ${msg.dagId} version ${msg.dagVersion}`);
     const operator = deps.operators.get(task.operator);
-    if (!operator) throw new Error(`operator "${task.operator}" has no runner in this deployment`);
+    if (!operator) {
+      throw new UnrecoverableError(`operator "${task.operator}" has no runner in this deployment`);
+    }
     const timeoutMs = Math.min(
       task.timeoutSeconds * 1000,
       Math.max(1000, opts.remainingMs() - SAFETY_MS),
@@ -99,8 +102,16 @@ export async function executeTask(
       () => controller.abort(new Error(`timed out after ${Math.round(timeoutMs / 1000)}s`)),
       timeoutMs,
     );
-    log.add(`attempt ${msg.attempt} of ${task.retries + 1}: ${task.operator} ${task.taskId}`);
-    const config = operator.config.parse(task.config);
+    log.add(
+      `attempt ${msg.attempt} (try ${triesSoFar(current)} of ${task.retries + 1}): ${task.operator} ${task.taskId}`,
+    );
+    const parsed = operator.config.safeParse(task.config);
+    if (!parsed.success) {
+      throw new UnrecoverableError(
+        `bad config: ${parsed.error.issues.map((i) => `${i.path.join('.') || '$'}: ${i.message}`).join('; ')}`,
+      );
+    }
+    const config = parsed.data;
     const aborted = new Promise<never>((_, reject) => {
       controller.signal.addEventListener('abort', () => reject(controller.signal.reason));
     });
@@ -123,7 +134,9 @@ export async function executeTask(
       log.add(`output: ${JSON.stringify(output).slice(0, 4000)}`);
   } catch (e) {
     error = e instanceof Error ? e.message : String(e);
+    unrecoverable = e instanceof UnrecoverableError;
     log.add(`error: ${error}`);
+    if (unrecoverable) log.add('this failure is not retryable: no further attempt');
   } finally {
     clearInterval(heartbeat);
     clearTimeout(timer);
@@ -135,7 +148,9 @@ export async function executeTask(
   if (leaseLost) return 'lease_lost';
   // No task (the DAG could not be read): no retry policy, so the failure is final.
   const retryAt =
-    error !== undefined && task ? nextRetryAt(task, msg.attempt, now, deps.random) : null;
+    error !== undefined && task && !unrecoverable
+      ? nextRetryAt(task, triesSoFar(current), now, deps.random)
+      : null;
   try {
     const done = await deps.store.transitionTask(
       msg,

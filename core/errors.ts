@@ -71,3 +71,6 @@ export class ThrottledError extends AirlessError {
 export class UnrecoverableError extends AirlessError {
   readonly retryable = false;
 }
+
+/** User input is over a size limit; the message says the limit. Retrying cannot help. */
+export class TooLargeError extends ValidationError {}

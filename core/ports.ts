@@ -23,6 +23,16 @@ export interface DagRecord {
   readonly latestVersion: number;
   readonly paused: boolean;
   readonly deleted: boolean;
+  /**
+   * How many times the DAG was created: 1 for a new DAG, one more each time a deleted DAG is
+   * created again. Idempotency keys are scoped to it, so a key used before a delete names a
+   * new run after it.
+   */
+  readonly incarnation: number;
+  /** The DAG file (under `dags/`) the DAG came from, when it was uploaded as one. */
+  readonly fileKey?: string;
+  /** The runs holding one of its `maxActiveRuns` slots. */
+  readonly activeRuns: readonly string[];
   readonly description?: string;
   readonly owner?: string;
   /** The compiled schedule of the latest version, if it has one. */
@@ -49,6 +59,8 @@ export interface NewDagVersion {
   readonly sourceKey: string;
   readonly sha256: string;
   readonly taskCount: number;
+  /** The DAG file it was uploaded as; another file may not take the same dagId. */
+  readonly fileKey?: string | undefined;
   readonly description?: string | undefined;
   readonly owner?: string | undefined;
   readonly schedule?: DagRecord['schedule'] | undefined;
@@ -72,9 +84,16 @@ export interface RunRecord {
   readonly logicalDate: string;
   readonly conf: Readonly<Record<string, unknown>>;
   readonly taskCount: number;
+  /**
+   * False while a large run's task instances are still being written (off the request path,
+   * resumable: see StateStore.writeRunTasks). A run starts only once they all exist.
+   */
+  readonly tasksWritten: boolean;
   readonly createdAt: string;
   readonly startTime: string | null;
   readonly endTime: string | null;
+  /** Why the run failed, when it failed for a reason of its own. */
+  readonly error?: string;
 }
 
 export interface NewRun {
@@ -99,6 +118,14 @@ export interface TaskInstanceRecord extends TaskKey, TaskInstanceState {
   /** The DAG version its run was created from. */
   readonly dagVersion: number;
   readonly upstreamCount: number;
+  /** The attempt count at the last clear (core/state triesSoFar). */
+  readonly retryBase: number;
+  /**
+   * How many times the task was cleared. Each generation ends in a terminal status at most
+   * once, so `taskId#generation` names one outcome: events of an older generation (a clear
+   * overtook them) are recognized and change nothing.
+   */
+  readonly generation: number;
   /** Finished upstream tasks by outcome (core/readiness). */
   readonly counts: UpstreamCounts;
   readonly queuedAt: string | null;
@@ -111,7 +138,10 @@ export interface TaskInstanceRecord extends TaskKey, TaskInstanceState {
 
 /** The single source of truth. Every state change is one conditional write. */
 export interface StateStore {
-  /** Stores a new version unless the latest has the same sha256, in which case returns it. */
+  /**
+   * Stores a new version unless the latest has the same sha256, in which case returns it.
+   * Throws ConflictError when another DAG file already declares the dagId.
+   */
   putDagVersion(input: NewDagVersion): Promise<{ version: DagVersionRecord; created: boolean }>;
   getDag(dagId: string): Promise<DagRecord | undefined>;
   listDags(page?: PageRequest): Promise<Page<DagRecord>>;
@@ -119,16 +149,35 @@ export interface StateStore {
   getDagVersion(dagId: string, version: number): Promise<DagVersionRecord | undefined>;
   setDagPaused(dagId: string, paused: boolean, at: Date): Promise<DagRecord>;
   markDagDeleted(dagId: string, at: Date): Promise<void>;
+  /** The dagId last registered from a DAG file, deleted or not. */
+  dagOfFile(fileKey: string): Promise<string | undefined>;
 
   putImportError(record: ImportErrorRecord): Promise<void>;
   clearImportError(key: string): Promise<void>;
   listImportErrors(page?: PageRequest): Promise<Page<ImportErrorRecord>>;
 
   /**
-   * Creates the run and its task instances, all `pending`, once: a second call with the same
-   * dagId and runId returns the existing run with `created: false` and writes nothing.
+   * Creates the run once: a second call with the same dagId and runId returns the existing run
+   * with `created: false` and writes nothing. A small run is written whole, task instances
+   * (`pending`) included, in one atomic write. A run too large for one transaction (about 100 items) is written
+   * as the run item alone, with `tasksWritten: false`: writeRunTasks finishes it.
    */
   createRun(input: NewRun): Promise<{ run: RunRecord; created: boolean }>;
+  /**
+   * Writes the task instances of a run created with `tasksWritten: false`, then sets the flag.
+   * Resumable and safe to repeat: the writer holds a creation lease of `leaseSeconds`, longer
+   * than any writer can live, so a writer that died is replaced and a live one is never
+   * overwritten. Answers `written` once the flag is set (now or before), `busy` when another
+   * writer holds the lease.
+   */
+  writeRunTasks(
+    input: NewRun,
+    lease: { readonly token: string; readonly seconds: number; readonly now: Date },
+  ): Promise<'written' | 'busy'>;
+  /** Runs whose task instances are still unwritten, created before `before`. */
+  findUnwrittenRuns(before: Date, limit: number): Promise<RunRecord[]>;
+  /** Runs waiting `queued` since before `before`, across every DAG (the reaper's view). */
+  findQueuedRunsBefore(before: Date, limit: number): Promise<RunRecord[]>;
   getRun(dagId: string, runId: string): Promise<RunRecord | undefined>;
   /** Newest logical date first. */
   listRuns(dagId: string, page?: PageRequest): Promise<Page<RunRecord>>;
@@ -138,16 +187,26 @@ export interface StateStore {
     from: readonly RunStatus[],
     to: RunStatus,
     at: Date,
+    options?: {
+      /** Why a run failed when no task's outcome says so (it could not be processed). */
+      readonly reason?: string;
+      /** Only if no clear has touched the run since its progress was read. */
+      readonly clears?: number;
+    },
   ): Promise<RunRecord>;
 
   /**
    * Takes one of the DAG's `max` active-run slots for the run; true if it holds one (now or
-   * already). Written once per run start, never per task.
+   * already). Refused while the DAG is paused or deleted: its runs wait `queued`. Written once
+   * per run start, never per task.
    */
   acquireRunSlot(dagId: string, runId: string, max: number): Promise<boolean>;
   /** Gives the run's slot back (once it has ended). Harmless to repeat. */
   releaseRunSlot(dagId: string, runId: string): Promise<void>;
-  /** The DAG's runs still waiting in `queued`, oldest logical date first. */
+  /**
+   * The DAG's runs waiting in `queued` (their task instances written), oldest logical date
+   * first, from a sparse index of queued runs: the cost does not grow with the DAG's history.
+   */
   listQueuedRuns(dagId: string, limit: number): Promise<RunRecord[]>;
 
   listTaskInstances(dagId: string, runId: string): Promise<TaskInstanceRecord[]>;
@@ -162,6 +221,8 @@ export interface StateStore {
     downstream: TaskKey,
     upstreamTaskId: string,
     status: TaskStatus,
+    /** The upstream task's generation: an outcome counts once per task and generation. */
+    generation: number,
   ): Promise<{ task: TaskInstanceRecord; counted: boolean }>;
   /**
    * Counts a task as finished in the run's progress, once per task, and returns the run's
@@ -172,22 +233,15 @@ export interface StateStore {
     key: TaskKey,
     succeeded: boolean,
     taskCount: number,
-  ): Promise<RunProgress | undefined>;
+    generation: number,
+  ): Promise<(RunProgress & { readonly clears: number }) | undefined>;
 
   /**
-   * Undoes recordTaskFinished for a task being cleared, once: `succeeded` is whether it had
-   * counted as a success.
+   * Applies a clear in one atomic write (see ClearPlan): every task change and the run's
+   * reopening happen together, or, when anything moved on since it was read, none does
+   * (ConflictError). A plan too large for one transaction is applied in several, run first.
    */
-  unrecordTaskFinished(key: TaskKey, succeeded: boolean, taskCount: number): Promise<void>;
-  /**
-   * Replaces a pending task's readiness counts with those of its upstream tasks as they stand
-   * (after a clear), and which upstream tasks they count.
-   */
-  resetUpstreamCounts(
-    key: TaskKey,
-    counts: UpstreamCounts,
-    counted: readonly string[],
-  ): Promise<TaskInstanceRecord>;
+  clearTasks(plan: ClearPlan): Promise<void>;
 
   /** Running attempts whose lease expired before `now`. */
   findExpiredLeases(now: Date, limit: number): Promise<TaskInstanceRecord[]>;
@@ -255,4 +309,36 @@ export interface RetryTimer extends TaskKey {
 export interface RetryTimers {
   /** Delivers the timer back (to the retrier) at `retryAt`, give or take a second. */
   schedule(timer: RetryTimer, now: Date): Promise<void>;
+}
+
+/**
+ * One clear, computed from what was read (app/clear.ts) and applied atomically by the store.
+ * Progress stays exact without knowing whether a cleared task's old outcome was counted yet:
+ * each cleared terminal task adds one to its shard's `total`, and one to `succeeded` unless its
+ * old outcome was a success. Its old outcome, counted whenever its event is handled, then
+ * balances as one extra successful task, and the new outcome is counted as the task's own.
+ */
+export interface ClearPlan {
+  readonly dagId: string;
+  readonly runId: string;
+  readonly taskCount: number;
+  /** The run's status as read: a finished run reopens to `running`. */
+  readonly runStatus: RunStatus;
+  readonly at: Date;
+  readonly tasks: readonly {
+    readonly taskId: string;
+    /** As read: the write is conditional on it. */
+    readonly expect: { readonly status: TaskStatus; readonly attempt: number };
+    /** The cleared status: pending, or decided at once (queued with the next attempt, …). */
+    readonly status: 'pending' | 'queued' | 'skipped' | 'upstream_failed';
+    readonly attempt: number;
+    /** Whether this is a new generation (the task had finished) or a pending task re-counted. */
+    readonly newGeneration: boolean;
+    readonly generation: number;
+    readonly counts: UpstreamCounts;
+    /** `upstreamId#generation` of outcomes already in `counts`, and of the cleared ones. */
+    readonly counted: readonly string[];
+    /** A cleared task that had finished: whether its old outcome was a success. */
+    readonly oldSucceeded?: boolean;
+  }[];
 }

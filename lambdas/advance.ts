@@ -1,11 +1,14 @@
 import { BatchProcessor, EventType, processPartialResponse } from '@aws-lambda-powertools/batch';
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
+import { MetricUnit } from '@aws-lambda-powertools/metrics';
 import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
 import type { AttributeValue } from '@aws-sdk/client-dynamodb';
 import { unmarshall } from '@aws-sdk/util-dynamodb';
 import middy from '@middy/core';
 import type { Context, DynamoDBRecord, DynamoDBStreamEvent } from 'aws-lambda';
 import { advance } from '../app/advance.ts';
+import { runEnded, writeRunTasks } from '../app/runs.ts';
+import { AirlessError, ConflictError, NotFoundError } from '../core/errors.ts';
 import { isTerminalTask, type TaskStatus } from '../core/state/index.ts';
 import { awsRequestMetrics, logger, metrics, runtime } from './runtime.ts';
 
@@ -21,19 +24,58 @@ const processor = new BatchProcessor(EventType.DynamoDBStreams);
 
 const str = (v: unknown) => (typeof v === 'string' ? v : undefined);
 
-async function record(r: DynamoDBRecord) {
+async function handle(r: DynamoDBRecord) {
   const img = r.dynamodb?.NewImage;
   const old = r.dynamodb?.OldImage;
-  if (r.eventName !== 'MODIFY' || !img) return;
+  if (!img) return;
   const now = unmarshall(img as Record<string, AttributeValue>);
   const before = old ? unmarshall(old as Record<string, AttributeValue>) : {};
+  const { deps } = runtime();
+  // A large run was created with its run item alone: write its task instances and start it.
+  if (r.eventName === 'INSERT' && now.type === 'RUN' && now.tasksWritten === false) {
+    const result = await writeRunTasks(deps, String(now.dagId), String(now.runId));
+    logger.info('run tasks written', { dagId: now.dagId, runId: now.runId, result });
+    return;
+  }
+  if (r.eventName !== 'MODIFY') return;
   const status = str(now.status) as TaskStatus | undefined;
   // Only the moment a task instance becomes terminal (the event filter keeps these too; this is
   // the check that counts).
-  if (now.type !== 'TI' || !status || !isTerminalTask(status) || before.status === status) return;
+  // (A clear can write a task from one terminal status to the same one in a new generation.)
+  const unchanged = before.status === status && before.generation === now.generation;
+  if (now.type !== 'TI' || !status || !isTerminalTask(status) || unchanged) return;
   const key = { dagId: String(now.dagId), runId: String(now.runId), taskId: String(now.taskId) };
-  await advance(runtime().deps, key, status, Number(now.dagVersion));
+  await advance(deps, key, status, Number(now.dagVersion), Number(now.generation ?? 0));
   logger.debug('advanced', { ...key, status });
+}
+
+/**
+ * A record that can never be processed (its DAG version is unreadable, a write it needs is
+ * refused for good) must not hold up the records behind it on the shard: its run fails with the
+ * reason, an error metric raises the alarm, and the batch moves on. Only errors that a retry can
+ * fix (throttling, a service that is down) are reported as batch item failures.
+ */
+async function record(r: DynamoDBRecord) {
+  try {
+    await handle(r);
+  } catch (e) {
+    if (!(e instanceof AirlessError) || e.retryable) throw e;
+    const img = unmarshall((r.dynamodb?.NewImage ?? {}) as Record<string, AttributeValue>);
+    const dagId = String(img.dagId);
+    const runId = String(img.runId);
+    const reason = `could not be processed: ${e.message}`;
+    logger.error('unprocessable record: failing its run', { dagId, runId, error: e.message });
+    metrics.addMetric('UnprocessableRecords', MetricUnit.Count, 1);
+    const { deps } = runtime();
+    try {
+      await deps.store.transitionRun(dagId, runId, ['queued', 'running'], 'failed', deps.clock(), {
+        reason,
+      });
+      await runEnded(deps, dagId, runId);
+    } catch (inner) {
+      if (!(inner instanceof ConflictError) && !(inner instanceof NotFoundError)) throw inner;
+    }
+  }
 }
 
 async function lambdaHandler(event: DynamoDBStreamEvent, context: Context) {

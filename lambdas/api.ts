@@ -6,12 +6,19 @@ import httpRouterHandler, { type Route } from '@middy/http-router';
 import type { APIGatewayProxyEventV2, APIGatewayProxyResultV2 } from 'aws-lambda';
 import { z } from 'zod';
 import { clearTasks } from '../app/clear.ts';
-import { registerDag, validateDocument } from '../app/dags.ts';
-import { cancelRun, triggerRun } from '../app/runs.ts';
+import { deleteDag, registerDag, validateDocument } from '../app/dags.ts';
+import { cancelRun, reconcileRunSlots, triggerRun } from '../app/runs.ts';
 import { compileSchedule, nextRuns } from '../core/cron/index.ts';
 import { ID_PATTERN, MAX_DAG_BYTES } from '../core/dag/schema.ts';
 import { jsonPath } from '../core/dag/validate.ts';
-import { AirlessError, ConflictError, NotFoundError, ValidationError } from '../core/errors.ts';
+import {
+  AirlessError,
+  ConflictError,
+  NotFoundError,
+  TooLargeError,
+  ValidationError,
+} from '../core/errors.ts';
+import { jsonValueIssues } from '../core/json.ts';
 import type { DagRecord, RunRecord } from '../core/ports.ts';
 import { awsRequestMetrics, logger, metrics, runtime } from './runtime.ts';
 
@@ -55,6 +62,9 @@ function jsonBody<T>(event: Event, schema: z.ZodType<T>, optional = false): T {
       throw new HttpError(400, `malformed JSON: ${(e as Error).message.replace(/\s+/g, ' ')}`);
     }
   }
+  // Values that would not survive storage are refused before the schema reads them.
+  const unstorable = jsonValueIssues(value);
+  if (unstorable.length > 0) throw new ValidationError(unstorable);
   return parse(schema, value);
 }
 
@@ -139,7 +149,8 @@ const routes: Route<Event, Result>[] = [
       // "unchanged" for a DAG it created.)
       const checked = validateDocument(deps, text);
       if (!checked.ok) throw new ValidationError(checked.issues);
-      const r = await registerDag(deps, text, checked);
+      const fileKey = `dags/${checked.dag.dagId}.json`;
+      const r = await registerDag(deps, text, checked, fileKey);
       if (!r.ok) throw new ValidationError(r.issues);
       await deps.blobs.putDagFile(`${checked.dag.dagId}.json`, text);
       return json(r.created ? 201 : 200, { dagId: r.dagId, version: r.version });
@@ -170,6 +181,8 @@ const routes: Route<Event, Result>[] = [
       const { deps } = runtime();
       const dag = await deps.store.setDagPaused(dagId, paused, deps.clock());
       if (dag.schedule) await deps.schedules.setEnabled(dagId, !paused);
+      // Runs triggered while paused waited `queued`: start what the slots allow.
+      if (!paused) await reconcileRunSlots(deps, dagId);
       return json(200, dagView(dag, deps.clock()));
     },
   },
@@ -180,8 +193,7 @@ const routes: Route<Event, Result>[] = [
       const { dagId } = path(event);
       const { deps } = runtime();
       await liveDag(dagId);
-      await deps.schedules.delete(dagId);
-      await deps.store.markDagDeleted(dagId, deps.clock());
+      await deleteDag(deps, dagId);
       return { statusCode: 204, body: '' };
     },
   },
@@ -227,6 +239,7 @@ const routes: Route<Event, Result>[] = [
         dagId,
         dagVersion: run.dagVersion,
         conf: run.conf,
+        ...(run.error ? { error: run.error } : {}),
         tasks: tasks.map((t) => ({
           taskId: t.taskId,
           status: t.status,
@@ -311,7 +324,9 @@ function statusOf(e: unknown): number | undefined {
 const jsonErrors = (): middy.MiddlewareObj<Event, Result> => ({
   onError: async (request) => {
     const e = request.error;
-    if (e instanceof ValidationError) {
+    if (e instanceof TooLargeError) {
+      request.response = json(413, { error: e.message, details: e.issues });
+    } else if (e instanceof ValidationError) {
       request.response = json(400, { error: 'invalid request', details: e.issues });
     } else if (e instanceof NotFoundError) {
       request.response = json(404, { error: e.message });

@@ -16,6 +16,8 @@ async function lambdaHandler() {
   metrics.addMetric('ExpiredLeases', MetricUnit.Count, report.expiredLeases);
   metrics.addMetric('Redispatched', MetricUnit.Count, report.redispatched);
   metrics.addMetric('RetriesQueuedByReaper', MetricUnit.Count, report.retriesQueued);
+  metrics.addMetric('RunsWrittenByReaper', MetricUnit.Count, report.runsWritten);
+  metrics.addMetric('RunsStartedByReaper', MetricUnit.Count, report.runsStarted);
   return report;
 }
 

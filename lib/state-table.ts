@@ -1,7 +1,7 @@
 import { RemovalPolicy } from 'aws-cdk-lib';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import type { Construct } from 'constructs';
-import { GSI1, GSI2 } from '../adapters/aws/table.ts';
+import { GSI1, GSI2, GSI3 } from '../adapters/aws/table.ts';
 
 export interface StateTableProps {
   /**
@@ -31,6 +31,7 @@ export class StateTable extends dynamodb.Table {
     for (const [indexName, pk, sk] of [
       [GSI1, 'gsi1pk', 'gsi1sk'],
       [GSI2, 'gsi2pk', 'gsi2sk'],
+      [GSI3, 'gsi3pk', 'gsi3sk'],
     ] as const) {
       this.addGlobalSecondaryIndex({
         indexName,

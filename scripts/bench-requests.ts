@@ -75,18 +75,24 @@ async function lifecycle(n: number) {
   const ids = tasks.slice(0, n).map((t) => t.taskId);
   const running = new Map<string, TaskInstanceRecord>();
   const steps = [
-    await measure('create the run', () =>
-      store.createRun({
+    await measure('create the run', async () => {
+      const input = {
         dagId,
         runId,
         dagVersion: 1,
-        kind: 'manual',
+        kind: 'manual' as const,
         logicalDate: at,
         conf: {},
         tasks,
         at,
-      }),
-    ),
+      };
+      const { run } = await store.createRun(input);
+      // A run too large for one transaction gets its task instances written after (off the
+      // request path in the deployed stack): the same requests, counted here.
+      if (!run.tasksWritten) {
+        await store.writeRunTasks(input, { token: 'bench', seconds: 360, now: at });
+      }
+    }),
     await measure('queue (state + dispatch)', async () => {
       const queued = await Promise.all(
         ids.map((id) =>
@@ -115,11 +121,11 @@ async function lifecycle(n: number) {
           key(id),
           finishTask(running.get(id) as TaskInstanceRecord, { ok: true }, at),
         );
-        await store.recordTaskFinished(key(id), true, tasks.length);
+        await store.recordTaskFinished(key(id), true, tasks.length, 0);
       }
     }),
     await measure('readiness of the downstream task', async () => {
-      for (const id of ids) await store.recordUpstreamOutcome(key('join'), id, 'success');
+      for (const id of ids) await store.recordUpstreamOutcome(key('join'), id, 'success', 0);
     }),
   ];
   return steps;

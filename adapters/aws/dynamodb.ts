@@ -13,6 +13,7 @@ import {
 import { unmarshall } from '@aws-sdk/util-dynamodb';
 import { ConflictError, NotFoundError, ValidationError } from '../../core/errors.ts';
 import type {
+  ClearPlan,
   DagRecord,
   DagVersionRecord,
   ImportErrorRecord,
@@ -33,13 +34,25 @@ import {
   type UpstreamCounts,
 } from '../../core/readiness/index.ts';
 import {
+  checkRunTransition,
   isTerminalRun,
   type RunStatus,
   type TaskStatus,
   type TaskTransition,
 } from '../../core/state/index.ts';
 import { aws, decodeToken, encodeToken } from './errors.ts';
-import { DUE_SHARDS, GSI1, GSI2, tableKeys as keys } from './table.ts';
+import { DUE_SHARDS, GSI1, GSI2, GSI3, tableKeys as keys } from './table.ts';
+
+/** The reaper's index entry of a run waiting to be written (CREATE) or started (RUNQ). */
+function runDueKeys(dagId: string, runId: string, kind: 'CREATE' | 'RUNQ', since: string) {
+  const shard = progressShard(`${dagId}#${runId}`, DUE_SHARDS);
+  return { gsi2pk: `DUE#${kind}#${shard}`, gsi2sk: since };
+}
+
+/** The DAG's queue of waiting runs, oldest logical date first. */
+function queuedRunKeys(dagId: string, logicalDate: string, runId: string) {
+  return { gsi3pk: `QUEUED#${dagId}`, gsi3sk: `${logicalDate}#${runId}` };
+}
 
 type Item = Record<string, unknown>;
 
@@ -66,6 +79,9 @@ function toDag(i: Item): DagRecord {
     latestVersion: num(i.latestVersion),
     paused: i.paused === true,
     deleted: i.deleted === true,
+    incarnation: Math.max(1, num(i.incarnation)),
+    ...(typeof i.fileKey === 'string' ? { fileKey: i.fileKey } : {}),
+    activeRuns: i.activeRuns instanceof Set ? [...(i.activeRuns as Set<string>)] : [],
     ...(typeof i.description === 'string' ? { description: i.description } : {}),
     ...(typeof i.owner === 'string' ? { owner: i.owner } : {}),
     ...(i.schedule ? { schedule: i.schedule as NonNullable<DagRecord['schedule']> } : {}),
@@ -92,11 +108,18 @@ function toRun(i: Item): RunRecord {
     kind: i.kind as RunRecord['kind'],
     status: i.status as RunStatus,
     logicalDate: i.logicalDate as string,
-    conf: (i.conf ?? {}) as Record<string, unknown>,
+    // Stored as JSON text: a DynamoDB map would refuse numbers past 38 digits and nesting past
+    // 32 levels, both of which the API accepts.
+    conf: (typeof i.confJson === 'string' ? JSON.parse(i.confJson) : (i.conf ?? {})) as Record<
+      string,
+      unknown
+    >,
     taskCount: num(i.taskCount),
+    tasksWritten: i.tasksWritten !== false,
     createdAt: i.createdAt as string,
     startTime: str(i.startTime),
     endTime: str(i.endTime),
+    ...(typeof i.error === 'string' ? { error: i.error } : {}),
   };
 }
 
@@ -110,6 +133,8 @@ function toTask(i: Item): TaskInstanceRecord {
     attempt: num(i.attempt),
     leaseToken: str(i.leaseToken),
     upstreamCount: num(i.upstreamCount),
+    retryBase: num(i.retryBase),
+    generation: num(i.generation),
     counts: {
       success: num(i.cSuccess),
       failed: num(i.cFailed),
@@ -213,7 +238,23 @@ export class DynamoStateStore implements StateStore {
     for (let tries = 0; tries < 5; tries++) {
       const meta = await this.#get(keys.dag(input.dagId));
       const latest = num(meta?.latestVersion);
-      if (meta && meta.latestSha256 === input.sha256 && meta.deleted !== true) {
+      const live = meta !== undefined && meta.deleted !== true;
+      // Two files may not declare one dagId (Airflow's duplicate DAG id): the first keeps it.
+      if (
+        live &&
+        input.fileKey &&
+        typeof meta.fileKey === 'string' &&
+        meta.fileKey !== input.fileKey
+      ) {
+        throw new ConflictError(
+          `dagId ${input.dagId} is already declared by ${meta.fileKey}; a DAG id must be unique`,
+        );
+      }
+      if (
+        live &&
+        meta.latestSha256 === input.sha256 &&
+        meta.fileKey === (input.fileKey ?? meta.fileKey)
+      ) {
         const current = await this.getDagVersion(input.dagId, latest);
         if (current) return { version: current, created: false };
       }
@@ -237,10 +278,15 @@ export class DynamoStateStore implements StateStore {
         .set('schedule', input.schedule ?? null)
         .set('updatedAt', at)
         .set('gsi1pk', 'DAGS')
-        .set('gsi1sk', input.dagId)
-        .setIfAbsent('paused', false);
+        .set('gsi1sk', input.dagId);
+      if (input.fileKey) u.set('fileKey', input.fileKey);
+      if (!meta) u.set('incarnation', 1).set('paused', false);
+      // A DAG created again after a delete starts afresh, as a new DAG: unpaused, with new
+      // idempotency keys.
+      else if (!live)
+        u.set('incarnation', Math.max(1, num(meta.incarnation)) + 1).set('paused', false);
       const expected = u.value(latest);
-      const condition = `attribute_not_exists(pk) OR ${u.name('latestVersion')} = ${expected}`;
+      const condition = `(attribute_not_exists(pk) OR ${u.name('latestVersion')} = ${expected}) AND (attribute_not_exists(pk) OR ${u.name('deleted')} = ${u.value(!live)})`;
       try {
         await aws('putDagVersion', () =>
           this.db.send(
@@ -258,6 +304,20 @@ export class DynamoStateStore implements StateStore {
                     ConditionExpression: 'attribute_not_exists(pk)',
                   },
                 },
+                ...(input.fileKey
+                  ? [
+                      {
+                        Put: {
+                          TableName: this.table,
+                          Item: {
+                            ...keys.dagFile(input.fileKey),
+                            type: 'DAG_FILE',
+                            dagId: input.dagId,
+                          },
+                        },
+                      },
+                    ]
+                  : []),
               ],
             }),
           ),
@@ -317,10 +377,17 @@ export class DynamoStateStore implements StateStore {
     }
   }
 
+  async dagOfFile(fileKey: string): Promise<string | undefined> {
+    const i = await this.#get(keys.dagFile(fileKey));
+    return typeof i?.dagId === 'string' ? i.dagId : undefined;
+  }
+
   async markDagDeleted(dagId: string, at: Date): Promise<void> {
-    // Leaves the versions and runs: history is kept. The DAG leaves the listing index.
+    // Leaves the versions and runs: history is kept. The DAG leaves the listing index, and
+    // its file name is free again.
     const u = new Update()
       .set('deleted', true)
+      .set('fileKey', null)
       .set('updatedAt', at.toISOString())
       .set('gsi1pk', null)
       .set('gsi1sk', null);
@@ -362,7 +429,8 @@ export class DynamoStateStore implements StateStore {
 
   async createRun(input: NewRun): Promise<{ run: RunRecord; created: boolean }> {
     const at = input.at.toISOString();
-    const shards = progressShardCount(input.tasks.length);
+    const children = this.#runChildren(input);
+    const inline = children.length + 1 <= MAX_TRANSACTION_ITEMS;
     const run: RunRecord = {
       dagId: input.dagId,
       runId: input.runId,
@@ -372,20 +440,115 @@ export class DynamoStateStore implements StateStore {
       logicalDate: input.logicalDate.toISOString(),
       conf: input.conf,
       taskCount: input.tasks.length,
+      tasksWritten: inline,
       createdAt: at,
       startTime: null,
       endTime: null,
     };
-    const { startTime: _s, endTime: _e, ...stored } = run;
+    const { startTime: _s, endTime: _e, conf, ...stored } = run;
     const runItem = {
       ...keys.run(input.dagId, input.runId),
       type: 'RUN',
       // Absent, not NULL: `if_not_exists(startTime, …)` must see no start time yet.
       ...stored,
-      progressShards: shards,
+      confJson: JSON.stringify(conf),
+      progressShards: progressShardCount(input.tasks.length),
       gsi1pk: `RUNS#${input.dagId}`,
       gsi1sk: `${run.logicalDate}#${input.runId}`,
+      // A run waiting for its tasks to be written, or for a slot, is in the reaper's index.
+      ...runDueKeys(input.dagId, input.runId, inline ? 'RUNQ' : 'CREATE', at),
+      ...(inline ? queuedRunKeys(input.dagId, run.logicalDate, input.runId) : {}),
     };
+    const onlyOnce = { ConditionExpression: 'attribute_not_exists(pk)' };
+    try {
+      if (inline) {
+        // Small runs: everything in one atomic write, guarded by the run item's absence.
+        await aws('createRun', () =>
+          this.db.send(
+            new TransactWriteCommand({
+              TransactItems: [
+                { Put: { TableName: this.table, Item: runItem, ...onlyOnce } },
+                ...children.map((Item) => ({ Put: { TableName: this.table, Item } })),
+              ],
+            }),
+          ),
+        );
+      } else {
+        // Large runs: the run item alone (the one conditional write that decides who creates
+        // the run); writeRunTasks writes the rest, off the request path.
+        await aws('createRun', () =>
+          this.db.send(new PutCommand({ TableName: this.table, Item: runItem, ...onlyOnce })),
+        );
+      }
+      return { run, created: true };
+    } catch (e) {
+      if (!(e instanceof ConflictError)) throw e;
+      const existing = await this.getRun(input.dagId, input.runId);
+      if (!existing) throw e;
+      return { run: existing, created: false };
+    }
+  }
+
+  async writeRunTasks(
+    input: NewRun,
+    lease: { readonly token: string; readonly seconds: number; readonly now: Date },
+  ): Promise<'written' | 'busy'> {
+    const key = keys.run(input.dagId, input.runId);
+    const now = lease.now.toISOString();
+    const take = new Update()
+      .set('creatorToken', lease.token)
+      .set('creatorUntil', new Date(lease.now.getTime() + lease.seconds * 1000).toISOString());
+    const until = take.name('creatorUntil');
+    const cond = `${take.name('tasksWritten')} = ${take.value(false)} AND (attribute_not_exists(${until}) OR ${until} < ${take.value(now)})`;
+    try {
+      await this.#update(take.input(this.table, key, cond), `creation lease ${input.runId}`);
+    } catch (e) {
+      if (!(e instanceof ConflictError)) throw e;
+      return (e.current as Item | undefined)?.tasksWritten === false ? 'busy' : 'written';
+    }
+    // Plain puts are safe here: no one else writes these items until the flag is set, and a
+    // writer that outlived its lease cannot exist (the lease is longer than its function's
+    // timeout).
+    await this.#batchPut(this.#runChildren(input));
+    const done = new Update()
+      .set('tasksWritten', true)
+      .set('creatorToken', null)
+      .set('creatorUntil', null)
+      .set('updatedAt', now);
+    const run = await this.getRun(input.dagId, input.runId);
+    if (run?.status === 'queued') {
+      for (const [k, v] of Object.entries({
+        ...runDueKeys(input.dagId, input.runId, 'RUNQ', now),
+        ...queuedRunKeys(input.dagId, run.logicalDate, input.runId),
+      }))
+        done.set(k, v);
+    } else {
+      done.set('gsi2pk', null).set('gsi2sk', null);
+    }
+    try {
+      await this.#update(
+        done.input(this.table, key, `${done.name('creatorToken')} = ${done.value(lease.token)}`),
+        `tasks written ${input.runId}`,
+      );
+    } catch (e) {
+      if (!(e instanceof ConflictError)) throw e;
+      return (e.current as Item | undefined)?.tasksWritten === true ? 'written' : 'busy';
+    }
+    return 'written';
+  }
+
+  async findUnwrittenRuns(before: Date, limit: number): Promise<RunRecord[]> {
+    return (await this.#dueItems('CREATE', before, limit)).map(toRun);
+  }
+
+  async findQueuedRunsBefore(before: Date, limit: number): Promise<RunRecord[]> {
+    return (await this.#dueItems('RUNQ', before, limit)).map(toRun);
+  }
+
+  /** The task instances and progress shards of a new run. */
+  #runChildren(input: NewRun): Item[] {
+    const at = input.at.toISOString();
+    const shards = progressShardCount(input.tasks.length);
     const totals = new Array<number>(shards).fill(0);
     const children: Item[] = input.tasks.map((t) => {
       const shard = progressShard(t.taskId, shards);
@@ -416,51 +579,7 @@ export class DynamoStateStore implements StateStore {
         succeeded: 0,
       });
     });
-
-    const onlyOnce = { ConditionExpression: 'attribute_not_exists(pk)' };
-    try {
-      if (children.length + 1 <= MAX_TRANSACTION_ITEMS) {
-        // Small runs: everything in one atomic write, guarded by the run item's absence.
-        await aws('createRun', () =>
-          this.db.send(
-            new TransactWriteCommand({
-              TransactItems: [
-                {
-                  Put: {
-                    TableName: this.table,
-                    Item: { ...runItem, tasksWritten: true },
-                    ...onlyOnce,
-                  },
-                },
-                ...children.map((Item) => ({ Put: { TableName: this.table, Item } })),
-              ],
-            }),
-          ),
-        );
-      } else {
-        // Large runs: the run item first (the one conditional write that decides who creates
-        // the run), then its children in batches, then the flag that says they are all there.
-        // A creator that dies in between leaves `tasksWritten: false` for the reaper to finish.
-        await aws('createRun', () =>
-          this.db.send(
-            new PutCommand({
-              TableName: this.table,
-              Item: { ...runItem, tasksWritten: false },
-              ...onlyOnce,
-            }),
-          ),
-        );
-        await this.#batchPut(children);
-        const u = new Update().set('tasksWritten', true);
-        await this.#update(u.input(this.table, keys.run(input.dagId, input.runId)), 'createRun');
-      }
-      return { run, created: true };
-    } catch (e) {
-      if (!(e instanceof ConflictError)) throw e;
-      const existing = await this.getRun(input.dagId, input.runId);
-      if (!existing) throw e;
-      return { run: existing, created: false };
-    }
+    return children;
   }
 
   async getRun(dagId: string, runId: string): Promise<RunRecord | undefined> {
@@ -487,11 +606,24 @@ export class DynamoStateStore implements StateStore {
     from: readonly RunStatus[],
     to: RunStatus,
     at: Date,
+    options: { readonly reason?: string; readonly clears?: number } = {},
   ): Promise<RunRecord> {
+    checkRunTransition(from, to);
     const u = new Update().set('status', to).set('updatedAt', at.toISOString());
+    u.set('error', options.reason ? options.reason.slice(0, 2000) : null);
+    // A run leaves the queued-run indexes when it leaves `queued`.
+    if (to !== 'queued')
+      u.set('gsi2pk', null).set('gsi2sk', null).set('gsi3pk', null).set('gsi3sk', null);
     if (to === 'running') u.setIfAbsent('startTime', at.toISOString()).set('endTime', null);
     if (isTerminalRun(to)) u.set('endTime', at.toISOString());
-    const cond = `${u.name('status')} IN (${from.map((s) => u.value(s)).join(', ')})`;
+    let cond = `${u.name('status')} IN (${from.map((s) => u.value(s)).join(', ')})`;
+    if (options.clears !== undefined) {
+      const clears = u.name('clears');
+      cond +=
+        options.clears === 0
+          ? ` AND (attribute_not_exists(${clears}) OR ${clears} = ${u.value(0)})`
+          : ` AND ${clears} = ${u.value(options.clears)}`;
+    }
     return toRun(
       await this.#update(u.input(this.table, keys.run(dagId, runId), cond), `run ${runId}`),
     );
@@ -501,7 +633,8 @@ export class DynamoStateStore implements StateStore {
     const u = new Update().add('activeRuns', new Set([runId]));
     const active = u.name('activeRuns');
     const run = u.value(runId);
-    const cond = `attribute_exists(pk) AND (attribute_not_exists(${active}) OR (size(${active}) < ${u.value(max)} AND NOT contains(${active}, ${run})))`;
+    const open = `${u.name('paused')} = ${u.value(false)} AND ${u.name('deleted')} = ${u.value(false)}`;
+    const cond = `attribute_exists(pk) AND ${open} AND (attribute_not_exists(${active}) OR (size(${active}) < ${u.value(max)} AND NOT contains(${active}, ${run})))`;
     try {
       await this.#update(u.input(this.table, keys.dag(dagId), cond), `slot for ${runId}`);
       return true;
@@ -522,29 +655,20 @@ export class DynamoStateStore implements StateStore {
   }
 
   async listQueuedRuns(dagId: string, limit: number): Promise<RunRecord[]> {
-    const out: RunRecord[] = [];
-    let start: Item | undefined;
-    // The filter applies after each page is read; a few pages cover any realistic backlog.
-    for (let page = 0; page < 20 && out.length < limit; page++) {
-      const res = await aws('listQueuedRuns', () =>
-        this.db.send(
-          new QueryCommand({
-            TableName: this.table,
-            IndexName: GSI1,
-            KeyConditionExpression: 'gsi1pk = :p',
-            FilterExpression: '#s = :q',
-            ExpressionAttributeNames: { '#s': 'status' },
-            ExpressionAttributeValues: { ':p': `RUNS#${dagId}`, ':q': 'queued' },
-            ScanIndexForward: true,
-            ...(start ? { ExclusiveStartKey: start } : {}),
-          }),
-        ),
-      );
-      out.push(...(res.Items ?? []).map(toRun));
-      start = res.LastEvaluatedKey;
-      if (!start) break;
-    }
-    return out.slice(0, limit);
+    const res = await aws('listQueuedRuns', () =>
+      this.db.send(
+        new QueryCommand({
+          TableName: this.table,
+          IndexName: GSI3,
+          KeyConditionExpression: 'gsi3pk = :p',
+          ExpressionAttributeValues: { ':p': `QUEUED#${dagId}` },
+          ScanIndexForward: true,
+          Limit: limit,
+        }),
+      ),
+    );
+    // The index is eventually consistent: a run started a moment ago may still be listed.
+    return (res.Items ?? []).map(toRun).filter((r) => r.status === 'queued');
   }
 
   async listTaskInstances(dagId: string, runId: string): Promise<TaskInstanceRecord[]> {
@@ -585,6 +709,7 @@ export class DynamoStateStore implements StateStore {
       .set('startTime', t.set.startTime)
       .set('endTime', t.set.endTime)
       .set('error', t.set.error)
+      .set('retryBase', t.set.retryBase)
       .set('updatedAt', t.at);
     if (t.set.status === 'queued') u.set('queuedAt', t.at);
     // Keep the deadline index in step: an item is in it only while it waits for a deadline.
@@ -620,14 +745,14 @@ export class DynamoStateStore implements StateStore {
     downstream: TaskKey,
     upstreamTaskId: string,
     status: TaskStatus,
+    generation: number,
   ): Promise<{ task: TaskInstanceRecord; counted: boolean }> {
     const counter = counterFor(status);
     if (!counter) throw new Error(`recordUpstreamOutcome: "${status}" is not a finished status`);
-    const u = new Update()
-      .add(COUNTER[counter], 1)
-      .add('countedUpstream', new Set([upstreamTaskId]));
+    const entry = `${upstreamTaskId}#${generation}`;
+    const u = new Update().add(COUNTER[counter], 1).add('countedUpstream', new Set([entry]));
     const counted = u.name('countedUpstream');
-    const cond = `attribute_exists(pk) AND (attribute_not_exists(${counted}) OR NOT contains(${counted}, ${u.value(upstreamTaskId)}))`;
+    const cond = `attribute_exists(pk) AND (attribute_not_exists(${counted}) OR NOT contains(${counted}, ${u.value(entry)}))`;
     const key = keys.task(downstream.dagId, downstream.runId, downstream.taskId);
     try {
       return {
@@ -649,15 +774,17 @@ export class DynamoStateStore implements StateStore {
     key: TaskKey,
     succeeded: boolean,
     taskCount: number,
-  ): Promise<RunProgress | undefined> {
+    generation: number,
+  ): Promise<(RunProgress & { clears: number }) | undefined> {
     // The same pure function createRun used: no read of the run item needed.
     const shard = progressShard(key.taskId, progressShardCount(taskCount));
+    const entry = `${key.taskId}#${generation}`;
     const u = new Update()
       .add('finished', 1)
       .add('succeeded', succeeded ? 1 : 0)
-      .add('doneTasks', new Set([key.taskId]));
+      .add('doneTasks', new Set([entry]));
     const done = u.name('doneTasks');
-    const cond = `attribute_exists(pk) AND (attribute_not_exists(${done}) OR NOT contains(${done}, ${u.value(key.taskId)}))`;
+    const cond = `attribute_exists(pk) AND (attribute_not_exists(${done}) OR NOT contains(${done}, ${u.value(entry)}))`;
     let item: Item;
     try {
       item = await this.#update(
@@ -673,37 +800,75 @@ export class DynamoStateStore implements StateStore {
     return this.#progress(key.dagId, key.runId);
   }
 
-  async unrecordTaskFinished(key: TaskKey, succeeded: boolean, taskCount: number): Promise<void> {
-    const shard = progressShard(key.taskId, progressShardCount(taskCount));
-    const u = new Update()
-      .add('finished', -1)
-      .add('succeeded', succeeded ? -1 : 0)
-      .delete('doneTasks', new Set([key.taskId]));
-    // Only if it was counted: a repeat finds it gone and changes nothing.
-    const cond = `contains(${u.name('doneTasks')}, ${u.value(key.taskId)})`;
-    const input = u.input(this.table, keys.progress(key.dagId, key.runId, shard), cond);
-    try {
-      await this.#update(input, 'unrecordTaskFinished');
-    } catch (e) {
-      if (!(e instanceof ConflictError)) throw e;
+  async clearTasks(plan: ClearPlan): Promise<void> {
+    const at = plan.at.toISOString();
+    const shards = progressShardCount(plan.taskCount);
+    const taskUpdates = plan.tasks.map((t) => {
+      const u = new Update()
+        .set('status', t.status)
+        .set('attempt', t.attempt)
+        .set('generation', t.generation)
+        .set(COUNTER.success, t.counts.success)
+        .set(COUNTER.failed, t.counts.failed)
+        .set(COUNTER.upstreamFailed, t.counts.upstreamFailed)
+        .set(COUNTER.skipped, t.counts.skipped)
+        // An empty string set is not allowed: none counted is an absent attribute.
+        .set('countedUpstream', t.counted.length > 0 ? new Set(t.counted) : null)
+        .set('updatedAt', at);
+      if (t.newGeneration) {
+        u.set('retryBase', t.expect.attempt)
+          .set('leaseExpiresAt', null)
+          .set('retryAt', null)
+          .set('startTime', null)
+          .set('error', null);
+      }
+      u.set('endTime', t.status === 'skipped' || t.status === 'upstream_failed' ? at : null);
+      if (t.status === 'queued') {
+        const shard = progressShard(`${plan.dagId}#${plan.runId}#${t.taskId}`, DUE_SHARDS);
+        u.set('queuedAt', at).set('gsi2pk', `DUE#QUEUED#${shard}`).set('gsi2sk', at);
+      }
+      const cond = `${u.name('status')} = ${u.value(t.expect.status)} AND ${u.name('attempt')} = ${u.value(t.expect.attempt)} AND attribute_not_exists(${u.name('leaseToken')})`;
+      return { Update: u.input(this.table, keys.task(plan.dagId, plan.runId, t.taskId), cond) };
+    });
+    const bumps = new Map<number, { total: number; succeeded: number }>();
+    for (const t of plan.tasks) {
+      if (t.oldSucceeded === undefined) continue;
+      const shard = progressShard(t.taskId, shards);
+      const b = bumps.get(shard) ?? { total: 0, succeeded: 0 };
+      b.total += 1;
+      b.succeeded += t.oldSucceeded ? 0 : 1;
+      bumps.set(shard, b);
     }
-  }
-
-  async resetUpstreamCounts(
-    key: TaskKey,
-    counts: UpstreamCounts,
-    counted: readonly string[],
-  ): Promise<TaskInstanceRecord> {
-    const u = new Update()
-      .set(COUNTER.success, counts.success)
-      .set(COUNTER.failed, counts.failed)
-      .set(COUNTER.upstreamFailed, counts.upstreamFailed)
-      .set(COUNTER.skipped, counts.skipped)
-      // An empty string set is not allowed: no counted upstream task is an absent attribute.
-      .set('countedUpstream', counted.length > 0 ? new Set(counted) : null);
-    const cond = `${u.name('status')} = ${u.value('pending')}`;
-    const input = u.input(this.table, keys.task(key.dagId, key.runId, key.taskId), cond);
-    return toTask(await this.#update(input, `reset counts ${key.taskId}`, toTask));
+    const progressUpdates = [...bumps].map(([shard, b]) => ({
+      Update: new Update()
+        .add('total', b.total)
+        .add('succeeded', b.succeeded)
+        .input(this.table, keys.progress(plan.dagId, plan.runId, shard), 'attribute_exists(pk)'),
+    }));
+    const ru = new Update().set('updatedAt', at).add('clears', 1);
+    if (plan.runStatus !== 'running') {
+      checkRunTransition([plan.runStatus], 'running');
+      ru.set('status', 'running').set('endTime', null).set('error', null);
+    }
+    const runUpdate = {
+      Update: ru.input(
+        this.table,
+        keys.run(plan.dagId, plan.runId),
+        `${ru.name('status')} = ${ru.value(plan.runStatus)}`,
+      ),
+    };
+    // One transaction when it fits (100 actions); otherwise the run and progress first, then
+    // the tasks in chunks (a documented gap: a failure midway leaves part of the clear applied).
+    const actions = [runUpdate, ...progressUpdates, ...taskUpdates];
+    const chunks: (typeof actions)[] = [];
+    for (let i = 0; i < actions.length; i += MAX_TRANSACTION_ITEMS) {
+      chunks.push(actions.slice(i, i + MAX_TRANSACTION_ITEMS));
+    }
+    for (const chunk of chunks) {
+      await aws('clearTasks', () =>
+        this.db.send(new TransactWriteCommand({ TransactItems: chunk as never })),
+      );
+    }
   }
 
   async findExpiredLeases(now: Date, limit: number): Promise<TaskInstanceRecord[]> {
@@ -719,7 +884,11 @@ export class DynamoStateStore implements StateStore {
   }
 
   async #due(kind: string, before: Date, limit: number): Promise<TaskInstanceRecord[]> {
-    const out: TaskInstanceRecord[] = [];
+    return (await this.#dueItems(kind, before, limit)).map(toTask);
+  }
+
+  async #dueItems(kind: string, before: Date, limit: number): Promise<Item[]> {
+    const out: Item[] = [];
     for (let shard = 0; shard < DUE_SHARDS && out.length < limit; shard++) {
       const res = await aws(`find ${kind}`, () =>
         this.db.send(
@@ -732,32 +901,42 @@ export class DynamoStateStore implements StateStore {
           }),
         ),
       );
-      out.push(...(res.Items ?? []).map(toTask));
+      out.push(...(res.Items ?? []));
     }
     return out;
   }
 
-  async #progress(dagId: string, runId: string): Promise<RunProgress> {
+  async #progress(dagId: string, runId: string): Promise<RunProgress & { clears: number }> {
+    // The progress shards and the run item (`PROGRESS#…` < `RUN` < `TI#…`) in one read: the
+    // run's clear count goes with the progress it was read with.
     const res = await aws('run progress', () =>
       this.db.send(
         new QueryCommand({
           TableName: this.table,
-          KeyConditionExpression: 'pk = :p AND begins_with(sk, :s)',
-          ExpressionAttributeValues: { ':p': keys.run(dagId, runId).pk, ':s': 'PROGRESS#' },
-          ProjectionExpression: '#t, finished, succeeded',
+          KeyConditionExpression: 'pk = :p AND sk BETWEEN :s AND :r',
+          ExpressionAttributeValues: {
+            ':p': keys.run(dagId, runId).pk,
+            ':s': 'PROGRESS#',
+            ':r': 'RUN',
+          },
+          ProjectionExpression: 'sk, #t, finished, succeeded, clears',
           ExpressionAttributeNames: { '#t': 'total' },
           // Strongly consistent: of two tasks that finish together, the later read sees both.
           ConsistentRead: true,
         }),
       ),
     );
-    return (res.Items ?? []).reduce<RunProgress>(
-      (p, i) => ({
-        total: p.total + num(i.total),
-        finished: p.finished + num(i.finished),
-        succeeded: p.succeeded + num(i.succeeded),
-      }),
-      { total: 0, finished: 0, succeeded: 0 },
+    return (res.Items ?? []).reduce<RunProgress & { clears: number }>(
+      (p, i) =>
+        i.sk === 'RUN'
+          ? { ...p, clears: num(i.clears) }
+          : {
+              total: p.total + num(i.total),
+              finished: p.finished + num(i.finished),
+              succeeded: p.succeeded + num(i.succeeded),
+              clears: p.clears,
+            },
+      { total: 0, finished: 0, succeeded: 0, clears: 0 },
     );
   }
 

@@ -9,12 +9,17 @@ import { aws } from './errors.ts';
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
 
 /**
- * One FIFO message group per task instance: FIFO queues hold back the rest of a group while one
- * of its messages is in flight, so a group per task means unrelated tasks never wait on each
- * other, while the attempts of one task stay in order. Ids are hashed because a group id or
- * deduplication id may be at most 128 characters, and a DAG id and task id may be 128 each.
+ * One FIFO message group per task attempt. FIFO queues hold back the rest of a group while one
+ * of its messages is in flight (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/FIFO-queues-understanding-logic.html),
+ * so a group per attempt means nothing waits on anything else: in particular the next attempt
+ * of a task whose worker died is not held back until the dead attempt's message becomes
+ * visible again (the visibility timeout, up to the worker's timeout). Order between attempts
+ * needs no queue: the state store decides which attempt may run. Ids are hashed because a
+ * group id or deduplication id may be at most 128 characters, and a DAG id and task id may be
+ * 128 each.
  */
-export const messageGroupId = (m: TaskMessage) => sha256(`${m.dagId}\n${m.runId}\n${m.taskId}`);
+export const messageGroupId = (m: TaskMessage) =>
+  sha256(`${m.dagId}\n${m.runId}\n${m.taskId}\n${m.attempt}`);
 
 /**
  * The run, task and attempt: SQS drops a second send of the same attempt within its 5-minute

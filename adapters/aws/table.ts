@@ -8,8 +8,9 @@ import type { CreateTableCommandInput } from '@aws-sdk/client-dynamodb';
  * |-------------------|----------------------------|--------------------|---------------------------------|-------------------------------|
  * | DAG               | `DAG#{dagId}`              | `META`             | `DAGS` / `{dagId}`              |                               |
  * | DAG version       | `DAG#{dagId}`              | `V#{000000042}`    |                                 |                               |
+ * | DAG file          | `FILE#{s3 key}`            | `FILE`             |                                 |                               |
  * | import error      | `IMPORT_ERRORS`            | `{s3 key}`         |                                 |                               |
- * | run               | `RUN#{dagId}#{runId}`      | `RUN`              | `RUNS#{dagId}` / `{logicalDate}#{runId}` |                      |
+ * | run               | `RUN#{dagId}#{runId}`      | `RUN`              | `RUNS#{dagId}` / `{logicalDate}#{runId}` | `DUE#{CREATE,RUNQ}#{shard}` / `{since}` |
  * | task instance     | `RUN#{dagId}#{runId}`      | `TI#{taskId}`      |                                 | `DUE#{kind}#{shard}` / `{due}` |
  * | run progress shard| `RUN#{dagId}#{runId}`      | `PROGRESS#{nn}`    |                                 |                               |
  *
@@ -19,11 +20,18 @@ import type { CreateTableCommandInput } from '@aws-sdk/client-dynamodb';
  *   `DUE#LEASE` (lease expiry) and `DUE#RETRY` (retry time). An item leaves the index when it
  *   leaves those statuses. Its partition key carries one of 8 shards, so that the index has no
  *   hot partition at 1,000 task starts a second; the reaper queries each shard.
+ * - `gsi2` also holds runs that wait: `DUE#CREATE` while a large run's task instances are being
+ *   written, `DUE#RUNQ` while a run waits `queued` for a slot. The reaper finishes the first and
+ *   starts the second when the event that should have done it was lost.
+ * - `gsi3` (sparse) is each DAG's queue of waiting runs: `QUEUED#{dagId}` / `{logicalDate}#{runId}`,
+ *   present only while the run is `queued` with its tasks written. Starting the next run reads
+ *   one item of it, however long the DAG's history.
  * - No item is written once per task of a large run: each task instance is written for its own
  *   changes, and run progress is spread over up to 32 shard items (core/readiness).
  */
 export const GSI1 = 'gsi1';
 export const GSI2 = 'gsi2';
+export const GSI3 = 'gsi3';
 export const DUE_SHARDS = 8;
 
 export const tableKeys = {
@@ -32,6 +40,7 @@ export const tableKeys = {
     pk: `DAG#${dagId}`,
     sk: `V#${String(version).padStart(9, '0')}`,
   }),
+  dagFile: (key: string) => ({ pk: `FILE#${key}`, sk: 'FILE' }),
   importError: (key: string) => ({ pk: 'IMPORT_ERRORS', sk: key }),
   run: (dagId: string, runId: string) => ({ pk: `RUN#${dagId}#${runId}`, sk: 'RUN' }),
   task: (dagId: string, runId: string, taskId: string) => ({
@@ -58,12 +67,25 @@ export function tableDefinition(tableName: string): CreateTableCommandInput {
   return {
     TableName: tableName,
     BillingMode: 'PAY_PER_REQUEST',
-    AttributeDefinitions: ['pk', 'sk', 'gsi1pk', 'gsi1sk', 'gsi2pk', 'gsi2sk'].map(s),
+    AttributeDefinitions: [
+      'pk',
+      'sk',
+      'gsi1pk',
+      'gsi1sk',
+      'gsi2pk',
+      'gsi2sk',
+      'gsi3pk',
+      'gsi3sk',
+    ].map(s),
     KeySchema: [
       { AttributeName: 'pk', KeyType: 'HASH' },
       { AttributeName: 'sk', KeyType: 'RANGE' },
     ],
-    GlobalSecondaryIndexes: [index(GSI1, 'gsi1pk', 'gsi1sk'), index(GSI2, 'gsi2pk', 'gsi2sk')],
+    GlobalSecondaryIndexes: [
+      index(GSI1, 'gsi1pk', 'gsi1sk'),
+      index(GSI2, 'gsi2pk', 'gsi2sk'),
+      index(GSI3, 'gsi3pk', 'gsi3sk'),
+    ],
     StreamSpecification: { StreamEnabled: true, StreamViewType: 'NEW_AND_OLD_IMAGES' },
   };
 }

@@ -129,11 +129,26 @@ export function onTaskFinished(
   for (const taskId of graph.downstream.get(finished) ?? []) {
     const state = downstream(taskId);
     const counts = addOutcome(state.counts, status);
-    const upstream = graph.upstream.get(taskId)?.length ?? 0;
-    const decision = state.status === 'pending' ? decide(ruleOf(taskId), counts, upstream) : 'wait';
+    const upstreamCount = graph.upstream.get(taskId)?.length ?? 0;
+    const decision = nextStep(ruleOf(taskId), { status: state.status, counts, upstreamCount });
     out.push({ taskId, counts, decision });
   }
   return out;
+}
+
+/**
+ * The one readiness decision, used by the pure model above, by advance after the store's atomic
+ * count update, and by clear: only a pending task can be decided, by its rule and its counts.
+ */
+export function nextStep(
+  rule: TriggerRule,
+  task: {
+    readonly status: TaskStatus;
+    readonly counts: UpstreamCounts;
+    readonly upstreamCount: number;
+  },
+): Decision {
+  return task.status === 'pending' ? decide(rule, task.counts, task.upstreamCount) : 'wait';
 }
 
 /** Progress of a run, kept as counters so that detecting its end is O(1) per event. */

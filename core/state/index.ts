@@ -63,6 +63,8 @@ export const RUN_TRANSITIONS = {
   start: { from: ['queued'], to: ['running'] },
   finish: { from: ['running'], to: ['success', 'failed'] },
   cancel: { from: ['queued', 'running'], to: ['cancelled'] },
+  /** The run cannot be processed (its DAG version is unreadable): it fails with a reason. */
+  abort: { from: ['queued', 'running'], to: ['failed'] },
   /** Clearing a task of a finished run reopens the run. */
   reopen: { from: ['success', 'failed', 'cancelled'], to: ['running'] },
 } as const satisfies Record<string, { from: readonly RunStatus[]; to: readonly RunStatus[] }>;
@@ -82,6 +84,19 @@ export function canTransitionRun(event: RunEvent, from: RunStatus, to: RunStatus
   );
 }
 
+/**
+ * Checks a run status change as a store is asked to make it (from any of `from` to `to`)
+ * against RUN_TRANSITIONS: every pair must be allowed by some event.
+ */
+export function checkRunTransition(from: readonly RunStatus[], to: RunStatus): void {
+  const events = Object.keys(RUN_TRANSITIONS) as RunEvent[];
+  for (const f of from) {
+    if (!events.some((e) => canTransitionRun(e, f, to))) {
+      throw new InvalidTransitionError(`cannot move a run from "${f}" to "${to}"`);
+    }
+  }
+}
+
 /** What the store holds for one task instance; the fields a transition is conditioned on. */
 export interface TaskInstanceState {
   readonly status: TaskStatus;
@@ -89,6 +104,21 @@ export interface TaskInstanceState {
   readonly attempt: number;
   /** Set while an attempt is running; the fencing token of the worker that holds it. */
   readonly leaseToken: string | null;
+}
+
+/**
+ * The attempt count when the task was last cleared (0 if never): the retry budget counts from
+ * there, so a cleared task gets its retries again, as in Airflow.
+ */
+export function triesSoFar(ti: { readonly attempt: number; readonly retryBase?: number }): number {
+  return ti.attempt - (ti.retryBase ?? 0);
+}
+
+/** The most of an error message a task instance keeps; the log has the rest. */
+export const MAX_ERROR_CHARS = 2000;
+
+function boundError(error: string): string {
+  return error.length <= MAX_ERROR_CHARS ? error : `${error.slice(0, MAX_ERROR_CHARS - 1)}…`;
 }
 
 /**
@@ -105,6 +135,7 @@ export interface TaskTransition {
     readonly startTime?: string | null;
     readonly endTime?: string | null;
     readonly error?: string | null;
+    readonly retryBase?: number;
   };
   readonly at: string;
 }
@@ -197,7 +228,7 @@ export function finishTask(
         ...end,
         status: 'up_for_retry',
         retryAt: outcome.retryAt.toISOString(),
-        error: outcome.error,
+        error: boundError(outcome.error),
       },
       at,
     );
@@ -205,7 +236,7 @@ export function finishTask(
   return transition(
     'finish',
     ti,
-    { ...end, status: 'failed', error: outcome.error, endTime: at.toISOString() },
+    { ...end, status: 'failed', error: boundError(outcome.error), endTime: at.toISOString() },
     at,
   );
 }
@@ -253,6 +284,7 @@ export function clearTask(ti: TaskInstanceState, at: Date): TaskTransition {
       startTime: null,
       endTime: null,
       error: null,
+      retryBase: ti.attempt,
     },
     at,
   );
