@@ -11,6 +11,12 @@ new AirlessStack(app, 'Airless', {
   // Set by the local deploy only (localstack/deploy.ts): the emulator's Scheduler does not
   // substitute the scheduled time.
   emulatorScheduledTimeFallback: app.node.tryGetContext('airless:emulator') === 'true',
+  // Networks the http operator may reach despite its SSRF guard: none unless the deployer says
+  // so, e.g. `cdk deploy --context airless:httpAllowedNetworks=10.0.0.0/8,fd00::/8`.
+  httpAllowedNetworks: String(app.node.tryGetContext('airless:httpAllowedNetworks') ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== ''),
 });
 // cdk-nag 3 is a policy validation plugin: any finding, error or warning, fails synthesis.
 Validations.of(app).addPlugins(new AwsSolutionsChecks(app, { verbose: true }));

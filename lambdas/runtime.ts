@@ -10,7 +10,7 @@ import { EventBridgeScheduleRegistry } from '../adapters/aws/scheduler.ts';
 import { SqsTaskDispatcher } from '../adapters/aws/sqs.ts';
 import { SqsRetryTimers } from '../adapters/aws/timers.ts';
 import type { Deps } from '../app/deps.ts';
-import { builtInOperators } from '../operators/index.ts';
+import { builtInOperators, parseNetworkList } from '../operators/index.ts';
 
 /** Shared by every handler in a container: created once, at cold start. */
 export const logger = new Logger();
@@ -30,6 +30,19 @@ const env = z.object({
   RETRY_QUEUE_URL: z.string().min(1),
   LEASE_SECONDS: z.coerce.number().int().min(10).default(120),
   HEARTBEAT_SECONDS: z.coerce.number().int().min(1).default(30),
+  // Comma-separated CIDRs that the http operator may reach despite its SSRF guard (the
+  // httpAllowedNetworks prop of AirlessScheduler); only the worker is given it.
+  HTTP_ALLOWED_NETWORKS: z
+    .string()
+    .default('')
+    .transform((text, ctx) => {
+      try {
+        return parseNetworkList(text);
+      } catch (e) {
+        ctx.addIssue({ code: 'custom', message: (e as Error).message });
+        return z.NEVER;
+      }
+    }),
 });
 export type Env = z.infer<typeof env>;
 
@@ -59,7 +72,7 @@ export function runtime(): { env: Env; deps: Deps } {
       },
     }),
     timers: new SqsRetryTimers(aws.sqs, e.RETRY_QUEUE_URL),
-    operators: builtInOperators(),
+    operators: builtInOperators({ httpAllowedNetworks: e.HTTP_ALLOWED_NETWORKS }),
     clock: () => new Date(),
     random: Math.random,
     newId: randomUUID,

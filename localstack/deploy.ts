@@ -11,7 +11,7 @@ export const STACK = 'Airless';
 export const localFile = join(root, '.airless', 'local.json');
 const outputsFile = join(root, '.airless', 'outputs.json');
 
-/** What `npm start` writes to .airless/local.json (DESIGN.md section 7). */
+/** What `npm start` writes to .airless/local.json, so that scripts and tests find the stack. */
 export interface LocalStack {
   readonly apiUrl: string;
   readonly dagsBucket: string;
@@ -55,7 +55,14 @@ export const localApiUrl = (cfg: EmulatorConfig, apiId: string) =>
 
 export async function deployLocal(
   cfg: EmulatorConfig,
-  opts: { quiet?: boolean } = {},
+  opts: {
+    quiet?: boolean;
+    /**
+     * Networks the http operator may reach (bin/app.ts reads them from the context), for tests
+     * that call a server on this machine. Empty by default, as on AWS.
+     */
+    httpAllowedNetworks?: readonly string[];
+  } = {},
 ): Promise<{ local: LocalStack; outputs: StackOutputs }> {
   const env = {
     ...process.env,
@@ -81,6 +88,9 @@ export async function deployLocal(
       // turn on the trigger's fallback (lib/airless-scheduler.ts), for this deploy only.
       '--context',
       'airless:emulator=true',
+      ...(opts.httpAllowedNetworks?.length
+        ? ['--context', `airless:httpAllowedNetworks=${opts.httpAllowedNetworks.join(',')}`]
+        : []),
     ],
     env,
     quiet,

@@ -1,73 +1,25 @@
 import { lookup as dnsLookup, type LookupAddress } from 'node:dns';
-import { request as httpRequest, type IncomingMessage } from 'node:http';
-import { request as httpsRequest } from 'node:https';
-import { BlockList, isIP } from 'node:net';
+import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { isIP } from 'node:net';
 import { httpConfig } from '../core/dag/operators.ts';
-import type { Operator } from './registry.ts';
+import { UnrecoverableError } from '../core/errors.ts';
+import { AddressGuard, type Network } from './address-guard.ts';
+import type { Operator, OperatorContext } from './registry.ts';
 
-/**
- * Addresses a task may not reach unless its config says `allowPrivateNetwork`: loopback,
- * link-local (which holds the EC2 and ECS metadata endpoints 169.254.169.254 and 169.254.170.2),
- * private, shared, multicast and reserved ranges. A DAG author must not be able to make the
- * worker read its own credentials or probe the VPC.
- */
-const blockedV4 = new BlockList();
-for (const [net, prefix] of [
-  ['0.0.0.0', 8],
-  ['10.0.0.0', 8],
-  ['100.64.0.0', 10],
-  ['127.0.0.0', 8],
-  ['169.254.0.0', 16],
-  ['172.16.0.0', 12],
-  ['192.0.0.0', 24],
-  ['192.168.0.0', 16],
-  ['198.18.0.0', 15],
-  ['224.0.0.0', 4],
-  ['240.0.0.0', 4],
-] as const) {
-  blockedV4.addSubnet(net, prefix, 'ipv4');
-}
-// A separate list: a BlockList also checks IPv4 addresses against its IPv6 rules, as
-// IPv4-mapped addresses, so one list holding ::ffff:0:0/96 would refuse every IPv4 address.
-const blockedV6 = new BlockList();
-for (const [net, prefix] of [
-  ['::', 128],
-  ['::1', 128],
-  ['fc00::', 7],
-  ['fe80::', 10],
-  ['ff00::', 8],
-] as const) {
-  blockedV6.addSubnet(net, prefix, 'ipv6');
+export interface HttpOperatorOptions {
+  /**
+   * Networks the operator may reach although the SSRF guard refuses them by default, and the
+   * only ones plain http may reach: the deployer's choice (`httpAllowedNetworks` of the
+   * `AirlessScheduler` construct), never a DAG's.
+   * @default - none
+   */
+  readonly allowedNetworks?: readonly (string | Network)[];
 }
 
-export function isBlockedAddress(ip: string): boolean {
-  const family = isIP(ip);
-  if (family === 4) return blockedV4.check(ip, 'ipv4');
-  if (family !== 6) return true;
-  // An IPv4-mapped address (::ffff:a.b.c.d, or its hex form) is the IPv4 address it maps.
-  const mapped = /^::ffff:(?:(\d+\.\d+\.\d+\.\d+)|([0-9a-f]{1,4}):([0-9a-f]{1,4}))$/i.exec(ip);
-  if (mapped) {
-    const v4 =
-      mapped[1] ??
-      [mapped[2], mapped[3]]
-        .flatMap((h) => {
-          const n = Number.parseInt(h ?? '0', 16);
-          return [n >> 8, n & 255];
-        })
-        .join('.');
-    return blockedV4.check(v4, 'ipv4');
-  }
-  return blockedV6.check(ip, 'ipv6');
-}
-
-class RefusedAddressError extends Error {
-  constructor(host: string, address: string) {
-    super(
-      `refused to connect to ${host} (${address}): a loopback, link-local or private address; ` +
-        'set allowPrivateNetwork: true in the task config to allow it',
-    );
-  }
-}
+/** Connecting to a refused address cannot succeed on a later attempt either. */
+const refused = (host: string, address: string, why: string) =>
+  new UnrecoverableError(`refused to connect to ${host} (${address}): ${why}`);
 
 type LookupCallback = (
   err: Error | null,
@@ -76,59 +28,107 @@ type LookupCallback = (
 ) => void;
 
 /**
- * A DNS lookup for the socket that refuses blocked addresses. Checking here, at connect time,
- * rather than resolving first and connecting later, leaves no window for DNS rebinding.
+ * A DNS lookup for the socket that refuses addresses the guard refuses. Checking here, at connect
+ * time, rather than resolving first and connecting later, leaves no window for DNS rebinding.
+ * Every address of the name must pass, whichever one the socket would pick.
  */
-function guardedLookup(hostname: string, options: { all?: boolean }, callback: LookupCallback) {
-  dnsLookup(hostname, { ...options, all: true }, (err, addresses) => {
-    if (err) return callback(err, []);
-    const bad = addresses.find((a) => isBlockedAddress(a.address));
-    if (bad) return callback(new RefusedAddressError(hostname, bad.address), []);
-    if (options.all) return callback(null, addresses);
-    const first = addresses[0];
-    if (!first) return callback(new Error(`${hostname} has no address`), []);
-    callback(null, first.address, first.family);
-  });
+export function guardedLookup(guard: AddressGuard, plainHttp: boolean) {
+  return (hostname: string, options: { all?: boolean }, callback: LookupCallback) => {
+    dnsLookup(hostname, { ...options, all: true }, (err, addresses) => {
+      if (err) return callback(err, []);
+      for (const a of addresses) {
+        const why = guard.refusal(a.address, { plainHttp });
+        if (why) return callback(refused(hostname, a.address, why), []);
+      }
+      if (options.all) return callback(null, addresses);
+      const first = addresses[0];
+      if (!first) return callback(new Error(`${hostname} has no address`), []);
+      callback(null, first.address, first.family);
+    });
+  };
 }
 
 const MAX_BODY = 1024 * 1024;
 
-/** Calls an HTTPS endpoint; a status outside `expectedStatus` (default 2xx) fails the attempt. */
-export const httpOperator: Operator<typeof httpConfig._output> = {
-  name: 'http',
-  config: httpConfig,
-  async run(config, ctx) {
-    const url = new URL(config.url);
-    const host = url.hostname.replace(/^\[|\]$/g, '');
-    // Literal IP addresses skip the DNS lookup, so check them here.
-    if (!config.allowPrivateNetwork && isIP(host) && isBlockedAddress(host)) {
-      throw new RefusedAddressError(host, host);
-    }
-    const body =
-      config.body === undefined
-        ? undefined
-        : typeof config.body === 'string'
-          ? config.body
-          : JSON.stringify(config.body);
-    const headers: Record<string, string> = {
-      'user-agent': 'airless-http-operator',
-      ...(body !== undefined && typeof config.body !== 'string'
-        ? { 'content-type': 'application/json' }
-        : {}),
-      ...config.headers,
-    };
-    const signal = AbortSignal.any([ctx.signal, AbortSignal.timeout(config.timeoutSeconds * 1000)]);
-    ctx.log(`${config.method} ${url.origin}${url.pathname}`);
-    const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
-    const res = await new Promise<{ status: number; type: string; text: string }>(
-      (resolve, reject) => {
-        const req = send(
+/**
+ * 4xx statuses that mean "try again later" rather than "this request is wrong": 408 Request
+ * Timeout, 425 Too Early, 429 Too Many Requests. Every other 4xx fails the attempt for good.
+ */
+const RETRYABLE_CLIENT_ERRORS = new Set([408, 425, 429]);
+
+/**
+ * Calls an HTTP(S) endpoint; a status outside `expectedStatus` (default 2xx) fails the attempt,
+ * for good on a 4xx other than 408, 425 and 429. Loopback, private, link-local and other
+ * non-public addresses are refused (see address-guard.ts) unless the deployer allows their
+ * network; plain http may reach only those allowed networks.
+ */
+export function createHttpOperator(
+  options: HttpOperatorOptions = {},
+): Operator<typeof httpConfig._output> {
+  const guard = new AddressGuard(options.allowedNetworks ?? []);
+  // Agents of this operator only: a kept-alive socket is reused without a new lookup, so a pool
+  // shared with other code (Node's global agents) would hand this operator sockets its guard
+  // never checked, and hand others sockets checked against other networks.
+  const agents: Agents = {
+    http: new HttpAgent({ keepAlive: true, lookup: guardedLookup(guard, true) as never }),
+    https: new HttpsAgent({ keepAlive: true, lookup: guardedLookup(guard, false) as never }),
+  };
+  return {
+    name: 'http',
+    config: httpConfig,
+    run: (config, ctx) => call(config, ctx, guard, agents),
+  };
+}
+
+interface Agents {
+  readonly http: HttpAgent;
+  readonly https: HttpsAgent;
+}
+
+/** The `http` operator with no allowed networks. */
+export const httpOperator = createHttpOperator();
+
+async function call(
+  config: typeof httpConfig._output,
+  ctx: OperatorContext,
+  guard: AddressGuard,
+  agents: Agents,
+): Promise<unknown> {
+  const url = new URL(config.url);
+  const plainHttp = url.protocol === 'http:';
+  const host = url.hostname.replace(/^\[|\]$/g, '');
+  // Literal IP addresses skip the DNS lookup, so check them here.
+  if (isIP(host)) {
+    const why = guard.refusal(host, { plainHttp });
+    if (why) throw refused(host, host, why);
+  }
+  const body =
+    config.body === undefined
+      ? undefined
+      : typeof config.body === 'string'
+        ? config.body
+        : JSON.stringify(config.body);
+  const headers: Record<string, string> = {
+    'user-agent': 'airless-http-operator',
+    ...(body !== undefined && typeof config.body !== 'string'
+      ? { 'content-type': 'application/json' }
+      : {}),
+    ...config.headers,
+  };
+  const signal = AbortSignal.any([ctx.signal, AbortSignal.timeout(config.timeoutSeconds * 1000)]);
+  ctx.log(`${config.method} ${url.origin}${url.pathname}`);
+  const send = plainHttp ? httpRequest : httpsRequest;
+  const res = await new Promise<{ status: number; type: string; text: string }>(
+    (resolve, reject) => {
+      let req: ReturnType<typeof send>;
+      try {
+        req = send(
           url,
           {
             method: config.method,
             headers,
             signal,
-            ...(config.allowPrivateNetwork ? {} : { lookup: guardedLookup as never }),
+            agent: plainHttp ? agents.http : agents.https,
           },
           (response: IncomingMessage) => {
             const chunks: Buffer[] = [];
@@ -147,32 +147,40 @@ export const httpOperator: Operator<typeof httpConfig._output> = {
             response.on('error', reject);
           },
         );
-        req.on('error', (e) =>
-          reject(
-            signal.aborted
-              ? new Error(`${config.method} ${url.origin}: ${String(signal.reason)}`)
-              : e,
-          ),
+      } catch (e) {
+        // Node checks the method and headers before sending: the config itself is wrong.
+        return reject(
+          new UnrecoverableError(`invalid request: ${(e as Error).message}`, { cause: e }),
         );
-        req.end(body);
-      },
-    );
-    ctx.log(`status ${res.status}, ${res.text.length} bytes`);
-    const ok = config.expectedStatus
-      ? config.expectedStatus.includes(res.status)
-      : res.status >= 200 && res.status < 300;
-    if (!ok)
-      throw new Error(
-        `${config.method} ${url.origin}${url.pathname} answered ${res.status}: ${res.text.slice(0, 500)}`,
-      );
-    let parsed: unknown = res.text;
-    if (res.type.includes('json')) {
-      try {
-        parsed = JSON.parse(res.text);
-      } catch {
-        // keep the text
       }
+      req.on('error', (e) =>
+        reject(
+          signal.aborted
+            ? new Error(`${config.method} ${url.origin}: ${String(signal.reason)}`)
+            : e,
+        ),
+      );
+      req.end(body);
+    },
+  );
+  ctx.log(`status ${res.status}, ${res.text.length} bytes`);
+  const ok = config.expectedStatus
+    ? config.expectedStatus.includes(res.status)
+    : res.status >= 200 && res.status < 300;
+  if (!ok) {
+    const message = `${config.method} ${url.origin}${url.pathname} answered ${res.status}: ${res.text.slice(0, 500)}`;
+    if (res.status >= 400 && res.status < 500 && !RETRYABLE_CLIENT_ERRORS.has(res.status)) {
+      throw new UnrecoverableError(`${message} (a client error: retrying cannot help)`);
     }
-    return { status: res.status, body: parsed };
-  },
-};
+    throw new Error(message);
+  }
+  let parsed: unknown = res.text;
+  if (res.type.includes('json')) {
+    try {
+      parsed = JSON.parse(res.text);
+    } catch {
+      // keep the text
+    }
+  }
+  return { status: res.status, body: parsed };
+}

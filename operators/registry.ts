@@ -1,6 +1,8 @@
 import type { z } from 'zod';
 import { OperatorSchemas } from '../core/dag/operators.ts';
 import type { Task } from '../core/dag/schema.ts';
+import { jsonPath } from '../core/dag/validate.ts';
+import { UnrecoverableError } from '../core/errors.ts';
 
 /** What an operator sees of the attempt it runs. */
 export interface OperatorContext {
@@ -27,6 +29,22 @@ export interface Operator<C> {
   readonly name: string;
   readonly config: z.ZodType<C>;
   run(config: C, ctx: OperatorContext): Promise<unknown>;
+}
+
+/**
+ * Parses a task's config for the operator that runs it. The DAG was validated when it was
+ * registered, so a config that does not parse now (an operator whose schema changed since, a
+ * document edited in the bucket) will not parse on a later attempt either: it fails for good.
+ */
+export function parseTaskConfig<C>(operator: Operator<C>, config: unknown): C {
+  const r = operator.config.safeParse(config);
+  if (r.success) return r.data;
+  const problems = r.error.issues
+    .map((i) => `${jsonPath(['config', ...i.path])}: ${i.message}`)
+    .join('; ');
+  throw new UnrecoverableError(`invalid ${operator.name} config: ${problems}`, {
+    cause: r.error,
+  });
 }
 
 /** The operators a deployment can run. Custom operators join with {@link OperatorRegistry.register}. */

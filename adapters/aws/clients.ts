@@ -1,4 +1,5 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { LambdaClient } from '@aws-sdk/client-lambda';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SchedulerClient } from '@aws-sdk/client-scheduler';
 import { SQSClient } from '@aws-sdk/client-sqs';
@@ -14,6 +15,8 @@ export interface AwsClients {
   readonly sqs: SQSClient;
   readonly s3: S3Client;
   readonly scheduler: SchedulerClient;
+  /** For the `lambda` operator, which invokes DAG authors' functions from workers. */
+  readonly lambda: LambdaClient;
 }
 
 export function clientConfig(env: NodeJS.ProcessEnv = process.env) {
@@ -72,6 +75,7 @@ export function createClients(env: NodeJS.ProcessEnv = process.env): AwsClients 
     // A custom endpoint has no per-bucket DNS names: address buckets by path there.
     s3: counted('s3', new S3Client({ ...config, forcePathStyle: config.endpoint !== undefined })),
     scheduler: counted('scheduler', new SchedulerClient(config)),
+    lambda: counted('lambda', new LambdaClient(config)),
   };
 }
 

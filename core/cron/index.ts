@@ -233,50 +233,85 @@ export function toEventBridgeExpression(spec: CronSpec): string {
   return `cron(${minutes} ${hours} ${dom} ${months} ${dow} *)`;
 }
 
-const zoneCheck = new Map<string, boolean>();
+export type TimeZoneResult = { ok: true; timezone: string } | { ok: false; message: string };
 
-/** Whether `tz` is an IANA time zone this runtime knows. */
-export function isValidTimeZone(tz: string): boolean {
-  let ok = zoneCheck.get(tz);
-  if (ok === undefined) {
-    try {
-      new Intl.DateTimeFormat('en-US', { timeZone: tz });
-      ok = tz.length > 0;
-    } catch {
-      ok = false;
-    }
-    zoneCheck.set(tz, ok);
+const zones = new Map<string, TimeZoneResult>();
+
+/**
+ * The canonical IANA name of a time zone, as this runtime's ICU spells it
+ * (`Intl.DateTimeFormat(undefined, { timeZone }).resolvedOptions().timeZone`): `utc` → `UTC`,
+ * `america/new_york` → `America/New_York`, and, on Node 20's ICU, links to their target
+ * (`US/Eastern` → `America/New_York`, `Asia/Kolkata` → `Asia/Calcutta`, the name CLDR keeps).
+ * Every name stored or given to EventBridge Scheduler (`ScheduleExpressionTimezone`) goes
+ * through here.
+ *
+ * Refused: names this runtime does not know, and bare names other than the UTC aliases (`EST`,
+ * `EST5EDT`, `CET`, `MST`, `Japan`): these are legacy abbreviations and aliases kept only for
+ * compatibility, whose meaning changed in tzdata 2024b (`EST` is now a link to America/Panama,
+ * with no daylight saving time) and may differ between this runtime's tz database and
+ * EventBridge's. A DAG must name the Area/Location it means.
+ */
+export function canonicalTimeZone(tz: string): TimeZoneResult {
+  let r = zones.get(tz);
+  if (r === undefined) {
+    r = resolveTimeZone(tz);
+    zones.set(tz, r);
   }
-  return ok;
+  return r;
+}
+
+function resolveTimeZone(tz: string): TimeZoneResult {
+  let canonical: string;
+  try {
+    canonical = new Intl.DateTimeFormat(undefined, { timeZone: tz }).resolvedOptions().timeZone;
+  } catch {
+    return { ok: false, message: `unknown time zone "${tz}" (use an IANA name)` };
+  }
+  if (tz.length === 0 || !canonical) {
+    return { ok: false, message: `unknown time zone "${tz}" (use an IANA name)` };
+  }
+  if (canonical !== 'UTC' && !tz.includes('/')) {
+    return {
+      ok: false,
+      message:
+        `"${tz}" is a legacy time zone abbreviation or alias (this runtime reads it as ` +
+        `"${canonical}"); use an IANA Area/Location name such as America/New_York, or UTC`,
+    };
+  }
+  return { ok: true, timezone: canonical };
+}
+
+/** Whether `tz` is a time zone name a schedule may use (see {@link canonicalTimeZone}). */
+export function isValidTimeZone(tz: string): boolean {
+  return canonicalTimeZone(tz).ok;
 }
 
 export interface CompiledSchedule {
   readonly spec: CronSpec;
   /** For `ScheduleExpression`. */
   readonly expression: string;
-  /** For `ScheduleExpressionTimezone`. */
+  /** For `ScheduleExpressionTimezone`: the canonical IANA name. */
   readonly timezone: string;
 }
 
 export type CompileResult = ({ ok: true } & CompiledSchedule) | { ok: false; issues: Issue[] };
 
-/** Compiles a DAG's `schedule.cron` and `schedule.timezone`; issue paths are relative to `schedule`. */
+/**
+ * Compiles a DAG's `schedule.cron` and `schedule.timezone`, with the time zone canonicalized;
+ * issue paths are relative to `schedule`.
+ */
 export function compileSchedule(cron: string, timezone = 'UTC'): CompileResult {
   const issues: Issue[] = [];
   const parsed = parseCron(cron);
   if (!parsed.ok) issues.push({ path: 'cron', message: parsed.message });
-  if (!isValidTimeZone(timezone)) {
-    issues.push({
-      path: 'timezone',
-      message: `unknown time zone "${timezone}" (use an IANA name)`,
-    });
-  }
-  if (!parsed.ok || issues.length > 0) return { ok: false, issues };
+  const zone = canonicalTimeZone(timezone);
+  if (!zone.ok) issues.push({ path: 'timezone', message: zone.message });
+  if (!parsed.ok || !zone.ok) return { ok: false, issues };
   return {
     ok: true,
     spec: parsed.spec,
     expression: toEventBridgeExpression(parsed.spec),
-    timezone,
+    timezone: zone.timezone,
   };
 }
 

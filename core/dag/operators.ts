@@ -29,23 +29,11 @@ export const httpConfig = z
     body: z.unknown().optional(),
     timeoutSeconds: z.number().positive().max(900).default(30),
     expectedStatus: z.array(z.int().min(100).max(599)).min(1).optional(),
-    allowPrivateNetwork: z
-      .boolean()
-      .default(false)
-      .describe(
-        'Allow loopback, link-local and private addresses (refused by default: SSRF guard).',
-      ),
   })
-  .superRefine((cfg, ctx) => {
-    if (!cfg.allowPrivateNetwork && cfg.url.startsWith('http:')) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['url'],
-        message: 'must use https (plain http needs allowPrivateNetwork: true)',
-      });
-    }
-  })
-  .describe('Calls an HTTPS endpoint.');
+  .describe(
+    'Calls an HTTPS endpoint. Loopback, private and link-local addresses, and plain http, reach ' +
+      'only the networks the deployer allows (httpAllowedNetworks), never ones a DAG chooses.',
+  );
 
 export const lambdaConfig = z
   .strictObject({

@@ -1,8 +1,13 @@
 import { z } from 'zod';
+import { canonicalTimeZone } from '../cron/index.ts';
 import { OperatorSchemas } from './operators.ts';
 
-/** DESIGN.md section 3: ids of DAGs and tasks. */
-export const ID_PATTERN = /^[A-Za-z0-9_.-]{1,128}$/;
+/**
+ * DESIGN.md section 3: ids of DAGs and tasks, 1 to 128 of `A-Za-z0-9_.-`, but not only dots:
+ * ids become S3 key and URL path segments, where `.` and `..` mean this and the parent folder.
+ */
+export const ID_PATTERN = /^(?!\.+$)[A-Za-z0-9_.-]{1,128}$/;
+const ONLY_DOTS = /^\.+$/;
 /** Refused before parsing: a DAG document is stored whole in S3 and read whole by Lambdas. */
 export const MAX_DAG_BYTES = 1024 * 1024;
 export const MAX_TASKS = 10_000;
@@ -21,7 +26,12 @@ export const TRIGGER_RULES = [
 export type TriggerRule = (typeof TRIGGER_RULES)[number];
 
 const id = (what: string) =>
-  z.string().regex(ID_PATTERN, { message: `${what} must match ${ID_PATTERN.source}` });
+  z.string().regex(ID_PATTERN, {
+    error: (issue) =>
+      typeof issue.input === 'string' && ONLY_DOTS.test(issue.input)
+        ? `${what} must not be made only of dots ("." and ".." are path segments)`
+        : `${what} must match ${ID_PATTERN.source}`,
+  });
 
 /**
  * Retry and timeout settings. A task inherits each one from the DAG's `defaults`, and those from
@@ -46,7 +56,17 @@ const taskSettings = {
 
 const schedule = z.strictObject({
   cron: z.string().min(1).describe('5-field Unix cron, or @hourly @daily @weekly @monthly @yearly'),
-  timezone: z.string().min(1).default('UTC').describe('IANA time zone name'),
+  // Stored as the canonical IANA name (`utc` → `UTC`); a name that is not one is reported by
+  // validateDag, beside the cron expression, through compileSchedule.
+  timezone: z
+    .string()
+    .min(1)
+    .overwrite((tz) => {
+      const c = canonicalTimeZone(tz);
+      return c.ok ? c.timezone : tz;
+    })
+    .default('UTC')
+    .describe('IANA time zone name, such as America/New_York'),
   catchup: z.boolean().default(false),
 });
 

@@ -462,7 +462,10 @@ describe('event sources', () => {
       StartingPosition: 'TRIM_HORIZON',
       BatchSize: 100,
       BisectBatchOnFunctionError: true,
-      MaximumRetryAttempts: 10,
+      // A poison record holds its shard back for a few retries or an hour at most, not for
+      // 10 bisected retries (minutes) or until the stream's 24-hour retention.
+      MaximumRetryAttempts: 3,
+      MaximumRecordAgeInSeconds: 3600,
       FunctionResponseTypes: ['ReportBatchItemFailures'],
       DestinationConfig: {
         OnFailure: { Destination: getAtt(stack.scheduler.advanceFailureQueue) },
@@ -519,6 +522,7 @@ describe('alarms', () => {
       s.taskDeadLetterQueue,
       s.schedules.deadLetterQueue,
       s.advanceFailureQueue,
+      s.retryTimers.deadLetterQueue,
     ]) {
       template.hasResourceProperties('AWS::CloudWatch::Alarm', {
         Namespace: 'AWS/SQS',

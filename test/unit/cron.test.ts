@@ -2,6 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   type CronSpec,
+  canonicalTimeZone,
   compileSchedule,
   isValidTimeZone,
   nextRuns,
@@ -90,6 +91,7 @@ describe('refusing what cannot be scheduled', () => {
   it('refuses unknown time zones, naming the field', () => {
     expect(isValidTimeZone('Europe/London')).toBe(true);
     expect(isValidTimeZone('Europe/Lundon')).toBe(false);
+    expect(isValidTimeZone('')).toBe(false);
     expect(compileSchedule('0 0 1 * 1', 'Nowhere/City')).toEqual({
       ok: false,
       issues: [
@@ -97,6 +99,62 @@ describe('refusing what cannot be scheduled', () => {
         { path: 'timezone', message: 'unknown time zone "Nowhere/City" (use an IANA name)' },
       ],
     });
+  });
+});
+
+describe('time zone names', () => {
+  it.each([
+    ['UTC', 'UTC'],
+    ['utc', 'UTC'],
+    ['Etc/UTC', 'UTC'],
+    ['GMT', 'UTC'],
+    ['america/new_york', 'America/New_York'],
+    ['AMERICA/NEW_YORK', 'America/New_York'],
+    ['Europe/London', 'Europe/London'],
+    ['europe/paris', 'Europe/Paris'],
+    ['asia/tokyo', 'Asia/Tokyo'],
+    ['Etc/GMT+5', 'Etc/GMT+5'],
+  ])('%s compiles to the canonical %s', (tz, canonical) => {
+    expect(canonicalTimeZone(tz)).toEqual({ ok: true, timezone: canonical });
+    expect(compileSchedule('0 9 * * *', tz)).toMatchObject({ ok: true, timezone: canonical });
+  });
+
+  it('resolves a link with a slash (US/Eastern) to a zone of the same rules', () => {
+    // Node 20's ICU resolves links to their target; runtimes that keep the name as written (the
+    // Temporal-era behaviour) store US/Eastern, which EventBridge also accepts.
+    const c = canonicalTimeZone('us/eastern');
+    expect(c.ok && c.timezone).toMatch(/^(America\/New_York|US\/Eastern)$/);
+  });
+
+  it.each(['EST', 'est', 'EST5EDT', 'CET', 'MST', 'HST', 'PST8PDT', 'Japan', 'Cuba'])(
+    'refuses the legacy abbreviation or alias %s, naming what it would mean',
+    (tz) => {
+      const c = canonicalTimeZone(tz);
+      expect(c).toEqual({ ok: false, message: expect.stringMatching(/legacy .*Area\/Location/) });
+      expect(compileSchedule('0 9 * * *', tz)).toEqual({
+        ok: false,
+        issues: [{ path: 'timezone', message: c.ok ? '' : c.message }],
+      });
+    },
+  );
+
+  it.each(['', 'Nowhere/City', 'Z', '+05:00', 'America/New York', 'UTC+1'])(
+    'refuses %j as unknown',
+    (tz) => {
+      expect(canonicalTimeZone(tz)).toEqual({
+        ok: false,
+        message: `unknown time zone "${tz}" (use an IANA name)`,
+      });
+    },
+  );
+
+  it('canonicalizes every zone this runtime lists to itself or another listed zone', () => {
+    const listed = Intl.supportedValuesOf('timeZone');
+    for (const tz of listed) {
+      const c = canonicalTimeZone(tz);
+      expect(c.ok, tz).toBe(true);
+      if (c.ok) expect(canonicalTimeZone(c.timezone)).toEqual(c);
+    }
   });
 });
 

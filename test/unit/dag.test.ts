@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import {
   dagJsonSchemaText,
+  ID_PATTERN,
   jsonPath,
   MAX_DAG_BYTES,
   MAX_TASKS,
@@ -72,10 +73,47 @@ describe('validateDag: shape', () => {
         tasks: [noop('ok', [], { triggerRule: 'sometimes' }), { operator: 'noop' }],
       }),
     ).toEqual([
-      { path: '$.dagId', message: 'dagId must match ^[A-Za-z0-9_.-]{1,128}$' },
+      { path: '$.dagId', message: 'dagId must match ^(?!\\.+$)[A-Za-z0-9_.-]{1,128}$' },
       { path: '$.maxActiveRuns', message: expect.stringContaining('>=1') },
       { path: '$.tasks[0].triggerRule', message: expect.stringContaining('all_success') },
       { path: '$.tasks[1].taskId', message: 'required (string)' },
+    ]);
+  });
+
+  it('refuses ids made only of dots, which are path segments in S3 keys and URLs', () => {
+    const onlyDots = (what: string) =>
+      `${what} must not be made only of dots ("." and ".." are path segments)`;
+    for (const bad of ['.', '..', '...', '.'.repeat(128)]) {
+      expect(issues(dag([noop(bad)], { dagId: bad }))).toEqual([
+        { path: '$.dagId', message: onlyDots('dagId') },
+        { path: '$.tasks[0].taskId', message: onlyDots('taskId') },
+      ]);
+    }
+    // Dots beside other characters are fine: versions, file-like names.
+    for (const good of ['.a', 'a.', '..a', 'v1.2', '_..', '-', 'a..b']) {
+      expect(validateDag(dag([noop(good)], { dagId: good })).ok, good).toBe(true);
+    }
+    expect(ID_PATTERN.test('..')).toBe(false);
+    expect(ID_PATTERN.test('a'.repeat(129))).toBe(false);
+  });
+
+  it('stores the canonical time zone name, and names the field when there is none', () => {
+    const zone = (timezone: string) => {
+      const r = validateDag(dag([noop('a')], { schedule: { cron: '@daily', timezone } }));
+      return r.ok ? r.dag.schedule?.timezone : r.issues;
+    };
+    expect(zone('utc')).toBe('UTC');
+    expect(zone('Etc/UTC')).toBe('UTC');
+    expect(zone('america/new_york')).toBe('America/New_York');
+    expect(zone('Europe/London')).toBe('Europe/London');
+    expect(zone('Nowhere/City')).toEqual([
+      {
+        path: '$.schedule.timezone',
+        message: 'unknown time zone "Nowhere/City" (use an IANA name)',
+      },
+    ]);
+    expect(zone('EST')).toEqual([
+      { path: '$.schedule.timezone', message: expect.stringContaining('legacy') },
     ]);
   });
 
@@ -122,14 +160,17 @@ describe('validateDag: operator config', () => {
     ]);
   });
 
-  it('refuses plain http unless the task allows private networks', () => {
+  it('leaves the network to the deployer: no DAG field opens one, and http URLs validate', () => {
     const http = (config: object) => dag([{ taskId: 'h', operator: 'http', config }]);
-    expect(issues(http({ url: 'http://example.com/' }))).toEqual([
-      { path: '$.tasks[0].config.url', message: expect.stringContaining('https') },
+    expect(issues(http({ url: 'https://127.0.0.1:8080/', allowPrivateNetwork: true }))).toEqual([
+      { path: '$.tasks[0].config.allowPrivateNetwork', message: 'unknown field' },
     ]);
-    expect(validateDag(http({ url: 'http://127.0.0.1:8080/', allowPrivateNetwork: true })).ok).toBe(
-      true,
-    );
+    // Whether plain http may go out depends on the deployment (httpAllowedNetworks): checked at
+    // run time by the operator.
+    expect(validateDag(http({ url: 'http://10.0.0.7/hook' })).ok).toBe(true);
+    expect(issues(http({ url: 'ftp://example.com/' }))).toEqual([
+      { path: '$.tasks[0].config.url', message: 'must be an absolute http(s) URL' },
+    ]);
   });
 
   it('names the unknown operator and the known ones', () => {

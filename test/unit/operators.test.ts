@@ -1,11 +1,14 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { InvokeCommand } from '@aws-sdk/client-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import type { Task } from '../../core/dag/schema.ts';
 import { validateDag } from '../../core/dag/validate.ts';
-import { httpOperator, isBlockedAddress } from '../../operators/http.ts';
-import { builtInOperators, type OperatorContext } from '../../operators/index.ts';
+import { UnrecoverableError } from '../../core/errors.ts';
+import { createHttpOperator, httpOperator } from '../../operators/http.ts';
+import { builtInOperators, type OperatorContext, parseTaskConfig } from '../../operators/index.ts';
+import { createLambdaOperator, type InvokeClient } from '../../operators/lambda.ts';
 import { noop } from '../../operators/noop.ts';
 import { OperatorRegistry } from '../../operators/registry.ts';
 
@@ -23,42 +26,17 @@ function context(attempt = 1, signal = new AbortController().signal) {
   return { ctx, lines };
 }
 
-describe('SSRF guard: addresses a task may not reach by default', () => {
-  it.each([
-    ['127.0.0.1', true],
-    ['127.255.0.9', true],
-    ['169.254.169.254', true], // EC2 instance metadata
-    ['169.254.170.2', true], // ECS task credentials
-    ['10.1.2.3', true],
-    ['172.16.0.1', true],
-    ['172.31.255.255', true],
-    ['192.168.1.1', true],
-    ['100.64.0.1', true],
-    ['0.0.0.0', true],
-    ['224.0.0.1', true],
-    ['::1', true],
-    ['::ffff:127.0.0.1', true],
-    ['::ffff:169.254.169.254', true],
-    ['::ffff:a9fe:a9fe', true], // the same, in hex
-    ['::ffff:8.8.8.8', false],
-    ['fe80::1', true],
-    ['fd00:ec2::254', true], // EC2 metadata over IPv6
-    ['not-an-ip', true],
-    ['8.8.8.8', false],
-    ['172.32.0.1', false],
-    ['93.184.215.14', false],
-    ['2606:4700::1111', false],
-  ])('%s blocked: %s', (ip, blocked) => {
-    expect(isBlockedAddress(ip)).toBe(blocked);
-  });
-});
-
 describe('http operator (against a server on 127.0.0.1)', () => {
   let server: Server;
   let port: number;
   beforeAll(async () => {
     server = createServer((req, res) => {
       if (req.url === '/slow') return void setTimeout(() => res.end('late'), 5000);
+      const status = /^\/status\/(\d{3})$/.exec(req.url ?? '');
+      if (status) {
+        res.statusCode = Number(status[1]);
+        return void res.end(`status ${status[1]}`);
+      }
       if (req.url === '/teapot') {
         res.statusCode = 418;
         return void res.end('short and stout');
@@ -77,26 +55,55 @@ describe('http operator (against a server on 127.0.0.1)', () => {
   });
   afterAll(() => new Promise<void>((r) => server.close(() => r())));
 
-  const config = (url: string, extra: object = {}) =>
-    httpOperator.config.parse({ url, allowPrivateNetwork: true, ...extra });
+  // As a deployer would allow a local server: `httpAllowedNetworks: ['127.0.0.1/32']`.
+  const local = createHttpOperator({ allowedNetworks: ['127.0.0.1/32'] });
+  const config = (url: string, extra: object = {}) => local.config.parse({ url, ...extra });
 
-  it('refuses loopback by literal address and by name unless allowPrivateNetwork', async () => {
-    for (const host of ['127.0.0.1', 'localhost']) {
+  it('refuses loopback by literal address and by name, for good, unless the deployer allows it', async () => {
+    for (const host of ['127.0.0.1', 'localhost', '[::1]', '[::ffff:127.0.0.1]', '2130706433']) {
       const cfg = httpOperator.config.parse({ url: `https://${host}:${port}/` });
-      await expect(httpOperator.run(cfg, context().ctx)).rejects.toThrow(
-        /refused to connect .* allowPrivateNetwork/,
-      );
+      const run = httpOperator.run(cfg, context().ctx);
+      await expect(run, host).rejects.toThrow(/refused to connect .*httpAllowedNetworks/);
+      await expect(run, host).rejects.toBeInstanceOf(UnrecoverableError);
     }
     await expect(
       httpOperator.run(
         httpOperator.config.parse({ url: 'https://169.254.169.254/latest/meta-data/' }),
         context().ctx,
       ),
-    ).rejects.toThrow(/refused to connect to 169\.254\.169\.254/);
+    ).rejects.toThrow(/refused to connect to 169\.254\.169\.254 .*link-local/);
+  });
+
+  it('no DAG config can open a network', () => {
+    expect(() =>
+      httpOperator.config.parse({ url: 'https://127.0.0.1/', allowPrivateNetwork: true }),
+    ).toThrow(/allowPrivateNetwork/);
+  });
+
+  it('plain http reaches only the allowed networks; elsewhere it needs https', async () => {
+    // A public address, refused before any connection is made.
+    const run = httpOperator.run(
+      httpOperator.config.parse({ url: 'http://93.184.216.34/' }),
+      context().ctx,
+    );
+    await expect(run).rejects.toThrow(/plain http may reach only .*use https/);
+    await expect(run).rejects.toBeInstanceOf(UnrecoverableError);
+    // Allowed 127.0.0.1 does not allow 127.0.0.2, nor ::1.
+    const other = local.run(config(`http://127.0.0.2:${port}/`), context().ctx);
+    await expect(other).rejects.toBeInstanceOf(UnrecoverableError);
+  });
+
+  it('reaches an allowed network by name too: every address the name resolves to must be allowed', async () => {
+    const cfg = (op: typeof local) => op.config.parse({ url: `http://localhost:${port}/echo` });
+    const both = createHttpOperator({ allowedNetworks: ['127.0.0.0/8', '::1/128'] });
+    expect(await both.run(cfg(both), context().ctx)).toMatchObject({ status: 200 });
+    await expect(httpOperator.run(cfg(httpOperator), context().ctx)).rejects.toBeInstanceOf(
+      UnrecoverableError,
+    );
   });
 
   it('calls the endpoint when allowed, sending the JSON body and returning the parsed response', async () => {
-    const out = await httpOperator.run(
+    const out = await local.run(
       config(`http://127.0.0.1:${port}/echo`, { method: 'POST', body: { a: 1 } }),
       context().ctx,
     );
@@ -105,32 +112,170 @@ describe('http operator (against a server on 127.0.0.1)', () => {
 
   it('fails on an unexpected status, and accepts it when listed in expectedStatus', async () => {
     await expect(
-      httpOperator.run(config(`http://127.0.0.1:${port}/teapot`), context().ctx),
+      local.run(config(`http://127.0.0.1:${port}/teapot`), context().ctx),
     ).rejects.toThrow(/answered 418: short and stout/);
-    const ok = await httpOperator.run(
+    const ok = await local.run(
       config(`http://127.0.0.1:${port}/teapot`, { expectedStatus: [418] }),
       context().ctx,
     );
     expect(ok).toMatchObject({ status: 418 });
   });
 
+  it.each([400, 401, 403, 404, 405, 410, 413, 418, 422, 451])(
+    'fails for good on %i: the request itself is wrong',
+    async (status) => {
+      const run = local.run(config(`http://127.0.0.1:${port}/status/${status}`), context().ctx);
+      await expect(run).rejects.toThrow(`answered ${status}`);
+      await expect(run).rejects.toBeInstanceOf(UnrecoverableError);
+      // Also when expectedStatus lists other statuses.
+      await expect(
+        local.run(
+          config(`http://127.0.0.1:${port}/status/${status}`, { expectedStatus: [200, 201] }),
+          context().ctx,
+        ),
+      ).rejects.toBeInstanceOf(UnrecoverableError);
+    },
+  );
+
+  it.each([408, 425, 429, 500, 502, 503, 504, 302])('leaves %i retryable', async (status) => {
+    const err = await local
+      .run(config(`http://127.0.0.1:${port}/status/${status}`), context().ctx)
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+    expect(err).toBeInstanceOf(Error);
+    expect(err).not.toBeInstanceOf(UnrecoverableError);
+    expect(String(err)).toContain(`answered ${status}`);
+  });
+
+  it('fails for good on headers Node refuses to send', async () => {
+    for (const headers of [{ 'bad header': 'x' }, { 'x-ok': 'line\r\nInjected: 1' }]) {
+      const run = local.run(config(`http://127.0.0.1:${port}/echo`, { headers }), context().ctx);
+      await expect(run).rejects.toThrow(/invalid request/);
+      await expect(run).rejects.toBeInstanceOf(UnrecoverableError);
+    }
+  });
+
   it('times out', async () => {
-    await expect(
-      httpOperator.run(
-        config(`http://127.0.0.1:${port}/slow`, { timeoutSeconds: 0.3 }),
-        context().ctx,
-      ),
-    ).rejects.toThrow();
+    const run = local.run(
+      config(`http://127.0.0.1:${port}/slow`, { timeoutSeconds: 0.3 }),
+      context().ctx,
+    );
+    await expect(run).rejects.toThrow();
+    await expect(run).rejects.not.toBeInstanceOf(UnrecoverableError);
   });
 
   it('stops when the attempt is aborted (timeout or lost lease)', async () => {
     const abort = new AbortController();
-    const run = httpOperator.run(
-      config(`http://127.0.0.1:${port}/slow`),
-      context(1, abort.signal).ctx,
-    );
+    const run = local.run(config(`http://127.0.0.1:${port}/slow`), context(1, abort.signal).ctx);
     abort.abort(new Error('the lease on this attempt was lost'));
     await expect(run).rejects.toThrow();
+  });
+
+  it('builtInOperators gives the http operator the deployer networks', async () => {
+    const op = builtInOperators({ httpAllowedNetworks: ['127.0.0.1/32'] }).get('http');
+    expect(
+      await op?.run(op.config.parse({ url: `http://127.0.0.1:${port}/echo` }), context().ctx),
+    ).toMatchObject({ status: 200 });
+    const closed = builtInOperators().get('http');
+    await expect(
+      closed?.run(closed.config.parse({ url: `http://127.0.0.1:${port}/echo` }), context().ctx),
+    ).rejects.toBeInstanceOf(UnrecoverableError);
+  });
+});
+
+describe('lambda operator (a fake client)', () => {
+  const fake = (respond: (cmd: InvokeCommand) => unknown) => {
+    const sent: InvokeCommand[] = [];
+    const client: InvokeClient = {
+      send: async (cmd) => {
+        sent.push(cmd);
+        return respond(cmd) as never;
+      },
+    };
+    return { op: createLambdaOperator(() => client), sent };
+  };
+  const awsError = (name: string) => Object.assign(new Error(`${name} message`), { name });
+  const cfg = { functionName: 'transform', qualifier: 'live' };
+
+  it('sends the attempt identity and run inputs, and returns the parsed result', async () => {
+    const { op, sent } = fake(() => ({
+      StatusCode: 200,
+      Payload: new TextEncoder().encode('{"rows":3}'),
+    }));
+    expect(await op.run(op.config.parse(cfg), context(2).ctx)).toEqual({ rows: 3 });
+    const input = sent[0]?.input;
+    expect(input).toMatchObject({ FunctionName: 'transform', Qualifier: 'live' });
+    expect(JSON.parse(new TextDecoder().decode(input?.Payload as Uint8Array))).toEqual({
+      dagId: 'd',
+      runId: 'r',
+      taskId: 't',
+      attempt: 2,
+      conf: {},
+      params: {},
+    });
+  });
+
+  it.each([
+    'ResourceNotFoundException',
+    'AccessDeniedException',
+    'InvalidRequestContentException',
+    'RequestTooLargeException',
+    'InvalidParameterValueException',
+    'UnsupportedMediaTypeException',
+    'ValidationException',
+  ])('fails for good when Lambda refuses the request: %s', async (name) => {
+    const { op } = fake(() => {
+      throw awsError(name);
+    });
+    const run = op.run(op.config.parse(cfg), context().ctx);
+    await expect(run).rejects.toThrow(`invoking transform:live was refused (${name})`);
+    await expect(run).rejects.toBeInstanceOf(UnrecoverableError);
+  });
+
+  it.each([
+    'TooManyRequestsException',
+    'ServiceException',
+    'ResourceNotReadyException',
+    'ResourceConflictException',
+    'EC2ThrottledException',
+    'AbortError',
+  ])('leaves %s retryable', async (name) => {
+    const { op } = fake(() => {
+      throw awsError(name);
+    });
+    const err = await op.run(op.config.parse(cfg), context().ctx).catch((e: unknown) => e);
+    expect(err).toMatchObject({ name });
+    expect(err).not.toBeInstanceOf(UnrecoverableError);
+  });
+
+  it('leaves an error of the function itself retryable', async () => {
+    const { op } = fake(() => ({
+      StatusCode: 200,
+      FunctionError: 'Unhandled',
+      Payload: new TextEncoder().encode('{"errorMessage":"no rows"}'),
+    }));
+    const err = await op.run(op.config.parse(cfg), context().ctx).catch((e: unknown) => e);
+    expect(String(err)).toMatch(/transform failed \(Unhandled\): .*no rows/);
+    expect(err).not.toBeInstanceOf(UnrecoverableError);
+  });
+});
+
+describe('parseTaskConfig', () => {
+  it('returns the parsed config, with defaults', () => {
+    expect(parseTaskConfig(httpOperator, { url: 'https://example.com/' })).toMatchObject({
+      method: 'GET',
+      timeoutSeconds: 30,
+    });
+  });
+
+  it('fails for good on a config that does not parse, naming the fields', () => {
+    const parse = () =>
+      parseTaskConfig(httpOperator, { url: 'nope', allowPrivateNetwork: true, method: 'FETCH' });
+    expect(parse).toThrow(UnrecoverableError);
+    expect(parse).toThrow(/invalid http config: .*\$\.config\.url.*\$\.config\.method/);
+    expect(() => parseTaskConfig(noop, { failAttempts: -1 })).toThrow(UnrecoverableError);
   });
 });
 
