@@ -3,6 +3,7 @@ import { ConflictError, NotFoundError, UnrecoverableError } from '../core/errors
 import type { TaskInstanceRecord, TaskMessage } from '../core/ports.ts';
 import { nextRetryAt } from '../core/retry/index.ts';
 import { claimTask, finishTask, heartbeatTask, triesSoFar } from '../core/state/index.ts';
+import { parseTaskConfig } from '../operators/registry.ts';
 import { loadDag } from './dags.ts';
 import type { Deps } from './deps.ts';
 import { scheduleRetry } from './retries.ts';
@@ -105,13 +106,8 @@ export async function executeTask(
     log.add(
       `attempt ${msg.attempt} (try ${triesSoFar(current)} of ${task.retries + 1}): ${task.operator} ${task.taskId}`,
     );
-    const parsed = operator.config.safeParse(task.config);
-    if (!parsed.success) {
-      throw new UnrecoverableError(
-        `bad config: ${parsed.error.issues.map((i) => `${i.path.join('.') || '$'}: ${i.message}`).join('; ')}`,
-      );
-    }
-    const config = parsed.data;
+    // A config that does not parse now never will: the attempt fails for good.
+    const config = parseTaskConfig(operator, task.config);
     const aborted = new Promise<never>((_, reject) => {
       controller.signal.addEventListener('abort', () => reject(controller.signal.reason));
     });
@@ -134,7 +130,8 @@ export async function executeTask(
       log.add(`output: ${JSON.stringify(output).slice(0, 4000)}`);
   } catch (e) {
     error = e instanceof Error ? e.message : String(e);
-    unrecoverable = e instanceof UnrecoverableError;
+    // By name too: an operator bundled with its own copy of the class is still understood.
+    unrecoverable = e instanceof UnrecoverableError || (e as Error)?.name === 'UnrecoverableError';
     log.add(`error: ${error}`);
     if (unrecoverable) log.add('this failure is not retryable: no further attempt');
   } finally {

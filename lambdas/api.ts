@@ -78,8 +78,15 @@ function parse<T>(schema: z.ZodType<T>, value: unknown, prefix: PropertyKey[] = 
   return r.data;
 }
 
-const id = z.string().regex(ID_PATTERN, { message: `must match ${ID_PATTERN.source}` });
-const runIdSchema = z.string().regex(/^[A-Za-z0-9_.:+-]{1,200}$/, { message: 'is not a run id' });
+const onlyDots = /^\.+$/;
+const id = z
+  .string()
+  .refine((v) => !onlyDots.test(v), { message: 'must not be made only of dots' })
+  .refine((v) => ID_PATTERN.test(v), { message: 'must be 1 to 128 of A-Z a-z 0-9 _ . -' });
+const runIdSchema = z
+  .string()
+  .regex(/^[A-Za-z0-9_.:+-]{1,200}$/, { message: 'is not a run id' })
+  .refine((v) => !onlyDots.test(v), { message: 'is not a run id' });
 const pathParams = z.object({
   dag_id: id,
   run_id: runIdSchema.optional(),
@@ -132,6 +139,7 @@ const triggerBody = z.strictObject({
   idempotencyKey: z
     .string()
     .regex(/^[A-Za-z0-9_.:-]{1,128}$/, { message: 'must match ^[A-Za-z0-9_.:-]{1,128}$' })
+    .refine((v) => !onlyDots.test(v), { message: 'must not be made only of dots' })
     .optional(),
 });
 

@@ -1,5 +1,5 @@
 import { fileURLToPath } from 'node:url';
-import { Duration, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
+import { Duration, RemovalPolicy, Stack, Token, Validations } from 'aws-cdk-lib';
 import type * as apigw from 'aws-cdk-lib/aws-apigatewayv2';
 import type * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as events from 'aws-cdk-lib/aws-events';
@@ -12,6 +12,7 @@ import type * as scheduler from 'aws-cdk-lib/aws-scheduler';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
+import { parseNetwork } from '../operators/address-guard.ts';
 import { AirlessFunction } from './airless-function.ts';
 import { Alarms } from './alarms.ts';
 import { Api } from './api.ts';
@@ -56,6 +57,15 @@ export interface AirlessSchedulerProps {
    * @default - none
    */
   readonly invokableFunctions?: readonly lambda.IFunction[];
+  /**
+   * Networks (CIDRs such as `10.0.0.0/8`, `127.0.0.1/32`, `::1/128`) that the `http` operator may
+   * reach although its SSRF guard refuses them by default (loopback, private, link-local and other
+   * non-public addresses), and the only networks that plain `http:` URLs may reach. This is the
+   * deployer's decision: no DAG can open a network. Allow as little as you need; never the
+   * link-local range, which holds the instance metadata and credential endpoints.
+   * @default - none: tasks reach only public addresses, over https
+   */
+  readonly httpAllowedNetworks?: readonly string[];
   /**
    * Where alarms notify.
    * @default - a new SNS topic
@@ -160,6 +170,22 @@ export class AirlessScheduler extends Construct {
       for (const [k, v] of Object.entries(env)) f.function.addEnvironment(k, v);
     }
 
+    const httpAllowedNetworks = props.httpAllowedNetworks ?? [];
+    for (const cidr of httpAllowedNetworks) {
+      // A token (a VPC's CIDR block) is checked when the worker starts instead.
+      if (!Token.isUnresolved(cidr)) {
+        try {
+          parseNetwork(cidr);
+        } catch (e) {
+          throw new Error(`httpAllowedNetworks: ${(e as Error).message}`);
+        }
+      }
+    }
+    if (httpAllowedNetworks.length > 0) {
+      // Read once at cold start by lambdas/runtime.ts and given to the http operator.
+      worker.function.addEnvironment('HTTP_ALLOWED_NETWORKS', httpAllowedNetworks.join(','));
+    }
+
     if (props.emulatorScheduledTimeFallback) {
       trigger.function.addEnvironment('SCHEDULED_TIME_FALLBACK', 'latest-fire-time');
     }
@@ -176,11 +202,13 @@ export class AirlessScheduler extends Construct {
     dagsBucket.grants.read(registrar);
     dataBucket.grants.readWrite(registrar);
     schedules.grantManageSchedules(registrar);
-    dagsBucket.addEventNotification(
-      s3.EventType.OBJECT_CREATED,
-      new s3n.LambdaDestination(registrar.function),
-      { prefix: 'dags/', suffix: '.json' },
-    );
+    // Created and removed: a removed DAG file removes its DAG, as in Airflow.
+    for (const event of [s3.EventType.OBJECT_CREATED, s3.EventType.OBJECT_REMOVED]) {
+      dagsBucket.addEventNotification(event, new s3n.LambdaDestination(registrar.function), {
+        prefix: 'dags/',
+        suffix: '.json',
+      });
+    }
 
     // worker: claims and runs task attempts, writes logs and artifacts.
     table.grants.readWriteData(worker);
@@ -214,15 +242,34 @@ export class AirlessScheduler extends Construct {
       new DynamoEventSource(table as dynamodb.ITable, {
         startingPosition: lambda.StartingPosition.TRIM_HORIZON,
         batchSize: 100,
+        // A record that keeps failing holds back its shard: every later record of the shard
+        // (other runs' readiness too) waits behind it. With bisection and
+        // partial batch responses, 3 retries are enough to isolate it; then, or once it is an
+        // hour old, it goes to the failure queue (a pointer to the record, which its alarm
+        // reports) and the shard moves on. An hour outlasts any throttling or brief outage a
+        // retry should wait out, and stays well inside the stream's 24-hour retention.
+        // https://docs.aws.amazon.com/lambda/latest/dg/services-ddb-batchfailurereporting.html
+        // https://docs.aws.amazon.com/lambda/latest/dg/with-ddb.html#services-dynamodb-errors
         bisectBatchOnError: true,
         reportBatchItemFailures: true,
-        retryAttempts: 10,
+        retryAttempts: 3,
+        maxRecordAge: Duration.hours(1),
         onFailure: new SqsDlq(advanceFailures),
-        // Only transitions of a task instance into a finished status can make tasks ready;
-        // filtering here saves the invocations (the handler still checks). Filtered-out
-        // records are dropped, not retried.
+        // Only transitions of a task instance into a finished status can make tasks ready, and
+        // only the creation of a run too large for one transaction asks for its task instances
+        // to be written; filtering here saves the invocations (the handler still checks).
+        // Filtered-out records are dropped, not retried. Filters are ORed.
         // https://docs.aws.amazon.com/lambda/latest/dg/with-ddb-filtering.html
         filters: [
+          lambda.FilterCriteria.filter({
+            eventName: lambda.FilterRule.isEqual('INSERT'),
+            dynamodb: {
+              NewImage: {
+                type: { S: lambda.FilterRule.isEqual('RUN') },
+                tasksWritten: { BOOL: lambda.FilterRule.isEqual(false) },
+              },
+            },
+          }),
           lambda.FilterCriteria.filter({
             eventName: lambda.FilterRule.isEqual('MODIFY'),
             dynamodb: {
