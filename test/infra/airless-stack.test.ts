@@ -220,8 +220,9 @@ describe('buckets', () => {
     expect(destinations).toEqual([{ Ref: logsBucket }, { Ref: logsBucket }]);
   });
 
-  it('sends the registrar the creation of dags/*.json files only', () => {
-    const rules = new Capture();
+  it('sends the registrar the creation and removal of dags/*.json files only', () => {
+    const created = new Capture();
+    const removed = new Capture();
     template.hasResourceProperties('Custom::S3BucketNotifications', {
       BucketName: ref(stack.scheduler.dagsBucket),
       NotificationConfiguration: {
@@ -229,18 +230,25 @@ describe('buckets', () => {
           {
             Events: ['s3:ObjectCreated:*'],
             LambdaFunctionArn: getAtt(stack.scheduler.functions.registrar),
-            Filter: { Key: { FilterRules: rules } },
+            Filter: { Key: { FilterRules: created } },
+          },
+          {
+            Events: ['s3:ObjectRemoved:*'],
+            LambdaFunctionArn: getAtt(stack.scheduler.functions.registrar),
+            Filter: { Key: { FilterRules: removed } },
           },
         ],
       },
     });
-    expect(rules.asArray()).toHaveLength(2);
-    expect(rules.asArray()).toEqual(
-      expect.arrayContaining([
-        { Name: 'prefix', Value: 'dags/' },
-        { Name: 'suffix', Value: '.json' },
-      ]),
-    );
+    for (const rules of [created, removed]) {
+      expect(rules.asArray()).toHaveLength(2);
+      expect(rules.asArray()).toEqual(
+        expect.arrayContaining([
+          { Name: 'prefix', Value: 'dags/' },
+          { Name: 'suffix', Value: '.json' },
+        ]),
+      );
+    }
   });
 });
 
@@ -455,6 +463,7 @@ describe('event sources', () => {
   });
 
   it('advance reads the table stream, filtered, with bisection, retries and a failure queue', () => {
+    const created = new Capture();
     const pattern = new Capture();
     template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
       FunctionName: ref(stack.scheduler.functions.advance),
@@ -470,7 +479,12 @@ describe('event sources', () => {
       DestinationConfig: {
         OnFailure: { Destination: getAtt(stack.scheduler.advanceFailureQueue) },
       },
-      FilterCriteria: { Filters: [{ Pattern: pattern }] },
+      FilterCriteria: { Filters: [{ Pattern: created }, { Pattern: pattern }] },
+    });
+    // The creation of a run too large for one transaction: its tasks are written from here.
+    expect(JSON.parse(created.asString())).toEqual({
+      eventName: ['INSERT'],
+      dynamodb: { NewImage: { type: { S: ['RUN'] }, tasksWritten: { BOOL: [false] } } },
     });
     expect(JSON.parse(pattern.asString())).toEqual({
       eventName: ['MODIFY'],
