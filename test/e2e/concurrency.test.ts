@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { api, poll, uniqueDagId, waitForRun } from './stack.ts';
+import { waitFor } from '../poll.ts';
+import { api, uniqueDagId, waitForRun } from './stack.ts';
 
 interface Runs {
   runs: { runId: string; status: string; logicalDate: string }[];
@@ -26,15 +27,14 @@ describe('maxActiveRuns', () => {
     }
     // Watch until all are done: never two running at once.
     let maxRunning = 0;
-    const done = await poll(
+    const done = await waitFor(
       async () => {
         const runs = (await api.request<Runs>('GET', `/v1/dags/${dagId}/runs`)).body.runs;
         maxRunning = Math.max(maxRunning, runs.filter((r) => r.status === 'running').length);
         return runs;
       },
       (runs) => runs.length === 3 && runs.every((r) => r.status === 'success'),
-      90,
-      250,
+      { timeoutMs: 90_000, intervalMs: 250, what: `the three runs of ${dagId} to succeed` },
     );
     expect(done.map((r) => r.status)).toEqual(['success', 'success', 'success']);
     expect(maxRunning).toBe(1);

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { api, poll, putDagFile, uniqueDagId } from './stack.ts';
+import { waitFor } from '../poll.ts';
+import { api, putDagFile, uniqueDagId } from './stack.ts';
 
 interface DagList {
   dags: { dagId: string; latestVersion: number; schedule: unknown; nextRunTimes: string[] }[];
@@ -28,7 +29,11 @@ describe('DAG files uploaded under dags/', () => {
         tasks: [{ taskId: 'only', operator: 'noop' }],
       }),
     );
-    const dags = await poll(allDags, (d) => d.some((x) => x.dagId === dagId), 30);
+    const dags = await waitFor(allDags, (d) => d.some((x) => x.dagId === dagId), {
+      timeoutMs: 30_000,
+      intervalMs: 500,
+      what: `DAG ${dagId} registered from its file`,
+    });
     const dag = dags.find((x) => x.dagId === dagId);
     expect(dag).toMatchObject({
       latestVersion: 1,
@@ -56,10 +61,10 @@ describe('DAG files uploaded under dags/', () => {
         ],
       }),
     );
-    const errors = await poll(
+    const errors = await waitFor(
       async () => (await api.request<ImportErrors>('GET', '/v1/import-errors')).body.importErrors,
       (e) => e.some((x) => x.key === key),
-      30,
+      { timeoutMs: 30_000, intervalMs: 500, what: `an import error for ${key}` },
     );
     expect(errors.find((x) => x.key === key)).toMatchObject({
       dagId,

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { api, getText, listKeys, outputs, poll, uniqueDagId, waitForRun } from './stack.ts';
+import { waitFor } from '../poll.ts';
+import { api, getText, listKeys, outputs, uniqueDagId, waitForRun } from './stack.ts';
 
 const dataBucket = () => outputs.DataBucketName as string;
 
@@ -76,10 +77,10 @@ describe('a DAG through the API: create, trigger with conf, read its status', ()
     expect(run.tasks).toHaveLength(200);
     expect(run.tasks.filter((t) => t.status !== 'success' || t.attempt !== 1)).toEqual([]);
     // One log per task, for attempt 1 only: no attempt ran twice.
-    const logs = await poll(
+    const logs = await waitFor(
       () => listKeys(dataBucket(), `logs/${dagId}/${run.runId}/`),
       (k) => k.length >= 200,
-      10,
+      { timeoutMs: 10_000, intervalMs: 500, what: `200 task logs of ${run.runId}` },
     );
     expect(logs.sort()).toEqual(
       tasks.map((t) => `logs/${dagId}/${run.runId}/${t.taskId}/1.log`).sort(),

@@ -8,7 +8,8 @@ import { describe, expect, it } from 'vitest';
 import { clientConfig } from '../../adapters/aws/clients.ts';
 import { scheduleName } from '../../adapters/aws/scheduler.ts';
 import { compileSchedule } from '../../core/cron/index.ts';
-import { api, poll, uniqueDagId } from './stack.ts';
+import { waitFor } from '../poll.ts';
+import { api, uniqueDagId } from './stack.ts';
 
 interface Runs {
   runs: { runId: string; status: string; logicalDate: string }[];
@@ -90,35 +91,61 @@ describe('cron on EventBridge Scheduler', () => {
 
   it('a DAG scheduled every minute gets one run per minute, named by the scheduled minute; none after pause', async () => {
     const dagId = uniqueDagId('e2e_cron');
-    const created = await api.request('POST', '/v1/dags', {
-      dagId,
+    // A second every-minute DAG that is never paused: its runs show when the scheduler has
+    // ticked after the pause, so the test waits for ticks rather than for a fixed time.
+    const controlId = uniqueDagId('e2e_cron_control');
+    const everyMinute = (id: string) => ({
+      dagId: id,
       schedule: { cron: '* * * * *', timezone: 'UTC' },
       tasks: [{ taskId: 'tick', operator: 'noop' }],
     });
-    expect(created.status).toBe(201);
-    const list = async () =>
-      (await api.request<Runs>('GET', `/v1/dags/${dagId}/runs?limit=100`)).body.runs;
-    // Three scheduled minutes, waited for at most four and a half minutes.
-    const runs = await poll(list, (r) => r.length >= 3, 270, 5000);
-    expect(runs.length).toBeGreaterThanOrEqual(3);
-    const dates = runs.map((r) => r.logicalDate).sort();
-    // Every logical date is a whole minute, one run each, and they are consecutive minutes.
-    expect(dates.every((d) => d.endsWith(':00.000Z'))).toBe(true);
-    expect(new Set(dates).size).toBe(dates.length);
-    for (let i = 1; i < dates.length; i++) {
-      expect(
-        new Date(dates[i] as string).getTime() - new Date(dates[i - 1] as string).getTime(),
-      ).toBe(60_000);
-    }
-    expect(runs.map((r) => r.runId).sort()).toEqual(dates.map((d) => `scheduled__${d}`));
+    const list = async (id: string) =>
+      (await api.request<Runs>('GET', `/v1/dags/${id}/runs?limit=100`)).body.runs;
+    try {
+      expect((await api.request('POST', '/v1/dags', everyMinute(dagId))).status).toBe(201);
+      expect((await api.request('POST', '/v1/dags', everyMinute(controlId))).status).toBe(201);
+      // Three scheduled minutes, waited for at most four and a half minutes.
+      const runs = await waitFor(
+        () => list(dagId),
+        (r) => r.length >= 3,
+        {
+          timeoutMs: 270_000,
+          intervalMs: 5000,
+          what: `three scheduled runs of ${dagId}`,
+        },
+      );
+      const dates = runs.map((r) => r.logicalDate).sort();
+      // Every logical date is a whole minute, one run each, and they are consecutive minutes.
+      expect(dates.every((d) => d.endsWith(':00.000Z'))).toBe(true);
+      expect(new Set(dates).size).toBe(dates.length);
+      for (let i = 1; i < dates.length; i++) {
+        expect(
+          new Date(dates[i] as string).getTime() - new Date(dates[i - 1] as string).getTime(),
+        ).toBe(60_000);
+      }
+      expect(runs.map((r) => r.runId).sort()).toEqual(dates.map((d) => `scheduled__${d}`));
 
-    expect((await api.request('PATCH', `/v1/dags/${dagId}`, { paused: true })).status).toBe(200);
-    const atPause = (await list()).length;
-    // A run whose minute began just before the pause may still arrive; after that, none.
-    await new Promise((r) => setTimeout(r, 75_000));
-    const later = (await list()).length;
-    expect(later - atPause).toBeLessThanOrEqual(1);
-    await new Promise((r) => setTimeout(r, 65_000));
-    expect((await list()).length).toBe(later);
-  }, 480_000);
+      expect((await api.request('PATCH', `/v1/dags/${dagId}`, { paused: true })).status).toBe(200);
+      const pausedAt = Date.now();
+      const atPause = (await list(dagId)).length;
+      // Wait for the control DAG's run of the second whole minute after the pause: by then the
+      // scheduler's tick of the first one has long been handled, for every schedule.
+      const secondMinute = (Math.floor(pausedAt / 60_000) + 2) * 60_000;
+      await waitFor(
+        () => list(controlId),
+        (r) => r.some((x) => new Date(x.logicalDate).getTime() >= secondMinute),
+        {
+          timeoutMs: secondMinute - Date.now() + 90_000,
+          intervalMs: 5000,
+          what: `a run of ${controlId} for ${new Date(secondMinute).toISOString()} or later`,
+        },
+      );
+      const after = await list(dagId);
+      // A run whose minute began just before the pause may still arrive; none for a later one.
+      expect(after.length - atPause).toBeLessThanOrEqual(1);
+      expect(after.filter((r) => new Date(r.logicalDate).getTime() > pausedAt)).toEqual([]);
+    } finally {
+      await api.request('DELETE', `/v1/dags/${controlId}`);
+    }
+  }, 600_000);
 });

@@ -1,15 +1,23 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import {
+  CloudWatchLogsClient,
+  DescribeLogGroupsCommand,
+  FilterLogEventsCommand,
+} from '@aws-sdk/client-cloudwatch-logs';
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
+import { clientConfig } from '../../adapters/aws/clients.ts';
 import { ApiClient } from '../../cli/api-client.ts';
 import { type LocalStack, localFile, readOutputs } from '../../localstack/deploy.ts';
 import { localClients } from '../../localstack/resources.ts';
+import { waitFor } from '../poll.ts';
 
 /** The stack the global setup deployed, and clients for it. */
 export const local = JSON.parse(readFileSync(localFile, 'utf8')) as LocalStack;
 export const outputs = readOutputs();
 export const api = new ApiClient(local.apiUrl, local.region);
 export const s3 = localClients().s3;
+const logs = new CloudWatchLogsClient(clientConfig());
 
 export const uniqueDagId = (prefix: string) => `${prefix}_${randomUUID().slice(0, 8)}`;
 
@@ -30,33 +38,52 @@ export interface RunView {
   }[];
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Polls until `done` holds, at most `seconds`; returns the last value. Bounded in count and time. */
-export async function poll<T>(
-  fn: () => Promise<T>,
-  done: (v: T) => boolean,
-  seconds: number,
-  everyMs = 500,
-): Promise<T> {
-  const deadline = Date.now() + seconds * 1000;
-  let last = await fn();
-  for (let i = 0; i < 10_000 && !done(last) && Date.now() < deadline; i++) {
-    await sleep(everyMs);
-    last = await fn();
-  }
-  return last;
-}
-
+/** Waits for the run to finish (success, failed or cancelled); fails naming it after `seconds`. */
 export async function waitForRun(dagId: string, runId: string, seconds = 90): Promise<RunView> {
   const terminal = new Set(['success', 'failed', 'cancelled']);
-  const r = await poll(
+  const r = await waitFor(
     () => api.request<RunView>('GET', `/v1/dags/${dagId}/runs/${encodeURIComponent(runId)}`),
     (res) => res.status === 200 && terminal.has(res.body.status),
-    seconds,
+    { timeoutMs: seconds * 1000, intervalMs: 500, what: `run ${dagId} ${runId} to finish` },
   );
-  if (r.status !== 200) throw new Error(`GET run: ${r.status} ${r.text}`);
   return r.body;
+}
+
+/**
+ * The JSON lines one of the stack's functions logged since `since` (ms), whose log group name
+ * contains `fn` (e.g. "WorkerFunction"). Lines that are not JSON are left out.
+ */
+export async function functionLogLines(
+  fn: string,
+  since: number,
+): Promise<Record<string, unknown>[]> {
+  const groups = (await logs.send(new DescribeLogGroupsCommand({}))).logGroups ?? [];
+  const group = groups.find((g) => g.logGroupName?.includes(fn))?.logGroupName;
+  if (!group) return [];
+  const out: Record<string, unknown>[] = [];
+  let token: string | undefined;
+  for (let page = 0; page < 100; page++) {
+    const res = await logs.send(
+      new FilterLogEventsCommand({
+        logGroupName: group,
+        startTime: since,
+        ...(token ? { nextToken: token } : {}),
+      }),
+    );
+    for (const e of res.events ?? []) {
+      const text = e.message ?? '';
+      const start = text.indexOf('{');
+      if (start < 0) continue;
+      try {
+        out.push(JSON.parse(text.slice(start)) as Record<string, unknown>);
+      } catch {
+        // Not one of our structured lines.
+      }
+    }
+    token = res.nextToken;
+    if (!token) break;
+  }
+  return out;
 }
 
 export async function putDagFile(key: string, body: string): Promise<void> {

@@ -1,4 +1,9 @@
-import { DeleteMessageCommand, ReceiveMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
+import {
+  DeleteMessageCommand,
+  GetQueueAttributesCommand,
+  ReceiveMessageCommand,
+  type SQSClient,
+} from '@aws-sdk/client-sqs';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { DynamoStateStore } from '../../adapters/aws/dynamodb.ts';
 import {
@@ -12,6 +17,7 @@ import { ConflictError, ValidationError } from '../../core/errors.ts';
 import type { TaskMessage } from '../../core/ports.ts';
 import { claimTask, queueTask } from '../../core/state/index.ts';
 import { createFifoQueue, createTable, localClients, unique } from '../../localstack/resources.ts';
+import { waitFor } from '../poll.ts';
 
 let sqs: SQSClient;
 let queue: { url: string; arn: string };
@@ -29,37 +35,64 @@ const msg = (taskId: string, attempt = 1): TaskMessage => ({
   dagVersion: 3,
 });
 
-/** Receives until `want` messages came or `seconds` passed (bounded in count and time). */
-async function receiveAll(want: number, seconds = 10, visibility?: number) {
-  const out: {
-    body: TaskMessage;
-    group: string | undefined;
-    dedup: string | undefined;
-    receipt: string;
-    count: number;
-  }[] = [];
-  const deadline = Date.now() + seconds * 1000;
-  for (let i = 0; i < 50 && out.length < want && Date.now() < deadline; i++) {
-    const res = await sqs.send(
-      new ReceiveMessageCommand({
-        QueueUrl: queue.url,
-        MaxNumberOfMessages: 10,
-        WaitTimeSeconds: 1,
-        MessageSystemAttributeNames: ['All'],
-        ...(visibility !== undefined ? { VisibilityTimeout: visibility } : {}),
-      }),
-    );
-    for (const m of res.Messages ?? []) {
-      out.push({
-        body: decodeTaskMessage(m.Body ?? ''),
-        group: m.Attributes?.MessageGroupId,
-        dedup: m.Attributes?.MessageDeduplicationId,
-        receipt: m.ReceiptHandle ?? '',
-        count: Number(m.Attributes?.ApproximateReceiveCount ?? 0),
-      });
-    }
-  }
-  return out;
+interface Received {
+  body: TaskMessage;
+  group: string | undefined;
+  dedup: string | undefined;
+  receipt: string;
+  count: number;
+}
+
+/**
+ * Receives (long polling, so no pause between reads) until `want` messages came; fails after
+ * `seconds`, naming what it had.
+ */
+async function receiveAll(want: number, seconds = 10, visibility?: number): Promise<Received[]> {
+  const out: Received[] = [];
+  return waitFor(
+    async () => {
+      const res = await sqs.send(
+        new ReceiveMessageCommand({
+          QueueUrl: queue.url,
+          MaxNumberOfMessages: 10,
+          WaitTimeSeconds: 1,
+          MessageSystemAttributeNames: ['All'],
+          ...(visibility !== undefined ? { VisibilityTimeout: visibility } : {}),
+        }),
+      );
+      for (const m of res.Messages ?? []) {
+        out.push({
+          body: decodeTaskMessage(m.Body ?? ''),
+          group: m.Attributes?.MessageGroupId,
+          dedup: m.Attributes?.MessageDeduplicationId,
+          receipt: m.ReceiptHandle ?? '',
+          count: Number(m.Attributes?.ApproximateReceiveCount ?? 0),
+        });
+      }
+      return out;
+    },
+    (got) => got.length >= want,
+    {
+      timeoutMs: seconds * 1000,
+      intervalMs: 0,
+      maxAttempts: 50,
+      what: `${want} message(s) on ${queue.url}`,
+    },
+  );
+}
+
+/** Messages on the queue, visible or not: SQS counts them when they are sent. */
+async function messagesOnQueue(): Promise<number> {
+  const res = await sqs.send(
+    new GetQueueAttributesCommand({
+      QueueUrl: queue.url,
+      AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'],
+    }),
+  );
+  return (
+    Number(res.Attributes?.ApproximateNumberOfMessages ?? Number.NaN) +
+    Number(res.Attributes?.ApproximateNumberOfMessagesNotVisible ?? Number.NaN)
+  );
 }
 
 describe('SQS FIFO task dispatch', () => {
@@ -80,7 +113,8 @@ describe('SQS FIFO task dispatch', () => {
     const long = { ...msg('t'.repeat(128)), dagId: 'd'.repeat(128) };
     expect(messageGroupId(long)).toHaveLength(64);
     expect(messageGroupId(msg('a'))).not.toBe(messageGroupId(msg('b')));
-    expect(messageGroupId(msg('a', 1))).toBe(messageGroupId(msg('a', 2)));
+    // A group per attempt: a retry never waits behind a dead attempt's in-flight message.
+    expect(messageGroupId(msg('a', 1))).not.toBe(messageGroupId(msg('a', 2)));
     expect(deduplicationId(msg('a', 1))).not.toBe(deduplicationId(msg('a', 2)));
   });
 
@@ -88,7 +122,9 @@ describe('SQS FIFO task dispatch', () => {
     const d = new SqsTaskDispatcher(sqs, queue.url);
     await d.dispatch([msg('a')]);
     await d.dispatch([msg('a'), msg('b')]);
-    const got = await receiveAll(3, 4, 30);
+    // Deduplication happens when a message is sent: the queue holds two messages, not three.
+    expect(await messagesOnQueue()).toBe(2);
+    const got = await receiveAll(2, 10, 30);
     expect(got.map((m) => m.body.taskId).sort()).toEqual(['a', 'b']);
   });
 
@@ -133,13 +169,16 @@ describe('at-least-once delivery against the state store', () => {
     expect(second[0]?.body).toEqual(first[0]?.body);
     expect(second[0]?.count).toBe(2);
 
+    // Two workers, one per delivery, each claiming as the worker does (app/tasks.ts): from what
+    // the message says, not from a read of the task, so that neither claim depends on whether
+    // the other has already committed. Both claims are built before either is sent.
+    const claims = [first[0], second[0]].map((m, i) => {
+      if (!m) throw new Error('no message');
+      const expected = { status: 'queued' as const, attempt: m.body.attempt, leaseToken: null };
+      return { target: m.body, claim: claimTask(expected, `worker-${i}`, 60, at) };
+    });
     const outcomes = await Promise.allSettled(
-      [first[0], second[0]].map(async (m, i) => {
-        if (!m) throw new Error('no message');
-        const ti = await store.getTaskInstance(m.body);
-        if (!ti || ti.attempt !== m.body.attempt) throw new ConflictError('stale message');
-        return store.transitionTask(m.body, claimTask(ti, `worker-${i}`, 60, at));
-      }),
+      claims.map(({ target, claim }) => store.transitionTask(target, claim)),
     );
     expect(outcomes.filter((o) => o.status === 'fulfilled')).toHaveLength(1);
     expect(

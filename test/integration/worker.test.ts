@@ -11,7 +11,7 @@ import type { Deps } from '../../app/deps.ts';
 import { reap } from '../../app/reaper.ts';
 import { cancelRun } from '../../app/runs.ts';
 import { executeTask } from '../../app/tasks.ts';
-import type { TaskMessage } from '../../core/ports.ts';
+import type { TaskInstanceRecord, TaskMessage } from '../../core/ports.ts';
 import { queueTask } from '../../core/state/index.ts';
 import {
   createBuckets,
@@ -23,6 +23,7 @@ import {
   unique,
 } from '../../localstack/resources.ts';
 import { builtInOperators } from '../../operators/index.ts';
+import { waitFor } from '../poll.ts';
 
 /** The worker's core, executeTask, on real adapters against the emulator. */
 let deps: Deps;
@@ -80,17 +81,42 @@ async function queued(task: object): Promise<TaskMessage> {
 }
 
 const opts = { leaseSeconds: 2, heartbeatSeconds: 0.5, remainingMs: () => 600_000 };
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The task instance of `msg`, once `until` holds for it (bounded). */
+async function taskWhen(
+  msg: TaskMessage,
+  until: (ti: TaskInstanceRecord) => boolean,
+  what: string,
+): Promise<TaskInstanceRecord> {
+  const ti = await waitFor(
+    () => deps.store.getTaskInstance(msg),
+    (t) => t !== undefined && until(t),
+    {
+      timeoutMs: 20_000,
+      intervalMs: 100,
+      what: `${msg.dagId}/${msg.runId}/${msg.taskId}: ${what}`,
+    },
+  );
+  if (!ti) throw new Error('unreachable: waitFor returned no task instance');
+  return ti;
+}
 
 describe('executeTask', () => {
   it('heartbeats: the lease moves on while a long operator runs', async () => {
     const msg = await queued({ operator: 'noop', config: { sleepSeconds: 3 } });
     const running = executeTask(deps, msg, opts);
-    await sleep(600);
-    const first = (await deps.store.getTaskInstance(msg))?.leaseExpiresAt ?? '';
-    await sleep(1500);
-    const later = (await deps.store.getTaskInstance(msg))?.leaseExpiresAt ?? '';
-    expect(new Date(later).getTime()).toBeGreaterThan(new Date(first).getTime());
+    const claimed = await taskWhen(
+      msg,
+      (t) => t.status === 'running' && typeof t.leaseExpiresAt === 'string',
+      'claimed',
+    );
+    const first = new Date(claimed.leaseExpiresAt ?? '').getTime();
+    // A heartbeat extends the lease while the operator is still running.
+    await taskWhen(
+      msg,
+      (t) => t.status === 'running' && new Date(t.leaseExpiresAt ?? '').getTime() > first,
+      'lease extended by a heartbeat',
+    );
     expect(await running).toBe('success');
     expect(await deps.store.getTaskInstance(msg)).toMatchObject({
       status: 'success',
@@ -107,17 +133,17 @@ describe('executeTask', () => {
 
   it('a cancel during the attempt fences the worker: the operator stops and nothing is recorded', async () => {
     const msg = await queued({ operator: 'noop', config: { sleepSeconds: 30 } });
-    const started = Date.now();
     const running = executeTask(deps, msg, opts);
-    await sleep(700);
+    await taskWhen(msg, (t) => t.status === 'running', 'claimed');
     await cancelRun(deps, msg.dagId, msg.runId);
     expect(await running).toBe('lease_lost');
-    // Stopped at the next heartbeat, not after the 30-second sleep.
-    expect(Date.now() - started).toBeLessThan(15_000);
     expect(await deps.store.getTaskInstance(msg)).toMatchObject({ status: 'cancelled' });
-    expect(await deps.blobs.getLog({ ...msg, attempt: 1 })).toContain(
-      'the lease on this attempt was lost',
-    );
+    // Stopped at the next heartbeat: the operator was aborted, it did not sleep its 30 seconds
+    // out and finish.
+    const log = await deps.blobs.getLog({ ...msg, attempt: 1 });
+    expect(log).toContain('error: the lease on this attempt was lost');
+    expect(log).not.toMatch(/ done$/m);
+    expect(log?.trimEnd().endsWith(' failed')).toBe(true);
   });
 
   it('enforces timeoutSeconds', async () => {
@@ -136,24 +162,34 @@ describe('executeTask', () => {
       retries: 1,
       retryDelaySeconds: 1,
     });
+    const before = deps.clock().getTime();
     expect(await executeTask(deps, msg, opts)).toBe('up_for_retry');
+    const after = deps.clock().getTime();
     const ti = await deps.store.getTaskInstance(msg);
     expect(ti).toMatchObject({
       status: 'up_for_retry',
       attempt: 1,
       error: expect.stringContaining('on purpose'),
     });
-    expect(new Date(ti?.retryAt ?? '').getTime()).toBeGreaterThan(Date.now() - 1000);
+    // retryDelaySeconds (fixed backoff) after the failure, which happened during the call.
+    const retryAt = new Date(ti?.retryAt ?? '').getTime();
+    expect(retryAt).toBeGreaterThanOrEqual(before + 1000);
+    expect(retryAt).toBeLessThanOrEqual(after + 1000);
   });
 });
 
 describe('the reaper', () => {
-  const reapNow = () => reap(deps, { queuedGraceSeconds: 0, retryGraceSeconds: 0, limit: 500 });
+  // The reaper's pass a second from now: what is queued, or due, now is overdue then, without
+  // sleeping for the clock to move on.
+  const reapNow = () =>
+    reap(
+      { ...deps, clock: () => new Date(Date.now() + 1000) },
+      { queuedGraceSeconds: 0, retryGraceSeconds: 0, limit: 500 },
+    );
 
   it('re-sends a queued attempt whose message was lost, and the attempt then runs once', async () => {
     // Queued in the state store, but no message was ever sent.
     const msg = await queued({ operator: 'noop' });
-    await sleep(50);
     const report = await reapNow();
     expect(report.redispatched).toBeGreaterThanOrEqual(1);
     const got = await receiveTaskMessages(msg.runId);
@@ -172,7 +208,6 @@ describe('the reaper', () => {
       retryDelaySeconds: 0,
     });
     expect(await executeTask(deps, msg, opts)).toBe('up_for_retry');
-    await sleep(50);
     const report = await reapNow();
     expect(report.retriesQueued).toBeGreaterThanOrEqual(1);
     expect(await deps.store.getTaskInstance(msg)).toMatchObject({ status: 'queued', attempt: 2 });
