@@ -55,6 +55,19 @@ export class Alarms extends Construct {
         `Messages in the ${name} dead-letter queue: work that failed for good. Inspect and redrive.`,
       );
     }
+    // Stream records that can never be processed: each failed its run with a reason, and the
+    // shard moved on (lambdas/advance.ts). Someone should know why.
+    alarm(
+      'UnprocessableRecords',
+      new cloudwatch.Metric({
+        namespace: 'Airless',
+        metricName: 'UnprocessableRecords',
+        dimensionsMap: { service: 'airless' },
+        period: Duration.minutes(5),
+        statistic: cloudwatch.Stats.SUM,
+      }),
+      'A stream record could not be processed for good: its run was failed with the reason (see the advance function log).',
+    );
     for (const [name, fn] of Object.entries(props.functions)) {
       alarm(
         `${name}Errors`,

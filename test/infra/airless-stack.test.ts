@@ -549,6 +549,18 @@ describe('alarms', () => {
     }
   });
 
+  it('alarms on any stream record that could not be processed (its run failed instead)', () => {
+    template.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      Namespace: 'Airless',
+      MetricName: 'UnprocessableRecords',
+      Dimensions: [{ Name: 'service', Value: 'airless' }],
+      Statistic: 'Sum',
+      ComparisonOperator: 'GreaterThanThreshold',
+      Threshold: 0,
+      AlarmActions: [topic()],
+    });
+  });
+
   it.each(FUNCTIONS)('alarms on any error of %s over 5 minutes', (name) => {
     template.hasResourceProperties('AWS::CloudWatch::Alarm', {
       Namespace: 'AWS/Lambda',
