@@ -138,6 +138,18 @@ describe('runs', () => {
     const ids = new Set(results.map((r) => r.run.runId));
     expect([...ids]).toEqual([scheduledRunId(t0)]);
     expect((await store.listRuns(dagId)).items).toHaveLength(1);
+    if (tasks > 99) {
+      // The run item alone; then 20 writers race to write its tasks: one holds the lease.
+      expect(results.every((r) => !r.run.tasksWritten)).toBe(true);
+      expect(await store.listTaskInstances(dagId, scheduledRunId(t0))).toHaveLength(0);
+      const writes = await Promise.all(
+        Array.from({ length: 20 }, (_, i) =>
+          store.writeRunTasks(newRun(tasks), { token: `w${i}`, seconds: 360, now: t0 }),
+        ),
+      );
+      expect(writes.filter((w) => w === 'written').length).toBeGreaterThanOrEqual(1);
+      expect((await store.getRun(dagId, scheduledRunId(t0)))?.tasksWritten).toBe(true);
+    }
     expect(await store.listTaskInstances(dagId, scheduledRunId(t0))).toHaveLength(tasks);
   });
 
@@ -297,26 +309,30 @@ describe('readiness and progress counters', () => {
   it('counts each upstream outcome once, even when the event is delivered twice', async () => {
     const { run } = await store.createRun(newRun(3));
     const down = key(run.runId, 't2');
-    const first = await store.recordUpstreamOutcome(down, 't0', 'success');
+    const first = await store.recordUpstreamOutcome(down, 't0', 'success', 0);
     expect(first).toMatchObject({ counted: true, task: { counts: { success: 1, failed: 0 } } });
-    const again = await store.recordUpstreamOutcome(down, 't0', 'success');
+    const again = await store.recordUpstreamOutcome(down, 't0', 'success', 0);
     expect(again).toMatchObject({ counted: false, task: { counts: { success: 1 } } });
-    const other = await store.recordUpstreamOutcome(down, 't1', 'upstream_failed');
+    const other = await store.recordUpstreamOutcome(down, 't1', 'upstream_failed', 0);
     expect(other.task.counts).toEqual({ success: 1, failed: 0, upstreamFailed: 1, skipped: 0 });
+    // The same upstream task's next generation (after a clear) is another outcome.
+    const next = await store.recordUpstreamOutcome(down, 't0', 'failed', 1);
+    expect(next).toMatchObject({ counted: true, task: { counts: { success: 1, failed: 1 } } });
   });
 
   it('reports run progress once every task has finished, counting each task once', async () => {
     // 450 tasks: three progress shards.
     const tasks = 450;
     const { run } = await store.createRun(newRun(tasks));
+    await store.writeRunTasks(newRun(tasks), { token: 'w', seconds: 360, now: t0 });
     const results = [];
     for (let i = 0; i < tasks; i++) {
-      results.push(await store.recordTaskFinished(key(run.runId, `t${i}`), i !== 7, tasks));
+      results.push(await store.recordTaskFinished(key(run.runId, `t${i}`), i !== 7, tasks, 0));
     }
     // Duplicate events change nothing.
-    const dup = await store.recordTaskFinished(key(run.runId, 't7'), false, tasks);
+    const dup = await store.recordTaskFinished(key(run.runId, 't7'), false, tasks, 0);
     const final = results.filter((r) => r !== undefined).at(-1);
-    expect(final).toEqual({ total: tasks, finished: tasks, succeeded: tasks - 1 });
+    expect(final).toEqual({ total: tasks, finished: tasks, succeeded: tasks - 1, clears: 0 });
     expect(dup).toEqual(final);
     // Before the last task, no report said the run was complete.
     expect(results.slice(0, -1).every((r) => r === undefined || r.finished < tasks)).toBe(true);

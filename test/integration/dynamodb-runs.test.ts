@@ -1,0 +1,244 @@
+import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { DynamoStateStore } from '../../adapters/aws/dynamodb.ts';
+import { tableKeys } from '../../adapters/aws/table.ts';
+import { ConflictError } from '../../core/errors.ts';
+import type { NewRun } from '../../core/ports.ts';
+import { manualRunId } from '../../core/state/index.ts';
+import { createTable, localClients, unique } from '../../localstack/resources.ts';
+
+/** The state store's run lifecycle against DynamoDB on the emulator: the defects' store side. */
+let store: DynamoStateStore;
+let table: string;
+let dagId: string;
+const t0 = new Date('2026-03-09T06:30:00.000Z');
+const later = (s: number) => new Date(t0.getTime() + s * 1000);
+
+beforeEach(async () => {
+  table = await createTable();
+  store = new DynamoStateStore(localClients().dynamodb, table);
+  dagId = unique('dag');
+  await store.putDagVersion({ dagId, sourceKey: 'k', sha256: 'a', taskCount: 1, at: t0 });
+});
+
+function newRun(
+  tasks: number,
+  runId = manualRunId(unique('r')),
+  extra: Partial<NewRun> = {},
+): NewRun {
+  return {
+    dagId,
+    runId,
+    dagVersion: 1,
+    kind: 'manual',
+    logicalDate: t0,
+    conf: {},
+    tasks: Array.from({ length: tasks }, (_, i) => ({ taskId: `t${i}`, upstreamCount: 0 })),
+    at: t0,
+    ...extra,
+  };
+}
+
+describe('conf', () => {
+  it('round-trips exactly what DynamoDB maps could not hold (deep nesting, tiny numbers)', async () => {
+    let deep: unknown = 'leaf';
+    for (let i = 0; i < 60; i++) deep = { [`l${i}`]: deep };
+    const conf = { deep, tiny: 1.5e-200, big: 1.7976931348623157e308, text: 'é'.repeat(20_000) };
+    const { run } = await store.createRun(newRun(1, undefined, { conf }));
+    expect((await store.getRun(dagId, run.runId))?.conf).toEqual(conf);
+  });
+});
+
+describe('large runs are written resumably', () => {
+  it('a writer that holds the lease keeps others out until it expires; then one finishes', async () => {
+    const input = newRun(150);
+    const { run } = await store.createRun(input);
+    expect(run.tasksWritten).toBe(false);
+    expect((await store.findUnwrittenRuns(later(1), 10)).map((r) => r.runId)).toEqual([run.runId]);
+    // A writer took the lease until t0 + 60 s and died.
+    await localClients().dynamodb.send(
+      new UpdateCommand({
+        TableName: table,
+        Key: tableKeys.run(dagId, run.runId),
+        UpdateExpression: 'SET creatorToken = :t, creatorUntil = :u',
+        ExpressionAttributeValues: { ':t': 'dead', ':u': later(60).toISOString() },
+      }),
+    );
+    expect(await store.writeRunTasks(input, { token: 'w1', seconds: 360, now: later(30) })).toBe(
+      'busy',
+    );
+    expect(await store.listTaskInstances(dagId, run.runId)).toHaveLength(0);
+    expect(await store.writeRunTasks(input, { token: 'w2', seconds: 360, now: later(61) })).toBe(
+      'written',
+    );
+    expect(await store.listTaskInstances(dagId, run.runId)).toHaveLength(150);
+    expect(await store.findUnwrittenRuns(later(3600), 10)).toEqual([]);
+    // Written, the run waits in the DAG's queue; a late writer changes nothing.
+    expect((await store.listQueuedRuns(dagId, 5)).map((r) => r.runId)).toEqual([run.runId]);
+    expect(await store.writeRunTasks(input, { token: 'w3', seconds: 360, now: later(9999) })).toBe(
+      'written',
+    );
+  });
+});
+
+describe('queued runs', () => {
+  it('are found with one read, however many runs the DAG has had', async () => {
+    for (let i = 0; i < 30; i++) {
+      const { run } = await store.createRun(
+        newRun(1, undefined, { logicalDate: new Date(Date.UTC(2026, 0, 1, 0, i)) }),
+      );
+      if (i < 29) await store.transitionRun(dagId, run.runId, ['queued'], 'running', t0);
+    }
+    const [next, ...rest] = await store.listQueuedRuns(dagId, 1);
+    expect(rest).toEqual([]);
+    expect(next?.logicalDate).toBe('2026-01-01T00:29:00.000Z');
+    expect((await store.findQueuedRunsBefore(later(1), 10)).map((r) => r.runId)).toEqual([
+      next?.runId,
+    ]);
+  });
+
+  it('get no slot while the DAG is paused or deleted', async () => {
+    await store.setDagPaused(dagId, true, t0);
+    expect(await store.acquireRunSlot(dagId, 'r1', 5)).toBe(false);
+    await store.setDagPaused(dagId, false, t0);
+    expect(await store.acquireRunSlot(dagId, 'r1', 5)).toBe(true);
+    await store.markDagDeleted(dagId, t0);
+    expect(await store.acquireRunSlot(dagId, 'r2', 5)).toBe(false);
+  });
+});
+
+describe('DAG identity', () => {
+  it('a DAG created again after a delete starts unpaused, in a new incarnation', async () => {
+    expect(await store.getDag(dagId)).toMatchObject({ incarnation: 1, paused: false });
+    await store.setDagPaused(dagId, true, t0);
+    await store.markDagDeleted(dagId, t0);
+    await store.putDagVersion({ dagId, sourceKey: 'k', sha256: 'a', taskCount: 1, at: later(1) });
+    expect(await store.getDag(dagId)).toMatchObject({
+      incarnation: 2,
+      paused: false,
+      deleted: false,
+      latestVersion: 2,
+    });
+  });
+
+  it('two files may not declare one dagId; the first keeps it until it is deleted', async () => {
+    const id = unique('dag');
+    const v = { dagId: id, sourceKey: 'k', taskCount: 1, at: t0 };
+    await store.putDagVersion({ ...v, sha256: 'a', fileKey: 'dags/one.json' });
+    await expect(
+      store.putDagVersion({ ...v, sha256: 'b', fileKey: 'dags/two.json' }),
+    ).rejects.toThrow(/already declared by dags\/one\.json/);
+    // The same content from the other file is refused too, not answered "unchanged".
+    await expect(
+      store.putDagVersion({ ...v, sha256: 'a', fileKey: 'dags/two.json' }),
+    ).rejects.toBeInstanceOf(ConflictError);
+    expect(await store.getDag(id)).toMatchObject({ fileKey: 'dags/one.json', latestVersion: 1 });
+    expect(await store.dagOfFile('dags/one.json')).toBe(id);
+    await store.markDagDeleted(id, t0);
+    await store.putDagVersion({ ...v, sha256: 'b', fileKey: 'dags/two.json' });
+    expect(await store.getDag(id)).toMatchObject({ fileKey: 'dags/two.json', deleted: false });
+  });
+});
+
+describe('clear', () => {
+  async function finishedRun(tasks: number) {
+    const { run } = await store.createRun(newRun(tasks));
+    await store.transitionRun(dagId, run.runId, ['queued'], 'running', t0);
+    for (let i = 0; i < tasks; i++) {
+      const key = { dagId, runId: run.runId, taskId: `t${i}` };
+      await store.transitionTask(key, {
+        event: 'resolve',
+        expect: { status: 'pending', attempt: 0, leaseToken: null },
+        set: { status: 'skipped', attempt: 0, leaseToken: null },
+        at: t0.toISOString(),
+      });
+      await store.recordTaskFinished(key, true, tasks, 0);
+    }
+    await store.transitionRun(dagId, run.runId, ['running'], 'success', t0);
+    return run;
+  }
+
+  const plan = (runId: string, expectT1Attempt: number) => ({
+    dagId,
+    runId,
+    taskCount: 2,
+    runStatus: 'success' as const,
+    at: later(5),
+    tasks: ['t0', 't1'].map((taskId) => ({
+      taskId,
+      expect: { status: 'skipped' as const, attempt: taskId === 't1' ? expectT1Attempt : 0 },
+      status: 'queued' as const,
+      attempt: 1,
+      newGeneration: true,
+      generation: 1,
+      counts: { success: 0, failed: 0, upstreamFailed: 0, skipped: 0 },
+      counted: [],
+      oldSucceeded: true,
+    })),
+  });
+
+  it('applies whole or not at all', async () => {
+    const run = await finishedRun(2);
+    // What was read of t1 is stale: nothing of the clear is applied, the run included.
+    await expect(store.clearTasks(plan(run.runId, 7))).rejects.toBeInstanceOf(ConflictError);
+    expect((await store.getRun(dagId, run.runId))?.status).toBe('success');
+    const tasks = await store.listTaskInstances(dagId, run.runId);
+    expect(tasks.map((t) => [t.taskId, t.status, t.generation])).toEqual([
+      ['t0', 'skipped', 0],
+      ['t1', 'skipped', 0],
+    ]);
+    await store.clearTasks(plan(run.runId, 0));
+    expect((await store.getRun(dagId, run.runId))?.status).toBe('running');
+    const after = await store.listTaskInstances(dagId, run.runId);
+    expect(after.map((t) => [t.taskId, t.status, t.attempt, t.generation])).toEqual([
+      ['t0', 'queued', 1, 1],
+      ['t1', 'queued', 1, 1],
+    ]);
+    // Queued by the clear itself: in the reaper's index, so a lost message is sent again.
+    expect((await store.findQueuedBefore(later(3600), 10)).length).toBe(2);
+  });
+
+  it('keeps progress exact whether or not the old outcome was counted yet', async () => {
+    const run = await finishedRun(2);
+    await store.clearTasks(plan(run.runId, 0));
+    // The old outcomes come again (a late duplicate): they are already counted.
+    expect(
+      await store.recordTaskFinished({ dagId, runId: run.runId, taskId: 't0' }, true, 2, 0),
+    ).toBeUndefined();
+    expect(
+      await store.recordTaskFinished({ dagId, runId: run.runId, taskId: 't0' }, true, 2, 1),
+    ).toBeUndefined();
+    // One new outcome of two: not complete, whatever the old counts said.
+    const last = await store.recordTaskFinished(
+      { dagId, runId: run.runId, taskId: 't1' },
+      false,
+      2,
+      1,
+    );
+    expect(last).toEqual({ total: 4, finished: 4, succeeded: 3, clears: 1 });
+  });
+
+  it('a run end read before a clear cannot land after it', async () => {
+    const { run } = await store.createRun(newRun(1));
+    await store.transitionRun(dagId, run.runId, ['queued'], 'running', t0);
+    const progress = await store.recordTaskFinished(
+      { dagId, runId: run.runId, taskId: 't0' },
+      true,
+      1,
+      0,
+    );
+    expect(progress?.clears).toBe(0);
+    await store.clearTasks({
+      dagId,
+      runId: run.runId,
+      taskCount: 1,
+      runStatus: 'running',
+      at: later(1),
+      tasks: [],
+    });
+    await expect(
+      store.transitionRun(dagId, run.runId, ['running'], 'success', later(2), { clears: 0 }),
+    ).rejects.toBeInstanceOf(ConflictError);
+    expect((await store.getRun(dagId, run.runId))?.status).toBe('running');
+  });
+});
