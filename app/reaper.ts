@@ -46,10 +46,11 @@ export async function reap(deps: Deps, opts: ReapOptions): Promise<ReapReport> {
     const error =
       'lease expired: the worker stopped heartbeating (it crashed, hung or was stopped)';
     try {
-      const done = await deps.store.transitionTask(
-        ti,
-        finishTask(ti, { ok: false, error, retryAt }, now),
-      );
+      const done = await deps.store.transitionTask(ti, {
+        ...finishTask(ti, { ok: false, error, retryAt }, now),
+        // Not if the worker renewed its lease since the index was read.
+        leaseExpiredBy: now.toISOString(),
+      });
       expiredLeases++;
       // A worker that died wrote no log: say what happened to the attempt where its log would be.
       const ref = { dagId: ti.dagId, runId: ti.runId, taskId: ti.taskId, attempt: ti.attempt };

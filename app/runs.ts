@@ -241,10 +241,11 @@ export async function reconcileRunSlots(deps: Deps, dagId: string): Promise<numb
 }
 
 /**
- * Cancels a run: the run first, so that readiness queues nothing more, then every unfinished task.
- * A running attempt loses its lease and cannot complete; its operator stops at its next heartbeat.
+ * Cancels a run: the run first, so that a run end computed meanwhile cannot land (its write is
+ * conditional on `running`) and the run stays cancelled; then every unfinished task, each
+ * re-read when it moved on meanwhile. A running attempt loses its lease and cannot complete;
+ * its operator stops at its next heartbeat.
  */
-
 export async function cancelRun(deps: Deps, dagId: string, runId: string): Promise<RunRecord> {
   const now = deps.clock();
   const run = await deps.store.transitionRun(dagId, runId, ['queued', 'running'], 'cancelled', now);

@@ -21,8 +21,8 @@ const env = z.object({
   QUEUE_URL: z.string().min(1),
   DAGS_BUCKET: z.string().min(1),
   DATA_BUCKET: z.string().min(1),
-  // The trigger function itself is not given these (it would be a circular reference), and
-  // never manages schedules.
+  // Only the functions that manage schedules get these (the API and the registrar); the trigger
+  // could not (a circular reference), and the worker, advance, retrier and reaper never need them.
   SCHEDULE_GROUP: z.string().default(''),
   TRIGGER_FUNCTION_ARN: z.string().default(''),
   SCHEDULER_ROLE_ARN: z.string().default(''),

@@ -10,7 +10,7 @@ import { awsRequestMetrics, logger, metrics, runtime } from './runtime.ts';
 
 /**
  * Runs task attempts from the SQS FIFO queue. Records are processed in parallel with the
- * standard batch processor rather than the FIFO one: every task instance is its own message group
+ * standard batch processor rather than the FIFO one: every task attempt is its own message group
  * (adapters/aws/sqs.ts), so no two records of a batch share a group and there is no order to
  * keep between them. A record fails only when the state store could not be reached; it is then
  * redelivered, and the conditional claim makes a second delivery harmless.

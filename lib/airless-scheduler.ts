@@ -91,7 +91,10 @@ export class AirlessScheduler extends Construct {
   readonly schedules: Schedules;
   /** Retry timers: failed attempts wait out their backoff here. */
   readonly retryTimers: RetryTimers;
-  /** Records that the advance function could not process after every retry. */
+  /**
+   * Where the advance function's stream source reports batches it gave up on: a description of
+   * each (shard and sequence numbers), not the records themselves.
+   */
   readonly advanceFailureQueue: sqs.Queue;
   readonly functions: Readonly<Record<AirlessFunctionName, lambda.Function>>;
   readonly api: Api;
@@ -226,8 +229,9 @@ export class AirlessScheduler extends Construct {
       new SqsEventSource(queue, {
         // The most a FIFO event source mapping takes at once.
         batchSize: 10,
-        // Failed messages are retried alone, not with the batch: on FIFO queues the handler
-        // reports the first failure and every message after it in the same group.
+        // Failed messages are retried alone, not with the batch: the worker reports only the
+        // records that failed (every attempt is its own message group, so there is no order to
+        // keep between them; see lambdas/worker.ts).
         // https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-errorhandling.html
         reportBatchItemFailures: true,
       }),

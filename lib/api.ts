@@ -8,7 +8,7 @@ import { Construct } from 'constructs';
 
 const { GET, POST, PATCH, DELETE } = apigw.HttpMethod;
 
-/** The REST API of DESIGN.md section 5: method and path of each route. */
+/** The REST API (README, "The REST API"): method and path of each route. */
 const ROUTES: ReadonlyArray<readonly [apigw.HttpMethod, string]> = [
   [POST, '/v1/dags'],
   [GET, '/v1/dags'],

@@ -150,7 +150,7 @@ function toTask(i: Item): TaskInstanceRecord {
   };
 }
 
-/** Builds an UpdateExpression from SET and REMOVE parts with placeholder names. */
+/** Builds an UpdateExpression from SET, REMOVE, ADD and DELETE parts with placeholder names. */
 class Update {
   readonly names: Record<string, string> = {};
   readonly values: Record<string, unknown> = {};
@@ -735,6 +735,7 @@ export class DynamoStateStore implements StateStore {
       t.expect.leaseToken === null
         ? `attribute_not_exists(${lease})`
         : `${lease} = ${u.value(t.expect.leaseToken)}`,
+      ...(t.leaseExpiredBy ? [`${u.name('leaseExpiresAt')} < ${u.value(t.leaseExpiredBy)}`] : []),
     ].join(' AND ');
     const what = `${t.event} ${key.runId}/${key.taskId}`;
     const input = u.input(this.table, keys.task(key.dagId, key.runId, key.taskId), cond);
@@ -926,18 +927,17 @@ export class DynamoStateStore implements StateStore {
         }),
       ),
     );
-    return (res.Items ?? []).reduce<RunProgress & { clears: number }>(
-      (p, i) =>
-        i.sk === 'RUN'
-          ? { ...p, clears: num(i.clears) }
-          : {
-              total: p.total + num(i.total),
-              finished: p.finished + num(i.finished),
-              succeeded: p.succeeded + num(i.succeeded),
-              clears: p.clears,
-            },
-      { total: 0, finished: 0, succeeded: 0, clears: 0 },
-    );
+    const p = { total: 0, finished: 0, succeeded: 0, clears: 0 };
+    for (const i of res.Items ?? []) {
+      if (i.sk === 'RUN') {
+        p.clears = num(i.clears);
+      } else {
+        p.total += num(i.total);
+        p.finished += num(i.finished);
+        p.succeeded += num(i.succeeded);
+      }
+    }
+    return p;
   }
 
   async #get(key: Item, consistent = true): Promise<Item | undefined> {

@@ -12,7 +12,7 @@ export interface S3Buckets {
 
 const attemptPath = (r: AttemptRef) => `${r.dagId}/${r.runId}/${r.taskId}/${r.attempt}`;
 
-/** Key layout (DESIGN.md): `logs/{dagId}/{runId}/{taskId}/{attempt}.log`. */
+/** Where each kind of object lives in the buckets (docs/architecture.md). */
 export const s3Keys = {
   log: (r: AttemptRef) => `logs/${attemptPath(r)}.log`,
   dagFile: (name: string) => `dags/${name}`,

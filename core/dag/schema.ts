@@ -3,7 +3,7 @@ import { canonicalTimeZone } from '../cron/index.ts';
 import { OperatorSchemas } from './operators.ts';
 
 /**
- * DESIGN.md section 3: ids of DAGs and tasks, 1 to 128 of `A-Za-z0-9_.-`, but not only dots:
+ * Ids of DAGs and tasks, 1 to 128 of `A-Za-z0-9_.-`, but not only dots:
  * ids become S3 key and URL path segments, where `.` and `..` mean this and the parent folder.
  */
 export const ID_PATTERN = /^(?!\.+$)[A-Za-z0-9_.-]{1,128}$/;

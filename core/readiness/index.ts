@@ -161,7 +161,7 @@ export interface RunProgress {
 }
 
 /**
- * DESIGN.md section 4: a run succeeds when every task ends `success` or `skipped`, and fails once
+ * A run succeeds when every task ends `success` or `skipped`, and fails once
  * no task can make progress. Every rule resolves a task once all its upstream tasks are done, so
  * "no task can make progress" is "every task is finished".
  */

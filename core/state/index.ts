@@ -1,6 +1,6 @@
 import { InvalidTransitionError } from '../errors.ts';
 
-/** DESIGN.md section 4. */
+/** The statuses, lowercase, in Airflow's words (docs/architecture.md). */
 export const RUN_STATUSES = ['queued', 'running', 'success', 'failed', 'cancelled'] as const;
 export type RunStatus = (typeof RUN_STATUSES)[number];
 
@@ -138,6 +138,11 @@ export interface TaskTransition {
     readonly retryBase?: number;
   };
   readonly at: string;
+  /**
+   * Only if the lease expired before this time (ISO): the reaper's condition, so that a worker
+   * that renewed its lease after the reaper read it keeps its attempt.
+   */
+  readonly leaseExpiredBy?: string;
 }
 
 function transition(

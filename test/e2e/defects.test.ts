@@ -1,7 +1,17 @@
 import { DeleteObjectCommand } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
 import { waitFor } from '../poll.ts';
-import { api, local, putDagFile, type RunView, s3, uniqueDagId, waitForRun } from './stack.ts';
+import {
+  api,
+  listKeys,
+  local,
+  outputs,
+  putDagFile,
+  type RunView,
+  s3,
+  uniqueDagId,
+  waitForRun,
+} from './stack.ts';
 
 /**
  * What a careless or hostile user tried against the local stack, each as it must now behave:
@@ -301,5 +311,41 @@ describe('DAGs the API accepts can run', () => {
     expect(written.tasks.every((t) => t.status === 'pending')).toBe(true);
     // Deleted, the DAG never starts it; the reaper ends it.
     expect((await api.request('DELETE', `/v1/dags/${dagId}`)).status).toBe(204);
+  });
+});
+
+describe('a record that can never be processed', () => {
+  it('fails its run with the reason and holds up no other run', async () => {
+    const dagId = await createDag({
+      tasks: [
+        { taskId: 'a', operator: 'noop', config: { sleepSeconds: 2 } },
+        { taskId: 'b', operator: 'noop', dependsOn: ['a'] },
+      ],
+    });
+    const r = await api.request<{ runId: string }>('POST', `/v1/dags/${dagId}/runs`, {});
+    await waitFor(
+      () => getRun(dagId, r.body.runId),
+      (v) => v.tasks.some((t) => t.taskId === 'a' && t.status === 'running'),
+      { timeoutMs: 60_000, intervalMs: 200, what: `task a of ${r.body.runId} running` },
+    );
+    // The stored DAG version disappears while a runs: readiness after a can never be computed.
+    const data = outputs.DataBucketName as string;
+    for (const key of await listKeys(data, `dag-versions/${dagId}/`)) {
+      await s3.send(new DeleteObjectCommand({ Bucket: data, Key: key }));
+    }
+    const ended = await waitForRun(dagId, r.body.runId, 120);
+    expect(ended.status).toBe('failed');
+    expect((ended as RunView & { error?: string }).error).toMatch(
+      /could not be processed.*missing/,
+    );
+    // Another DAG's run goes through as usual.
+    const other = await createDag({
+      tasks: [
+        { taskId: 'x', operator: 'noop' },
+        { taskId: 'y', operator: 'noop', dependsOn: ['x'] },
+      ],
+    });
+    const o = await api.request<{ runId: string }>('POST', `/v1/dags/${other}/runs`, {});
+    expect((await waitForRun(other, o.body.runId)).status).toBe('success');
   });
 });

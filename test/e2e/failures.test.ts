@@ -10,6 +10,7 @@ import { waitFor } from '../poll.ts';
 import {
   api,
   functionLogLines,
+  getText,
   listKeys,
   outputs,
   type RunView,
@@ -178,10 +179,17 @@ describe('a worker that dies mid-attempt', () => {
       store.transitionTask(key, finishTask(dead, { ok: true }, new Date())),
     ).rejects.toBeInstanceOf(ConflictError);
     expect(await store.getTaskInstance(key)).toMatchObject({ status: 'success', attempt: 2 });
-    // Attempt 2 ran once; attempt 1's worker never got to write anything.
+    // Attempt 2 ran once; attempt 1's worker never got to write anything, so the reaper wrote
+    // its log: what happened to it.
+    const prefix = `logs/${dagId}/${runId}/work`;
     expect(await listKeys(outputs.DataBucketName as string, `logs/${dagId}/${runId}/`)).toEqual([
-      `logs/${dagId}/${runId}/work/2.log`,
+      `${prefix}/1.log`,
+      `${prefix}/2.log`,
     ]);
+    const first = await getText(outputs.DataBucketName as string, `${prefix}/1.log`);
+    expect(first).toMatch(/its worker stopped without writing a log/);
+    expect(first).toMatch(/lease expired/);
+    expect(first).not.toMatch(/success/);
   });
 });
 

@@ -4,7 +4,13 @@ import { DynamoStateStore } from '../../adapters/aws/dynamodb.ts';
 import { tableKeys } from '../../adapters/aws/table.ts';
 import { ConflictError } from '../../core/errors.ts';
 import type { NewRun } from '../../core/ports.ts';
-import { manualRunId } from '../../core/state/index.ts';
+import {
+  claimTask,
+  finishTask,
+  heartbeatTask,
+  manualRunId,
+  queueTask,
+} from '../../core/state/index.ts';
 import { createTable, localClients, unique } from '../../localstack/resources.ts';
 
 /** The state store's run lifecycle against DynamoDB on the emulator: the defects' store side. */
@@ -240,5 +246,29 @@ describe('clear', () => {
       store.transitionRun(dagId, run.runId, ['running'], 'success', later(2), { clears: 0 }),
     ).rejects.toBeInstanceOf(ConflictError);
     expect((await store.getRun(dagId, run.runId))?.status).toBe('running');
+  });
+});
+
+describe('the reaper and a live worker', () => {
+  it('a lease renewed after the reaper read it is not taken', async () => {
+    const { run } = await store.createRun(newRun(1));
+    const key = { dagId, runId: run.runId, taskId: 't0' };
+    const queued = await store.transitionTask(
+      key,
+      queueTask({ status: 'pending', attempt: 0, leaseToken: null }, t0),
+    );
+    // Claimed at t0 with a 60 s lease; the reaper reads it expired at t0 + 61 s ...
+    const read = await store.transitionTask(key, claimTask(queued, 'w', 60, t0));
+    // ... and the worker heartbeats first, to t0 + 150 s.
+    await store.transitionTask(key, heartbeatTask(read, 90, later(60)));
+    const reap = {
+      ...finishTask(read, { ok: false, error: 'lease expired', retryAt: null }, later(61)),
+      leaseExpiredBy: later(61).toISOString(),
+    };
+    await expect(store.transitionTask(key, reap)).rejects.toBeInstanceOf(ConflictError);
+    expect(await store.getTaskInstance(key)).toMatchObject({ status: 'running', leaseToken: 'w' });
+    // Once the renewed lease has run out too, the same write goes through.
+    await store.transitionTask(key, { ...reap, leaseExpiredBy: later(151).toISOString() });
+    expect(await store.getTaskInstance(key)).toMatchObject({ status: 'failed' });
   });
 });
