@@ -7,7 +7,7 @@ import { tableDefinition } from '../../adapters/aws/table.ts';
 import type { AirlessFunctionName } from '../../lib/airless-scheduler.ts';
 import { AirlessStack } from '../../lib/airless-stack.ts';
 
-/** The REST API of DESIGN.md section 5, written out independently of lib/api.ts. */
+/** The REST API of the README, written out independently of lib/api.ts. */
 const DESIGN_ROUTES = [
   'POST /v1/dags',
   'GET /v1/dags',
@@ -499,7 +499,7 @@ describe('event sources', () => {
 });
 
 describe('HTTP API', () => {
-  it('has exactly the routes of DESIGN.md, each with IAM authorization', () => {
+  it('has exactly the documented routes, each with IAM authorization', () => {
     const routes = Object.values(template.findResources('AWS::ApiGatewayV2::Route'));
     expect(routes.map((r) => r.Properties.RouteKey).sort()).toEqual([...DESIGN_ROUTES].sort());
     for (const route of routes) expect(route.Properties.AuthorizationType).toBe('AWS_IAM');

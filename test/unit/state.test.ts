@@ -108,7 +108,7 @@ describe('task-instance transitions', () => {
 });
 
 describe('run transitions', () => {
-  it('follow DESIGN.md section 4', () => {
+  it('follow the documented run and task statuses', () => {
     expect(canTransitionRun('start', 'queued', 'running')).toBe(true);
     expect(canTransitionRun('finish', 'running', 'success')).toBe(true);
     expect(canTransitionRun('finish', 'queued', 'success')).toBe(false);
