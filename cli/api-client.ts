@@ -1,6 +1,7 @@
 import { Sha256 } from '@aws-crypto/sha256-js';
 import { defaultProvider } from '@aws-sdk/credential-provider-node';
 import { SignatureV4 } from '@smithy/signature-v4';
+import type { AwsCredentialIdentityProvider } from '@smithy/types';
 
 /** One API answer: the status, the body (parsed when the API says it is JSON), the raw text. */
 export interface ApiResponse<T = unknown> {
@@ -20,11 +21,12 @@ export class ApiClient {
   constructor(
     readonly baseUrl: string,
     region: string = process.env.AWS_REGION ?? 'us-east-1',
+    credentials: AwsCredentialIdentityProvider = defaultProvider(),
   ) {
     this.#signer = new SignatureV4({
       service: 'execute-api',
       region,
-      credentials: defaultProvider(),
+      credentials,
       sha256: Sha256,
     });
   }

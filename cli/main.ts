@@ -2,16 +2,21 @@ import { readFile } from 'node:fs/promises';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { compileSchedule, nextRuns } from '../core/cron/index.ts';
 import { type ValidationResult, validateDagText } from '../core/dag/index.ts';
+import { registerDags } from './dags.ts';
+import { registerLogs } from './logs.ts';
+import { registerRuns } from './runs.ts';
+import { CliError, type Io, Session } from './session.ts';
 
-/** Where the CLI writes; tests pass their own. */
-export interface Io {
-  out(line: string): void;
-  err(line: string): void;
-}
+export type { Io } from './session.ts';
 
 const processIo: Io = {
   out: (line) => process.stdout.write(`${line}\n`),
   err: (line) => process.stderr.write(`${line}\n`),
+  write: (text) => process.stdout.write(text),
+  writeErr: (text) => process.stderr.write(text),
+  stdoutTty: process.stdout.isTTY === true,
+  stderrTty: process.stderr.isTTY === true,
+  columns: process.stdout.columns || process.stderr.columns || undefined,
 };
 
 async function validateFile(file: string): Promise<ValidationResult> {
@@ -43,7 +48,7 @@ function isoDate(value: string): Date {
   return d;
 }
 
-function program(io: Io, setExit: (code: number) => void): Command {
+function program(io: Io, setExit: (code: number) => void): { cli: Command; session: Session } {
   const cli = new Command('airless')
     .description('Airless: cron and DAG workflows on serverless AWS')
     .configureOutput({
@@ -51,7 +56,13 @@ function program(io: Io, setExit: (code: number) => void): Command {
       writeErr: (s) => io.err(s.trimEnd()),
     })
     .exitOverride()
-    .showHelpAfterError('(run with --help for usage)');
+    .showHelpAfterError('(run with --help for usage)')
+    .option(
+      '--api <url>',
+      "the deployment's API URL (default: $AIRLESS_API_URL, else apiUrl in .airless/local.json)",
+    )
+    .option('--region <region>', "the API's AWS region (default: $AWS_REGION, else from the URL)");
+  const session = new Session(io, () => cli.opts<{ api?: string; region?: string }>());
 
   cli
     .command('validate')
@@ -103,13 +114,16 @@ function program(io: Io, setExit: (code: number) => void): Command {
       setExit(0);
     });
 
-  return cli;
+  registerDags(cli, session);
+  registerRuns(cli, session);
+  registerLogs(cli, session);
+  return { cli, session };
 }
 
 /** Runs the CLI on `argv` (without node and the script) and returns the exit code. */
 export async function main(argv: readonly string[], io: Io = processIo): Promise<number> {
   let code = 0;
-  const cli = program(io, (c) => {
+  const { cli, session } = program(io, (c) => {
     code = c;
   });
   try {
@@ -119,7 +133,12 @@ export async function main(argv: readonly string[], io: Io = processIo): Promise
       // --help and --version exit 0; usage errors exit 2, as most Unix tools do.
       return e.exitCode === 0 ? 0 : 2;
     }
+    if (e instanceof CliError) {
+      io.err(`airless: ${e.message}`);
+      for (const d of e.details) io.err(`  ${d}`);
+      return e.exitCode;
+    }
     throw e;
   }
-  return code;
+  return Math.max(code, session.exitCode);
 }
