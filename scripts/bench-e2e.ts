@@ -3,7 +3,9 @@
 //     in the same run (the fixed cost of a run: trigger, one dispatch, one completion);
 //   - the task-to-task lag along the chain (start of a task − end of its upstream), p50 and p95;
 //   - the AWS requests the stack spent per task, read from the Lambdas' own reports
-//     (lambdas/runtime.ts logs the requests of every invocation).
+//     (lambdas/runtime.ts logs the requests of every invocation);
+//   - how long the API takes to answer the trigger of a 10,000-task DAG, against the trigger of
+//     a 1-task DAG, and how long until its task instances are all written (off the request path).
 import {
   CloudWatchLogsClient,
   DescribeLogGroupsCommand,
@@ -157,3 +159,58 @@ console.log(
     ` (late by ${retryDelays.map((d) => `${d - RETRY_DELAY * 1000} ms`).join(', ')})`,
 );
 if (total === 0) console.log("  (no request reports found in the emulator's CloudWatch Logs)");
+
+// The trigger of a 10,000-task DAG, paused so that its tasks do not run: the API answers once the
+// run item exists; the task instances are written after, by the advance function.
+const BIG = 10_000;
+const timeTrigger = async (dagId: string) => {
+  const t = Date.now();
+  const r = await api.request<{ runId: string; status: string }>(
+    'POST',
+    `/v1/dags/${dagId}/runs`,
+    {},
+  );
+  if (r.status !== 201) throw new Error(`trigger ${dagId}: ${r.status} ${r.text}`);
+  return { ms: Date.now() - t, runId: r.body.runId };
+};
+const bigId = `bench_big_${suffix}`;
+const bigDoc = {
+  dagId: bigId,
+  tasks: Array.from({ length: BIG }, (_, i) => ({
+    taskId: `t${String(i).padStart(5, '0')}`,
+    operator: 'noop',
+    ...(i > 0 ? { dependsOn: ['t00000'] } : {}),
+  })),
+};
+const bigCreated = await api.request('POST', '/v1/dags', bigDoc);
+if (bigCreated.status !== 201)
+  throw new Error(`create ${bigId}: ${bigCreated.status} ${bigCreated.text}`);
+await api.request('PATCH', `/v1/dags/${bigId}`, { paused: true });
+const smallTriggers: number[] = [];
+for (let i = 0; i < 3; i++) smallTriggers.push((await timeTrigger(`bench_one_${suffix}`)).ms);
+const bigTrigger = await timeTrigger(bigId);
+const bigStart = Date.now() - bigTrigger.ms;
+let writtenMs = Number.NaN;
+for (let i = 0; i < 600 && Date.now() - bigStart < 600_000; i++) {
+  const v = await api.request<RunView>(
+    'GET',
+    `/v1/dags/${bigId}/runs/${encodeURIComponent(bigTrigger.runId)}`,
+  );
+  if (v.body.tasks?.length === BIG) {
+    writtenMs = Date.now() - bigStart;
+    break;
+  }
+  await new Promise((r) => setTimeout(r, 1000));
+}
+await api.request('DELETE', `/v1/dags/${bigId}`);
+const smallTrigger = pct(smallTriggers, 50);
+console.log(`\nTrigger of a ${BIG.toLocaleString('en')}-task DAG (paused: its tasks do not run)`);
+console.log(
+  `  API answered in ${bigTrigger.ms} ms; baseline: a 1-task trigger ${smallTrigger} ms (median of 3)`,
+);
+console.log(
+  `    ratio ${BIG.toLocaleString('en')}-task / 1-task trigger: ${(bigTrigger.ms / smallTrigger).toFixed(2)}`,
+);
+console.log(
+  `  every task instance written ${(writtenMs / 1000).toFixed(1)} s after the trigger (off the request path)`,
+);
