@@ -4,6 +4,7 @@ import { nextStep, runOutcome } from '../core/readiness/index.ts';
 import { isTerminalTask, resolveTask, type TaskStatus } from '../core/state/index.ts';
 import { loadDag } from './dags.ts';
 import type { Deps } from './deps.ts';
+import { injectFault } from './faults.ts';
 import { queue, runEnded } from './runs.ts';
 
 /**
@@ -33,7 +34,19 @@ export async function advance(
     await Promise.all(
       (graph.downstream.get(key.taskId) ?? []).map(async (taskId) => {
         const dk = { dagId: key.dagId, runId: key.runId, taskId };
-        const { task } = await deps.store.recordUpstreamOutcome(dk, key.taskId, status, generation);
+        const { task, counted } = await deps.store.recordUpstreamOutcome(
+          dk,
+          key.taskId,
+          status,
+          generation,
+        );
+        // A repeat of this event (the stream retries a record whose handler died after queuing
+        // but before sending): send the queued task's message again. Within SQS's 5-minute
+        // window the copy is dropped; after it, the claim is.
+        if (!counted && task.status === 'queued') {
+          messages.push({ ...dk, attempt: task.attempt, dagVersion });
+          return;
+        }
         const decision = nextStep(tasks.get(taskId)?.triggerRule ?? 'all_success', task);
         if (decision === 'queue') {
           const m = await queue(deps, dk, dagVersion, task);
@@ -47,6 +60,9 @@ export async function advance(
         }
       }),
     );
+    if ((await injectFault(deps, dag, 'advance.before-dispatch', key)) === 'repeat') {
+      await deps.dispatcher.dispatch(messages); // sent twice: SQS drops the copy within 5 min
+    }
     await deps.dispatcher.dispatch(messages);
   }
 
@@ -57,6 +73,7 @@ export async function advance(
     generation,
   );
   if (progress && runOutcome(progress) !== 'running') {
+    await injectFault(deps, dag, 'advance.before-run-end', key);
     try {
       // Only if no clear reopened tasks since the progress was read.
       await deps.store.transitionRun(key.dagId, key.runId, ['running'], runOutcome(progress), now, {

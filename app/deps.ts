@@ -21,4 +21,9 @@ export interface Deps {
   readonly clock: () => Date;
   readonly random: () => number;
   readonly newId: () => string;
+  /**
+   * Whether DAGs may inject faults (core/faults.ts): only in a deployment synthesized with the
+   * emulator-only switch. Off when absent.
+   */
+  readonly faultsEnabled?: boolean;
 }

@@ -52,19 +52,21 @@ export async function reap(deps: Deps, opts: ReapOptions): Promise<ReapReport> {
         leaseExpiredBy: now.toISOString(),
       });
       expiredLeases++;
-      // A worker that died wrote no log: say what happened to the attempt where its log would be.
+      // Say what happened to the attempt in its log: a worker that died wrote none, or wrote
+      // it and died before recording the outcome (its log then ends as if nothing went wrong).
       const ref = { dagId: ti.dagId, runId: ti.runId, taskId: ti.taskId, attempt: ti.attempt };
-      if ((await deps.blobs.getLog(ref)) === undefined) {
-        await deps.blobs.putLog(
-          ref,
-          [
-            `${now.toISOString()} attempt ${ti.attempt} started at ${ti.startTime ?? '?'} and its worker stopped without writing a log`,
-            `${now.toISOString()} ${error}; lease expired at ${ti.leaseExpiresAt ?? '?'}`,
-            `${now.toISOString()} failed by the reaper${done.status === 'up_for_retry' ? `, retry at ${done.retryAt}` : ''}`,
-            '',
-          ].join('\n'),
-        );
-      }
+      const written = await deps.blobs.getLog(ref);
+      const note = [
+        ...(written === undefined
+          ? [
+              `${now.toISOString()} attempt ${ti.attempt} started at ${ti.startTime ?? '?'} and its worker stopped without writing a log`,
+            ]
+          : [`${now.toISOString()} the worker stopped before recording this attempt's outcome`]),
+        `${now.toISOString()} ${error}; lease expired at ${ti.leaseExpiresAt ?? '?'}`,
+        `${now.toISOString()} failed by the reaper${done.status === 'up_for_retry' ? `, retry at ${done.retryAt}` : ''}`,
+        '',
+      ].join('\n');
+      await deps.blobs.putLog(ref, `${written ?? ''}${note}`);
       await scheduleRetry(deps, done);
     } catch (e) {
       if (!(e instanceof ConflictError)) throw e; // the worker got there first after all

@@ -12,6 +12,7 @@ import {
 } from '../core/state/index.ts';
 import { type LoadedDag, loadDag } from './dags.ts';
 import type { Deps } from './deps.ts';
+import { injectFault } from './faults.ts';
 
 /** The most a run's `conf` may take as JSON, far below DynamoDB's 400 KB item limit. */
 export const MAX_CONF_BYTES = 64 * 1024;
@@ -96,6 +97,7 @@ export async function triggerRun(
       at: now,
     }),
   );
+  await injectFault(deps, loaded.dag, 'trigger.after-create', { dagId: input.dagId, runId });
   // A repeat of a trigger whose first call died before starting the run finishes the job.
   if (run.status === 'queued' && run.tasksWritten) {
     return { run: await startRun(deps, run, loaded), created };

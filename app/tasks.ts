@@ -1,4 +1,4 @@
-import type { Task } from '../core/dag/schema.ts';
+import type { Dag, Task } from '../core/dag/schema.ts';
 import { ConflictError, NotFoundError, UnrecoverableError } from '../core/errors.ts';
 import type { TaskInstanceRecord, TaskMessage } from '../core/ports.ts';
 import { nextRetryAt } from '../core/retry/index.ts';
@@ -6,6 +6,7 @@ import { claimTask, finishTask, heartbeatTask, triesSoFar } from '../core/state/
 import { parseTaskConfig } from '../operators/registry.ts';
 import { loadDag } from './dags.ts';
 import type { Deps } from './deps.ts';
+import { InjectedCrash, injectFault } from './faults.ts';
 import { scheduleRetry } from './retries.ts';
 
 export interface ExecuteOptions {
@@ -86,8 +87,11 @@ export async function executeTask(
   let unrecoverable = false;
   let timer: NodeJS.Timeout | undefined;
   let task: Task | undefined;
+  let dagParams: Dag['params'] = {};
   try {
     const { dag, tasks } = await loadDag(deps, msg.dagId, msg.dagVersion);
+    dagParams = dag.params;
+    await injectFault(deps, dag, 'worker.after-claim', msg);
     task = tasks.get(msg.taskId);
     if (!task)
       throw new Error(`task ${msg.taskId} is not in DAG ${msg.dagId} version ${msg.dagVersion}`);
@@ -129,6 +133,8 @@ export async function executeTask(
     if (output !== undefined && output !== null)
       log.add(`output: ${JSON.stringify(output).slice(0, 4000)}`);
   } catch (e) {
+    // A crash on purpose ends the invocation here, as a dead process would.
+    if (e instanceof InjectedCrash) throw e;
     error = e instanceof Error ? e.message : String(e);
     // By name too: an operator bundled with its own copy of the class is still understood.
     unrecoverable = e instanceof UnrecoverableError || (e as Error)?.name === 'UnrecoverableError';
@@ -143,6 +149,8 @@ export async function executeTask(
   log.add(error === undefined ? 'success' : 'failed');
   await deps.blobs.putLog({ ...msg }, log.text());
   if (leaseLost) return 'lease_lost';
+  const faulted = { params: dagParams };
+  await injectFault(deps, faulted, 'worker.before-outcome', msg);
   // No task (the DAG could not be read): no retry policy, so the failure is final.
   const retryAt =
     error !== undefined && task && !unrecoverable
@@ -153,6 +161,9 @@ export async function executeTask(
       msg,
       finishTask(current, error === undefined ? { ok: true } : { ok: false, error, retryAt }, now),
     );
+    if ((await injectFault(deps, faulted, 'worker.after-outcome', msg)) === 'repeat') {
+      await deps.dispatcher.dispatch([msg]); // the same message delivered again, late
+    }
     // If this fails, the reaper finds the retry overdue and queues it.
     await scheduleRetry(deps, done);
     return done.status as ExecuteOutcome;

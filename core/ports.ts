@@ -243,6 +243,12 @@ export interface StateStore {
    */
   clearTasks(plan: ClearPlan): Promise<void>;
 
+  /**
+   * Counts one use of `name`, at most `max` uses in all: true when this use was counted. Fault
+   * injection uses it so that a fault fires a bounded number of times across invocations.
+   */
+  countUse(name: string, max: number): Promise<boolean>;
+
   /** Running attempts whose lease expired before `now`. */
   findExpiredLeases(now: Date, limit: number): Promise<TaskInstanceRecord[]>;
   /** Attempts queued before `before` and still not claimed. */

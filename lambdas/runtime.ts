@@ -30,6 +30,8 @@ const env = z.object({
   RETRY_QUEUE_URL: z.string().min(1),
   LEASE_SECONDS: z.coerce.number().int().min(10).default(120),
   HEARTBEAT_SECONDS: z.coerce.number().int().min(1).default(30),
+  // Set only by an emulator deploy with the fault-injection switch (lib/airless-function.ts).
+  AIRLESS_FAULTS: z.enum(['on', 'off']).default('off'),
   // Comma-separated CIDRs that the http operator may reach despite its SSRF guard (the
   // httpAllowedNetworks prop of AirlessScheduler); only the worker is given it.
   HTTP_ALLOWED_NETWORKS: z
@@ -76,6 +78,7 @@ export function runtime(): { env: Env; deps: Deps } {
     clock: () => new Date(),
     random: Math.random,
     newId: randomUUID,
+    faultsEnabled: e.AIRLESS_FAULTS === 'on',
   };
   cached = { env: e, deps };
   return cached;

@@ -7,6 +7,29 @@ import { NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
 
+/**
+ * The emulator-only test switches, read from the CDK context: honoured only when the app is
+ * synthesized for the emulator (`airless:emulator=true`, which only localstack/deploy.ts sets),
+ * never from one flag alone, so a production synth cannot turn them on.
+ * - `airless:faultInjection=true`: DAGs may inject faults (core/faults.ts);
+ * - `airless:leaseSeconds=N`: a shorter task lease (default 120 s), so that tests of dead
+ *   workers recover in seconds rather than minutes.
+ */
+export function emulatorTestSettings(scope: Construct): Record<string, string> {
+  const ctx = (k: string) => String(scope.node.tryGetContext(k) ?? '');
+  if (ctx('airless:emulator') !== 'true') return {};
+  const lease = Number(ctx('airless:leaseSeconds'));
+  return {
+    ...(ctx('airless:faultInjection') === 'true' ? { AIRLESS_FAULTS: 'on' } : {}),
+    ...(Number.isInteger(lease) && lease >= 10
+      ? {
+          LEASE_SECONDS: String(lease),
+          HEARTBEAT_SECONDS: String(Math.max(1, Math.floor(lease / 4))),
+        }
+      : {}),
+  };
+}
+
 /** The repository root: esbuild resolves dependencies from its package-lock.json. */
 const projectRoot = dirname(dirname(fileURLToPath(import.meta.url)));
 
@@ -92,6 +115,7 @@ export class AirlessFunction extends Construct implements iam.IGrantable {
         NODE_OPTIONS: '--enable-source-maps',
         POWERTOOLS_SERVICE_NAME: 'airless',
         POWERTOOLS_METRICS_NAMESPACE: 'Airless',
+        ...emulatorTestSettings(scope),
       },
     });
     Validations.of(this.function).acknowledge({

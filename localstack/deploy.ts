@@ -62,6 +62,12 @@ export async function deployLocal(
      * that call a server on this machine. Empty by default, as on AWS.
      */
     httpAllowedNetworks?: readonly string[];
+    /**
+     * The test deploy's switches (lib/airless-function.ts): DAGs may inject faults, and the task
+     * lease is this many seconds. Off for `npm start`.
+     */
+    faultInjection?: boolean;
+    leaseSeconds?: number;
   } = {},
 ): Promise<{ local: LocalStack; outputs: StackOutputs }> {
   const env = {
@@ -91,6 +97,8 @@ export async function deployLocal(
       ...(opts.httpAllowedNetworks?.length
         ? ['--context', `airless:httpAllowedNetworks=${opts.httpAllowedNetworks.join(',')}`]
         : []),
+      ...(opts.faultInjection ? ['--context', 'airless:faultInjection=true'] : []),
+      ...(opts.leaseSeconds ? ['--context', `airless:leaseSeconds=${opts.leaseSeconds}`] : []),
     ],
     env,
     quiet,

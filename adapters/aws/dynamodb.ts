@@ -872,6 +872,19 @@ export class DynamoStateStore implements StateStore {
     }
   }
 
+  async countUse(name: string, max: number): Promise<boolean> {
+    const u = new Update().add('uses', 1);
+    const uses = u.name('uses');
+    const cond = `attribute_not_exists(${uses}) OR ${uses} < ${u.value(max)}`;
+    try {
+      await this.#update(u.input(this.table, keys.use(name), cond), `use ${name}`);
+      return true;
+    } catch (e) {
+      if (e instanceof ConflictError) return false;
+      throw e;
+    }
+  }
+
   async findExpiredLeases(now: Date, limit: number): Promise<TaskInstanceRecord[]> {
     return this.#due('LEASE', now, limit);
   }

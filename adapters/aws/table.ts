@@ -8,6 +8,7 @@ import type { CreateTableCommandInput } from '@aws-sdk/client-dynamodb';
  * |-------------------|----------------------------|--------------------|---------------------------------|-------------------------------|
  * | DAG               | `DAG#{dagId}`              | `META`             | `DAGS` / `{dagId}`              |                               |
  * | DAG version       | `DAG#{dagId}`              | `V#{000000042}`    |                                 |                               |
+ * | use counter       | `USE#{name}`               | `USE`              |                                 |                               |
  * | DAG file          | `FILE#{s3 key}`            | `FILE`             |                                 |                               |
  * | import error      | `IMPORT_ERRORS`            | `{s3 key}`         |                                 |                               |
  * | run               | `RUN#{dagId}#{runId}`      | `RUN`              | `RUNS#{dagId}` / `{logicalDate}#{runId}` | `DUE#{CREATE,RUNQ}#{shard}` / `{since}` |
@@ -40,6 +41,7 @@ export const tableKeys = {
     pk: `DAG#${dagId}`,
     sk: `V#${String(version).padStart(9, '0')}`,
   }),
+  use: (name: string) => ({ pk: `USE#${name}`, sk: 'USE' }),
   dagFile: (key: string) => ({ pk: `FILE#${key}`, sk: 'FILE' }),
   importError: (key: string) => ({ pk: 'IMPORT_ERRORS', sk: key }),
   run: (dagId: string, runId: string) => ({ pk: `RUN#${dagId}#${runId}`, sk: 'RUN' }),

@@ -13,6 +13,8 @@ export default async function setup(): Promise<void> {
     );
   }
   const t0 = Date.now();
-  await deployLocal(cfg, { quiet: true });
+  // The test deploy: DAGs may inject faults (test/e2e/faults.test.ts), and a 30-second lease
+  // lets dead workers be recovered in seconds. Both are emulator-only switches.
+  await deployLocal(cfg, { quiet: true, faultInjection: true, leaseSeconds: 30 });
   console.log(`e2e: stack deployed to the emulator in ${((Date.now() - t0) / 1000).toFixed(1)}s`);
 }
