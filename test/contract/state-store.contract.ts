@@ -1,0 +1,1458 @@
+import { randomUUID } from 'node:crypto';
+import { beforeEach, describe, expect, it } from 'vitest';
+import {
+  ConflictError,
+  InvalidTransitionError,
+  NotFoundError,
+  ValidationError,
+} from '../../core/errors.ts';
+import type {
+  ClearPlan,
+  NewRun,
+  RunRecord,
+  StateStore,
+  TaskInstanceRecord,
+  TaskKey,
+} from '../../core/ports.ts';
+import { NO_COUNTS } from '../../core/readiness/index.ts';
+import type { RunStatus, TaskStatus } from '../../core/state/index.ts';
+import {
+  cancelTask,
+  claimTask,
+  clearTask,
+  finishTask,
+  heartbeatTask,
+  manualRunId,
+  queueTask,
+  resolveTask,
+  scheduledRunId,
+} from '../../core/state/index.ts';
+
+export interface StateStoreContractOptions {
+  /**
+   * Leaves what a writer of a large run's task instances leaves when it dies holding the
+   * creation lease: the lease (`token`, until `until`) and no task instances. Without it, the
+   * test of a busy writer is skipped.
+   */
+  readonly holdCreationLease?: (
+    store: StateStore,
+    run: { readonly dagId: string; readonly runId: string },
+    token: string,
+    until: Date,
+  ) => Promise<void>;
+}
+
+const uid = (prefix: string) => `${prefix}-${randomUUID().slice(0, 8)}`;
+const t0 = new Date('2026-03-09T06:30:00.000Z');
+const later = (s: number) => new Date(t0.getTime() + s * 1000);
+const iso = (s: number) => later(s).toISOString();
+
+/** The error a promise rejects with (fails the test if it resolves). */
+async function rejection(p: Promise<unknown>): Promise<unknown> {
+  return p.then(
+    (v) => {
+      throw new Error(`expected a rejection, got ${JSON.stringify(v)}`);
+    },
+    (e: unknown) => e,
+  );
+}
+
+/**
+ * The behaviour every StateStore must have, whatever holds the state: the one suite run against
+ * the DynamoDB store on the emulator (test/integration) and the in-memory store (test/unit).
+ * `makeStore` gives a store of its own, empty, to each test.
+ */
+export function stateStoreContract(
+  name: string,
+  makeStore: () => Promise<StateStore>,
+  options: StateStoreContractOptions = {},
+): void {
+  describe(`StateStore contract: ${name}`, () => {
+    let store: StateStore;
+    let dagId: string;
+
+    beforeEach(async () => {
+      store = await makeStore();
+      dagId = uid('dag');
+    });
+
+    const version = (extra: Partial<Parameters<StateStore['putDagVersion']>[0]> = {}) =>
+      store.putDagVersion({
+        dagId,
+        sourceKey: 'k',
+        sha256: 'a',
+        taskCount: 1,
+        at: t0,
+        ...extra,
+      });
+
+    /** A run of `tasks` tasks t0, t1, …: t0 has no upstream task, each other one has one. */
+    function newRun(tasks: number, extra: Partial<NewRun> = {}): NewRun {
+      return {
+        dagId,
+        runId: manualRunId(uid('r')),
+        dagVersion: 1,
+        kind: 'manual',
+        logicalDate: t0,
+        conf: { region: 'eu' },
+        tasks: Array.from({ length: tasks }, (_, i) => ({
+          taskId: `t${i}`,
+          upstreamCount: i === 0 ? 0 : 1,
+        })),
+        at: t0,
+        ...extra,
+      };
+    }
+
+    const key = (runId: string, taskId = 't0'): TaskKey => ({ dagId, runId, taskId });
+
+    async function task(k: TaskKey): Promise<TaskInstanceRecord> {
+      const ti = await store.getTaskInstance(k);
+      if (!ti) throw new Error(`task instance ${k.runId}/${k.taskId} missing`);
+      return ti;
+    }
+
+    /** A one-task run, started, with its task queued: attempt 1, ready to claim. */
+    async function queuedTask(extra: Partial<NewRun> = {}) {
+      const { run } = await store.createRun(newRun(1, extra));
+      const k = key(run.runId);
+      return { run, k, ti: await store.transitionTask(k, queueTask(await task(k), t0)) };
+    }
+
+    /** A started run whose tasks all ended `skipped`, counted, and the run `success`. */
+    async function finishedRun(tasks: number): Promise<RunRecord> {
+      const { run } = await store.createRun(newRun(tasks));
+      await store.transitionRun(dagId, run.runId, ['queued'], 'running', t0);
+      for (let i = 0; i < tasks; i++) {
+        const k = key(run.runId, `t${i}`);
+        await store.transitionTask(k, resolveTask(await task(k), 'skipped', t0));
+        await store.recordTaskFinished(k, true, tasks, 0);
+      }
+      return store.transitionRun(dagId, run.runId, ['running'], 'success', t0);
+    }
+
+    describe('DAG versions', () => {
+      it('stores a new version only when the document changes', async () => {
+        const v1 = await version({ sha256: 'aaa', owner: 'data', description: 'sales' });
+        expect(v1).toEqual({
+          created: true,
+          version: {
+            dagId,
+            version: 1,
+            sourceKey: 'k',
+            sha256: 'aaa',
+            taskCount: 1,
+            createdAt: t0.toISOString(),
+          },
+        });
+        const same = await version({ sha256: 'aaa', at: later(5) });
+        expect(same).toEqual({ created: false, version: v1.version });
+        const v2 = await version({
+          sha256: 'bbb',
+          sourceKey: 'k2',
+          at: later(60),
+          schedule: { cron: '@daily', timezone: 'UTC', expression: 'cron(0 0 * * ? *)' },
+        });
+        expect(v2).toMatchObject({ created: true, version: { version: 2, sourceKey: 'k2' } });
+        // The DAG item describes the latest version: an owner it no longer has is gone.
+        const dag = await store.getDag(dagId);
+        expect(dag).toEqual({
+          dagId,
+          latestVersion: 2,
+          paused: false,
+          deleted: false,
+          incarnation: 1,
+          activeRuns: [],
+          schedule: { cron: '@daily', timezone: 'UTC', expression: 'cron(0 0 * * ? *)' },
+          updatedAt: iso(60),
+        });
+        expect((await store.listDagVersions(dagId)).items.map((v) => v.version)).toEqual([2, 1]);
+        expect(await store.getDagVersion(dagId, 1)).toEqual(v1.version);
+        expect(await store.getDagVersion(dagId, 3)).toBeUndefined();
+        // Back to the first document: a new version, since it is not the latest one.
+        expect((await version({ sha256: 'aaa' })).version.version).toBe(3);
+      });
+
+      it('gives concurrent registrations distinct, consecutive versions', async () => {
+        const results = await Promise.all(
+          ['a', 'b', 'c', 'd'].map((sha256) => version({ sha256 })),
+        );
+        expect(results.map((r) => r.version.version).sort()).toEqual([1, 2, 3, 4]);
+        expect(results.every((r) => r.created)).toBe(true);
+        expect((await store.getDag(dagId))?.latestVersion).toBe(4);
+      });
+
+      it('lists versions newest first, a page at a time', async () => {
+        for (const sha256 of ['a', 'b', 'c', 'd', 'e']) await version({ sha256 });
+        const seen: number[] = [];
+        let nextToken: string | undefined;
+        for (let page = 0; page < 6; page++) {
+          const res = await store.listDagVersions(dagId, { limit: 2, nextToken });
+          expect(res.items.length).toBeLessThanOrEqual(2);
+          seen.push(...res.items.map((v) => v.version));
+          nextToken = res.nextToken;
+          if (!nextToken) break;
+        }
+        expect(seen).toEqual([5, 4, 3, 2, 1]);
+      });
+
+      it('knows nothing of a DAG never registered', async () => {
+        expect(await store.getDag(dagId)).toBeUndefined();
+        expect(await store.getDagVersion(dagId, 1)).toBeUndefined();
+        expect((await store.listDagVersions(dagId)).items).toEqual([]);
+        expect(await store.dagOfFile(`dags/${dagId}.json`)).toBeUndefined();
+        await expect(store.setDagPaused(dagId, true, t0)).rejects.toBeInstanceOf(NotFoundError);
+        await expect(store.markDagDeleted(dagId, t0)).rejects.toBeInstanceOf(NotFoundError);
+      });
+
+      it('pauses, lists and deletes DAGs, keeping history', async () => {
+        await version();
+        const paused = await store.setDagPaused(dagId, true, later(1));
+        expect(paused).toMatchObject({ dagId, paused: true, updatedAt: iso(1) });
+        expect((await store.listDags({ limit: 1000 })).items.map((d) => d.dagId)).toEqual([dagId]);
+        await store.markDagDeleted(dagId, later(2));
+        expect((await store.listDags({ limit: 1000 })).items).toEqual([]);
+        expect(await store.getDag(dagId)).toMatchObject({ deleted: true, updatedAt: iso(2) });
+        expect((await store.listDagVersions(dagId)).items).toHaveLength(1);
+        // A deleted DAG is as good as gone for pausing; deleting it again is harmless.
+        await expect(store.setDagPaused(dagId, false, later(3))).rejects.toBeInstanceOf(
+          NotFoundError,
+        );
+        await store.markDagDeleted(dagId, later(4));
+        expect(await store.getDag(dagId)).toMatchObject({ deleted: true, paused: true });
+      });
+
+      it('lists live DAGs by id, a page at a time', async () => {
+        const ids = ['d3', 'd1', 'd5', 'd2', 'd4'].map((d) => `${dagId}-${d}`);
+        for (const id of ids) await version({ dagId: id });
+        await store.markDagDeleted(`${dagId}-d4`, t0);
+        const seen: string[] = [];
+        let nextToken: string | undefined;
+        for (let page = 0; page < 6; page++) {
+          const res = await store.listDags({ limit: 2, nextToken });
+          seen.push(...res.items.map((d) => d.dagId));
+          nextToken = res.nextToken;
+          if (!nextToken) break;
+        }
+        expect(seen).toEqual(['d1', 'd2', 'd3', 'd5'].map((d) => `${dagId}-${d}`));
+        await expect(store.listDags({ nextToken: 'garbage!' })).rejects.toBeInstanceOf(
+          ValidationError,
+        );
+      });
+
+      it('a DAG created again after a delete starts unpaused, in a new incarnation', async () => {
+        expect(await version()).toMatchObject({ created: true });
+        expect(await store.getDag(dagId)).toMatchObject({ incarnation: 1, paused: false });
+        await store.setDagPaused(dagId, true, t0);
+        await store.markDagDeleted(dagId, t0);
+        // The same document: a new version all the same, since the DAG was gone.
+        expect(await version({ at: later(1) })).toMatchObject({
+          created: true,
+          version: { version: 2 },
+        });
+        expect(await store.getDag(dagId)).toMatchObject({
+          incarnation: 2,
+          paused: false,
+          deleted: false,
+          latestVersion: 2,
+        });
+        expect((await store.listDags()).items.map((d) => d.dagId)).toEqual([dagId]);
+        // A pause now is of this incarnation; registering again does not undo it.
+        await store.setDagPaused(dagId, true, later(2));
+        await version({ sha256: 'b', at: later(3) });
+        expect(await store.getDag(dagId)).toMatchObject({ incarnation: 2, paused: true });
+      });
+
+      it('two files may not declare one dagId; the first keeps it until it is deleted', async () => {
+        await version({ sha256: 'a', fileKey: 'dags/one.json' });
+        const err = await rejection(version({ sha256: 'b', fileKey: 'dags/two.json' }));
+        expect(err).toBeInstanceOf(ConflictError);
+        expect((err as Error).message).toMatch(/already declared by dags\/one\.json/);
+        // The same content from the other file is refused too, not answered "unchanged".
+        await expect(version({ sha256: 'a', fileKey: 'dags/two.json' })).rejects.toBeInstanceOf(
+          ConflictError,
+        );
+        // Registered without a file (the API's form), it keeps its file.
+        await version({ sha256: 'c' });
+        expect(await store.getDag(dagId)).toMatchObject({
+          fileKey: 'dags/one.json',
+          latestVersion: 2,
+        });
+        expect(await store.dagOfFile('dags/one.json')).toBe(dagId);
+        expect(await store.dagOfFile('dags/two.json')).toBeUndefined();
+        await store.markDagDeleted(dagId, t0);
+        // Deleted, it has no file, but the file still names it.
+        expect(await store.getDag(dagId)).not.toHaveProperty('fileKey');
+        expect(await store.dagOfFile('dags/one.json')).toBe(dagId);
+        await version({ sha256: 'b', fileKey: 'dags/two.json' });
+        expect(await store.getDag(dagId)).toMatchObject({
+          fileKey: 'dags/two.json',
+          deleted: false,
+        });
+        expect(await store.dagOfFile('dags/two.json')).toBe(dagId);
+      });
+
+      it('a file that declares another dagId names the new one', async () => {
+        await version({ fileKey: 'dags/f.json' });
+        await version({ dagId: `${dagId}-b`, fileKey: 'dags/f.json' });
+        expect(await store.dagOfFile('dags/f.json')).toBe(`${dagId}-b`);
+      });
+    });
+
+    describe('import errors', () => {
+      it('records, replaces, lists by key and clears import errors', async () => {
+        const record = (k: string, message = 'unknown task "x"') => ({
+          key: `dags/${k}.json`,
+          dagId,
+          errors: [{ path: '$.tasks[0].dependsOn[0]', message }],
+          time: t0.toISOString(),
+        });
+        for (const k of ['c', 'a', 'b']) await store.putImportError(record(k));
+        await store.putImportError(record('a', 'now another problem'));
+        const { key: _k, dagId: _d, ...noDag } = record('d');
+        await store.putImportError({ key: 'dags/d.json', ...noDag });
+        const seen = [];
+        let nextToken: string | undefined;
+        for (let page = 0; page < 5; page++) {
+          const res = await store.listImportErrors({ limit: 2, nextToken });
+          seen.push(...res.items);
+          nextToken = res.nextToken;
+          if (!nextToken) break;
+        }
+        expect(seen).toEqual([
+          record('a', 'now another problem'),
+          record('b'),
+          record('c'),
+          { key: 'dags/d.json', ...noDag },
+        ]);
+        await store.clearImportError('dags/b.json');
+        await store.clearImportError('dags/b.json');
+        await store.clearImportError('dags/never.json');
+        expect((await store.listImportErrors()).items.map((e) => e.key)).toEqual([
+          'dags/a.json',
+          'dags/c.json',
+          'dags/d.json',
+        ]);
+      });
+    });
+
+    describe('runs', () => {
+      it('creates a run and its task instances, all pending', async () => {
+        const input = newRun(3, { dagVersion: 4 });
+        const { run, created } = await store.createRun(input);
+        expect(created).toBe(true);
+        expect(run).toEqual({
+          dagId,
+          runId: input.runId,
+          dagVersion: 4,
+          kind: 'manual',
+          status: 'queued',
+          logicalDate: t0.toISOString(),
+          conf: { region: 'eu' },
+          taskCount: 3,
+          tasksWritten: true,
+          createdAt: t0.toISOString(),
+          startTime: null,
+          endTime: null,
+        });
+        expect(await store.getRun(dagId, run.runId)).toEqual(run);
+        const tis = await store.listTaskInstances(dagId, run.runId);
+        expect(tis.map((t) => [t.taskId, t.status, t.attempt, t.upstreamCount])).toEqual([
+          ['t0', 'pending', 0, 0],
+          ['t1', 'pending', 0, 1],
+          ['t2', 'pending', 0, 1],
+        ]);
+        expect(tis[1]).toEqual({
+          dagId,
+          runId: run.runId,
+          taskId: 't1',
+          dagVersion: 4,
+          status: 'pending',
+          attempt: 0,
+          leaseToken: null,
+          upstreamCount: 1,
+          retryBase: 0,
+          generation: 0,
+          counts: NO_COUNTS,
+          queuedAt: null,
+          leaseExpiresAt: null,
+          retryAt: null,
+          startTime: null,
+          endTime: null,
+          error: null,
+        });
+        expect(await store.getRun(dagId, 'no-such-run')).toBeUndefined();
+        expect(await store.listTaskInstances(dagId, 'no-such-run')).toEqual([]);
+        expect(await store.getTaskInstance(key(run.runId, 'nope'))).toBeUndefined();
+      });
+
+      it('creates a run once: a second creation returns the run as it is, changing nothing', async () => {
+        const input = newRun(2);
+        await store.createRun(input);
+        await store.transitionRun(dagId, input.runId, ['queued'], 'running', later(1));
+        const again = await store.createRun({ ...input, conf: { other: true }, at: later(2) });
+        expect(again.created).toBe(false);
+        expect(again.run).toMatchObject({
+          status: 'running',
+          conf: { region: 'eu' },
+          createdAt: t0.toISOString(),
+        });
+        expect(await store.getTaskInstance(key(input.runId, 't0'))).toMatchObject({
+          status: 'pending',
+        });
+      });
+
+      it.each([
+        ['in one write', 5],
+        ['the run item alone, for a run too large for one transaction', 250],
+      ])('20 concurrent creations of the same run give one run (%s)', async (_, tasks) => {
+        const input = newRun(tasks, { runId: scheduledRunId(t0), kind: 'scheduled' });
+        const results = await Promise.all(Array.from({ length: 20 }, () => store.createRun(input)));
+        expect(results.filter((r) => r.created)).toHaveLength(1);
+        expect(new Set(results.map((r) => r.run.runId))).toEqual(new Set([input.runId]));
+        expect((await store.listRuns(dagId)).items).toHaveLength(1);
+        if (tasks > 98) {
+          // The run item alone; then 20 writers race to write its tasks: one holds the lease.
+          expect(results.every((r) => !r.run.tasksWritten)).toBe(true);
+          expect(await store.listTaskInstances(dagId, input.runId)).toHaveLength(0);
+          const writes = await Promise.all(
+            Array.from({ length: 20 }, (_, i) =>
+              store.writeRunTasks(input, { token: `w${i}`, seconds: 360, now: t0 }),
+            ),
+          );
+          expect(writes.filter((w) => w === 'written').length).toBeGreaterThanOrEqual(1);
+          expect((await store.getRun(dagId, input.runId))?.tasksWritten).toBe(true);
+        }
+        expect(await store.listTaskInstances(dagId, input.runId)).toHaveLength(tasks);
+      });
+
+      it('writes runs of up to 98 tasks whole, larger ones as the run item first', async () => {
+        // 98 tasks, one progress shard and the run: the 100 items of one transaction.
+        const small = await store.createRun(newRun(98));
+        expect(small.run.tasksWritten).toBe(true);
+        expect(await store.listTaskInstances(dagId, small.run.runId)).toHaveLength(98);
+        const large = await store.createRun(newRun(99));
+        expect(large.run.tasksWritten).toBe(false);
+        expect(await store.getRun(dagId, large.run.runId)).toMatchObject({
+          tasksWritten: false,
+          taskCount: 99,
+        });
+        expect(await store.listTaskInstances(dagId, large.run.runId)).toEqual([]);
+        // Unwritten, it has no progress to count yet.
+        await expect(
+          store.recordTaskFinished(key(large.run.runId), true, 99, 0),
+        ).rejects.toBeInstanceOf(NotFoundError);
+      });
+
+      it('writes a large run resumably, under a creation lease', async () => {
+        const input = newRun(150);
+        const { run } = await store.createRun(input);
+        expect((await store.findUnwrittenRuns(later(1), 10)).map((r) => r.runId)).toEqual([
+          run.runId,
+        ]);
+        // Created at t0: not yet unwritten "before t0".
+        expect(await store.findUnwrittenRuns(t0, 10)).toEqual([]);
+        expect(await store.listQueuedRuns(dagId, 5)).toEqual([]);
+        let writtenAt = later(1);
+        if (options.holdCreationLease) {
+          // A writer took the lease until t0 + 60 s and died.
+          await options.holdCreationLease(store, run, 'dead', later(60));
+          expect(
+            await store.writeRunTasks(input, { token: 'w1', seconds: 360, now: later(30) }),
+          ).toBe('busy');
+          // Not even at the very moment the lease ends.
+          expect(
+            await store.writeRunTasks(input, { token: 'w1', seconds: 360, now: later(60) }),
+          ).toBe('busy');
+          expect(await store.listTaskInstances(dagId, run.runId)).toHaveLength(0);
+          expect((await store.getRun(dagId, run.runId))?.tasksWritten).toBe(false);
+          writtenAt = later(61);
+        }
+        expect(
+          await store.writeRunTasks(input, { token: 'w2', seconds: 360, now: writtenAt }),
+        ).toBe('written');
+        const tis = await store.listTaskInstances(dagId, run.runId);
+        expect(tis).toHaveLength(150);
+        expect(tis.every((t) => t.status === 'pending' && t.attempt === 0)).toBe(true);
+        expect(await store.findUnwrittenRuns(later(3600), 10)).toEqual([]);
+        // Written, it waits in the DAG's queue, and in the reaper's view since it was written.
+        expect((await store.listQueuedRuns(dagId, 5)).map((r) => r.runId)).toEqual([run.runId]);
+        expect(await store.findQueuedRunsBefore(writtenAt, 10)).toEqual([]);
+        expect((await store.findQueuedRunsBefore(later(3600), 10)).map((r) => r.runId)).toEqual([
+          run.runId,
+        ]);
+        // A late writer changes nothing.
+        await store.transitionTask(key(run.runId), queueTask(tis[0] as TaskInstanceRecord, t0));
+        expect(
+          await store.writeRunTasks(input, { token: 'w3', seconds: 360, now: later(9999) }),
+        ).toBe('written');
+        expect((await task(key(run.runId))).status).toBe('queued');
+        // The progress of all 150 tasks is there.
+        for (let i = 0; i < 150; i++) {
+          const p = await store.recordTaskFinished(key(run.runId, `t${i}`), true, 150, 0);
+          if (i < 149) expect(p === undefined || p.finished < 150).toBe(true);
+          else expect(p).toEqual({ total: 150, finished: 150, succeeded: 150, clears: 0 });
+        }
+      });
+
+      it('a small run, or one that does not exist, needs no writing', async () => {
+        const input = newRun(2);
+        await store.createRun(input);
+        expect(await store.writeRunTasks(input, { token: 'w', seconds: 360, now: t0 })).toBe(
+          'written',
+        );
+        await expect(
+          store.writeRunTasks(newRun(150), { token: 'w', seconds: 360, now: t0 }),
+        ).rejects.toBeInstanceOf(NotFoundError);
+      });
+
+      it('a large run cancelled before it was written never waits in a queue', async () => {
+        const input = newRun(120);
+        const { run } = await store.createRun(input);
+        await store.transitionRun(dagId, run.runId, ['queued'], 'cancelled', later(1));
+        expect(await store.findUnwrittenRuns(later(3600), 10)).toEqual([]);
+        expect(await store.writeRunTasks(input, { token: 'w', seconds: 360, now: later(2) })).toBe(
+          'written',
+        );
+        expect(await store.listTaskInstances(dagId, run.runId)).toHaveLength(120);
+        expect(await store.listQueuedRuns(dagId, 5)).toEqual([]);
+        expect(await store.findQueuedRunsBefore(later(3600), 10)).toEqual([]);
+      });
+
+      it('keeps conf exactly, even what a DynamoDB map could not hold', async () => {
+        let deep: unknown = 'leaf';
+        for (let i = 0; i < 60; i++) deep = { [`l${i}`]: deep };
+        const conf = {
+          deep,
+          tiny: 1.5e-200,
+          big: 1.7976931348623157e308,
+          text: 'é'.repeat(20_000),
+        };
+        const { run } = await store.createRun(newRun(1, { conf }));
+        expect((await store.getRun(dagId, run.runId))?.conf).toEqual(conf);
+      });
+
+      it('lists runs newest first, a page at a time, refusing tokens it did not give', async () => {
+        const days = [3, 1, 4, 2, 5].map((d) => new Date(Date.UTC(2026, 2, d)));
+        for (const d of days) {
+          await store.createRun(newRun(1, { logicalDate: d, runId: scheduledRunId(d) }));
+        }
+        const seen: string[] = [];
+        let nextToken: string | undefined;
+        for (let page = 0; page < 5; page++) {
+          const res = await store.listRuns(dagId, { limit: 2, nextToken });
+          seen.push(...res.items.map((r) => r.logicalDate.slice(0, 10)));
+          nextToken = res.nextToken;
+          if (!nextToken) break;
+        }
+        expect(seen).toEqual([
+          '2026-03-05',
+          '2026-03-04',
+          '2026-03-03',
+          '2026-03-02',
+          '2026-03-01',
+        ]);
+        expect((await store.listRuns(`${dagId}-other`)).items).toEqual([]);
+        await expect(store.listRuns(dagId, { nextToken: 'garbage!' })).rejects.toBeInstanceOf(
+          ValidationError,
+        );
+        // Well-formed, but the keys of another query.
+        const forged = Buffer.from(JSON.stringify({ pk: 'X', sk: 'Y' })).toString('base64url');
+        await expect(store.listRuns(dagId, { nextToken: forged })).rejects.toBeInstanceOf(
+          ValidationError,
+        );
+      });
+
+      it('hands out copies: changing a record changes nothing stored', async () => {
+        const input = newRun(2, { conf: { nested: { n: 1 } } });
+        const { run } = await store.createRun(input);
+        (input.conf.nested as { n: number }).n = 2;
+        (run.conf.nested as { n: number }).n = 3;
+        expect((await store.getRun(dagId, run.runId))?.conf).toEqual({ nested: { n: 1 } });
+        const ti = await task(key(run.runId, 't1'));
+        (ti.counts as { success: number }).success = 9;
+        expect((await task(key(run.runId, 't1'))).counts).toEqual(NO_COUNTS);
+        await version();
+        await store.acquireRunSlot(dagId, run.runId, 2);
+        const dag = await store.getDag(dagId);
+        (dag?.activeRuns as string[] | undefined)?.push('intruder');
+        expect((await store.getDag(dagId))?.activeRuns).toEqual([run.runId]);
+      });
+    });
+
+    describe('run transitions', () => {
+      it('moves a run through its statuses with conditional writes', async () => {
+        const { run } = await store.createRun(newRun(1));
+        const running = await store.transitionRun(
+          dagId,
+          run.runId,
+          ['queued'],
+          'running',
+          later(1),
+        );
+        expect(running).toMatchObject({ status: 'running', startTime: iso(1), endTime: null });
+        const err = await rejection(
+          store.transitionRun(dagId, run.runId, ['queued'], 'running', later(2)),
+        );
+        expect(err).toBeInstanceOf(ConflictError);
+        expect((err as ConflictError).current).toMatchObject({
+          runId: run.runId,
+          status: 'running',
+        });
+        const failed = await store.transitionRun(
+          dagId,
+          run.runId,
+          ['running'],
+          'failed',
+          later(3),
+          {
+            reason: `x${'y'.repeat(3000)}`,
+          },
+        );
+        expect(failed).toMatchObject({ status: 'failed', startTime: iso(1), endTime: iso(3) });
+        expect(failed.error).toHaveLength(2000);
+        expect(await store.getRun(dagId, run.runId)).toEqual(failed);
+        // Reopened (a clear): the start stays, the end and the reason go.
+        const reopened = await store.transitionRun(
+          dagId,
+          run.runId,
+          ['failed'],
+          'running',
+          later(4),
+        );
+        expect(reopened).toMatchObject({ status: 'running', startTime: iso(1), endTime: null });
+        expect(reopened).not.toHaveProperty('error');
+        const cancelled = await store.transitionRun(
+          dagId,
+          run.runId,
+          ['queued', 'running'],
+          'cancelled',
+          later(5),
+        );
+        expect(cancelled).toMatchObject({ status: 'cancelled', endTime: iso(5) });
+      });
+
+      it.each<[RunStatus[], RunStatus]>([
+        [['queued'], 'success'],
+        [['running'], 'queued'],
+        [['success'], 'failed'],
+        [['cancelled'], 'cancelled'],
+        [['running', 'success'], 'cancelled'],
+      ])('refuses the transition %j → %s, changing nothing', async (from, to) => {
+        const { run } = await store.createRun(newRun(1));
+        await expect(
+          store.transitionRun(dagId, run.runId, from, to, later(1)),
+        ).rejects.toBeInstanceOf(InvalidTransitionError);
+        expect(await store.getRun(dagId, run.runId)).toEqual(run);
+      });
+
+      it('a transition of a run that does not exist is NotFound', async () => {
+        await expect(
+          store.transitionRun(dagId, 'no-such-run', ['queued'], 'running', t0),
+        ).rejects.toBeInstanceOf(NotFoundError);
+        expect(await store.getRun(dagId, 'no-such-run')).toBeUndefined();
+      });
+
+      it('a run end read before a clear cannot land after it', async () => {
+        const { run } = await store.createRun(newRun(1));
+        await store.transitionRun(dagId, run.runId, ['queued'], 'running', t0);
+        const progress = await store.recordTaskFinished(key(run.runId), true, 1, 0);
+        expect(progress).toEqual({ total: 1, finished: 1, succeeded: 1, clears: 0 });
+        await store.clearTasks({
+          dagId,
+          runId: run.runId,
+          taskCount: 1,
+          runStatus: 'running',
+          at: later(1),
+          tasks: [],
+        });
+        await expect(
+          store.transitionRun(dagId, run.runId, ['running'], 'success', later(2), { clears: 0 }),
+        ).rejects.toBeInstanceOf(ConflictError);
+        expect((await store.getRun(dagId, run.runId))?.status).toBe('running');
+        // Read after the clear, the progress carries its count, and the end lands.
+        expect(await store.recordTaskFinished(key(run.runId), true, 1, 0)).toEqual({
+          total: 1,
+          finished: 1,
+          succeeded: 1,
+          clears: 1,
+        });
+        expect(
+          await store.transitionRun(dagId, run.runId, ['running'], 'success', later(3), {
+            clears: 1,
+          }),
+        ).toMatchObject({ status: 'success' });
+      });
+
+      it('a run never cleared matches clears 0', async () => {
+        const { run } = await store.createRun(newRun(1));
+        await store.transitionRun(dagId, run.runId, ['queued'], 'running', t0, { clears: 0 });
+        await expect(
+          store.transitionRun(dagId, run.runId, ['running'], 'success', t0, { clears: 1 }),
+        ).rejects.toBeInstanceOf(ConflictError);
+      });
+    });
+
+    describe('maxActiveRuns slots', () => {
+      it('hands out at most max slots, once per run, even to concurrent callers', async () => {
+        await version();
+        const runs = Array.from({ length: 6 }, (_, i) => `r${i}`);
+        const got = await Promise.all(runs.map((r) => store.acquireRunSlot(dagId, r, 2)));
+        expect(got.filter(Boolean)).toHaveLength(2);
+        const holders = runs.filter((_, i) => got[i]);
+        expect([...((await store.getDag(dagId))?.activeRuns ?? [])].sort()).toEqual(holders);
+        // A holder asking again still holds it; others are still refused.
+        expect(await store.acquireRunSlot(dagId, holders[0] as string, 2)).toBe(true);
+        expect(await store.acquireRunSlot(dagId, 'r-other', 2)).toBe(false);
+        await store.releaseRunSlot(dagId, holders[0] as string);
+        await store.releaseRunSlot(dagId, holders[0] as string);
+        expect(await store.acquireRunSlot(dagId, 'r-other', 2)).toBe(true);
+        expect(await store.acquireRunSlot(dagId, 'r-late', 2)).toBe(false);
+        // A larger max (a new version) makes room.
+        expect(await store.acquireRunSlot(dagId, 'r-late', 3)).toBe(true);
+      });
+
+      it('gives no slot while the DAG is paused or deleted; a run keeps the one it holds', async () => {
+        await version();
+        expect(await store.acquireRunSlot(dagId, 'r0', 5)).toBe(true);
+        await store.setDagPaused(dagId, true, t0);
+        expect(await store.acquireRunSlot(dagId, 'r1', 5)).toBe(false);
+        expect(await store.acquireRunSlot(dagId, 'r0', 5)).toBe(true);
+        await store.setDagPaused(dagId, false, t0);
+        expect(await store.acquireRunSlot(dagId, 'r1', 5)).toBe(true);
+        await store.markDagDeleted(dagId, t0);
+        expect(await store.acquireRunSlot(dagId, 'r2', 5)).toBe(false);
+        // Releasing still works on a deleted DAG: its ended runs give their slots back.
+        await store.releaseRunSlot(dagId, 'r1');
+        expect((await store.getDag(dagId))?.activeRuns).toEqual(['r0']);
+      });
+
+      it('keeps the slot of a run that is live again (a clear reopened it after its end)', async () => {
+        await version();
+        const { run } = await store.createRun(newRun(1));
+        expect(await store.acquireRunSlot(dagId, run.runId, 1)).toBe(true);
+        await store.transitionRun(dagId, run.runId, ['queued'], 'running', t0);
+        // The release of an end that a clear overtook: the running run keeps its slot.
+        await store.releaseRunSlot(dagId, run.runId);
+        expect((await store.getDag(dagId))?.activeRuns).toEqual([run.runId]);
+        expect(await store.acquireRunSlot(dagId, 'other', 1)).toBe(false);
+        await store.transitionRun(dagId, run.runId, ['running'], 'success', later(1));
+        await store.releaseRunSlot(dagId, run.runId);
+        expect((await store.getDag(dagId))?.activeRuns).toEqual([]);
+      });
+
+      it('has no slots for a DAG that does not exist', async () => {
+        await expect(store.acquireRunSlot(dagId, 'r', 1)).rejects.toBeInstanceOf(NotFoundError);
+        // Giving back a slot of a DAG that does not exist has nothing to do.
+        await expect(store.releaseRunSlot(dagId, 'r')).resolves.toBeUndefined();
+        expect(await store.getDag(dagId)).toBeUndefined();
+      });
+    });
+
+    describe('the queued-run index', () => {
+      it('lists the DAG queued runs oldest first, until they start', async () => {
+        for (const d of [3, 1, 2, 4]) {
+          const logicalDate = new Date(Date.UTC(2026, 2, d));
+          await store.createRun(
+            newRun(1, { logicalDate, runId: scheduledRunId(logicalDate), at: later(d) }),
+          );
+        }
+        await store.createRun({ ...newRun(1), dagId: `${dagId}-other`, at: later(10) });
+        const started = scheduledRunId(new Date(Date.UTC(2026, 2, 1)));
+        await store.transitionRun(dagId, started, ['queued'], 'running', t0);
+        const cancelled = scheduledRunId(new Date(Date.UTC(2026, 2, 4)));
+        await store.transitionRun(dagId, cancelled, ['queued'], 'cancelled', t0);
+        const queued = await store.listQueuedRuns(dagId, 10);
+        expect(queued.map((r) => r.logicalDate.slice(0, 10))).toEqual(['2026-03-02', '2026-03-03']);
+        expect(queued.every((r) => r.status === 'queued')).toBe(true);
+        expect((await store.listQueuedRuns(dagId, 1)).map((r) => r.runId)).toEqual([
+          queued[0]?.runId,
+        ]);
+        // The reaper's view, across DAGs, by when the run began to wait (its creation).
+        const waitingSince = async (s: number) =>
+          (await store.findQueuedRunsBefore(later(s), 10)).map((r) => r.runId).sort();
+        expect(await waitingSince(2)).toEqual([]);
+        expect(await waitingSince(2.5)).toEqual([scheduledRunId(new Date(Date.UTC(2026, 2, 2)))]);
+        expect((await waitingSince(100)).length).toBe(3);
+      });
+
+      it('finds the next queued run with one read, however many runs the DAG has had', async () => {
+        for (let i = 0; i < 30; i++) {
+          const { run } = await store.createRun(
+            newRun(1, { logicalDate: new Date(Date.UTC(2026, 0, 1, 0, i)) }),
+          );
+          if (i < 29) await store.transitionRun(dagId, run.runId, ['queued'], 'running', t0);
+        }
+        const [next, ...rest] = await store.listQueuedRuns(dagId, 1);
+        expect(rest).toEqual([]);
+        expect(next?.logicalDate).toBe('2026-01-01T00:29:00.000Z');
+        expect((await store.findQueuedRunsBefore(later(1), 10)).map((r) => r.runId)).toEqual([
+          next?.runId,
+        ]);
+      });
+    });
+
+    describe('task transitions', () => {
+      it('queue, claim, heartbeat and finish are each one conditional write', async () => {
+        const { k, ti } = await queuedTask();
+        expect(ti).toMatchObject({
+          status: 'queued',
+          attempt: 1,
+          leaseToken: null,
+          queuedAt: t0.toISOString(),
+          retryAt: null,
+        });
+        const running = await store.transitionTask(k, claimTask(ti, 'lease-a', 60, later(1)));
+        expect(running).toMatchObject({
+          status: 'running',
+          attempt: 1,
+          leaseToken: 'lease-a',
+          leaseExpiresAt: iso(61),
+          startTime: iso(1),
+          endTime: null,
+        });
+        const beat = await store.transitionTask(k, heartbeatTask(running, 60, later(30)));
+        expect(beat).toMatchObject({ leaseToken: 'lease-a', leaseExpiresAt: iso(90) });
+        const done = await store.transitionTask(k, finishTask(beat, { ok: true }, later(40)));
+        expect(done).toMatchObject({
+          status: 'success',
+          attempt: 1,
+          leaseToken: null,
+          leaseExpiresAt: null,
+          startTime: iso(1),
+          endTime: iso(40),
+          error: null,
+          queuedAt: t0.toISOString(),
+        });
+        expect(await store.getTaskInstance(k)).toEqual(done);
+      });
+
+      it('a failure waits to retry, is queued again with the next attempt, then fails for good', async () => {
+        const { k, ti } = await queuedTask();
+        const a1 = await store.transitionTask(k, claimTask(ti, 'l1', 60, later(1)));
+        const wait = await store.transitionTask(
+          k,
+          finishTask(a1, { ok: false, error: 'boom', retryAt: later(70) }, later(10)),
+        );
+        expect(wait).toMatchObject({
+          status: 'up_for_retry',
+          attempt: 1,
+          leaseToken: null,
+          leaseExpiresAt: null,
+          retryAt: iso(70),
+          error: 'boom',
+          endTime: null,
+        });
+        const q2 = await store.transitionTask(k, queueTask(wait, later(70)));
+        expect(q2).toMatchObject({
+          status: 'queued',
+          attempt: 2,
+          retryAt: null,
+          queuedAt: iso(70),
+        });
+        const a2 = await store.transitionTask(k, claimTask(q2, 'l2', 60, later(71)));
+        const failed = await store.transitionTask(
+          k,
+          finishTask(a2, { ok: false, error: 'boom again', retryAt: null }, later(80)),
+        );
+        expect(failed).toMatchObject({
+          status: 'failed',
+          attempt: 2,
+          error: 'boom again',
+          startTime: iso(71),
+          endTime: iso(80),
+        });
+      });
+
+      it('resolves, cancels and clears', async () => {
+        const { run } = await store.createRun(newRun(6));
+        const k = (i: number) => key(run.runId, `t${i}`);
+        expect(
+          await store.transitionTask(k(0), resolveTask(await task(k(0)), 'skipped', later(1))),
+        ).toMatchObject({ status: 'skipped', attempt: 0, endTime: iso(1) });
+        expect(
+          await store.transitionTask(
+            k(1),
+            resolveTask(await task(k(1)), 'upstream_failed', later(1)),
+          ),
+        ).toMatchObject({ status: 'upstream_failed', endTime: iso(1) });
+        // Cancel from each unfinished status.
+        const pending = await task(k(2));
+        const queued = await store.transitionTask(k(3), queueTask(await task(k(3)), t0));
+        const running = await store.transitionTask(
+          k(4),
+          claimTask(await store.transitionTask(k(4), queueTask(await task(k(4)), t0)), 'l', 60, t0),
+        );
+        const waiting = await store.transitionTask(
+          k(5),
+          finishTask(
+            await store.transitionTask(
+              k(5),
+              claimTask(
+                await store.transitionTask(k(5), queueTask(await task(k(5)), t0)),
+                'l',
+                60,
+                t0,
+              ),
+            ),
+            { ok: false, error: 'x', retryAt: later(100) },
+            later(1),
+          ),
+        );
+        for (const ti of [pending, queued, running, waiting]) {
+          expect(await store.transitionTask(ti, cancelTask(ti, later(2)))).toMatchObject({
+            status: 'cancelled',
+            attempt: ti.attempt,
+            leaseToken: null,
+            leaseExpiresAt: null,
+            retryAt: null,
+            endTime: iso(2),
+          });
+        }
+        // Nothing waits for a deadline any more.
+        expect(await store.findQueuedBefore(later(9999), 10)).toEqual([]);
+        expect(await store.findExpiredLeases(later(9999), 10)).toEqual([]);
+        expect(await store.findRetriesDue(later(9999), 10)).toEqual([]);
+        // A cleared task keeps its attempt count, which becomes the base of its retries.
+        const cancelled = await task(k(5));
+        expect(await store.transitionTask(k(5), clearTask(cancelled, later(3)))).toMatchObject({
+          status: 'pending',
+          attempt: 1,
+          retryBase: 1,
+          leaseToken: null,
+          retryAt: null,
+          startTime: null,
+          endTime: null,
+          error: null,
+        });
+      });
+
+      it('20 concurrent claims of one task attempt: exactly one wins', async () => {
+        const { k, ti } = await queuedTask();
+        const results = await Promise.allSettled(
+          Array.from({ length: 20 }, (_, i) =>
+            store.transitionTask(k, claimTask(ti, `worker-${i}`, 60, later(1))),
+          ),
+        );
+        const won = results.filter((r) => r.status === 'fulfilled');
+        expect(won).toHaveLength(1);
+        for (const r of results) {
+          if (r.status === 'rejected') expect(r.reason).toBeInstanceOf(ConflictError);
+        }
+        const winner = (won[0] as PromiseFulfilledResult<TaskInstanceRecord>).value.leaseToken;
+        expect((await task(k)).leaseToken).toBe(winner);
+      });
+
+      it('a completion carrying a stale lease token is refused, and changes nothing', async () => {
+        const { k, ti } = await queuedTask();
+        const a = await store.transitionTask(k, claimTask(ti, 'lease-a', 60, later(1)));
+        // The lease expires; the reaper fails the attempt for retry and the task runs again.
+        const retry = await store.transitionTask(
+          k,
+          finishTask(a, { ok: false, error: 'lease expired', retryAt: later(70) }, later(65)),
+        );
+        const requeued = await store.transitionTask(k, queueTask(retry, later(70)));
+        const b = await store.transitionTask(k, claimTask(requeued, 'lease-b', 60, later(71)));
+        expect(b).toMatchObject({ attempt: 2, leaseToken: 'lease-b' });
+        // The first worker comes back and reports success for attempt 1 with its old lease.
+        const err = await rejection(
+          store.transitionTask(k, finishTask(a, { ok: true }, later(80))),
+        );
+        expect(err).toBeInstanceOf(ConflictError);
+        expect((err as ConflictError).current).toMatchObject({
+          taskId: 't0',
+          status: 'running',
+          attempt: 2,
+          leaseToken: 'lease-b',
+        });
+        // Same attempt number, wrong token: also refused; so is a heartbeat with the old token.
+        await expect(
+          store.transitionTask(
+            k,
+            finishTask({ ...b, leaseToken: 'lease-a' }, { ok: true }, later(80)),
+          ),
+        ).rejects.toBeInstanceOf(ConflictError);
+        await expect(
+          store.transitionTask(k, heartbeatTask(a, 60, later(81))),
+        ).rejects.toBeInstanceOf(ConflictError);
+        // A claim expecting no lease is refused once someone holds one.
+        await expect(
+          store.transitionTask(k, claimTask(requeued, 'lease-c', 60, later(82))),
+        ).rejects.toBeInstanceOf(ConflictError);
+        expect(await task(k)).toEqual(b);
+      });
+
+      it('a transition expecting another status or attempt is refused with the task as it is', async () => {
+        const { k, ti } = await queuedTask();
+        const stale = { ...ti, attempt: 0 };
+        const err = await rejection(store.transitionTask(k, claimTask(stale, 'l', 60, t0)));
+        expect(err).toBeInstanceOf(ConflictError);
+        expect((err as ConflictError).current).toEqual(ti);
+        // Queued already: a second queue (a duplicate event) is refused.
+        await expect(
+          store.transitionTask(
+            k,
+            queueTask({ status: 'pending', attempt: 0, leaseToken: null }, t0),
+          ),
+        ).rejects.toBeInstanceOf(ConflictError);
+        expect(await task(k)).toEqual(ti);
+      });
+
+      it('the reaper takes a lease only if it is still expired', async () => {
+        const { k, ti } = await queuedTask();
+        // Claimed at t0 with a 60 s lease; the reaper reads it expired at t0 + 61 s ...
+        const read = await store.transitionTask(k, claimTask(ti, 'w', 60, t0));
+        // ... and the worker heartbeats first, to t0 + 150 s.
+        await store.transitionTask(k, heartbeatTask(read, 90, later(60)));
+        const reap = {
+          ...finishTask(read, { ok: false, error: 'lease expired', retryAt: null }, later(61)),
+          leaseExpiredBy: iso(61),
+        };
+        await expect(store.transitionTask(k, reap)).rejects.toBeInstanceOf(ConflictError);
+        expect(await task(k)).toMatchObject({ status: 'running', leaseToken: 'w' });
+        // A lease that expires exactly then has not expired before it.
+        await expect(
+          store.transitionTask(k, { ...reap, leaseExpiredBy: iso(150) }),
+        ).rejects.toBeInstanceOf(ConflictError);
+        // Once the renewed lease has run out too, the same write goes through.
+        await store.transitionTask(k, { ...reap, leaseExpiredBy: iso(151) });
+        expect(await task(k)).toMatchObject({ status: 'failed', leaseToken: null });
+      });
+
+      it('a transition of a task instance that does not exist is NotFound, and creates nothing', async () => {
+        const ghost = key('no-such-run');
+        const ti = { status: 'pending' as const, attempt: 0, leaseToken: null };
+        await expect(store.transitionTask(ghost, queueTask(ti, t0))).rejects.toBeInstanceOf(
+          NotFoundError,
+        );
+        expect(await store.getTaskInstance(ghost)).toBeUndefined();
+      });
+    });
+
+    describe('upstream counts and run progress', () => {
+      it('counts each upstream outcome once per generation, even when delivered twice', async () => {
+        const { run } = await store.createRun(newRun(3));
+        const down = key(run.runId, 't2');
+        const first = await store.recordUpstreamOutcome(down, 't0', 'success', 0);
+        expect(first).toMatchObject({ counted: true, task: { taskId: 't2', status: 'pending' } });
+        expect(first.task.counts).toEqual({ ...NO_COUNTS, success: 1 });
+        const again = await store.recordUpstreamOutcome(down, 't0', 'success', 0);
+        expect(again).toMatchObject({ counted: false, task: { counts: { success: 1 } } });
+        // Counted already, whatever outcome the duplicate claims.
+        expect(await store.recordUpstreamOutcome(down, 't0', 'failed', 0)).toMatchObject({
+          counted: false,
+          task: { counts: { success: 1, failed: 0 } },
+        });
+        const other = await store.recordUpstreamOutcome(down, 't1', 'upstream_failed', 0);
+        expect(other.task.counts).toEqual({ success: 1, failed: 0, upstreamFailed: 1, skipped: 0 });
+        // The same upstream task's next generation (after a clear) is another outcome.
+        const next = await store.recordUpstreamOutcome(down, 't0', 'failed', 1);
+        expect(next).toMatchObject({ counted: true, task: { counts: { success: 1, failed: 1 } } });
+        // A cancellation counts as a failure; a skip as a skip.
+        const d1 = key(run.runId, 't1');
+        await store.recordUpstreamOutcome(d1, 't0', 'cancelled', 0);
+        await store.recordUpstreamOutcome(d1, 'tx', 'skipped', 0);
+        expect((await task(d1)).counts).toEqual({ ...NO_COUNTS, failed: 1, skipped: 1 });
+      });
+
+      it('counts whatever status the downstream task is in', async () => {
+        const { k, ti } = await queuedTask();
+        expect(await store.recordUpstreamOutcome(k, 'up', 'success', 0)).toMatchObject({
+          counted: true,
+          task: { status: 'queued', attempt: ti.attempt, counts: { success: 1 } },
+        });
+      });
+
+      it('refuses an outcome that is not one, and a task that does not exist', async () => {
+        const { run } = await store.createRun(newRun(2));
+        for (const status of ['pending', 'queued', 'running', 'up_for_retry'] as TaskStatus[]) {
+          await expect(
+            store.recordUpstreamOutcome(key(run.runId, 't1'), 't0', status, 0),
+          ).rejects.toThrow(/not a finished status/);
+        }
+        expect((await task(key(run.runId, 't1'))).counts).toEqual(NO_COUNTS);
+        await expect(
+          store.recordUpstreamOutcome(key(run.runId, 'nope'), 't0', 'success', 0),
+        ).rejects.toBeInstanceOf(NotFoundError);
+        await expect(
+          store.recordTaskFinished(key('no-such-run'), true, 1, 0),
+        ).rejects.toBeInstanceOf(NotFoundError);
+      });
+
+      it('reports run progress once every task has finished, counting each task once', async () => {
+        // 450 tasks: three progress shards.
+        const tasks = 450;
+        const input = newRun(tasks);
+        const { run } = await store.createRun(input);
+        await store.writeRunTasks(input, { token: 'w', seconds: 360, now: t0 });
+        const results = [];
+        for (let i = 0; i < tasks; i++) {
+          results.push(await store.recordTaskFinished(key(run.runId, `t${i}`), i !== 7, tasks, 0));
+        }
+        // Duplicate events change nothing.
+        const dup = await store.recordTaskFinished(key(run.runId, 't7'), true, tasks, 0);
+        const final = results.filter((r) => r !== undefined).at(-1);
+        expect(final).toEqual({ total: tasks, finished: tasks, succeeded: tasks - 1, clears: 0 });
+        expect(dup).toEqual(final);
+        // Before the last task, no report said the run was complete.
+        expect(results.slice(0, -1).every((r) => r === undefined || r.finished < tasks)).toBe(true);
+        expect(results.at(-1)).toEqual(final);
+      });
+
+      it('counts a task once per generation in its run progress', async () => {
+        const { run } = await store.createRun(newRun(2));
+        expect(await store.recordTaskFinished(key(run.runId, 't0'), true, 2, 0)).toBeUndefined();
+        expect(await store.recordTaskFinished(key(run.runId, 't0'), false, 2, 0)).toBeUndefined();
+        expect(await store.recordTaskFinished(key(run.runId, 't1'), false, 2, 0)).toEqual({
+          total: 2,
+          finished: 2,
+          succeeded: 1,
+          clears: 0,
+        });
+        // A second generation with no clear to make room for it overcounts: clears must bump.
+        expect(await store.recordTaskFinished(key(run.runId, 't1'), true, 2, 1)).toEqual({
+          total: 2,
+          finished: 3,
+          succeeded: 2,
+          clears: 0,
+        });
+      });
+    });
+
+    describe('clear', () => {
+      const plan = (
+        runId: string,
+        expectT1Attempt: number,
+        extra: Partial<ClearPlan> = {},
+      ): ClearPlan => ({
+        dagId,
+        runId,
+        taskCount: 2,
+        runStatus: 'success',
+        at: later(5),
+        tasks: ['t0', 't1'].map((taskId) => ({
+          taskId,
+          expect: {
+            status: 'skipped' as const,
+            attempt: taskId === 't1' ? expectT1Attempt : 0,
+            generation: 0,
+            counts: NO_COUNTS,
+          },
+          status: 'queued' as const,
+          attempt: 1,
+          newGeneration: true,
+          generation: 1,
+          counts: NO_COUNTS,
+          counted: [],
+          oldSucceeded: true,
+        })),
+        ...extra,
+      });
+
+      it('applies whole or not at all', async () => {
+        const run = await finishedRun(2);
+        // What was read of t1 is stale: nothing of the clear is applied, the run included.
+        await expect(store.clearTasks(plan(run.runId, 7))).rejects.toBeInstanceOf(ConflictError);
+        expect(await store.getRun(dagId, run.runId)).toEqual(run);
+        const tasks = await store.listTaskInstances(dagId, run.runId);
+        expect(tasks.map((t) => [t.taskId, t.status, t.generation])).toEqual([
+          ['t0', 'skipped', 0],
+          ['t1', 'skipped', 0],
+        ]);
+        // So is a plan read from a run in another status.
+        await expect(
+          store.clearTasks(plan(run.runId, 0, { runStatus: 'failed' })),
+        ).rejects.toBeInstanceOf(ConflictError);
+        await store.clearTasks(plan(run.runId, 0));
+        expect(await store.getRun(dagId, run.runId)).toMatchObject({
+          status: 'running',
+          endTime: null,
+          startTime: run.startTime,
+        });
+        const after = await store.listTaskInstances(dagId, run.runId);
+        expect(after.map((t) => [t.taskId, t.status, t.attempt, t.generation])).toEqual([
+          ['t0', 'queued', 1, 1],
+          ['t1', 'queued', 1, 1],
+        ]);
+        expect(after[0]).toMatchObject({ queuedAt: iso(5), retryBase: 0, endTime: null });
+        // Queued by the clear itself: in the reaper's index, so a lost message is sent again.
+        expect(await store.findQueuedBefore(later(5), 10)).toEqual([]);
+        expect((await store.findQueuedBefore(later(3600), 10)).length).toBe(2);
+        // The same plan again: what it expects is gone.
+        await expect(store.clearTasks(plan(run.runId, 0))).rejects.toBeInstanceOf(ConflictError);
+      });
+
+      it('writes each cleared task as planned: new generation, counts, outcomes counted', async () => {
+        const { run } = await store.createRun(newRun(3));
+        await store.transitionRun(dagId, run.runId, ['queued'], 'running', t0);
+        const k = (i: number) => key(run.runId, `t${i}`);
+        // t0 failed for good at attempt 2 (retries), t1 upstream_failed, t2 still pending.
+        let t = await store.transitionTask(k(0), queueTask(await task(k(0)), t0));
+        t = await store.transitionTask(k(0), claimTask(t, 'l', 60, t0));
+        t = await store.transitionTask(
+          k(0),
+          finishTask(t, { ok: false, error: 'x', retryAt: later(1) }, t0),
+        );
+        t = await store.transitionTask(k(0), queueTask(t, later(1)));
+        t = await store.transitionTask(k(0), claimTask(t, 'l2', 60, later(1)));
+        await store.transitionTask(
+          k(0),
+          finishTask(t, { ok: false, error: 'y', retryAt: null }, later(2)),
+        );
+        await store.recordUpstreamOutcome(k(1), 't0', 'failed', 0);
+        await store.transitionTask(
+          k(1),
+          resolveTask(await task(k(1)), 'upstream_failed', later(3)),
+        );
+        await store.clearTasks({
+          dagId,
+          runId: run.runId,
+          taskCount: 3,
+          runStatus: 'running',
+          at: later(10),
+          tasks: [
+            {
+              taskId: 't0',
+              expect: { status: 'failed', attempt: 2, generation: 0, counts: NO_COUNTS },
+              status: 'queued',
+              attempt: 3,
+              newGeneration: true,
+              generation: 1,
+              counts: NO_COUNTS,
+              counted: [],
+              oldSucceeded: false,
+            },
+            {
+              taskId: 't1',
+              expect: {
+                status: 'upstream_failed',
+                attempt: 0,
+                generation: 0,
+                counts: { ...NO_COUNTS, failed: 1 },
+              },
+              status: 'pending',
+              attempt: 0,
+              newGeneration: true,
+              generation: 1,
+              counts: NO_COUNTS,
+              counted: ['t0#0'],
+              oldSucceeded: false,
+            },
+            {
+              taskId: 't2',
+              expect: { status: 'pending', attempt: 0, generation: 0, counts: NO_COUNTS },
+              status: 'skipped',
+              attempt: 0,
+              newGeneration: false,
+              generation: 0,
+              counts: { ...NO_COUNTS, skipped: 1 },
+              counted: ['t1#1'],
+            },
+          ],
+        });
+        expect(await task(k(0))).toMatchObject({
+          status: 'queued',
+          attempt: 3,
+          generation: 1,
+          retryBase: 2,
+          error: null,
+          startTime: null,
+          endTime: null,
+          retryAt: null,
+          leaseExpiresAt: null,
+          queuedAt: iso(10),
+        });
+        expect(await task(k(1))).toMatchObject({
+          status: 'pending',
+          generation: 1,
+          counts: NO_COUNTS,
+          endTime: null,
+        });
+        expect(await task(k(2))).toMatchObject({
+          status: 'skipped',
+          generation: 0,
+          counts: { ...NO_COUNTS, skipped: 1 },
+          endTime: iso(10),
+        });
+        // The outcomes named counted are counted: their events change nothing.
+        expect(await store.recordUpstreamOutcome(k(1), 't0', 'failed', 0)).toMatchObject({
+          counted: false,
+          task: { counts: NO_COUNTS },
+        });
+        expect((await store.recordUpstreamOutcome(k(2), 't1', 'skipped', 1)).counted).toBe(false);
+        expect((await store.recordUpstreamOutcome(k(1), 't0', 'success', 1)).counted).toBe(true);
+        expect((await store.getRun(dagId, run.runId))?.status).toBe('running');
+      });
+
+      it('reopens a failed run, removing its end and its reason', async () => {
+        const { run } = await store.createRun(newRun(1));
+        await store.transitionRun(dagId, run.runId, ['queued'], 'running', later(1));
+        await store.transitionRun(dagId, run.runId, ['running'], 'failed', later(2), {
+          reason: 'could not be processed',
+        });
+        await store.clearTasks({
+          dagId,
+          runId: run.runId,
+          taskCount: 1,
+          runStatus: 'failed',
+          at: later(3),
+          tasks: [],
+        });
+        const reopened = await store.getRun(dagId, run.runId);
+        expect(reopened).toMatchObject({ status: 'running', startTime: iso(1), endTime: null });
+        expect(reopened).not.toHaveProperty('error');
+      });
+
+      it('does not clear a task that holds a lease, or one that does not exist', async () => {
+        const { run, k, ti } = await queuedTask();
+        await store.transitionRun(dagId, run.runId, ['queued'], 'running', t0);
+        const running = await store.transitionTask(k, claimTask(ti, 'l', 60, t0));
+        const one = (taskId: string, status: TaskStatus): ClearPlan => ({
+          dagId,
+          runId: run.runId,
+          taskCount: 1,
+          runStatus: 'running',
+          at: later(1),
+          tasks: [
+            {
+              taskId,
+              expect: { status, attempt: 1, generation: 0, counts: NO_COUNTS },
+              status: 'pending',
+              attempt: 1,
+              newGeneration: false,
+              generation: 0,
+              counts: NO_COUNTS,
+              counted: [],
+            },
+          ],
+        });
+        await expect(store.clearTasks(one('t0', 'running'))).rejects.toBeInstanceOf(ConflictError);
+        await expect(store.clearTasks(one('nope', 'pending'))).rejects.toBeInstanceOf(
+          ConflictError,
+        );
+        expect(await task(k)).toEqual(running);
+        // Nothing was applied: the run's clear count is unchanged.
+        await store.transitionRun(dagId, run.runId, ['running'], 'success', t0, { clears: 0 });
+      });
+
+      it('keeps progress exact whether or not the old outcome was counted yet', async () => {
+        const run = await finishedRun(2);
+        await store.clearTasks(plan(run.runId, 0));
+        // The old outcomes come again (a late duplicate): they are already counted.
+        expect(await store.recordTaskFinished(key(run.runId, 't0'), true, 2, 0)).toBeUndefined();
+        expect(await store.recordTaskFinished(key(run.runId, 't0'), true, 2, 1)).toBeUndefined();
+        // One new outcome of two: not complete, whatever the old counts said.
+        const last = await store.recordTaskFinished(key(run.runId, 't1'), false, 2, 1);
+        expect(last).toEqual({ total: 4, finished: 4, succeeded: 3, clears: 1 });
+      });
+
+      it('keeps progress exact when the old outcome is counted after the clear', async () => {
+        const { run } = await store.createRun(newRun(2));
+        await store.transitionRun(dagId, run.runId, ['queued'], 'running', t0);
+        // t0 failed; its event has not been handled yet when it is cleared.
+        await store.recordTaskFinished(key(run.runId, 't1'), true, 2, 0);
+        await store.clearTasks({
+          ...plan(run.runId, 0),
+          runStatus: 'running',
+          tasks: [
+            {
+              taskId: 't0',
+              expect: { status: 'pending', attempt: 0, generation: 0, counts: NO_COUNTS },
+              status: 'pending',
+              attempt: 0,
+              newGeneration: true,
+              generation: 1,
+              counts: NO_COUNTS,
+              counted: [],
+              oldSucceeded: false,
+            },
+          ],
+        });
+        // The old failure, late: one extra "successful" task balances it.
+        expect(await store.recordTaskFinished(key(run.runId, 't0'), false, 2, 0)).toBeUndefined();
+        expect(await store.recordTaskFinished(key(run.runId, 't0'), true, 2, 1)).toEqual({
+          total: 3,
+          finished: 3,
+          succeeded: 3,
+          clears: 1,
+        });
+      });
+    });
+
+    describe('use counters', () => {
+      it('counts at most max uses of a name, even to concurrent callers', async () => {
+        const name = uid('fault');
+        const got = await Promise.all(Array.from({ length: 8 }, () => store.countUse(name, 3)));
+        expect(got.filter(Boolean)).toHaveLength(3);
+        expect(await store.countUse(name, 3)).toBe(false);
+        // Each name counts on its own; a higher limit makes room.
+        expect(await store.countUse(`${name}-other`, 1)).toBe(true);
+        expect(await store.countUse(`${name}-other`, 1)).toBe(false);
+        expect(await store.countUse(name, 4)).toBe(true);
+      });
+    });
+
+    describe('deadline queries', () => {
+      it('finds expired leases, stale queued attempts and due retries', async () => {
+        const a = await queuedTask();
+        const { run: r2 } = await store.createRun(newRun(1, { logicalDate: later(3600) }));
+        const k2 = key(r2.runId);
+        const queued2 = await store.transitionTask(k2, queueTask(await task(k2), later(10)));
+
+        // a: claimed with a 60 s lease at t0+1 → expires at t0+61.
+        await store.transitionTask(a.k, claimTask(a.ti, 'lease', 60, later(1)));
+        expect((await store.findExpiredLeases(later(61), 10)).map((t) => t.runId)).toEqual([]);
+        expect((await store.findExpiredLeases(later(62), 10)).map((t) => t.runId)).toEqual([
+          a.k.runId,
+        ]);
+
+        // k2: queued at t0+10, never claimed.
+        expect(await store.findQueuedBefore(later(10), 10)).toEqual([]);
+        expect((await store.findQueuedBefore(later(11), 10)).map((t) => t.runId)).toEqual([
+          k2.runId,
+        ]);
+
+        // k2 claimed, fails, waits to retry at t0+100: it leaves the queued index, joins the retry one.
+        const running = await store.transitionTask(k2, claimTask(queued2, 'l2', 60, later(20)));
+        expect((await store.findExpiredLeases(later(9999), 10)).length).toBe(2);
+        const waiting = await store.transitionTask(
+          k2,
+          finishTask(running, { ok: false, error: 'x', retryAt: later(100) }, later(21)),
+        );
+        expect(await store.findQueuedBefore(later(1000), 10)).toEqual([]);
+        expect(await store.findRetriesDue(later(100), 10)).toEqual([]);
+        const due = await store.findRetriesDue(later(101), 10);
+        expect(due).toEqual([waiting]);
+        // Queued again, it leaves the retry index for the queued one.
+        await store.transitionTask(k2, queueTask(waiting, later(200)));
+        expect(await store.findRetriesDue(later(9999), 10)).toEqual([]);
+        expect((await store.findQueuedBefore(later(201), 10)).map((t) => t.attempt)).toEqual([2]);
+        expect((await store.findExpiredLeases(later(9999), 10)).map((t) => t.runId)).toEqual([
+          a.k.runId,
+        ]);
+      });
+
+      it('a heartbeat moves the lease deadline; a finish takes the task out', async () => {
+        const { k, ti } = await queuedTask();
+        const running = await store.transitionTask(k, claimTask(ti, 'l', 60, t0));
+        await store.transitionTask(k, heartbeatTask(running, 60, later(50)));
+        expect(await store.findExpiredLeases(later(100), 10)).toEqual([]);
+        expect((await store.findExpiredLeases(later(111), 10)).length).toBe(1);
+        const beat = await task(k);
+        await store.transitionTask(k, finishTask(beat, { ok: true }, later(120)));
+        expect(await store.findExpiredLeases(later(9999), 10)).toEqual([]);
+      });
+
+      it('returns at most limit of each kind', async () => {
+        const { run } = await store.createRun(newRun(5));
+        for (let i = 0; i < 5; i++) {
+          const k = key(run.runId, `t${i}`);
+          await store.transitionTask(k, queueTask(await task(k), later(i)));
+        }
+        expect(await store.findQueuedBefore(later(9999), 3)).toHaveLength(3);
+        expect(await store.findQueuedBefore(later(9999), 10)).toHaveLength(5);
+        expect(await store.findQueuedBefore(later(2), 10)).toHaveLength(2);
+      });
+    });
+  });
+}
