@@ -86,7 +86,12 @@ export async function clearTasks(
           : 'pending';
     planned.push({
       taskId: id,
-      expect: { status: ti.status, attempt: ti.attempt },
+      expect: {
+        status: ti.status,
+        attempt: ti.attempt,
+        generation: ti.generation,
+        counts: ti.counts,
+      },
       status,
       attempt: status === 'queued' ? ti.attempt + 1 : ti.attempt,
       newGeneration: finished,

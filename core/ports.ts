@@ -201,7 +201,10 @@ export interface StateStore {
    * per run start, never per task.
    */
   acquireRunSlot(dagId: string, runId: string, max: number): Promise<boolean>;
-  /** Gives the run's slot back (once it has ended). Harmless to repeat. */
+  /**
+   * Gives the run's slot back once it has ended (or does not exist). A run that is live again
+   * (a clear reopened it after its end was read) keeps its slot. Harmless to repeat.
+   */
   releaseRunSlot(dagId: string, runId: string): Promise<void>;
   /**
    * The DAG's runs waiting in `queued` (their task instances written), oldest logical date
@@ -333,8 +336,16 @@ export interface ClearPlan {
   readonly at: Date;
   readonly tasks: readonly {
     readonly taskId: string;
-    /** As read: the write is conditional on it. */
-    readonly expect: { readonly status: TaskStatus; readonly attempt: number };
+    /**
+     * As read: the write is conditional on it, counts and generation included, so that an
+     * outcome counted meanwhile, or another clear of the same read, refuses the whole clear.
+     */
+    readonly expect: {
+      readonly status: TaskStatus;
+      readonly attempt: number;
+      readonly generation: number;
+      readonly counts: UpstreamCounts;
+    };
     /** The cleared status: pending, or decided at once (queued with the next attempt, …). */
     readonly status: 'pending' | 'queued' | 'skipped' | 'upstream_failed';
     readonly attempt: number;

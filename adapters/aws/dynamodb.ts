@@ -647,11 +647,32 @@ export class DynamoStateStore implements StateStore {
   }
 
   async releaseRunSlot(dagId: string, runId: string): Promise<void> {
+    // Conditional on the run having ended, in one transaction: a clear may have reopened the run
+    // (taking the slot it still held) after its end was read, and must keep that slot.
     const u = new Update().delete('activeRuns', new Set([runId]));
-    await this.#update(
-      u.input(this.table, keys.dag(dagId), 'attribute_exists(pk)'),
-      `release ${runId}`,
-    );
+    try {
+      await aws(`release ${runId}`, () =>
+        this.db.send(
+          new TransactWriteCommand({
+            TransactItems: [
+              {
+                ConditionCheck: {
+                  TableName: this.table,
+                  Key: keys.run(dagId, runId),
+                  ConditionExpression: 'attribute_not_exists(pk) OR #s IN (:s, :f, :c)',
+                  ExpressionAttributeNames: { '#s': 'status' },
+                  ExpressionAttributeValues: { ':s': 'success', ':f': 'failed', ':c': 'cancelled' },
+                },
+              },
+              { Update: u.input(this.table, keys.dag(dagId), 'attribute_exists(pk)') },
+            ],
+          }),
+        ),
+      );
+    } catch (e) {
+      // The run is live again (it keeps its slot), or the DAG is gone (nothing to give back).
+      if (!(e instanceof ConflictError)) throw e;
+    }
   }
 
   async listQueuedRuns(dagId: string, limit: number): Promise<RunRecord[]> {
@@ -828,7 +849,18 @@ export class DynamoStateStore implements StateStore {
         const shard = progressShard(`${plan.dagId}#${plan.runId}#${t.taskId}`, DUE_SHARDS);
         u.set('queuedAt', at).set('gsi2pk', `DUE#QUEUED#${shard}`).set('gsi2sk', at);
       }
-      const cond = `${u.name('status')} = ${u.value(t.expect.status)} AND ${u.name('attempt')} = ${u.value(t.expect.attempt)} AND attribute_not_exists(${u.name('leaseToken')})`;
+      const gen = u.name('generation');
+      const cond = [
+        `${u.name('status')} = ${u.value(t.expect.status)}`,
+        `${u.name('attempt')} = ${u.value(t.expect.attempt)}`,
+        `attribute_not_exists(${u.name('leaseToken')})`,
+        t.expect.generation === 0
+          ? `(attribute_not_exists(${gen}) OR ${gen} = ${u.value(0)})`
+          : `${gen} = ${u.value(t.expect.generation)}`,
+        ...(Object.keys(COUNTER) as (keyof UpstreamCounts)[]).map(
+          (k) => `${u.name(COUNTER[k])} = ${u.value(t.expect.counts[k])}`,
+        ),
+      ].join(' AND ');
       return { Update: u.input(this.table, keys.task(plan.dagId, plan.runId, t.taskId), cond) };
     });
     const bumps = new Map<number, { total: number; succeeded: number }>();

@@ -4,6 +4,7 @@ import { DynamoStateStore } from '../../adapters/aws/dynamodb.ts';
 import { tableKeys } from '../../adapters/aws/table.ts';
 import { ConflictError } from '../../core/errors.ts';
 import type { NewRun } from '../../core/ports.ts';
+import { NO_COUNTS } from '../../core/readiness/index.ts';
 import {
   claimTask,
   finishTask,
@@ -172,7 +173,12 @@ describe('clear', () => {
     at: later(5),
     tasks: ['t0', 't1'].map((taskId) => ({
       taskId,
-      expect: { status: 'skipped' as const, attempt: taskId === 't1' ? expectT1Attempt : 0 },
+      expect: {
+        status: 'skipped' as const,
+        attempt: taskId === 't1' ? expectT1Attempt : 0,
+        generation: 0,
+        counts: NO_COUNTS,
+      },
       status: 'queued' as const,
       attempt: 1,
       newGeneration: true,
