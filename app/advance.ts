@@ -1,4 +1,5 @@
 import { ConflictError } from '../core/errors.ts';
+import { Metric } from '../core/metric-names.ts';
 import type { TaskKey, TaskMessage } from '../core/ports.ts';
 import { nextStep, runOutcome } from '../core/readiness/index.ts';
 import { isTerminalTask, resolveTask, type TaskStatus } from '../core/state/index.ts';
@@ -79,6 +80,12 @@ export async function advance(
       await deps.store.transitionRun(key.dagId, key.runId, ['running'], runOutcome(progress), now, {
         clears: progress.clears,
       });
+      // Once per run: only one conditional write ends it.
+      deps.metrics?.addMetric(
+        runOutcome(progress) === 'success' ? Metric.RunSucceeded : Metric.RunFailed,
+        'Count',
+        1,
+      );
     } catch (e) {
       // Already ended (a duplicate event), cancelled, or cleared meanwhile.
       if (!(e instanceof ConflictError)) throw e;

@@ -21,6 +21,8 @@ export interface Deps {
   readonly clock: () => Date;
   readonly random: () => number;
   readonly newId: () => string;
+  /** Counts a metric (core/metric-names.ts); the handlers pass Powertools Metrics. */
+  readonly metrics?: { addMetric(name: string, unit: 'Count', value: number): unknown };
   /**
    * Whether DAGs may inject faults (core/faults.ts): only in a deployment synthesized with the
    * emulator-only switch. Off when absent.

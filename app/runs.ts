@@ -1,5 +1,6 @@
 import { ConflictError, NotFoundError, TooLargeError, ValidationError } from '../core/errors.ts';
 import { jsonByteLength, jsonValueIssues } from '../core/json.ts';
+import { Metric } from '../core/metric-names.ts';
 import type { NewRun, RunRecord, TaskInstanceRecord, TaskKey, TaskMessage } from '../core/ports.ts';
 import { startsImmediately } from '../core/readiness/index.ts';
 import {
@@ -227,6 +228,7 @@ export async function reconcileRunSlots(deps: Deps, dagId: string): Promise<numb
     for (const run of await deps.store.listQueuedRuns(dagId, 100)) {
       await deps.store
         .transitionRun(dagId, run.runId, ['queued'], 'cancelled', deps.clock())
+        .then(() => deps.metrics?.addMetric(Metric.RunCancelled, 'Count', 1))
         .catch((e: unknown) => {
           if (!(e instanceof ConflictError)) throw e;
         });
@@ -251,6 +253,7 @@ export async function reconcileRunSlots(deps: Deps, dagId: string): Promise<numb
 export async function cancelRun(deps: Deps, dagId: string, runId: string): Promise<RunRecord> {
   const now = deps.clock();
   const run = await deps.store.transitionRun(dagId, runId, ['queued', 'running'], 'cancelled', now);
+  deps.metrics?.addMetric(Metric.RunCancelled, 'Count', 1);
   await runEnded(deps, dagId, runId);
   const tasks = await deps.store.listTaskInstances(dagId, runId);
   await Promise.all(

@@ -9,6 +9,7 @@ import type { Context, DynamoDBRecord, DynamoDBStreamEvent } from 'aws-lambda';
 import { advance } from '../app/advance.ts';
 import { runEnded, writeRunTasks } from '../app/runs.ts';
 import { AirlessError, ConflictError, NotFoundError } from '../core/errors.ts';
+import { Metric } from '../core/metric-names.ts';
 import { isTerminalTask, type TaskStatus } from '../core/state/index.ts';
 import { awsRequestMetrics, logger, metrics, runtime } from './runtime.ts';
 
@@ -65,12 +66,13 @@ async function record(r: DynamoDBRecord) {
     const runId = String(img.runId);
     const reason = `could not be processed: ${e.message}`;
     logger.error('unprocessable record: failing its run', { dagId, runId, error: e.message });
-    metrics.addMetric('UnprocessableRecords', MetricUnit.Count, 1);
+    metrics.addMetric(Metric.UnprocessableRecords, MetricUnit.Count, 1);
     const { deps } = runtime();
     try {
       await deps.store.transitionRun(dagId, runId, ['queued', 'running'], 'failed', deps.clock(), {
         reason,
       });
+      metrics.addMetric(Metric.RunFailed, MetricUnit.Count, 1);
       await runEnded(deps, dagId, runId);
     } catch (inner) {
       if (!(inner instanceof ConflictError) && !(inner instanceof NotFoundError)) throw inner;

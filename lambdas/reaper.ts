@@ -3,6 +3,7 @@ import { MetricUnit } from '@aws-lambda-powertools/metrics';
 import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
 import middy from '@middy/core';
 import { reap } from '../app/reaper.ts';
+import { Metric } from '../core/metric-names.ts';
 import { awsRequestMetrics, logger, metrics, runtime } from './runtime.ts';
 
 /** Every minute (an EventBridge rule): expired leases, lost messages, lost retry timers. */
@@ -13,11 +14,11 @@ async function lambdaHandler() {
     limit: 200,
   });
   logger.info('reaped', { ...report });
-  metrics.addMetric('ExpiredLeases', MetricUnit.Count, report.expiredLeases);
-  metrics.addMetric('Redispatched', MetricUnit.Count, report.redispatched);
-  metrics.addMetric('RetriesQueuedByReaper', MetricUnit.Count, report.retriesQueued);
-  metrics.addMetric('RunsWrittenByReaper', MetricUnit.Count, report.runsWritten);
-  metrics.addMetric('RunsStartedByReaper', MetricUnit.Count, report.runsStarted);
+  metrics.addMetric(Metric.ExpiredLeases, MetricUnit.Count, report.expiredLeases);
+  metrics.addMetric(Metric.Redispatched, MetricUnit.Count, report.redispatched);
+  metrics.addMetric(Metric.RetriesQueuedByReaper, MetricUnit.Count, report.retriesQueued);
+  metrics.addMetric(Metric.RunsWrittenByReaper, MetricUnit.Count, report.runsWritten);
+  metrics.addMetric(Metric.RunsStartedByReaper, MetricUnit.Count, report.runsStarted);
   return report;
 }
 

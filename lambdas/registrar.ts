@@ -5,6 +5,7 @@ import middy from '@middy/core';
 import type { S3Event, S3EventRecord } from 'aws-lambda';
 import { boundIssues, deleteDag, registerDag, unregisterDagFile } from '../app/dags.ts';
 import { AirlessError, ConflictError, type Issue } from '../core/errors.ts';
+import { Metric } from '../core/metric-names.ts';
 import { awsRequestMetrics, logger, metrics, runtime } from './runtime.ts';
 
 /**
@@ -47,7 +48,7 @@ async function onRecord(r: S3EventRecord) {
         version: result.version,
         created: result.created,
       });
-      metrics.addMetric('DagRegistered', MetricUnit.Count, 1);
+      metrics.addMetric(Metric.DagRegistered, MetricUnit.Count, 1);
       return;
     }
     issues = result.issues;
@@ -70,7 +71,7 @@ async function onRecord(r: S3EventRecord) {
     time: deps.clock().toISOString(),
   });
   logger.warn('import error', { key, issues: issues.slice(0, 10), count: issues.length });
-  metrics.addMetric('DagImportError', MetricUnit.Count, 1);
+  metrics.addMetric(Metric.DagImportError, MetricUnit.Count, 1);
   if (unexpected) throw new Error(`registering ${key} failed: ${issues[0]?.message}`);
 }
 

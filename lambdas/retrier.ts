@@ -6,6 +6,7 @@ import middy from '@middy/core';
 import type { Context, SQSEvent, SQSRecord } from 'aws-lambda';
 import { decodeRetryTimer } from '../adapters/aws/timers.ts';
 import { onRetryTimer } from '../app/retries.ts';
+import { Metric } from '../core/metric-names.ts';
 import { awsRequestMetrics, logger, metrics, runtime } from './runtime.ts';
 
 /** Retry timers coming back from the delay queue: queue the next attempt, or wait again. */
@@ -17,7 +18,7 @@ async function lambdaHandler(event: SQSEvent, context: Context) {
     const timer = decodeRetryTimer(r.body);
     const outcome = await onRetryTimer(deps, timer);
     logger.info('retry timer', { ...timer, outcome });
-    if (outcome === 'queued') metrics.addMetric('RetryQueued', MetricUnit.Count, 1);
+    if (outcome === 'queued') metrics.addMetric(Metric.RetryQueued, MetricUnit.Count, 1);
   };
   return processPartialResponse(event, record, processor, { context });
 }

@@ -78,6 +78,7 @@ export function runtime(): { env: Env; deps: Deps } {
     clock: () => new Date(),
     random: Math.random,
     newId: randomUUID,
+    metrics,
     faultsEnabled: e.AIRLESS_FAULTS === 'on',
   };
   cached = { env: e, deps };

@@ -5,6 +5,7 @@ import middy from '@middy/core';
 import { z } from 'zod';
 import { triggerRun } from '../app/runs.ts';
 import { compileSchedule, previousRun } from '../core/cron/index.ts';
+import { Metric } from '../core/metric-names.ts';
 import { awsRequestMetrics, logger, metrics, runtime } from './runtime.ts';
 
 /**
@@ -50,7 +51,7 @@ async function lambdaHandler(event: unknown) {
   }
   const { run, created } = await triggerRun(deps, { dagId, scheduledTime });
   logger.info('scheduled run', { dagId, runId: run.runId, created });
-  if (created) metrics.addMetric('ScheduledRunCreated', MetricUnit.Count, 1);
+  if (created) metrics.addMetric(Metric.ScheduledRunCreated, MetricUnit.Count, 1);
   return { ok: true, runId: run.runId, created };
 }
 

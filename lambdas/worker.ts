@@ -5,7 +5,8 @@ import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
 import middy from '@middy/core';
 import type { Context, SQSEvent, SQSRecord } from 'aws-lambda';
 import { decodeTaskMessage } from '../adapters/aws/sqs.ts';
-import { executeTask } from '../app/tasks.ts';
+import { type ExecuteOutcome, executeTask } from '../app/tasks.ts';
+import { Metric } from '../core/metric-names.ts';
 import { awsRequestMetrics, logger, metrics, runtime } from './runtime.ts';
 
 /**
@@ -17,17 +18,56 @@ import { awsRequestMetrics, logger, metrics, runtime } from './runtime.ts';
  */
 const processor = new BatchProcessor(EventType.SQS);
 
+/** One count per attempt, its outcome in the name (no dimension: see metric-names.ts). */
+function countOutcome(outcome: ExecuteOutcome): void {
+  switch (outcome) {
+    case 'success':
+      metrics.addMetric(Metric.TaskSucceeded, MetricUnit.Count, 1);
+      return;
+    case 'failed':
+      metrics.addMetric(Metric.TaskFailed, MetricUnit.Count, 1);
+      return;
+    case 'up_for_retry':
+      metrics.addMetric(Metric.TaskRetried, MetricUnit.Count, 1);
+      return;
+    case 'lease_lost':
+      metrics.addMetric(Metric.TaskLeaseLost, MetricUnit.Count, 1);
+      return;
+    case 'not_claimed':
+      metrics.addMetric(Metric.TaskNotClaimed, MetricUnit.Count, 1);
+      return;
+    default:
+      outcome satisfies never;
+  }
+}
+
+/**
+ * How long the attempt waited between being queued and being claimed. The message is sent right
+ * after the attempt's `queued` write (app/runs.ts `queue`), so its `SentTimestamp` stands for
+ * `queuedAt`; a message that the reaper had to send again counts from the resend.
+ * https://docs.aws.amazon.com/lambda/latest/dg/with-sqs.html (the event's `attributes`)
+ */
+function startLagMs(r: SQSRecord, claimedAt: number): number | undefined {
+  const sent = Number(r.attributes?.SentTimestamp);
+  return Number.isFinite(sent) ? Math.max(0, claimedAt - sent) : undefined;
+}
+
 async function lambdaHandler(event: SQSEvent, context: Context) {
   const { env, deps } = runtime();
   const record = async (r: SQSRecord) => {
     const msg = decodeTaskMessage(r.body);
+    // The claim is the first thing executeTask does.
+    const claimedAt = deps.clock().getTime();
     const outcome = await executeTask(deps, msg, {
       leaseSeconds: env.LEASE_SECONDS,
       heartbeatSeconds: env.HEARTBEAT_SECONDS,
       remainingMs: () => context.getRemainingTimeInMillis(),
     });
     logger.info('attempt finished', { ...msg, outcome });
-    metrics.addMetric(`Task_${outcome}`, MetricUnit.Count, 1);
+    countOutcome(outcome);
+    // A refused claim started nothing: its lag would count a duplicate, not a start.
+    const lag = outcome === 'not_claimed' ? undefined : startLagMs(r, claimedAt);
+    if (lag !== undefined) metrics.addMetric(Metric.TaskStartLagMs, MetricUnit.Milliseconds, lag);
   };
   return processPartialResponse(event, record, processor, { context });
 }

@@ -1,9 +1,11 @@
 import { fileURLToPath } from 'node:url';
 import { Duration, RemovalPolicy, Stack, Token, Validations } from 'aws-cdk-lib';
 import type * as apigw from 'aws-cdk-lib/aws-apigatewayv2';
+import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import type * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as events from 'aws-cdk-lib/aws-events';
 import * as targets from 'aws-cdk-lib/aws-events-targets';
+import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import { DynamoEventSource, SqsDlq, SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
 import * as s3 from 'aws-cdk-lib/aws-s3';
@@ -12,11 +14,14 @@ import type * as scheduler from 'aws-cdk-lib/aws-scheduler';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
+import { GSI1, GSI2, GSI3 } from '../adapters/aws/table.ts';
+import { Metric, type MetricName } from '../core/metric-names.ts';
 import { parseNetwork } from '../operators/address-guard.ts';
 import { AirlessFunction } from './airless-function.ts';
 import { Alarms } from './alarms.ts';
 import { Api } from './api.ts';
 import { Buckets } from './buckets.ts';
+import { airlessMetric, Dashboard } from './dashboard.ts';
 import { acknowledgeWildcard } from './nag.ts';
 import { RetryTimers } from './retry-timers.ts';
 import { Schedules } from './schedules.ts';
@@ -71,6 +76,35 @@ export interface AirlessSchedulerProps {
    * @default - a new SNS topic
    */
   readonly alarmTopic?: sns.ITopic;
+  /**
+   * An email address to subscribe to the alarm topic. AWS first sends it a confirmation request.
+   * @default - no subscription
+   */
+  readonly alarmEmail?: string;
+  /**
+   * Alarm when the oldest task message is older than this. SQS counts messages in flight, so a
+   * healthy attempt holds its message for as long as it runs (up to the 15-minute worker
+   * timeout): keep this above that.
+   * @default Duration.minutes(20)
+   */
+  readonly oldestTaskMessageAgeAlarmThreshold?: Duration;
+  /**
+   * Alarm when more runs than this fail within 5 minutes. To be told of each failed run of one
+   * DAG, route its events instead.
+   * @default 0 - any failed run
+   */
+  readonly failedRunsAlarmThreshold?: number;
+  /**
+   * Alarm when the reaper finds more expired leases than this within 5 minutes (attempts whose
+   * worker crashed, hung or was stopped).
+   * @default 0 - any
+   */
+  readonly expiredLeasesAlarmThreshold?: number;
+  /**
+   * The name of the CloudWatch dashboard.
+   * @default - a name that CloudFormation generates
+   */
+  readonly dashboardName?: string;
 }
 
 /** Task instance statuses that end an attempt for good, so that downstream tasks may be ready. */
@@ -100,6 +134,8 @@ export class AirlessScheduler extends Construct {
   readonly api: Api;
   readonly httpApi: apigw.HttpApi;
   readonly alarms: Alarms;
+  /** The CloudWatch dashboard: runs, tasks, queues, functions, table throttles, repairs. */
+  readonly dashboard: Dashboard;
 
   constructor(scope: Construct, id: string, props: AirlessSchedulerProps = {}) {
     super(scope, id);
@@ -320,24 +356,180 @@ export class AirlessScheduler extends Construct {
     });
     this.httpApi = this.api.httpApi;
 
+    const deadLetterQueues = {
+      Task: tasks.deadLetterQueue,
+      Schedule: schedules.deadLetterQueue,
+      AdvanceFailure: advanceFailures,
+      RetryTimer: timers.deadLetterQueue,
+    };
+    const functions = {
+      Api: api.function,
+      Registrar: registrar.function,
+      Worker: worker.function,
+      Advance: advance.function,
+      Trigger: trigger.function,
+      Retrier: retrier.function,
+      Reaper: reaper.function,
+    };
     this.alarms = new Alarms(this, 'Alarms', {
-      deadLetterQueues: {
-        Task: tasks.deadLetterQueue,
-        Schedule: schedules.deadLetterQueue,
-        AdvanceFailure: advanceFailures,
-        RetryTimer: timers.deadLetterQueue,
-      },
-      functions: {
-        Api: api.function,
-        Registrar: registrar.function,
-        Worker: worker.function,
-        Advance: advance.function,
-        Trigger: trigger.function,
-        Retrier: retrier.function,
-        Reaper: reaper.function,
-      },
+      deadLetterQueues,
+      functions,
+      taskQueue: queue,
+      oldestTaskMessageAgeThreshold:
+        props.oldestTaskMessageAgeAlarmThreshold ?? workerTimeout.plus(Duration.minutes(5)),
+      ...(props.failedRunsAlarmThreshold === undefined
+        ? {}
+        : { failedRunsThreshold: props.failedRunsAlarmThreshold }),
+      ...(props.expiredLeasesAlarmThreshold === undefined
+        ? {}
+        : { expiredLeasesThreshold: props.expiredLeasesAlarmThreshold }),
       ...(props.alarmTopic ? { alarmTopic: props.alarmTopic } : {}),
+      ...(props.alarmEmail === undefined ? {} : { alarmEmail: props.alarmEmail }),
     });
+
+    this.dashboard = new Dashboard(this, 'Dashboard', {
+      ...(props.dashboardName === undefined ? {} : { dashboardName: props.dashboardName }),
+      functions,
+      // The cast only quiets exactOptionalPropertyTypes, which CDK's types predate.
+      table: table as dynamodb.ITable,
+      tableIndexNames: [GSI1, GSI2, GSI3],
+      taskQueue: queue,
+      deadLetterQueues,
+      alarms: this.alarms.alarms,
+    });
+  }
+
+  /**
+   * One of the metrics the Airless functions emit (core/metric-names.ts), in the `Airless`
+   * namespace with the `service` dimension only: no metric is per DAG or run.
+   * @default Sum over 5 minutes
+   */
+  metric(metricName: MetricName, props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return airlessMetric(metricName, props);
+  }
+
+  /**
+   * Task attempts that succeeded.
+   * @default Sum over 5 minutes
+   */
+  metricTasksSucceeded(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return this.metric(Metric.TaskSucceeded, props);
+  }
+
+  /**
+   * Task attempts that failed for good (no retry left, or a failure no retry can fix).
+   * @default Sum over 5 minutes
+   */
+  metricTasksFailed(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return this.metric(Metric.TaskFailed, props);
+  }
+
+  /**
+   * Task attempts that failed and will be retried.
+   * @default Sum over 5 minutes
+   */
+  metricTasksRetried(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return this.metric(Metric.TaskRetried, props);
+  }
+
+  /**
+   * Milliseconds from a task attempt being queued (its message sent) to a worker claiming it.
+   * @default p99 over 5 minutes
+   */
+  metricTaskStartLag(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return this.metric(Metric.TaskStartLagMs, { statistic: 'p99', ...props });
+  }
+
+  /**
+   * Runs that ended in success.
+   * @default Sum over 5 minutes
+   */
+  metricRunsSucceeded(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return this.metric(Metric.RunSucceeded, props);
+  }
+
+  /**
+   * Runs that failed.
+   * @default Sum over 5 minutes
+   */
+  metricRunsFailed(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return this.metric(Metric.RunFailed, props);
+  }
+
+  /**
+   * Runs that were cancelled.
+   * @default Sum over 5 minutes
+   */
+  metricRunsCancelled(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return this.metric(Metric.RunCancelled, props);
+  }
+
+  /**
+   * AWS requests made by all the Airless functions: what orchestration costs.
+   * @default Sum over 5 minutes
+   */
+  metricAwsRequests(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return this.metric(Metric.AwsRequests, props);
+  }
+
+  /**
+   * Running attempts that the reaper found with an expired lease (their worker crashed, hung or
+   * was stopped), and failed or retried.
+   * @default Sum over 5 minutes
+   */
+  metricExpiredLeases(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return this.metric(Metric.ExpiredLeases, props);
+  }
+
+  /**
+   * The age in seconds of the task queue's oldest message, in flight or not (SQS's
+   * `ApproximateAgeOfOldestMessage`).
+   * @default Maximum over 5 minutes
+   */
+  metricOldestTaskMessageAge(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return this.taskQueue.metricApproximateAgeOfOldestMessage({
+      period: Duration.minutes(5),
+      statistic: cloudwatch.Stats.MAXIMUM,
+      ...props,
+    });
+  }
+
+  /**
+   * Task messages waiting for a worker (SQS's `ApproximateNumberOfMessagesVisible`).
+   * @default Maximum over 5 minutes
+   */
+  metricTaskQueueDepth(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return this.taskQueue.metricApproximateNumberOfMessagesVisible({
+      period: Duration.minutes(5),
+      statistic: cloudwatch.Stats.MAXIMUM,
+      ...props,
+    });
+  }
+
+  /**
+   * Lets the grantee trigger runs of any DAG through the HTTP API, and nothing else: it may call
+   * `POST /v1/dags/{dag_id}/runs` (`execute-api:Invoke` on that one route of the `$default`
+   * stage). Only meaningful with `authorization: 'iam'`; without it anyone may call the API.
+   */
+  grantTrigger(grantee: iam.IGrantable): iam.Grant {
+    // The route's path parameter is the one wildcard: DAG ids contain no `/`, and no other
+    // POST route ends in `/runs`.
+    // https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-access-control-iam.html
+    const routeArn = this.httpApi.arnForExecuteApi('POST', '/v1/dags/*/runs', '$default');
+    const grant = iam.Grant.addToPrincipal({
+      grantee,
+      actions: ['execute-api:Invoke'],
+      resourceArns: [routeArn],
+    });
+    if (Construct.isConstruct(grantee)) {
+      acknowledgeWildcard(
+        grantee,
+        routeArn,
+        'The trigger route has a path parameter, the DAG id: the grant names that one route ' +
+          '(POST /v1/dags/*/runs) of this one API, for every DAG.',
+      );
+    }
+    return grant;
   }
 
   /** cdk-nag findings that the grants above produce, each acknowledged with its reason. */

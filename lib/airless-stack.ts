@@ -19,6 +19,8 @@ export class AirlessStack extends Stack {
       DataBucketName: s.dataBucket.bucketName,
       TableName: s.table.tableName,
       TaskQueueUrl: s.taskQueue.queueUrl,
+      DashboardName: s.dashboard.dashboardName,
+      AlarmTopicArn: s.alarms.alarmTopic.topicArn,
     };
     for (const [name, value] of Object.entries(outputs)) new CfnOutput(this, name, { value });
   }

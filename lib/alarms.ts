@@ -4,24 +4,55 @@ import * as actions from 'aws-cdk-lib/aws-cloudwatch-actions';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as sns from 'aws-cdk-lib/aws-sns';
+import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
+import { Metric } from '../core/metric-names.ts';
+import { airlessMetric } from './dashboard.ts';
 
 export interface AlarmsProps {
   /** Queues whose messages are work that failed for good, by a name used in construct ids. */
   readonly deadLetterQueues: Readonly<Record<string, sqs.IQueue>>;
-  /** Functions whose errors should page someone, by a name used in construct ids. */
+  /** Functions whose errors and throttles should page someone, by a name used in construct ids. */
   readonly functions: Readonly<Record<string, lambda.IFunction>>;
+  /** The FIFO queue of task attempts, whose oldest message should not wait long. */
+  readonly taskQueue: sqs.IQueue;
+  /**
+   * Alarm when the task queue's oldest message is older than this. SQS counts messages in flight
+   * too ("the oldest non-deleted message"), so a healthy attempt holds its message for as long as
+   * it runs: keep this above the worker timeout.
+   * https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-available-cloudwatch-metrics.html
+   * @default Duration.minutes(20)
+   */
+  readonly oldestTaskMessageAgeThreshold?: Duration;
+  /**
+   * Alarm when more runs than this fail within 5 minutes.
+   * @default 0 - any failed run
+   */
+  readonly failedRunsThreshold?: number;
+  /**
+   * Alarm when the reaper finds more expired leases than this within 5 minutes: attempts whose
+   * worker crashed, hung or was stopped (zombies), which the reaper failed or retried.
+   * @default 0 - any
+   */
+  readonly expiredLeasesThreshold?: number;
   /**
    * Where alarms notify. Its access policy must let CloudWatch alarms publish.
-   * @default - a new topic, without subscriptions
+   * @default - a new topic
    */
   readonly alarmTopic?: sns.ITopic;
+  /**
+   * An email address to subscribe to the alarm topic (AWS sends it a confirmation first).
+   * @default - no subscription
+   */
+  readonly alarmEmail?: string;
 }
 
 /**
- * An alarm for any message in a dead-letter queue and for any Lambda error, each notifying an
- * SNS topic (subscribe to it to be told).
+ * The alarms of an Airless deployment, each notifying one SNS topic (subscribe to it to be told):
+ * any message in a dead-letter queue, any Lambda error or throttle, a stream record that could not
+ * be processed, a task message waiting too long, failed runs and zombie attempts over a threshold.
+ * Each watches one metric (no metric math), which the local emulator supports too.
  */
 export class Alarms extends Construct {
   readonly alarmTopic: sns.ITopic;
@@ -30,11 +61,19 @@ export class Alarms extends Construct {
   constructor(scope: Construct, id: string, props: AlarmsProps) {
     super(scope, id);
     this.alarmTopic = props.alarmTopic ?? this.#createTopic();
+    if (props.alarmEmail !== undefined) {
+      this.alarmTopic.addSubscription(new subscriptions.EmailSubscription(props.alarmEmail));
+    }
     const action = new actions.SnsAction(this.alarmTopic);
-    const alarm = (alarmId: string, metric: cloudwatch.IMetric, description: string) => {
+    const alarm = (
+      alarmId: string,
+      metric: cloudwatch.IMetric,
+      description: string,
+      threshold = 0,
+    ) => {
       const a = new cloudwatch.Alarm(this, alarmId, {
         metric,
-        threshold: 0,
+        threshold,
         comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
         evaluationPeriods: 1,
         // No data means no messages and no invocations: nothing is wrong.
@@ -59,13 +98,7 @@ export class Alarms extends Construct {
     // shard moved on (lambdas/advance.ts). Someone should know why.
     alarm(
       'UnprocessableRecords',
-      new cloudwatch.Metric({
-        namespace: 'Airless',
-        metricName: 'UnprocessableRecords',
-        dimensionsMap: { service: 'airless' },
-        period: Duration.minutes(5),
-        statistic: cloudwatch.Stats.SUM,
-      }),
+      airlessMetric(Metric.UnprocessableRecords),
       'A stream record could not be processed for good: its run was failed with the reason (see the advance function log).',
     );
     for (const [name, fn] of Object.entries(props.functions)) {
@@ -74,7 +107,42 @@ export class Alarms extends Construct {
         fn.metricErrors({ period: Duration.minutes(5), statistic: cloudwatch.Stats.SUM }),
         `The ${name} function failed in the last 5 minutes.`,
       );
+      alarm(
+        `${name}Throttles`,
+        fn.metricThrottles({ period: Duration.minutes(5), statistic: cloudwatch.Stats.SUM }),
+        `The ${name} function was throttled in the last 5 minutes: the account's or the ` +
+          "function's concurrency ran out.",
+      );
     }
+
+    const maxAge = props.oldestTaskMessageAgeThreshold ?? Duration.minutes(20);
+    alarm(
+      'OldestTaskMessageAge',
+      props.taskQueue.metricApproximateAgeOfOldestMessage({
+        period: Duration.minutes(1),
+        statistic: cloudwatch.Stats.MAXIMUM,
+      }),
+      `A task message has been in the task queue for more than ${maxAge.toHumanString()} ` +
+        '(waiting, or in flight): workers are not keeping up, cannot run, or hang.',
+      maxAge.toSeconds(),
+    );
+    const failedRuns = props.failedRunsThreshold ?? 0;
+    alarm(
+      'FailedRuns',
+      airlessMetric(Metric.RunFailed),
+      failedRuns === 0
+        ? 'A run failed in the last 5 minutes.'
+        : `More than ${failedRuns} runs failed in the last 5 minutes.`,
+      failedRuns,
+    );
+    const expiredLeases = props.expiredLeasesThreshold ?? 0;
+    alarm(
+      'ExpiredLeases',
+      airlessMetric(Metric.ExpiredLeases),
+      `The reaper found ${expiredLeases === 0 ? 'an expired lease' : `more than ${expiredLeases} expired leases`} ` +
+        'in the last 5 minutes: workers that crashed, hung or were stopped mid-attempt (see the worker log).',
+      expiredLeases,
+    );
   }
 
   #createTopic(): sns.Topic {

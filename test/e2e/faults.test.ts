@@ -169,3 +169,29 @@ describe('repeats', () => {
     await expectOneOutcomePerAttempt(run);
   });
 });
+
+describe('a DAG deleted while its run is active', () => {
+  it('lets the run end (its version is kept), and starts nothing new', async () => {
+    const dagId = uniqueDagId('e2e_fault');
+    await api.request('POST', '/v1/dags', {
+      dagId,
+      maxActiveRuns: 1,
+      tasks: [noop('a', { config: { sleepSeconds: 2 } }), noop('b', { dependsOn: ['a'] })],
+    });
+    const first = await api.request<{ runId: string }>('POST', `/v1/dags/${dagId}/runs`, {});
+    const second = await api.request<{ runId: string; status: string }>(
+      'POST',
+      `/v1/dags/${dagId}/runs`,
+      {},
+    );
+    expect(second.body.status).toBe('queued');
+    expect((await api.request('DELETE', `/v1/dags/${dagId}`)).status).toBe(204);
+    const run = await endOf(dagId, first.body.runId);
+    expect(run.status).toBe('success');
+    await expectOneOutcomePerAttempt(run);
+    // The run waiting behind it never starts; the reaper ends it.
+    const waiting = await endOf(dagId, second.body.runId, true);
+    expect(waiting.status).toBe('cancelled');
+    expect(waiting.tasks.every((t) => t.attempt === 0)).toBe(true);
+  });
+});

@@ -600,8 +600,19 @@ describe('outputs', () => {
     const outputs = template.toJSON().Outputs as Record<string, { Value: unknown }>;
     const s = stack.scheduler;
     expect(Object.keys(outputs).sort()).toEqual(
-      ['ApiId', 'ApiUrl', 'DagsBucketName', 'DataBucketName', 'TableName', 'TaskQueueUrl'].sort(),
+      [
+        'AlarmTopicArn',
+        'ApiId',
+        'ApiUrl',
+        'DagsBucketName',
+        'DashboardName',
+        'DataBucketName',
+        'TableName',
+        'TaskQueueUrl',
+      ].sort(),
     );
+    expect(outputs.AlarmTopicArn?.Value).toEqual(ref(s.alarms.alarmTopic));
+    expect(outputs.DashboardName?.Value).toEqual(ref(s.dashboard.dashboard));
     expect(outputs.ApiId?.Value).toEqual(ref(s.httpApi));
     expect(outputs.DagsBucketName?.Value).toEqual(ref(s.dagsBucket));
     expect(outputs.DataBucketName?.Value).toEqual(ref(s.dataBucket));

@@ -310,3 +310,33 @@ describe('the reaper and a dead worker', () => {
     expect((await pump(dagId, run.runId)).status).toBe('success');
   });
 });
+
+describe('the same event, many times at once', () => {
+  it('50 concurrent advances of one finished task count it once and queue its downstream once', async () => {
+    const dagId = await register({
+      tasks: [noop('a'), noop('b', { dependsOn: ['a'] }), noop('c', { dependsOn: ['a'] })],
+    });
+    const { run } = await triggerRun(deps, { dagId });
+    for (const m of dispatcher.take().filter((x) => x.runId === run.runId)) {
+      await executeTask(deps, m, execOpts);
+    }
+    const a = (await tasksOf(dagId, run.runId)).get('a') as TaskInstanceRecord;
+    expect(a.status).toBe('success');
+    await Promise.all(
+      Array.from({ length: 50 }, () => advance(deps, a, 'success', run.dagVersion, a.generation)),
+    );
+    const tasks = await tasksOf(dagId, run.runId);
+    for (const id of ['b', 'c']) {
+      expect(tasks.get(id)).toMatchObject({ status: 'queued', attempt: 1, counts: { success: 1 } });
+    }
+    // Each downstream attempt was sent at least once, and each is one attempt: the copies carry
+    // the same attempt (SQS drops them within 5 minutes; the claim drops any later one).
+    const sent = dispatcher.take().filter((m) => m.runId === run.runId);
+    expect(new Set(sent.map((m) => `${m.taskId}#${m.attempt}`))).toEqual(new Set(['b#1', 'c#1']));
+    for (const m of sent) await executeTask(deps, m, execOpts);
+    await deliverEvents(dagId, run.runId, run.dagVersion);
+    expect((await pump(dagId, run.runId)).status).toBe('success');
+    const after = await tasksOf(dagId, run.runId);
+    expect([...after.values()].map((t) => t.attempt)).toEqual([1, 1, 1]);
+  });
+});
