@@ -80,8 +80,17 @@ async function record(r: DynamoDBRecord) {
   }
 }
 
+/** Set by the emulator deploy only (lib/airless-function.ts): its stream source ignores partial failures. */
+const failWholeBatch = process.env.STREAM_PARTIAL_FAILURES === 'fail-batch';
+
 async function lambdaHandler(event: DynamoDBStreamEvent, context: Context) {
-  return processPartialResponse(event, record, processor, { context });
+  const response = await processPartialResponse(event, record, processor, { context });
+  if (failWholeBatch && response.batchItemFailures.length > 0) {
+    throw new Error(
+      `${response.batchItemFailures.length} of ${event.Records.length} records failed: retrying the batch`,
+    );
+  }
+  return response;
 }
 
 export const handler = middy(lambdaHandler)

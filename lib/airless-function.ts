@@ -14,12 +14,19 @@ import { Construct } from 'constructs';
  * - `airless:faultInjection=true`: DAGs may inject faults (core/faults.ts);
  * - `airless:leaseSeconds=N`: a shorter task lease (default 120 s), so that tests of dead
  *   workers recover in seconds rather than minutes.
+ * Every emulator synth also works around the emulator's stream event source (below).
  */
 export function emulatorTestSettings(scope: Construct): Record<string, string> {
   const ctx = (k: string) => String(scope.node.tryGetContext(k) ?? '');
   if (ctx('airless:emulator') !== 'true') return {};
   const lease = Number(ctx('airless:leaseSeconds'));
   return {
+    // MiniStack's DynamoDB-stream event source mapping ignores a partial batch response and
+    // moves past the failed records (AWS retries from the first failed one:
+    // https://docs.aws.amazon.com/lambda/latest/dg/services-ddb-batchfailurereporting.html).
+    // On the emulator the advance handler fails the whole batch instead; its records are safe
+    // to handle twice.
+    STREAM_PARTIAL_FAILURES: 'fail-batch',
     ...(ctx('airless:faultInjection') === 'true' ? { AIRLESS_FAULTS: 'on' } : {}),
     ...(Number.isInteger(lease) && lease >= 10
       ? {

@@ -28,6 +28,7 @@ describe('the fault-injection and short-lease switches', () => {
       for (const env of envs) {
         expect(env.AIRLESS_FAULTS).toBeUndefined();
         expect(env.LEASE_SECONDS).toBeUndefined();
+        expect(env.STREAM_PARTIAL_FAILURES).toBeUndefined();
       }
     }
   });
@@ -48,6 +49,8 @@ describe('the fault-injection and short-lease switches', () => {
     }
     for (const env of environments({ 'airless:emulator': 'true' })) {
       expect(env.AIRLESS_FAULTS).toBeUndefined();
+      // The emulator's stream source ignores partial batch failures: every emulator synth.
+      expect(env.STREAM_PARTIAL_FAILURES).toBe('fail-batch');
     }
   });
 });
