@@ -220,10 +220,16 @@ const deadline = Date.now() + MINUTES * 60_000;
 for (let round = 0; round < 10_000 && Date.now() < deadline; round++) {
   // The stack's reaper runs every minute; a pass now and then shortens the crashes' recovery.
   if (reaper) await lambda.send(new InvokeCommand({ FunctionName: reaper }));
+  // The light summary while a run goes on; its whole view once, when it has ended.
   const open = dags.filter((d) => !terminal.has(views.get(d.dagId)?.status ?? ''));
   for (let i = 0; i < open.length; i += 10) {
     await Promise.all(
       open.slice(i, i + 10).map(async (d) => {
+        const list = await api.request<{ runs: { status: string }[] }>(
+          'GET',
+          `/v1/dags/${d.dagId}/runs?limit=1`,
+        );
+        if (!terminal.has(list.body.runs?.[0]?.status ?? '')) return;
         const v = await api.request<RunView>(
           'GET',
           `/v1/dags/${d.dagId}/runs/${encodeURIComponent(runs.get(d.dagId) ?? '')}`,
@@ -239,7 +245,15 @@ for (let round = 0; round < 10_000 && Date.now() < deadline; round++) {
     );
   }
   if (ended === dags.length) break;
-  await new Promise((r) => setTimeout(r, 5000));
+  await new Promise((r) => setTimeout(r, 10_000));
+}
+// Runs still open at the deadline: their views as they stand, for the counts below.
+for (const d of dags.filter((x) => !terminal.has(views.get(x.dagId)?.status ?? ''))) {
+  const v = await api.request<RunView>(
+    'GET',
+    `/v1/dags/${d.dagId}/runs/${encodeURIComponent(runs.get(d.dagId) ?? '')}`,
+  );
+  if (v.status === 200) views.set(d.dagId, v.body);
 }
 
 // Doubled: a task with two attempts whose own logs end in success.
