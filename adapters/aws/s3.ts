@@ -1,6 +1,7 @@
 import { GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { NotFoundError } from '../../core/errors.ts';
 import type { AttemptRef, BlobStore } from '../../core/ports.ts';
+import { blobKeys, checkBlobName } from '../blob-keys.ts';
 import { aws } from './errors.ts';
 
 export interface S3Buckets {
@@ -10,23 +11,6 @@ export interface S3Buckets {
   readonly dataBucket: string;
 }
 
-const attemptPath = (r: AttemptRef) => `${r.dagId}/${r.runId}/${r.taskId}/${r.attempt}`;
-
-/** Where each kind of object lives in the buckets (docs/architecture.md). */
-export const s3Keys = {
-  log: (r: AttemptRef) => `logs/${attemptPath(r)}.log`,
-  dagFile: (name: string) => `dags/${name}`,
-  dagDocument: (dagId: string, sha256: string) => `dag-versions/${dagId}/${sha256}.json`,
-  artifact: (r: AttemptRef, name: string) => `artifacts/${attemptPath(r)}/${name}`,
-};
-
-function checkName(name: string, what: string): string {
-  if (!/^[A-Za-z0-9_.-][A-Za-z0-9_./-]{0,254}$/.test(name) || name.split('/').includes('..')) {
-    throw new Error(`${what} "${name}" must be a relative path of [A-Za-z0-9_.-/] without ".."`);
-  }
-  return name;
-}
-
 export class S3BlobStore implements BlobStore {
   constructor(
     private readonly s3: S3Client,
@@ -34,17 +18,19 @@ export class S3BlobStore implements BlobStore {
   ) {}
 
   putLog(ref: AttemptRef, text: string): Promise<string> {
-    return this.#put(this.buckets.dataBucket, s3Keys.log(ref), text, 'text/plain; charset=utf-8');
+    return this.#put(this.buckets.dataBucket, blobKeys.log(ref), text, 'text/plain; charset=utf-8');
   }
 
   async getLog(ref: AttemptRef): Promise<string | undefined> {
-    return (await this.#get(this.buckets.dataBucket, s3Keys.log(ref)))?.transformToString('utf-8');
+    return (await this.#get(this.buckets.dataBucket, blobKeys.log(ref)))?.transformToString(
+      'utf-8',
+    );
   }
 
   putDagFile(name: string, text: string): Promise<string> {
     return this.#put(
       this.buckets.dagsBucket,
-      s3Keys.dagFile(checkName(name, 'DAG file')),
+      blobKeys.dagFile(checkBlobName(name, 'DAG file')),
       text,
       'application/json',
     );
@@ -57,7 +43,7 @@ export class S3BlobStore implements BlobStore {
   putDagDocument(dagId: string, sha256: string, text: string): Promise<string> {
     if (!/^[0-9a-f]{64}$/.test(sha256))
       throw new Error('putDagDocument: sha256 must be 64 hex digits');
-    const key = s3Keys.dagDocument(dagId, sha256);
+    const key = blobKeys.dagDocument(dagId, sha256);
     return this.#put(this.buckets.dataBucket, key, text, 'application/json');
   }
 
@@ -66,12 +52,12 @@ export class S3BlobStore implements BlobStore {
   }
 
   putArtifact(ref: AttemptRef, name: string, body: string | Uint8Array): Promise<string> {
-    const key = s3Keys.artifact(ref, checkName(name, 'artifact name'));
+    const key = blobKeys.artifact(ref, checkBlobName(name, 'artifact name'));
     return this.#put(this.buckets.dataBucket, key, body, 'application/octet-stream');
   }
 
   async getArtifact(ref: AttemptRef, name: string): Promise<Uint8Array | undefined> {
-    const key = s3Keys.artifact(ref, checkName(name, 'artifact name'));
+    const key = blobKeys.artifact(ref, checkBlobName(name, 'artifact name'));
     return (await this.#get(this.buckets.dataBucket, key))?.transformToByteArray();
   }
 

@@ -1,23 +1,10 @@
 import type { AttemptRef, BlobStore } from '../../core/ports.ts';
+import { blobKeys, checkBlobName } from '../blob-keys.ts';
 
 /**
  * The blob store in memory, with the keys the S3 store uses (adapters/aws/s3.ts) and the same
  * checks on names, so that a key handed out by one means the same in the other.
  */
-const attemptPath = (r: AttemptRef) => `${r.dagId}/${r.runId}/${r.taskId}/${r.attempt}`;
-const keys = {
-  log: (r: AttemptRef) => `logs/${attemptPath(r)}.log`,
-  dagFile: (name: string) => `dags/${name}`,
-  dagDocument: (dagId: string, sha256: string) => `dag-versions/${dagId}/${sha256}.json`,
-  artifact: (r: AttemptRef, name: string) => `artifacts/${attemptPath(r)}/${name}`,
-};
-
-function checkName(name: string, what: string): string {
-  if (!/^[A-Za-z0-9_.-][A-Za-z0-9_./-]{0,254}$/.test(name) || name.split('/').includes('..')) {
-    throw new Error(`${what} "${name}" must be a relative path of [A-Za-z0-9_.-/] without ".."`);
-  }
-  return name;
-}
 
 export class MemoryBlobStore implements BlobStore {
   /** The DAGs bucket: DAG files as users upload them. */
@@ -26,15 +13,15 @@ export class MemoryBlobStore implements BlobStore {
   readonly #data = new Map<string, string | Uint8Array>();
 
   async putLog(ref: AttemptRef, text: string): Promise<string> {
-    return this.#put(this.#data, keys.log(ref), text);
+    return this.#put(this.#data, blobKeys.log(ref), text);
   }
 
   async getLog(ref: AttemptRef): Promise<string | undefined> {
-    return this.#text(this.#data.get(keys.log(ref)));
+    return this.#text(this.#data.get(blobKeys.log(ref)));
   }
 
   async putDagFile(name: string, text: string): Promise<string> {
-    return this.#put(this.#dags, keys.dagFile(checkName(name, 'DAG file')), text);
+    return this.#put(this.#dags, blobKeys.dagFile(checkBlobName(name, 'DAG file')), text);
   }
 
   async getDagFile(key: string): Promise<string | undefined> {
@@ -44,7 +31,7 @@ export class MemoryBlobStore implements BlobStore {
   async putDagDocument(dagId: string, sha256: string, text: string): Promise<string> {
     if (!/^[0-9a-f]{64}$/.test(sha256))
       throw new Error('putDagDocument: sha256 must be 64 hex digits');
-    return this.#put(this.#data, keys.dagDocument(dagId, sha256), text);
+    return this.#put(this.#data, blobKeys.dagDocument(dagId, sha256), text);
   }
 
   async getDagDocument(key: string): Promise<string | undefined> {
@@ -52,12 +39,12 @@ export class MemoryBlobStore implements BlobStore {
   }
 
   async putArtifact(ref: AttemptRef, name: string, body: string | Uint8Array): Promise<string> {
-    const key = keys.artifact(ref, checkName(name, 'artifact name'));
+    const key = blobKeys.artifact(ref, checkBlobName(name, 'artifact name'));
     return this.#put(this.#data, key, typeof body === 'string' ? body : new Uint8Array(body));
   }
 
   async getArtifact(ref: AttemptRef, name: string): Promise<Uint8Array | undefined> {
-    const body = this.#data.get(keys.artifact(ref, checkName(name, 'artifact name')));
+    const body = this.#data.get(blobKeys.artifact(ref, checkBlobName(name, 'artifact name')));
     if (body === undefined) return undefined;
     return typeof body === 'string' ? new TextEncoder().encode(body) : new Uint8Array(body);
   }
