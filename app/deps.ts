@@ -1,5 +1,6 @@
 import type {
   BlobStore,
+  EventPublisher,
   RetryTimers,
   ScheduleRegistry,
   StateStore,
@@ -28,4 +29,6 @@ export interface Deps {
    * emulator-only switch. Off when absent.
    */
   readonly faultsEnabled?: boolean;
+  /** Where run events go (core/events.ts); none are published when absent. */
+  readonly events?: EventPublisher;
 }

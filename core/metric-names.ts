@@ -52,6 +52,10 @@ export const Metric = {
   DagImportError: 'DagImportError',
   /** retrier: a retry timer queued the next attempt. */
   RetryQueued: 'RetryQueued',
+  /** worker and retrier: a message that could not be decoded, moved to its dead-letter queue. */
+  PoisonMessages: 'PoisonMessages',
+  /** advance: run events put on EventBridge (run ends and failed attempts, core/events.ts). */
+  EventsPublished: 'EventsPublished',
   /** advance: a stream record that can never be processed; its run was failed instead. */
   UnprocessableRecords: 'UnprocessableRecords',
 

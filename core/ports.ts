@@ -4,6 +4,7 @@
  * to the same behaviour.
  */
 import type { Issue } from './errors.ts';
+import type { AirlessEvent } from './events.ts';
 import type { RunProgress, UpstreamCounts } from './readiness/index.ts';
 import type { RunStatus, TaskInstanceState, TaskStatus, TaskTransition } from './state/index.ts';
 
@@ -313,6 +314,12 @@ export interface RetryTimer extends TaskKey {
   readonly failedAttempt: number;
   readonly dagVersion: number;
   readonly retryAt: string;
+}
+
+/** Puts run events (core/events.ts) where users can route them: EventBridge on AWS. */
+export interface EventPublisher {
+  /** All of them, or throws: a retryable error when the bus throttled or refused some. */
+  publish(events: readonly AirlessEvent[]): Promise<void>;
 }
 
 export interface RetryTimers {

@@ -6,9 +6,11 @@ import type { AttributeValue } from '@aws-sdk/client-dynamodb';
 import { unmarshall } from '@aws-sdk/util-dynamodb';
 import middy from '@middy/core';
 import type { Context, DynamoDBRecord, DynamoDBStreamEvent } from 'aws-lambda';
+import { toRun, toTask } from '../adapters/aws/dynamodb.ts';
 import { advance } from '../app/advance.ts';
 import { runEnded, writeRunTasks } from '../app/runs.ts';
 import { AirlessError, ConflictError, NotFoundError } from '../core/errors.ts';
+import { eventsOfRunChange, eventsOfTaskChange } from '../core/events.ts';
 import { Metric } from '../core/metric-names.ts';
 import { isTerminalTask, type TaskStatus } from '../core/state/index.ts';
 import { awsRequestMetrics, logger, metrics, runtime } from './runtime.ts';
@@ -39,6 +41,18 @@ async function handle(r: DynamoDBRecord) {
     return;
   }
   if (r.eventName !== 'MODIFY') return;
+  // Run events: a run that ended, an attempt that failed (core/events.ts). Put before readiness
+  // goes on, so that a failure to put them retries this record, and readiness is idempotent.
+  const events =
+    now.type === 'RUN'
+      ? eventsOfRunChange(old ? toRun(before) : undefined, toRun(now))
+      : now.type === 'TI'
+        ? eventsOfTaskChange(old ? toTask(before) : undefined, toTask(now))
+        : [];
+  if (events.length > 0 && deps.events) {
+    await deps.events.publish(events);
+    metrics.addMetric(Metric.EventsPublished, MetricUnit.Count, events.length);
+  }
   const status = str(now.status) as TaskStatus | undefined;
   // Only the moment a task instance becomes terminal (the event filter keeps these too; this is
   // the check that counts).

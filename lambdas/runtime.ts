@@ -4,12 +4,16 @@ import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
 import type middy from '@middy/core';
 import { z } from 'zod';
 import { awsClients, takeRequestCounts } from '../adapters/aws/clients.ts';
+import { sendToDeadLetterQueue } from '../adapters/aws/dead-letters.ts';
 import { DynamoStateStore } from '../adapters/aws/dynamodb.ts';
+import { EventBridgePublisher } from '../adapters/aws/events.ts';
 import { S3BlobStore } from '../adapters/aws/s3.ts';
 import { EventBridgeScheduleRegistry } from '../adapters/aws/scheduler.ts';
 import { SqsTaskDispatcher } from '../adapters/aws/sqs.ts';
 import { SqsRetryTimers } from '../adapters/aws/timers.ts';
 import type { Deps } from '../app/deps.ts';
+import { ValidationError } from '../core/errors.ts';
+import { Metric } from '../core/metric-names.ts';
 import { builtInOperators, parseNetworkList } from '../operators/index.ts';
 
 /** Shared by every handler in a container: created once, at cold start. */
@@ -28,6 +32,12 @@ const env = z.object({
   SCHEDULER_ROLE_ARN: z.string().default(''),
   SCHEDULE_DLQ_ARN: z.string().optional(),
   RETRY_QUEUE_URL: z.string().min(1),
+  // The EventBridge bus that run events go to (core/events.ts).
+  EVENT_BUS_NAME: z.string().min(1).default('default'),
+  // Where the worker and the retrier move a message that can never be processed (a poison
+  // message), at once rather than after the queue's redrive count.
+  TASK_DLQ_URL: z.string().optional(),
+  RETRY_DLQ_URL: z.string().optional(),
   LEASE_SECONDS: z.coerce.number().int().min(10).default(120),
   HEARTBEAT_SECONDS: z.coerce.number().int().min(1).default(30),
   // Set only by an emulator deploy with the fault-injection switch (lib/airless-function.ts).
@@ -80,9 +90,35 @@ export function runtime(): { env: Env; deps: Deps } {
     newId: randomUUID,
     metrics,
     faultsEnabled: e.AIRLESS_FAULTS === 'on',
+    events: new EventBridgePublisher(aws.eventbridge, e.EVENT_BUS_NAME),
   };
   cached = { env: e, deps };
   return cached;
+}
+
+/**
+ * Decodes a queue message; one that can never be decoded (a poison message) is moved to the
+ * queue's dead-letter queue at once, counted, logged, and answered with `undefined` so that the
+ * caller acknowledges it. Without a dead-letter queue configured, the decoding error escapes and
+ * SQS redrives the message after its receive count, as before.
+ */
+export async function decodeOrDeadLetter<T>(
+  record: { readonly messageId: string; readonly body: string },
+  decode: (body: string) => T,
+  deadLetterQueueUrl: string | undefined,
+): Promise<T | undefined> {
+  try {
+    return decode(record.body);
+  } catch (e) {
+    if (!(e instanceof ValidationError) || !deadLetterQueueUrl) throw e;
+    await sendToDeadLetterQueue(awsClients().sqs, deadLetterQueueUrl, record, e.message);
+    logger.error('poison message moved to the dead-letter queue', {
+      messageId: record.messageId,
+      issues: e.issues,
+    });
+    metrics.addMetric(Metric.PoisonMessages, MetricUnit.Count, 1);
+    return undefined;
+  }
 }
 
 /**

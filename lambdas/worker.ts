@@ -7,14 +7,15 @@ import type { Context, SQSEvent, SQSRecord } from 'aws-lambda';
 import { decodeTaskMessage } from '../adapters/aws/sqs.ts';
 import { type ExecuteOutcome, executeTask } from '../app/tasks.ts';
 import { Metric } from '../core/metric-names.ts';
-import { awsRequestMetrics, logger, metrics, runtime } from './runtime.ts';
+import { awsRequestMetrics, decodeOrDeadLetter, logger, metrics, runtime } from './runtime.ts';
 
 /**
  * Runs task attempts from the SQS FIFO queue. Records are processed in parallel with the
  * standard batch processor rather than the FIFO one: every task attempt is its own message group
  * (adapters/aws/sqs.ts), so no two records of a batch share a group and there is no order to
  * keep between them. A record fails only when the state store could not be reached; it is then
- * redelivered, and the conditional claim makes a second delivery harmless.
+ * redelivered, and the conditional claim makes a second delivery harmless. A body that is not a
+ * task message goes to the dead-letter queue at its first receive.
  */
 const processor = new BatchProcessor(EventType.SQS);
 
@@ -55,7 +56,8 @@ function startLagMs(r: SQSRecord, claimedAt: number): number | undefined {
 async function lambdaHandler(event: SQSEvent, context: Context) {
   const { env, deps } = runtime();
   const record = async (r: SQSRecord) => {
-    const msg = decodeTaskMessage(r.body);
+    const msg = await decodeOrDeadLetter(r, decodeTaskMessage, env.TASK_DLQ_URL);
+    if (!msg) return;
     // The claim is the first thing executeTask does.
     const claimedAt = deps.clock().getTime();
     const outcome = await executeTask(deps, msg, {

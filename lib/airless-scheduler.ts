@@ -24,6 +24,7 @@ import { Buckets } from './buckets.ts';
 import { airlessMetric, Dashboard } from './dashboard.ts';
 import { acknowledgeWildcard } from './nag.ts';
 import { RetryTimers } from './retry-timers.ts';
+import { FailedRunNotification } from './run-events.ts';
 import { Schedules } from './schedules.ts';
 import { StateTable } from './state-table.ts';
 import { TaskQueue } from './task-queue.ts';
@@ -105,10 +106,18 @@ export interface AirlessSchedulerProps {
    * @default - a name that CloudFormation generates
    */
   readonly dashboardName?: string;
+  /**
+   * The EventBridge bus that run events (`Airless Run Status Change`, `Airless Task Failed`,
+   * source `airless`) are put on.
+   * @default - the account's default bus
+   */
+  readonly eventBus?: events.IEventBus;
 }
 
 /** Task instance statuses that end an attempt for good, so that downstream tasks may be ready. */
 const FINISHED = ['success', 'failed', 'upstream_failed', 'skipped', 'cancelled'];
+/** Run ends, which are published as run events (core/events.ts). */
+const RUN_ENDED = ['success', 'failed', 'cancelled'];
 
 /**
  * Airless: an Airflow-style DAG scheduler on serverless AWS. DAG files land in S3 or come
@@ -136,6 +145,8 @@ export class AirlessScheduler extends Construct {
   readonly alarms: Alarms;
   /** The CloudWatch dashboard: runs, tasks, queues, functions, table throttles, repairs. */
   readonly dashboard: Dashboard;
+  /** The bus that run events go to. */
+  readonly eventBus: events.IEventBus;
 
   constructor(scope: Construct, id: string, props: AirlessSchedulerProps = {}) {
     super(scope, id);
@@ -253,6 +264,9 @@ export class AirlessScheduler extends Construct {
     table.grants.readWriteData(worker);
     dataBucket.grants.readWrite(worker);
     timers.queue.grants.sendMessages(worker);
+    // A message that is not a task message goes to the dead-letter queue at its first receive.
+    tasks.deadLetterQueue.grants.sendMessages(worker);
+    worker.function.addEnvironment('TASK_DLQ_URL', tasks.deadLetterQueue.queueUrl);
     for (const target of props.invokableFunctions ?? []) {
       target.grantInvoke(worker);
       acknowledgeWildcard(
@@ -273,7 +287,12 @@ export class AirlessScheduler extends Construct {
       }),
     );
 
-    // advance: finished task instances make their downstream tasks ready.
+    // advance: finished task instances make their downstream tasks ready; run ends and failed
+    // attempts are put on the bus as run events.
+    this.eventBus =
+      props.eventBus ?? events.EventBus.fromEventBusName(this, 'DefaultBus', 'default');
+    this.eventBus.grantPutEventsTo(advance.function);
+    advance.function.addEnvironment('EVENT_BUS_NAME', this.eventBus.eventBusName);
     table.grants.readWriteData(advance);
     queue.grants.sendMessages(advance);
     dataBucket.grants.read(advance);
@@ -315,7 +334,17 @@ export class AirlessScheduler extends Construct {
             dynamodb: {
               NewImage: {
                 type: { S: lambda.FilterRule.isEqual('TI') },
-                status: { S: lambda.FilterRule.or(...FINISHED) },
+                // A failed attempt that will be retried is a run event, not a readiness one.
+                status: { S: lambda.FilterRule.or(...FINISHED, 'up_for_retry') },
+              },
+            },
+          }),
+          lambda.FilterCriteria.filter({
+            eventName: lambda.FilterRule.isEqual('MODIFY'),
+            dynamodb: {
+              NewImage: {
+                type: { S: lambda.FilterRule.isEqual('RUN') },
+                status: { S: lambda.FilterRule.or(...RUN_ENDED) },
               },
             },
           }),
@@ -332,6 +361,8 @@ export class AirlessScheduler extends Construct {
     table.grants.readWriteData(retrier);
     queue.grants.sendMessages(retrier);
     timers.queue.grants.sendMessages(retrier);
+    timers.deadLetterQueue.grants.sendMessages(retrier);
+    retrier.function.addEnvironment('RETRY_DLQ_URL', timers.deadLetterQueue.queueUrl);
     dataBucket.grants.read(retrier);
     retrier.function.addEventSource(
       new SqsEventSource(timers.queue, { batchSize: 10, reportBatchItemFailures: true }),
@@ -504,6 +535,17 @@ export class AirlessScheduler extends Construct {
       statistic: cloudwatch.Stats.MAXIMUM,
       ...props,
     });
+  }
+
+  /**
+   * Emails the given addresses (through SNS) about every failed run, of every DAG or of the
+   * named ones. Returns the rule and topic, for more subscriptions or targets.
+   */
+  notifyOnFailedRuns(
+    id: string,
+    opts: { emails?: readonly string[]; dagIds?: readonly string[]; topic?: sns.ITopic } = {},
+  ): FailedRunNotification {
+    return new FailedRunNotification(this, id, { eventBus: this.eventBus, ...opts });
   }
 
   /**

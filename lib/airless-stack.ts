@@ -19,6 +19,8 @@ export class AirlessStack extends Stack {
       DataBucketName: s.dataBucket.bucketName,
       TableName: s.table.tableName,
       TaskQueueUrl: s.taskQueue.queueUrl,
+      TaskDeadLetterQueueUrl: s.taskDeadLetterQueue.queueUrl,
+      RetryTimerQueueUrl: s.retryTimers.queue.queueUrl,
       DashboardName: s.dashboard.dashboardName,
       AlarmTopicArn: s.alarms.alarmTopic.topicArn,
     };

@@ -208,11 +208,13 @@ export class Dashboard extends Construct {
         ],
         { right: [requests], rightYAxis: { label: 'requests', showUnits: false } },
       ),
-      graph('Registrations, retries and unprocessable records', [
+      graph('Registrations, retries, run events and poison input', [
         airless(Metric.DagRegistered, 'DAG files registered'),
         airless(Metric.DagImportError, 'import errors'),
         airless(Metric.RetryQueued, 'retries queued by timers'),
         airless(Metric.UnprocessableRecords, 'unprocessable stream records'),
+        airless(Metric.EventsPublished, 'run events put on EventBridge'),
+        airless(Metric.PoisonMessages, 'poison messages dead-lettered'),
       ]),
     );
 

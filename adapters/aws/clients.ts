@@ -1,4 +1,5 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
 import { LambdaClient } from '@aws-sdk/client-lambda';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SchedulerClient } from '@aws-sdk/client-scheduler';
@@ -17,6 +18,8 @@ export interface AwsClients {
   readonly scheduler: SchedulerClient;
   /** For the `lambda` operator, which invokes DAG authors' functions from workers. */
   readonly lambda: LambdaClient;
+  /** Run events (core/events.ts). */
+  readonly eventbridge: EventBridgeClient;
 }
 
 export function clientConfig(env: NodeJS.ProcessEnv = process.env) {
@@ -76,6 +79,7 @@ export function createClients(env: NodeJS.ProcessEnv = process.env): AwsClients 
     s3: counted('s3', new S3Client({ ...config, forcePathStyle: config.endpoint !== undefined })),
     scheduler: counted('scheduler', new SchedulerClient(config)),
     lambda: counted('lambda', new LambdaClient(config)),
+    eventbridge: counted('events', new EventBridgeClient(config)),
   };
 }
 

@@ -100,7 +100,8 @@ function toVersion(i: Item): DagVersionRecord {
   };
 }
 
-function toRun(i: Item): RunRecord {
+/** A run item (a stored one, or a stream image unmarshalled) as a record. */
+export function toRun(i: Item): RunRecord {
   return {
     dagId: i.dagId as string,
     runId: i.runId as string,
@@ -123,7 +124,8 @@ function toRun(i: Item): RunRecord {
   };
 }
 
-function toTask(i: Item): TaskInstanceRecord {
+/** A task instance item (a stored one, or a stream image unmarshalled) as a record. */
+export function toTask(i: Item): TaskInstanceRecord {
   return {
     dagId: i.dagId as string,
     runId: i.runId as string,

@@ -362,13 +362,22 @@ describe('least privilege', () => {
       [logGroup('registrar'), table, dags, data, 'Schedules', id(s.schedules.role)].sort(),
     );
     const timers = id(s.retryTimers.queue);
-    expect(touched('worker')).toEqual([logGroup('worker'), table, queue, data, timers].sort());
+    const taskDlq = id(s.taskDeadLetterQueue);
+    const timerDlq = id(s.retryTimers.deadLetterQueue);
+    // The worker and the retrier may move a poison message to their dead-letter queue.
+    expect(touched('worker')).toEqual(
+      [logGroup('worker'), table, queue, data, timers, taskDlq].sort(),
+    );
     // dynamodb:ListStreams allows no resource-level permission, hence `*`.
+    // The account's default bus takes the run events (eventBus prop).
+    const bus = 'arn:aws:events:us-east-1:123456789012:event-bus/default';
     expect(touched('advance')).toEqual(
-      [logGroup('advance'), table, queue, data, id(s.advanceFailureQueue), '*'].sort(),
+      [logGroup('advance'), table, queue, data, id(s.advanceFailureQueue), '*', bus].sort(),
     );
     expect(touched('trigger')).toEqual([logGroup('trigger'), table, queue, data].sort());
-    expect(touched('retrier')).toEqual([logGroup('retrier'), table, queue, data, timers].sort());
+    expect(touched('retrier')).toEqual(
+      [logGroup('retrier'), table, queue, data, timers, timerDlq].sort(),
+    );
     expect(touched('reaper')).toEqual([logGroup('reaper'), table, queue, data, timers].sort());
   });
 
@@ -465,6 +474,7 @@ describe('event sources', () => {
   it('advance reads the table stream, filtered, with bisection, retries and a failure queue', () => {
     const created = new Capture();
     const pattern = new Capture();
+    const runEnds = new Capture();
     template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
       FunctionName: ref(stack.scheduler.functions.advance),
       EventSourceArn: getAtt(stack.scheduler.table, 'StreamArn'),
@@ -479,7 +489,9 @@ describe('event sources', () => {
       DestinationConfig: {
         OnFailure: { Destination: getAtt(stack.scheduler.advanceFailureQueue) },
       },
-      FilterCriteria: { Filters: [{ Pattern: created }, { Pattern: pattern }] },
+      FilterCriteria: {
+        Filters: [{ Pattern: created }, { Pattern: pattern }, { Pattern: runEnds }],
+      },
     });
     // The creation of a run too large for one transaction: its tasks are written from here.
     expect(JSON.parse(created.asString())).toEqual({
@@ -491,8 +503,18 @@ describe('event sources', () => {
       dynamodb: {
         NewImage: {
           type: { S: ['TI'] },
-          status: { S: ['success', 'failed', 'upstream_failed', 'skipped', 'cancelled'] },
+          // Finished (readiness), or failed with a retry to come (a run event).
+          status: {
+            S: ['success', 'failed', 'upstream_failed', 'skipped', 'cancelled', 'up_for_retry'],
+          },
         },
+      },
+    });
+    // A run that ended: a run event (core/events.ts).
+    expect(JSON.parse(runEnds.asString())).toEqual({
+      eventName: ['MODIFY'],
+      dynamodb: {
+        NewImage: { type: { S: ['RUN'] }, status: { S: ['success', 'failed', 'cancelled'] } },
       },
     });
   });
@@ -607,7 +629,9 @@ describe('outputs', () => {
         'DagsBucketName',
         'DashboardName',
         'DataBucketName',
+        'RetryTimerQueueUrl',
         'TableName',
+        'TaskDeadLetterQueueUrl',
         'TaskQueueUrl',
       ].sort(),
     );
@@ -618,6 +642,8 @@ describe('outputs', () => {
     expect(outputs.DataBucketName?.Value).toEqual(ref(s.dataBucket));
     expect(outputs.TableName?.Value).toEqual(ref(s.table));
     expect(outputs.TaskQueueUrl?.Value).toEqual(ref(s.taskQueue));
+    expect(outputs.TaskDeadLetterQueueUrl?.Value).toEqual(ref(s.taskDeadLetterQueue));
+    expect(outputs.RetryTimerQueueUrl?.Value).toEqual(ref(s.retryTimers.queue));
     expect(JSON.stringify(outputs.ApiUrl?.Value)).toContain('.execute-api.');
   });
 });
