@@ -154,6 +154,25 @@ describe('crashes', () => {
     await expectOneOutcomePerAttempt(run);
   });
 
+  it('after a failure was written, before its retry timer was sent: the reaper queues the retry', async () => {
+    const { dagId, runId } = await faultyRun(
+      [
+        noop('a', { retries: 1, retryDelaySeconds: 0, config: { failAttempts: 1 } }),
+        noop('b', { dependsOn: ['a'] }),
+      ],
+      // The timer is lost with the process; the message comes back only after the visibility
+      // timeout (16 minutes), and then finds the attempt already failed.
+      [{ point: 'worker.after-outcome', taskId: 'a', attempt: 1, action: 'crash' }],
+    );
+    const run = await endOf(dagId, runId, true);
+    expect(run.status).toBe('success');
+    expect(run.tasks.map((t) => [t.taskId, t.status, t.attempt])).toEqual([
+      ['a', 'success', 2],
+      ['b', 'success', 1],
+    ]);
+    await expectOneOutcomePerAttempt(run);
+  });
+
   it('before the run end is written: the retried event ends the run', async () => {
     const { dagId, runId } = await faultyRun(
       [noop('a'), noop('b', { dependsOn: ['a'] })],
