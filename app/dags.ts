@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { compileSchedule } from '../core/cron/index.ts';
 import type { TaskGraph } from '../core/dag/graph.ts';
-import { type Dag, ID_PATTERN } from '../core/dag/schema.ts';
+import { type Dag, ID_PATTERN, LAMBDA_MAX_TIMEOUT_SECONDS } from '../core/dag/schema.ts';
 import { type ValidationResult, validateDagText } from '../core/dag/validate.ts';
 import { type Issue, NotFoundError, ValidationError } from '../core/errors.ts';
 import type { DagVersionRecord } from '../core/ports.ts';
@@ -32,6 +32,7 @@ export async function loadDag(deps: Deps, dagId: string, version: number): Promi
   const r = validateDagText(text, {
     operators: deps.operators.schemas(),
     maxBytes: Number.POSITIVE_INFINITY,
+    stored: true,
   });
   if (!r.ok) throw new ValidationError(r.issues);
   const loaded = {
@@ -54,7 +55,41 @@ export async function loadLatestDag(deps: Deps, dagId: string): Promise<LoadedDa
 
 /** Validates a DAG document against this deployment's operators; writes nothing. */
 export function validateDocument(deps: Deps, text: string): ValidationResult {
-  return validateDagText(text, { operators: deps.operators.schemas() });
+  const r = validateDagText(text, { operators: deps.operators.schemas() });
+  if (!r.ok) return r;
+  const issues = unrunnableIssues(deps, r.dag);
+  return issues.length > 0 ? { ok: false, issues } : r;
+}
+
+/**
+ * What the format accepts but this deployment cannot run: an operator with no runner here, a
+ * `fargate` task where there are no Fargate workers. Refused at registration, with a message,
+ * instead of failing every attempt at run time. One issue per operator or executor, at its
+ * first task, with the count: a 10,000-task DAG gets one line, not 10,000.
+ */
+function unrunnableIssues(deps: Deps, dag: Dag): Issue[] {
+  const firstOf = new Map<string, { index: number; field: string; count: number }>();
+  const note = (key: string, index: number, field: string) => {
+    const seen = firstOf.get(key);
+    if (seen) seen.count++;
+    else firstOf.set(key, { index, field, count: 1 });
+  };
+  dag.tasks.forEach((t, i) => {
+    if (!deps.operators.get(t.operator)) note(`operator ${t.operator}`, i, 'operator');
+    if (t.executor === 'fargate' && !deps.fargate) note('executor fargate', i, 'executor');
+  });
+  const runners = deps.operators.names().join(', ');
+  return [...firstOf].map(([key, { index, field, count }]) => {
+    const more = count > 1 ? ` (${count} tasks)` : '';
+    const [, name] = key.split(' ');
+    return {
+      path: `$.tasks[${index}].${field}`,
+      message:
+        field === 'operator'
+          ? `operator "${name}" cannot run in this deployment${more}: it runs ${runners}`
+          : `executor "fargate" cannot run in this deployment${more}: it has no Fargate workers; use "lambda" with a timeoutSeconds of at most ${LAMBDA_MAX_TIMEOUT_SECONDS}`,
+    };
+  });
 }
 
 export type RegisterResult =

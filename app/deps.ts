@@ -29,6 +29,11 @@ export interface Deps {
    * emulator-only switch. Off when absent.
    */
   readonly faultsEnabled?: boolean;
+  /**
+   * Whether this deployment has Fargate workers for `executor: "fargate"` tasks. None does yet:
+   * such DAGs are refused at registration.
+   */
+  readonly fargate?: boolean;
   /** Where run events go (core/events.ts); none are published when absent. */
   readonly events?: EventPublisher;
 }

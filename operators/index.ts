@@ -19,9 +19,10 @@ export interface BuiltInOperatorOptions {
 }
 
 /**
- * The operators every deployment runs. `stepfunctions` and `ecs` DAGs validate (their config
- * schemas are in core/dag/operators.ts) but have no runner yet: a task using one fails with a
- * message that says so.
+ * The operators every deployment runs. `stepfunctions` and `ecs` tasks pass the format check
+ * (their config schemas are in core/dag/operators.ts) but have no runner yet: a deployment
+ * refuses them at registration (app/dags.ts), and a stored version that has one fails that
+ * task for good, with a message that says so.
  */
 export function builtInOperators(options: BuiltInOperatorOptions = {}): OperatorRegistry {
   return new OperatorRegistry()

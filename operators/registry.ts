@@ -68,6 +68,11 @@ export class OperatorRegistry {
     return this.#operators.get(name);
   }
 
+  /** The names of the operators with a runner here, in the order they were registered. */
+  names(): string[] {
+    return [...this.#operators.keys()];
+  }
+
   /** The config schemas, for validating DAGs against exactly these operators. */
   schemas(): OperatorSchemas {
     return this.#schemas;

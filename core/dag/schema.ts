@@ -42,16 +42,32 @@ export const TASK_SETTING_DEFAULTS = {
   retryDelaySeconds: 60,
   retryBackoff: 'fixed',
   maxRetryDelaySeconds: 3600,
-  timeoutSeconds: 900,
+  // Fits one Lambda invocation: see LAMBDA_MAX_TIMEOUT_SECONDS.
+  timeoutSeconds: 840,
+  executor: 'lambda',
 } as const;
+
+/** Where a task's attempts run (DESIGN.md section 9). */
+export const EXECUTORS = ['lambda', 'fargate'] as const;
+export type Executor = (typeof EXECUTORS)[number];
+
+/**
+ * The longest `timeoutSeconds` of a `lambda` task. A Lambda invocation ends at 15 minutes (900
+ * s); the worker also claims the attempt, reads the DAG, writes the log and records the outcome
+ * within it, and keeps a margin so that a task cut by its own timeout still gets its outcome
+ * written. 14 minutes leaves a minute for that. A longer task belongs on `fargate`.
+ */
+export const LAMBDA_MAX_TIMEOUT_SECONDS = 840;
 
 const taskSettings = {
   retries: z.int().min(0).max(100).optional(),
   retryDelaySeconds: z.number().min(0).max(86_400).optional(),
   retryBackoff: z.enum(['fixed', 'exponential']).optional(),
   maxRetryDelaySeconds: z.number().min(0).max(86_400).optional(),
-  // Lambda workers stop at 15 minutes; longer tasks belong on Fargate, which allows up to 7 days.
+  // Lambda workers stop at 15 minutes (validateDag refuses a longer `lambda` task); Fargate
+  // tasks may run up to 7 days.
   timeoutSeconds: z.int().min(1).max(604_800).optional(),
+  executor: z.enum(EXECUTORS).optional().describe('lambda (the default) or fargate'),
 };
 
 const schedule = z.strictObject({
@@ -123,6 +139,7 @@ export interface Task extends RetrySettings {
   readonly triggerRule: TriggerRule;
   readonly description?: string | undefined;
   readonly timeoutSeconds: number;
+  readonly executor: Executor;
 }
 
 export interface Schedule {

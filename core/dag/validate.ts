@@ -4,7 +4,14 @@ import type { Issue } from '../errors.ts';
 import { jsonValueIssues } from '../json.ts';
 import { buildGraph, findCycles, type TaskGraph } from './graph.ts';
 import { OperatorSchemas } from './operators.ts';
-import { type Dag, dagSchema, MAX_DAG_BYTES, TASK_SETTING_DEFAULTS, type Task } from './schema.ts';
+import {
+  type Dag,
+  dagSchema,
+  LAMBDA_MAX_TIMEOUT_SECONDS,
+  MAX_DAG_BYTES,
+  TASK_SETTING_DEFAULTS,
+  type Task,
+} from './schema.ts';
 
 export type ValidationResult =
   | { readonly ok: true; readonly dag: Dag; readonly graph: TaskGraph }
@@ -19,6 +26,12 @@ export interface ValidateOptions {
    * must not refuse what registration accepted.
    */
   readonly maxBytes?: number;
+  /**
+   * A stored version, read back: it is checked as it was when registered. Rules added since
+   * (the Lambda limit on `timeoutSeconds`) apply to new versions only, so that no stored
+   * version stops loading.
+   */
+  readonly stored?: boolean;
 }
 
 // Building the zod schema is not free; build it once per operator set.
@@ -130,6 +143,25 @@ export function validateDag(value: unknown, options: ValidateOptions = {}): Vali
     }
   }
 
+  if (!options.stored) {
+    const d = doc.defaults;
+    doc.tasks.forEach((t, i) => {
+      const executor = t.executor ?? d.executor ?? TASK_SETTING_DEFAULTS.executor;
+      const timeout = t.timeoutSeconds ?? d.timeoutSeconds ?? TASK_SETTING_DEFAULTS.timeoutSeconds;
+      if (executor !== 'lambda' || timeout <= LAMBDA_MAX_TIMEOUT_SECONDS) return;
+      issues.push({
+        path:
+          t.timeoutSeconds !== undefined
+            ? `$.tasks[${i}].timeoutSeconds`
+            : '$.defaults.timeoutSeconds',
+        message:
+          `${timeout} s does not fit one Lambda invocation: a lambda task may run at most ` +
+          `${LAMBDA_MAX_TIMEOUT_SECONDS} s; set "executor": "fargate" on task "${t.taskId}" ` +
+          '(or in defaults) for longer work',
+      });
+    });
+  }
+
   if (doc.schedule) {
     const compiled = compileSchedule(doc.schedule.cron, doc.schedule.timezone);
     if (!compiled.ok) {
@@ -160,6 +192,7 @@ export function validateDag(value: unknown, options: ValidateOptions = {}): Vali
         d.maxRetryDelaySeconds ??
         TASK_SETTING_DEFAULTS.maxRetryDelaySeconds,
       timeoutSeconds: t.timeoutSeconds ?? d.timeoutSeconds ?? TASK_SETTING_DEFAULTS.timeoutSeconds,
+      executor: t.executor ?? d.executor ?? TASK_SETTING_DEFAULTS.executor,
     }),
   );
   const { $schema: _s, defaults: _d, tasks: _t, ...rest } = doc;

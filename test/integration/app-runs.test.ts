@@ -11,6 +11,7 @@ import type { Deps } from '../../app/deps.ts';
 import { reap } from '../../app/reaper.ts';
 import { reconcileRunSlots, triggerRun, writeRunTasks } from '../../app/runs.ts';
 import { executeTask } from '../../app/tasks.ts';
+import { validateDagText } from '../../core/dag/validate.ts';
 import { ConflictError } from '../../core/errors.ts';
 import type { TaskDispatcher, TaskInstanceRecord, TaskMessage } from '../../core/ports.ts';
 import { claimTask, isTerminalRun, isTerminalTask } from '../../core/state/index.ts';
@@ -187,8 +188,44 @@ describe('clear', () => {
 });
 
 describe('failures that no retry can fix', () => {
-  it('an operator with no runner fails for good, whatever retries are left', async () => {
-    const dagId = await register({
+  it('an operator with no runner is refused at registration, naming the field; nothing is stored', async () => {
+    const dagId = unique('dag');
+    const sfn = {
+      operator: 'stepfunctions',
+      config: { stateMachineArn: 'arn:aws:states:us-east-1:000000000000:stateMachine:x' },
+    };
+    const r = await registerDag(
+      deps,
+      JSON.stringify({
+        dagId,
+        tasks: [
+          { taskId: 'a', operator: 'noop' },
+          { taskId: 's1', ...sfn },
+          { taskId: 's2', ...sfn },
+          { taskId: 'f', operator: 'noop', executor: 'fargate', timeoutSeconds: 3600 },
+        ],
+      }),
+    );
+    expect(r.ok ? [] : r.issues).toEqual([
+      {
+        path: '$.tasks[1].operator',
+        message:
+          'operator "stepfunctions" cannot run in this deployment (2 tasks): it runs noop, http, lambda',
+      },
+      {
+        path: '$.tasks[3].executor',
+        message: expect.stringMatching(
+          /executor "fargate" cannot run in this deployment: it has no Fargate workers/,
+        ),
+      },
+    ]);
+    expect(await deps.store.getDag(dagId)).toBeUndefined();
+  });
+
+  it('a stored version whose operator has no runner (any more) fails for good, whatever retries are left', async () => {
+    const dagId = unique('dag');
+    const text = JSON.stringify({
+      dagId,
       tasks: [
         {
           taskId: 'sfn',
@@ -198,6 +235,9 @@ describe('failures that no retry can fix', () => {
         },
       ],
     });
+    // Registered as a deployment that had a runner would have: the format alone is checked.
+    const stored = await registerDag(deps, text, validateDagText(text));
+    expect(stored.ok).toBe(true);
     const { run } = await triggerRun(deps, { dagId });
     expect((await pump(dagId, run.runId)).status).toBe('failed');
     expect((await tasksOf(dagId, run.runId)).get('sfn')).toMatchObject({

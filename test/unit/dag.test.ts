@@ -49,7 +49,8 @@ describe('validateDag: shape', () => {
       retryBackoff: 'exponential',
       retryDelaySeconds: 60,
       maxRetryDelaySeconds: 3600,
-      timeoutSeconds: 900,
+      timeoutSeconds: 840,
+      executor: 'lambda',
       triggerRule: 'all_success',
       config: {},
       dependsOn: [],
@@ -132,6 +133,51 @@ describe('validateDag: shape', () => {
       { path: '$.tasks', message: 'a DAG may have at most 10000 tasks' },
     ]);
     expect(validateDag(dag(many.slice(0, MAX_TASKS))).ok).toBe(true);
+  });
+});
+
+describe('validateDag: executors', () => {
+  it('refuses a lambda task that cannot fit one invocation, naming fargate, wherever the timeout comes from', () => {
+    expect(issues(dag([noop('a', [], { timeoutSeconds: 3600 })]))).toEqual([
+      {
+        path: '$.tasks[0].timeoutSeconds',
+        message: expect.stringMatching(/3600 s does not fit one Lambda.*"executor": "fargate"/),
+      },
+    ]);
+    // From the defaults, and with lambda named explicitly.
+    expect(
+      issues(
+        dag([noop('a'), noop('b', [], { executor: 'lambda' })], {
+          defaults: { timeoutSeconds: 841 },
+        }),
+      ).map((i) => i.path),
+    ).toEqual(['$.defaults.timeoutSeconds', '$.defaults.timeoutSeconds']);
+  });
+
+  it('accepts the limit itself, and any timeout on fargate (from the task or the defaults)', () => {
+    expect(validateDag(dag([noop('a', [], { timeoutSeconds: 840 })])).ok).toBe(true);
+    const r = validateDag(
+      dag([noop('a', [], { timeoutSeconds: 86_400 }), noop('b', [], { executor: 'lambda' })], {
+        defaults: { executor: 'fargate' },
+      }),
+    );
+    if (!r.ok) throw new Error(JSON.stringify(r.issues));
+    expect(r.dag.tasks.map((t) => [t.executor, t.timeoutSeconds])).toEqual([
+      ['fargate', 86_400],
+      ['lambda', 840],
+    ]);
+  });
+
+  it('names a bad executor', () => {
+    expect(issues(dag([noop('a', [], { executor: 'ec2' })])).map((i) => i.path)).toEqual([
+      '$.tasks[0].executor',
+    ]);
+  });
+
+  it('reads a stored version as it was registered, before the Lambda limit existed', () => {
+    const old = JSON.stringify(dag([noop('a', [], { timeoutSeconds: 900 })]));
+    expect(validateDagText(old).ok).toBe(false);
+    expect(validateDagText(old, { stored: true }).ok).toBe(true);
   });
 });
 
