@@ -51,6 +51,8 @@ export function DagGraph(props: {
         class="graph"
         width={g.width}
         height={g.height}
+        // Shrinks to fit its card down to 60%; a larger DAG scrolls instead of becoming unreadable.
+        style={{ minWidth: `${Math.round(g.width * 0.6)}px` }}
         viewBox={`0 0 ${g.width} ${g.height}`}
         role="img"
         aria-label={`Graph of ${props.tasks.length} tasks, coloured by ${props.runLabel}`}

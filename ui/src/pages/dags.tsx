@@ -1,5 +1,5 @@
 // `/dags`: every DAG, with its paused switch, schedule, next run and last runs.
-import { useState } from 'preact/hooks';
+import { useEffect, useState } from 'preact/hooks';
 import { api, type Dag, dagPath, type RunSummary } from '../api.ts';
 import { Empty, ErrorBox, Loading, PauseSwitch } from '../components.tsx';
 import { formatTime } from '../format.ts';
@@ -15,7 +15,13 @@ function RecentRuns(props: { dagId: string }) {
     [props.dagId],
   );
   if (runs.error) return <span class="inline-error">{runs.error.message}</span>;
-  if (!runs.data) return <span class="muted">…</span>;
+  if (!runs.data) {
+    return (
+      <span class="muted runs-loading" title="loading the last runs">
+        …
+      </span>
+    );
+  }
   if (runs.data.runs.length === 0) return <span class="muted">no runs yet</span>;
   // Oldest first, as in the grid: the newest run is on the right.
   return (
@@ -29,33 +35,47 @@ function RecentRuns(props: { dagId: string }) {
   );
 }
 
+/** Rows drawn at a time; each drawn row reads its last runs. */
+const ROWS = 50;
+
+/**
+ * Every DAG, a page of 100 at a time: the first page shows at once, and the rest follow, so
+ * that the search covers them all.
+ */
+function useAllDags() {
+  const [dags, setDags] = useState<Dag[]>([]);
+  const [done, setDone] = useState(false);
+  const [error, setError] = useState<Error>();
+  useEffect(() => {
+    let live = true;
+    void (async () => {
+      let token: string | undefined;
+      try {
+        do {
+          const q = new URLSearchParams({ limit: '100', ...(token ? { nextToken: token } : {}) });
+          const body = await api<{ dags: Dag[]; nextToken?: string }>('GET', `/v1/dags?${q}`);
+          if (!live) return;
+          setDags((d) => [...d, ...body.dags]);
+          token = body.nextToken;
+        } while (token);
+        setDone(true);
+      } catch (e) {
+        if (live) setError(e as Error);
+      }
+    })();
+    return () => {
+      live = false;
+    };
+  }, []);
+  return { dags, setDags, done, error };
+}
+
 export function DagsPage() {
   const [query, setQuery] = useState('');
-  const [pages, setPages] = useState<Dag[][]>([]);
-  const [nextToken, setNextToken] = useState<string>();
-  const [moreError, setMoreError] = useState<string>();
-  const first = useLoad(async () => {
-    const body = await api<{ dags: Dag[]; nextToken?: string }>('GET', '/v1/dags?limit=100');
-    setPages([body.dags]);
-    setNextToken(body.nextToken);
-    return body;
-  }, []);
+  const [rows, setRows] = useState(ROWS);
+  const { dags: all, setDags, done, error } = useAllDags();
+  const replace = (dag: Dag) => setDags((ds) => ds.map((d) => (d.dagId === dag.dagId ? dag : d)));
 
-  const loadMore = async () => {
-    if (!nextToken) return;
-    try {
-      const q = new URLSearchParams({ limit: '100', nextToken });
-      const body = await api<{ dags: Dag[]; nextToken?: string }>('GET', `/v1/dags?${q}`);
-      setPages((p) => [...p, body.dags]);
-      setNextToken(body.nextToken);
-    } catch (e) {
-      setMoreError((e as Error).message);
-    }
-  };
-  const replace = (dag: Dag) =>
-    setPages((p) => p.map((page) => page.map((d) => (d.dagId === dag.dagId ? dag : d))));
-
-  const all = pages.flat();
   const q = query.trim().toLowerCase();
   const shown = q
     ? all.filter((d) =>
@@ -77,15 +97,15 @@ export function DagsPage() {
           />
         </label>
       </div>
-      {first.error && <ErrorBox title="Could not load the DAGs:" error={first.error} />}
-      {!first.data && !first.error && <Loading what="DAGs" />}
-      {first.data && all.length === 0 && (
+      {error && <ErrorBox title="Could not load the DAGs:" error={error} />}
+      {!done && !error && <Loading what={all.length > 0 ? 'more DAGs' : 'DAGs'} />}
+      {done && all.length === 0 && (
         <Empty>
           No DAGs yet. Upload a DAG JSON file under <code>dags/</code> in the DAGs bucket, or run{' '}
           <code>airless dags push FILE</code>.
         </Empty>
       )}
-      {all.length > 0 && shown.length === 0 && <Empty>No DAG matches “{query}”.</Empty>}
+      {done && all.length > 0 && shown.length === 0 && <Empty>No DAG matches “{query}”.</Empty>}
       {shown.length > 0 && (
         <table class="table">
           <thead>
@@ -98,7 +118,7 @@ export function DagsPage() {
             </tr>
           </thead>
           <tbody>
-            {shown.map((d) => (
+            {shown.slice(0, rows).map((d) => (
               <tr key={d.dagId}>
                 <td>
                   <PauseSwitch dag={d} onChange={replace} />
@@ -139,10 +159,9 @@ export function DagsPage() {
           </tbody>
         </table>
       )}
-      {moreError && <ErrorBox title="Could not load more DAGs:" error={moreError} />}
-      {nextToken && (
-        <button type="button" class="btn" onClick={() => void loadMore()}>
-          Load more DAGs
+      {shown.length > rows && (
+        <button type="button" class="btn more" onClick={() => setRows((n) => n + ROWS)}>
+          Show {Math.min(ROWS, shown.length - rows)} more of {shown.length - rows}
         </button>
       )}
     </section>
