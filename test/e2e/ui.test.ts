@@ -136,7 +136,11 @@ describe('web UI', () => {
     expect(await square.textContent()).toBe('✓');
     await page.getByRole('searchbox', { name: 'Search DAGs' }).fill('');
     await page.getByRole('link', { name: flaky }).waitFor();
-    await page.waitForFunction("document.querySelectorAll('.runs-loading').length === 0");
+    await waitFor(
+      () => page.locator('.runs-loading').count(),
+      (n) => n === 0,
+      { timeoutMs: PAGE_MS, intervalMs: 100, what: 'every row to show its last runs' },
+    );
     await shot('dags');
   });
 
