@@ -8,6 +8,8 @@ export interface ApiResponse<T = unknown> {
   readonly status: number;
   readonly body: T;
   readonly text: string;
+  /** The answer's content-type header, when it had one (the UI server passes it on). */
+  readonly contentType?: string;
 }
 
 /**
@@ -63,14 +65,20 @@ export class ApiClient {
       signal: AbortSignal.timeout(60_000),
     });
     const raw = await res.text();
+    const contentType = res.headers.get('content-type') ?? undefined;
     let parsed: unknown = raw;
-    if ((res.headers.get('content-type') ?? '').includes('json')) {
+    if (contentType?.includes('json')) {
       try {
         parsed = JSON.parse(raw);
       } catch {
         // keep the text
       }
     }
-    return { status: res.status, body: parsed as T, text: raw };
+    return {
+      status: res.status,
+      body: parsed as T,
+      text: raw,
+      ...(contentType ? { contentType } : {}),
+    };
   }
 }

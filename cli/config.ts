@@ -50,6 +50,15 @@ export function regionOfApiUrl(url: string): string | undefined {
 
 const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]', '::1']);
 
+/** Whether the URL names this machine, where a local stack (the emulator) would be. */
+export function isLoopbackUrl(url: string): boolean {
+  try {
+    return LOOPBACK.has(new URL(url).hostname);
+  } catch {
+    return false;
+  }
+}
+
 /**
  * The API URL from `--api`, else `AIRLESS_API_URL`, else `apiUrl` in the nearest
  * `.airless/local.json`; the region from `--region`, `AWS_REGION`, the API's own host name,
@@ -97,7 +106,7 @@ export function resolveTarget(
     regionOfApiUrl(apiUrl) ||
     (typeof localRegion === 'string' ? localRegion : undefined) ||
     'us-east-1';
-  return { apiUrl, region, source, local: LOOPBACK.has(url.hostname) };
+  return { apiUrl, region, source, local: isLoopbackUrl(apiUrl) };
 }
 
 /**

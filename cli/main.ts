@@ -6,6 +6,7 @@ import { registerDags } from './dags.ts';
 import { registerLogs } from './logs.ts';
 import { registerRuns } from './runs.ts';
 import { CliError, type Io, Session } from './session.ts';
+import { registerUi } from './ui.ts';
 
 export type { Io } from './session.ts';
 
@@ -117,6 +118,7 @@ function program(io: Io, setExit: (code: number) => void): { cli: Command; sessi
   registerDags(cli, session);
   registerRuns(cli, session);
   registerLogs(cli, session);
+  registerUi(cli, session);
   return { cli, session };
 }
 

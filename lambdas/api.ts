@@ -6,7 +6,7 @@ import httpRouterHandler, { type Route } from '@middy/http-router';
 import type { APIGatewayProxyEventV2, APIGatewayProxyResultV2 } from 'aws-lambda';
 import { z } from 'zod';
 import { clearTasks } from '../app/clear.ts';
-import { deleteDag, registerDag, validateDocument } from '../app/dags.ts';
+import { deleteDag, loadDag, registerDag, validateDocument } from '../app/dags.ts';
 import { cancelRun, reconcileRunSlots, triggerRun } from '../app/runs.ts';
 import { compileSchedule, nextRuns } from '../core/cron/index.ts';
 import { ID_PATTERN, MAX_DAG_BYTES } from '../core/dag/schema.ts';
@@ -177,8 +177,22 @@ const routes: Route<Event, Result>[] = [
   {
     method: 'GET',
     path: '/v1/dags/{dag_id}',
-    handler: async (event: Event) =>
-      json(200, dagView(await liveDag(path(event).dagId), new Date())),
+    handler: async (event: Event) => {
+      const { deps } = runtime();
+      const dag = await liveDag(path(event).dagId);
+      // The latest version's tasks and edges, so that a client can draw the graph.
+      const { dag: doc } = await loadDag(deps, dag.dagId, dag.latestVersion);
+      return json(200, {
+        ...dagView(dag, new Date()),
+        tasks: doc.tasks.map((t) => ({
+          taskId: t.taskId,
+          operator: t.operator,
+          dependsOn: t.dependsOn,
+          triggerRule: t.triggerRule,
+          ...(t.description ? { description: t.description } : {}),
+        })),
+      });
+    },
   },
   {
     method: 'PATCH',

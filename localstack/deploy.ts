@@ -17,6 +17,8 @@ export interface LocalStack {
   readonly dagsBucket: string;
   readonly endpoint: string;
   readonly region: string;
+  /** The web UI that `npm start` serves (cli/ui.ts); absent when nothing serves it. */
+  readonly uiUrl?: string;
 }
 
 /** Every stack output, for tests that need more than local.json (table name, queue URL). */
@@ -116,9 +118,14 @@ export async function deployLocal(
     endpoint: cfg.endpoint,
     region: cfg.region,
   };
+  writeLocalFile(local);
+  return { local, outputs };
+}
+
+/** Writes .airless/local.json, for scripts, tests and the CLI to find the stack. */
+export function writeLocalFile(local: LocalStack): void {
   mkdirSync(dirname(localFile), { recursive: true });
   writeFileSync(localFile, `${JSON.stringify(local, null, 2)}\n`);
-  return { local, outputs };
 }
 
 export function readOutputs(): StackOutputs {

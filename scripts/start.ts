@@ -3,13 +3,16 @@
 //   2. cdk bootstrap and cdk deploy the real app to it, and write
 //      .airless/local.json = { apiUrl, dagsBucket, endpoint, region } (localstack/deploy.ts);
 //   3. upload examples/dags/*.json under dags/ (the registrar picks them up);
-//   4. print the API URL;
-//   5. stay up until Ctrl-C, then tear it all down.
-import { readdirSync, readFileSync, rmSync } from 'node:fs';
+//   4. serve the web UI (cli/ui.ts) on 127.0.0.1:8080, or the next free port, and add its
+//      uiUrl to .airless/local.json;
+//   5. print the API and UI URLs;
+//   6. stay up until Ctrl-C, then tear it all down.
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { createClients } from '../adapters/aws/clients.ts';
-import { deployLocal, localFile } from '../localstack/deploy.ts';
+import { defaultUiDir, startUiServer, type UiServer } from '../cli/ui.ts';
+import { deployLocal, localFile, writeLocalFile } from '../localstack/deploy.ts';
 import { awsEnv, emulatorConfig, start, stop } from '../localstack/emulator.ts';
 
 const cfg = emulatorConfig();
@@ -21,11 +24,13 @@ const started = await start(cfg);
 Object.assign(process.env, awsEnv(cfg));
 
 let stopping = false;
+let ui: UiServer | undefined;
 async function teardown(signal: string) {
   if (stopping) return;
   stopping = true;
   console.log(`\n${signal}: tearing down`);
   rmSync(localFile, { force: true });
+  await ui?.close();
   // The emulator keeps everything in memory: stopping it removes the stack and its data. One we
   // did not start (already running) is left as it was found.
   if (started) await stop(cfg);
@@ -54,8 +59,16 @@ try {
     console.log(`  dags/${f}`);
   }
 
+  step('serving the web UI');
+  if (!existsSync(join(defaultUiDir(), 'index.html'))) {
+    console.warn('  the web UI is not built: run `npm run build:ui` (npm ci does it), then reload');
+  }
+  ui = await serveUi(local.apiUrl, local.region);
+  writeLocalFile({ ...local, uiUrl: ui.url });
+
   step('ready');
   console.log(`
+  UI         ${ui.url}
   API        ${local.apiUrl}/v1/health   (IAM auth: sign with SigV4, e.g. the airless CLI)
   DAGs       s3://${local.dagsBucket}/dags/
   emulator   ${local.endpoint}  (region ${local.region}, credentials test/test)
@@ -65,6 +78,18 @@ Press Ctrl-C to stop and tear everything down.`);
 } catch (e) {
   console.error(e instanceof Error ? e.message : e);
   await teardown('error');
+}
+
+/** The UI server on 8080, or on the next port that is free. */
+async function serveUi(apiUrl: string, region: string): Promise<UiServer> {
+  for (let port = 8080; port < 8100; port++) {
+    try {
+      return await startUiServer({ apiUrl, region, port });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw e;
+    }
+  }
+  return startUiServer({ apiUrl, region, port: 0 });
 }
 
 // Stay in the foreground until a signal arrives.
