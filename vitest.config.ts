@@ -37,6 +37,10 @@ export default defineConfig({
           // Over HTTP against the deployed stack, waiting for runs to finish.
           testTimeout: 300_000,
           hookTimeout: 300_000,
+          // These files mostly wait (leases, schedule ticks, runs), on the emulator's CPU rather
+          // than their own: run three at once instead of the default of one per spare core
+          // (one, on 2 cores). Each uses its own DAGs, so they do not see each other's work.
+          maxWorkers: 3,
         },
       },
     ],

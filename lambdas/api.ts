@@ -143,6 +143,21 @@ const triggerBody = z.strictObject({
     .optional(),
 });
 
+/**
+ * Where each task of a DAG version runs (DESIGN.md section 5: the run view names each task's
+ * executor). Versions are cached per container (app/dags.ts). A version that can no longer be
+ * read (its document was removed) leaves the field out rather than failing the whole view.
+ */
+async function executorsOf(dagId: string, version: number): Promise<Map<string, string>> {
+  try {
+    const { dag } = await loadDag(runtime().deps, dagId, version);
+    return new Map(dag.tasks.map((t) => [t.taskId, t.executor]));
+  } catch (e) {
+    if (e instanceof NotFoundError || e instanceof ValidationError) return new Map();
+    throw e;
+  }
+}
+
 const routes: Route<Event, Result>[] = [
   { method: 'GET', path: '/v1/health', handler: async () => json(200, { status: 'ok' }) },
   {
@@ -255,7 +270,10 @@ const routes: Route<Event, Result>[] = [
       const { store } = runtime().deps;
       const run = await store.getRun(dagId, runId);
       if (!run) throw new NotFoundError(`run ${runId} of DAG ${dagId} not found`);
-      const tasks = await store.listTaskInstances(dagId, runId);
+      const [tasks, executors] = await Promise.all([
+        store.listTaskInstances(dagId, runId),
+        executorsOf(dagId, run.dagVersion),
+      ]);
       return json(200, {
         ...runSummary(run),
         dagId,
@@ -266,6 +284,7 @@ const routes: Route<Event, Result>[] = [
           taskId: t.taskId,
           status: t.status,
           attempt: t.attempt,
+          ...(executors.has(t.taskId) ? { executor: executors.get(t.taskId) } : {}),
           startTime: t.startTime,
           endTime: t.endTime,
           ...(t.error ? { error: t.error } : {}),

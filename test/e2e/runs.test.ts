@@ -38,6 +38,10 @@ describe('a DAG through the API: create, trigger with conf, read its status', ()
       ['extract', 'success', 1],
       ['load', 'success', 1],
     ]);
+    // Each task names where it ran (DESIGN.md section 5): the default, lambda.
+    expect(run.tasks.map((t) => (t as { executor?: string }).executor)).toEqual(
+      run.tasks.map(() => 'lambda'),
+    );
 
     for (const t of run.tasks) {
       const log = await api.request(
