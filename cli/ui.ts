@@ -207,9 +207,20 @@ export function startUiServer(opts: UiServerOptions): Promise<UiServer> {
   }
 
   const server = createServer((req, res) => {
-    const url = new URL(req.url ?? '/', 'http://localhost');
-    const handle =
-      url.pathname === '/v1' || url.pathname.startsWith('/v1/')
+    // Only a path is ours to read: a request line such as `GET //[` (which any web page can make
+    // the browser send) must be a 400, not an exception that ends the process.
+    const target = req.url?.startsWith('/') ? req.url : '/';
+    let url: URL | undefined;
+    try {
+      url = new URL(
+        `http://localhost${target.startsWith('//') ? target.replace(/^\/+/, '/') : target}`,
+      );
+    } catch {
+      url = undefined;
+    }
+    const handle = !url
+      ? Promise.reject(new RequestError(400, 'malformed request path'))
+      : url.pathname === '/v1' || url.pathname.startsWith('/v1/')
         ? forward(req, res, url.pathname + url.search)
         : req.method === 'GET' || req.method === 'HEAD'
           ? serveStatic(res, uiDir, url.pathname)

@@ -36,7 +36,8 @@ export function eventsOfRunChange(
     {
       detailType: EventDetailType.runStatusChange,
       detail: {
-        eventKey: `${after.dagId}/${after.runId}/${after.status}`,
+        // The end time too: a cleared run reopens, and may end with the same status again.
+        eventKey: `${after.dagId}/${after.runId}/${after.status}/${after.endTime ?? ''}`,
         dagId: after.dagId,
         runId: after.runId,
         status: after.status,

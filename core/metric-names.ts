@@ -56,6 +56,8 @@ export const Metric = {
   PoisonMessages: 'PoisonMessages',
   /** advance: run events put on EventBridge (run ends and failed attempts, core/events.ts). */
   EventsPublished: 'EventsPublished',
+  /** advance: run events the bus refused for good (deleted, access denied); see its log. */
+  EventsNotPublished: 'EventsNotPublished',
   /** advance: a stream record that can never be processed; its run was failed instead. */
   UnprocessableRecords: 'UnprocessableRecords',
 

@@ -8,6 +8,7 @@ import middy from '@middy/core';
 import type { Context, DynamoDBRecord, DynamoDBStreamEvent } from 'aws-lambda';
 import { toRun, toTask } from '../adapters/aws/dynamodb.ts';
 import { advance } from '../app/advance.ts';
+import { publishRunEvents } from '../app/events.ts';
 import { runEnded, writeRunTasks } from '../app/runs.ts';
 import { AirlessError, ConflictError, NotFoundError } from '../core/errors.ts';
 import { eventsOfRunChange, eventsOfTaskChange } from '../core/events.ts';
@@ -41,27 +42,28 @@ async function handle(r: DynamoDBRecord) {
     return;
   }
   if (r.eventName !== 'MODIFY') return;
-  // Run events: a run that ended, an attempt that failed (core/events.ts). Put before readiness
-  // goes on, so that a failure to put them retries this record, and readiness is idempotent.
+  const status = str(now.status) as TaskStatus | undefined;
+  // Only the moment a task instance becomes terminal (the event filter keeps these too; this is
+  // the check that counts).
+  // (A clear can write a task from one terminal status to the same one in a new generation.)
+  const unchanged = before.status === status && before.generation === now.generation;
+  if (now.type === 'TI' && status && isTerminalTask(status) && !unchanged) {
+    const key = { dagId: String(now.dagId), runId: String(now.runId), taskId: String(now.taskId) };
+    await advance(deps, key, status, Number(now.dagVersion), Number(now.generation ?? 0));
+    logger.debug('advanced', { ...key, status });
+  }
+  // Run events: a run that ended, an attempt that failed (core/events.ts). After readiness, so
+  // that a bus that refuses them can never hold up or fail a run.
   const events =
     now.type === 'RUN'
       ? eventsOfRunChange(old ? toRun(before) : undefined, toRun(now))
       : now.type === 'TI'
         ? eventsOfTaskChange(old ? toTask(before) : undefined, toTask(now))
         : [];
-  if (events.length > 0 && deps.events) {
-    await deps.events.publish(events);
-    metrics.addMetric(Metric.EventsPublished, MetricUnit.Count, events.length);
-  }
-  const status = str(now.status) as TaskStatus | undefined;
-  // Only the moment a task instance becomes terminal (the event filter keeps these too; this is
-  // the check that counts).
-  // (A clear can write a task from one terminal status to the same one in a new generation.)
-  const unchanged = before.status === status && before.generation === now.generation;
-  if (now.type !== 'TI' || !status || !isTerminalTask(status) || unchanged) return;
-  const key = { dagId: String(now.dagId), runId: String(now.runId), taskId: String(now.taskId) };
-  await advance(deps, key, status, Number(now.dagVersion), Number(now.generation ?? 0));
-  logger.debug('advanced', { ...key, status });
+  if (events.length > 0)
+    await publishRunEvents(deps, events, {
+      error: (message, extra) => logger.error(message, extra),
+    });
 }
 
 /**

@@ -214,6 +214,7 @@ export class Dashboard extends Construct {
         airless(Metric.RetryQueued, 'retries queued by timers'),
         airless(Metric.UnprocessableRecords, 'unprocessable stream records'),
         airless(Metric.EventsPublished, 'run events put on EventBridge'),
+        airless(Metric.EventsNotPublished, 'run events refused by the bus'),
         airless(Metric.PoisonMessages, 'poison messages dead-lettered'),
       ]),
     );

@@ -1,5 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { memoryDeps } from '../../adapters/memory/deps.ts';
+import { publishRunEvents } from '../../app/events.ts';
+import { NotFoundError, ThrottledError } from '../../core/errors.ts';
 import {
   EventDetailType,
   eventsOfRunChange,
@@ -112,5 +115,66 @@ describe('run events', () => {
 
   it('links escape every id so that the path stays one path', () => {
     expect(uiRunPath('a/b', 'x?y#z')).toBe('/dags/a%2Fb/runs/x%3Fy%23z');
+  });
+});
+
+describe('publishing run events', () => {
+  const events = eventsOfRunChange({ status: 'running' }, run('failed'));
+  const setup = (fail?: unknown) => {
+    const counted: [string, number][] = [];
+    const logged: string[] = [];
+    const published: unknown[] = [];
+    const deps = {
+      ...memoryDeps(),
+      metrics: { addMetric: (name: string, _u: 'Count', n: number) => counted.push([name, n]) },
+      events: {
+        publish: async (e: readonly unknown[]) => {
+          if (fail) throw fail;
+          published.push(...e);
+        },
+      },
+    };
+    const log = { error: (m: string) => logged.push(m) };
+    return { deps, log, counted, logged, published };
+  };
+
+  it('puts them and counts them', async () => {
+    const s = setup();
+    expect(await publishRunEvents(s.deps, events, s.log)).toBe('published');
+    expect(s.published).toEqual(events);
+    expect(s.counted).toEqual([['EventsPublished', 1]]);
+  });
+
+  it('throws when a retry may help: throttled, a 5xx, no answer', async () => {
+    for (const fail of [
+      new ThrottledError('put events: throttled'),
+      Object.assign(new Error('InternalException'), { $metadata: { httpStatusCode: 500 } }),
+      new Error('socket hang up'),
+    ]) {
+      const s = setup(fail);
+      await expect(publishRunEvents(s.deps, events, s.log)).rejects.toBe(fail);
+      expect(s.counted).toEqual([]);
+    }
+  });
+
+  it('logs and counts, and lets the run go on, when the bus refuses for good', async () => {
+    for (const fail of [
+      new NotFoundError('put events: not found'),
+      Object.assign(new Error('AccessDeniedException'), { $metadata: { httpStatusCode: 400 } }),
+    ]) {
+      const s = setup(fail);
+      expect(await publishRunEvents(s.deps, events, s.log)).toBe('refused');
+      expect(s.logged).toEqual(['run events not published']);
+      expect(s.counted).toEqual([['EventsNotPublished', 1]]);
+    }
+  });
+
+  it('a cleared run that fails again has a new event key', () => {
+    const first = eventsOfRunChange({ status: 'running' }, run('failed'));
+    const again = eventsOfRunChange(
+      { status: 'running' },
+      run('failed', { endTime: '2026-11-27T11:00:00.000Z' }),
+    );
+    expect(first[0]?.detail.eventKey).not.toBe(again[0]?.detail.eventKey);
   });
 });

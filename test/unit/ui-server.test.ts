@@ -2,7 +2,7 @@
 // and what it refuses.
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -152,6 +152,28 @@ describe('airless ui server', () => {
     }
     expect((await fetch(at('/assets/nope.js'))).status).toBe(404);
     expect((await fetch(at('/assets/..%2f..%2fetc%2fpasswd'))).status).toBe(404);
+  });
+
+  it('survives request paths that are not URLs, as any web page can make a browser send', async () => {
+    const port = ui.port;
+    for (const path of ['//[', '//evil.example/v1/dags', '*']) {
+      const status = await new Promise<string>((resolve, reject) => {
+        const socket = connect(port, '127.0.0.1', () => {
+          socket.write(
+            `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nConnection: close\r\n\r\n`,
+          );
+        });
+        let text = '';
+        socket.on('data', (d: Buffer) => {
+          text += d.toString();
+        });
+        socket.on('end', () => resolve(text.split('\r\n')[0] ?? ''));
+        socket.on('error', reject);
+      });
+      expect(status, path).toMatch(/^HTTP\/1\.1 (200|400|404)/);
+    }
+    // Still serving.
+    expect((await fetch(at('/'))).status).toBe(200);
   });
 
   it('says to build the UI when it is not built', async () => {

@@ -9,8 +9,8 @@ export interface Loaded<T> {
 
 /**
  * Loads `load()` when `deps` change, and again after `refreshMs(data)` milliseconds for as long
- * as it says a number (a run still going). One request at a time: the next starts when the last
- * has answered, so a slow API is never flooded.
+ * as it says a number (a run still going), also after a failed refresh (every 5 s at least). One
+ * request at a time: the next starts when the last has answered, so a slow API is never flooded.
  */
 export function useLoad<T>(
   load: () => Promise<T>,
@@ -27,17 +27,21 @@ export function useLoad<T>(
   useEffect(() => {
     let live = true;
     let timer: ReturnType<typeof setTimeout> | undefined;
+    // The refresh period the last good answer asked for: a failed refresh (a timeout, a network
+    // blip) tries again, more slowly, instead of leaving a live page frozen.
+    let period: number | undefined;
     const run = async () => {
       setState((s) => ({ ...s, loading: true }));
       try {
         const data = await latest.current.load();
         if (!live) return;
         setState({ data, loading: false });
-        const next = latest.current.refreshMs?.(data);
-        if (next !== undefined) timer = setTimeout(run, next);
+        period = latest.current.refreshMs?.(data);
+        if (period !== undefined) timer = setTimeout(run, period);
       } catch (e) {
         if (!live) return;
         setState((s) => ({ ...s, error: e as Error, loading: false }));
+        if (period !== undefined) timer = setTimeout(run, Math.max(period, 5000));
       }
     };
     void run();

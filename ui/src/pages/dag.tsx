@@ -1,5 +1,5 @@
 // `/dags/{dagId}`: the grid of recent runs × tasks, the graph, the next runs and a trigger form.
-import { useState } from 'preact/hooks';
+import { useEffect, useState } from 'preact/hooks';
 import {
   api,
   type Dag,
@@ -192,6 +192,13 @@ export function DagPage(props: { dagId: string }) {
     [dagId],
     (d) => (d.runs.some((r) => !FINISHED_RUN.has(r.status)) ? REFRESH_MS : undefined),
   );
+  // The switch's answer shows at once; the next load (asked for below) replaces it, so that a
+  // later change made elsewhere (the CLI, another tab) is not hidden behind it.
+  useEffect(() => setDag(undefined), [loaded.data]);
+  const onPaused = (d: Dag) => {
+    setDag(d);
+    loaded.reload();
+  };
 
   if (loaded.error && !loaded.data) {
     return (
@@ -213,7 +220,7 @@ export function DagPage(props: { dagId: string }) {
       <Breadcrumbs dagId={dagId} />
       <div class="page-head">
         <h1>{dag.dagId}</h1>
-        <PauseSwitch dag={dag} onChange={setDag} />
+        <PauseSwitch dag={dag} onChange={onPaused} />
       </div>
       {dag.description && <p class="lead">{dag.description}</p>}
       <p class="muted small">
