@@ -101,6 +101,14 @@ export class Alarms extends Construct {
       airlessMetric(Metric.UnprocessableRecords),
       'A stream record could not be processed for good: its run was failed with the reason (see the advance function log).',
     );
+    // Run events that the bus refused for good (deleted, access denied): the runs went on, but
+    // whoever routes alerts on those events was not told (app/events.ts).
+    alarm(
+      'EventsNotPublished',
+      airlessMetric(Metric.EventsNotPublished),
+      'Run events were refused for good by the EventBridge bus (deleted, or access denied): ' +
+        'rules on them saw nothing (see the advance function log).',
+    );
     for (const [name, fn] of Object.entries(props.functions)) {
       alarm(
         `${name}Errors`,

@@ -583,6 +583,18 @@ describe('alarms', () => {
     });
   });
 
+  it('alarms on any run event the bus refused for good', () => {
+    template.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      Namespace: 'Airless',
+      MetricName: 'EventsNotPublished',
+      Dimensions: [{ Name: 'service', Value: 'airless' }],
+      Statistic: 'Sum',
+      ComparisonOperator: 'GreaterThanThreshold',
+      Threshold: 0,
+      AlarmActions: [topic()],
+    });
+  });
+
   it.each(FUNCTIONS)('alarms on any error of %s over 5 minutes', (name) => {
     template.hasResourceProperties('AWS::CloudWatch::Alarm', {
       Namespace: 'AWS/Lambda',

@@ -93,9 +93,9 @@ describe('alarms, by default', () => {
   it('every alarm notifies the topic, treats no data as fine, and watches one metric', () => {
     const alarms = Object.values(s.template.findResources('AWS::CloudWatch::Alarm'));
     expect(alarms).toHaveLength(s.stack.scheduler.alarms.alarms.length);
-    // 4 dead-letter queues, 7 functions x (errors, throttles), unprocessable records, the oldest
-    // task message, failed runs, expired leases.
-    expect(alarms).toHaveLength(4 + 14 + 4);
+    // 4 dead-letter queues, 7 functions x (errors, throttles), unprocessable records, run events
+    // the bus refused, the oldest task message, failed runs, expired leases.
+    expect(alarms).toHaveLength(4 + 14 + 5);
     for (const a of alarms) {
       expect(a.Properties.AlarmActions).toEqual([topic()]);
       expect(a.Properties.TreatMissingData).toBe('notBreaching');

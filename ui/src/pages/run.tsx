@@ -24,13 +24,26 @@ const FAILING = new Set(['failed', 'up_for_retry']);
 
 function LogView(props: { dagId: string; runId: string; task: TaskInstance }) {
   const { dagId, runId, task } = props;
-  const [attempt, setAttempt] = useState(Math.max(task.attempt, 1));
+  const latest = Math.max(task.attempt, 1);
+  // No choice made (or the latest chosen): follow the latest attempt as new ones start.
+  const [chosen, setChosen] = useState<number>();
+  const attempt = chosen ?? latest;
+  const setAttempt = (n: number) => setChosen(n === latest ? undefined : n);
   // Read again when the task moves on (a new attempt, a new status): its log grows.
-  const log = useLoad(
-    () => apiText(`${taskPath(dagId, runId, task.taskId)}/logs?attempt=${attempt}`),
+  const loaded = useLoad(
+    async () => ({
+      attempt,
+      text: await apiText(`${taskPath(dagId, runId, task.taskId)}/logs?attempt=${attempt}`),
+    }),
     [dagId, runId, task.taskId, attempt, task.attempt, task.status],
   );
-  const attempts = Array.from({ length: Math.max(task.attempt, 1) }, (_, i) => i + 1);
+  // Another attempt's text is never shown under this attempt's tab while it loads.
+  const log = {
+    ...loaded,
+    data: loaded.data?.attempt === attempt ? loaded.data.text : undefined,
+    loading: loaded.loading || loaded.data?.attempt !== attempt,
+  };
+  const attempts = Array.from({ length: latest }, (_, i) => i + 1);
   return (
     <div class="log" id={`log-${task.taskId}`}>
       <fieldset class="tabs">
