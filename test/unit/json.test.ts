@@ -48,8 +48,9 @@ describe('values that JSON cannot carry through storage', () => {
     fc.assert(
       fc.property(fc.jsonValue({ maxDepth: 6 }), (v) => {
         const back = JSON.parse(JSON.stringify(v));
-        const kept =
-          JSON.stringify(back) === JSON.stringify(v) && !JSON.stringify(v).includes('"__proto__"');
+        // (A "__proto__" key is refused, so never asserted on; "__proto__" as a string value is
+        // accepted and round-trips like any other string.)
+        const kept = JSON.stringify(back) === JSON.stringify(v);
         // Whatever it accepts survives the trip unchanged.
         if (jsonValueIssues(v).length === 0) expect(kept).toBe(true);
       }),
