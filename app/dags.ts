@@ -68,28 +68,27 @@ export function validateDocument(deps: Deps, text: string): ValidationResult {
  * first task, with the count: a 10,000-task DAG gets one line, not 10,000.
  */
 function unrunnableIssues(deps: Deps, dag: Dag): Issue[] {
-  const firstOf = new Map<string, { index: number; field: string; count: number }>();
-  const note = (key: string, index: number, field: string) => {
-    const seen = firstOf.get(key);
+  const runs = `it runs ${deps.operators.names().join(', ')}`;
+  const noFargate = `it has no Fargate workers; use "lambda" with a timeoutSeconds of at most ${LAMBDA_MAX_TIMEOUT_SECONDS}`;
+  // By what cannot run: its first task, and how many tasks ask for it.
+  const first = new Map<string, { path: string; why: string; count: number }>();
+  const note = (what: string, path: string, why: string) => {
+    const seen = first.get(what);
     if (seen) seen.count++;
-    else firstOf.set(key, { index, field, count: 1 });
+    else first.set(what, { path, why, count: 1 });
   };
   dag.tasks.forEach((t, i) => {
-    if (!deps.operators.get(t.operator)) note(`operator ${t.operator}`, i, 'operator');
-    if (t.executor === 'fargate' && !deps.fargate) note('executor fargate', i, 'executor');
+    if (!deps.operators.get(t.operator)) {
+      note(`operator "${t.operator}"`, `$.tasks[${i}].operator`, runs);
+    }
+    if (t.executor === 'fargate' && !deps.fargate) {
+      note('executor "fargate"', `$.tasks[${i}].executor`, noFargate);
+    }
   });
-  const runners = deps.operators.names().join(', ');
-  return [...firstOf].map(([key, { index, field, count }]) => {
-    const more = count > 1 ? ` (${count} tasks)` : '';
-    const [, name] = key.split(' ');
-    return {
-      path: `$.tasks[${index}].${field}`,
-      message:
-        field === 'operator'
-          ? `operator "${name}" cannot run in this deployment${more}: it runs ${runners}`
-          : `executor "fargate" cannot run in this deployment${more}: it has no Fargate workers; use "lambda" with a timeoutSeconds of at most ${LAMBDA_MAX_TIMEOUT_SECONDS}`,
-    };
-  });
+  return [...first].map(([what, { path, why, count }]) => ({
+    path,
+    message: `${what} cannot run in this deployment${count > 1 ? ` (${count} tasks)` : ''}: ${why}`,
+  }));
 }
 
 export type RegisterResult =

@@ -13,7 +13,7 @@ import { runEnded, writeRunTasks } from '../app/runs.ts';
 import { AirlessError, ConflictError, NotFoundError } from '../core/errors.ts';
 import { eventsOfRunChange, eventsOfTaskChange } from '../core/events.ts';
 import { Metric } from '../core/metric-names.ts';
-import { isTerminalTask, type TaskStatus } from '../core/state/index.ts';
+import { isTerminalTask, type RunStatus, type TaskStatus } from '../core/state/index.ts';
 import { awsRequestMetrics, logger, metrics, runtime } from './runtime.ts';
 
 /**
@@ -56,7 +56,7 @@ async function handle(r: DynamoDBRecord) {
   // that a bus that refuses them can never hold up or fail a run.
   const events =
     now.type === 'RUN'
-      ? eventsOfRunChange(old ? toRun(before) : undefined, toRun(now))
+      ? eventsOfRunChange(old ? { status: before.status as RunStatus } : undefined, toRun(now))
       : now.type === 'TI'
         ? eventsOfTaskChange(old ? toTask(before) : undefined, toTask(now))
         : [];

@@ -22,6 +22,12 @@ const timerSchema = z.strictObject({
   retryAt: z.iso.datetime(),
 });
 
+/** The message body of a retry timer. */
+export function encodeRetryTimer(timer: RetryTimer): string {
+  const { dagId, runId, taskId, failedAttempt, dagVersion, retryAt } = timer;
+  return JSON.stringify({ v: 1, dagId, runId, taskId, failedAttempt, dagVersion, retryAt });
+}
+
 export function decodeRetryTimer(body: string): RetryTimer {
   const { v: _v, ...timer } = decodeMessage(body, timerSchema, 'retry timer');
   return timer;
@@ -35,20 +41,11 @@ export class SqsRetryTimers implements RetryTimers {
 
   async schedule(timer: RetryTimer, now: Date): Promise<void> {
     const wait = Math.ceil((new Date(timer.retryAt).getTime() - now.getTime()) / 1000);
-    const { dagId, runId, taskId, failedAttempt, dagVersion, retryAt } = timer;
     await aws('schedule retry', () =>
       this.sqs.send(
         new SendMessageCommand({
           QueueUrl: this.queueUrl,
-          MessageBody: JSON.stringify({
-            v: 1,
-            dagId,
-            runId,
-            taskId,
-            failedAttempt,
-            dagVersion,
-            retryAt,
-          }),
+          MessageBody: encodeRetryTimer(timer),
           DelaySeconds: Math.min(MAX_DELAY_SECONDS, Math.max(0, wait)),
         }),
       ),

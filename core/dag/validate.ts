@@ -143,35 +143,6 @@ export function validateDag(value: unknown, options: ValidateOptions = {}): Vali
     }
   }
 
-  if (!options.stored) {
-    const d = doc.defaults;
-    doc.tasks.forEach((t, i) => {
-      const executor = t.executor ?? d.executor ?? TASK_SETTING_DEFAULTS.executor;
-      const timeout = t.timeoutSeconds ?? d.timeoutSeconds ?? TASK_SETTING_DEFAULTS.timeoutSeconds;
-      if (executor !== 'lambda' || timeout <= LAMBDA_MAX_TIMEOUT_SECONDS) return;
-      issues.push({
-        path:
-          t.timeoutSeconds !== undefined
-            ? `$.tasks[${i}].timeoutSeconds`
-            : '$.defaults.timeoutSeconds',
-        message:
-          `${timeout} s does not fit one Lambda invocation: a lambda task may run at most ` +
-          `${LAMBDA_MAX_TIMEOUT_SECONDS} s; set "executor": "fargate" on task "${t.taskId}" ` +
-          '(or in defaults) for longer work',
-      });
-    });
-  }
-
-  if (doc.schedule) {
-    const compiled = compileSchedule(doc.schedule.cron, doc.schedule.timezone);
-    if (!compiled.ok) {
-      for (const e of compiled.issues)
-        issues.push({ path: `$.schedule.${e.path}`, message: e.message });
-    }
-  }
-
-  if (issues.length > 0) return { ok: false, issues };
-
   const d = doc.defaults;
   // Explicit fields rather than a spread of zod's output: ten times faster on 10,000 tasks, and
   // every Task has the same shape.
@@ -195,6 +166,32 @@ export function validateDag(value: unknown, options: ValidateOptions = {}): Vali
       executor: t.executor ?? d.executor ?? TASK_SETTING_DEFAULTS.executor,
     }),
   );
+  if (!options.stored) {
+    tasks.forEach((t, i) => {
+      if (t.executor !== 'lambda' || t.timeoutSeconds <= LAMBDA_MAX_TIMEOUT_SECONDS) return;
+      issues.push({
+        path:
+          doc.tasks[i]?.timeoutSeconds !== undefined
+            ? `$.tasks[${i}].timeoutSeconds`
+            : '$.defaults.timeoutSeconds',
+        message:
+          `${t.timeoutSeconds} s does not fit one Lambda invocation: a lambda task may run at most ` +
+          `${LAMBDA_MAX_TIMEOUT_SECONDS} s; set "executor": "fargate" on task "${t.taskId}" ` +
+          '(or in defaults) for longer work',
+      });
+    });
+  }
+
+  if (doc.schedule) {
+    const compiled = compileSchedule(doc.schedule.cron, doc.schedule.timezone);
+    if (!compiled.ok) {
+      for (const e of compiled.issues)
+        issues.push({ path: `$.schedule.${e.path}`, message: e.message });
+    }
+  }
+
+  if (issues.length > 0) return { ok: false, issues };
+
   const { $schema: _s, defaults: _d, tasks: _t, ...rest } = doc;
   return { ok: true, dag: { ...rest, tasks } as Dag, graph };
 }

@@ -1,6 +1,4 @@
-import { InvokeCommand, LambdaClient, ListFunctionsCommand } from '@aws-sdk/client-lambda';
 import { describe, expect, it } from 'vitest';
-import { clientConfig } from '../../adapters/aws/clients.ts';
 import { DynamoStateStore } from '../../adapters/aws/dynamodb.ts';
 import { TRIGGER_RULES } from '../../core/dag/schema.ts';
 import { ConflictError } from '../../core/errors.ts';
@@ -11,6 +9,7 @@ import {
   api,
   functionLogLines,
   getText,
+  invoke,
   listKeys,
   outputs,
   type RunView,
@@ -155,12 +154,8 @@ describe('a worker that dies mid-attempt', () => {
     );
 
     // The reaper's next pass (invoked now rather than waiting for its one-minute rule).
-    const lambda = new LambdaClient(clientConfig());
-    const fns = (await lambda.send(new ListFunctionsCommand({}))).Functions ?? [];
-    const reaper = fns.find((f) => f.FunctionName?.includes('ReaperFunction'))?.FunctionName;
-    const res = await lambda.send(new InvokeCommand({ FunctionName: reaper }));
-    expect(res.FunctionError).toBeUndefined();
-    const report = JSON.parse(new TextDecoder().decode(res.Payload)) as { expiredLeases: number };
+    // invoke() expects no FunctionError.
+    const report = (await invoke('ReaperFunction')) as { expiredLeases: number };
     expect(report.expiredLeases).toEqual(expect.any(Number));
     // Once this pass has returned, the dead worker's lease has been taken back: by this pass, or
     // by the stack's own one-minute pass if that came first (then this one counted nothing for

@@ -1,5 +1,4 @@
 import { DynamoDBClient, GetItemCommand } from '@aws-sdk/client-dynamodb';
-import { InvokeCommand, LambdaClient, ListFunctionsCommand } from '@aws-sdk/client-lambda';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import { marshall } from '@aws-sdk/util-dynamodb';
 import { expect } from 'vitest';
@@ -7,7 +6,7 @@ import { clientConfig } from '../../adapters/aws/clients.ts';
 import { tableKeys } from '../../adapters/aws/table.ts';
 import type { FaultRule } from '../../core/faults.ts';
 import { waitFor } from '../poll.ts';
-import { api, functionLogLines, outputs, type RunView, uniqueDagId } from './stack.ts';
+import { api, functionLogLines, invoke, outputs, type RunView, uniqueDagId } from './stack.ts';
 
 /**
  * What the fault-injection tests share (faults.test.ts, faults-deliveries.test.ts): DAGs that ask
@@ -17,31 +16,8 @@ import { api, functionLogLines, outputs, type RunView, uniqueDagId } from './sta
  * outcome, and no task succeeds twice.
  */
 
-const lambda = new LambdaClient(clientConfig());
 export const sqs = new SQSClient(clientConfig());
 const dynamo = new DynamoDBClient(clientConfig());
-const functionNames = new Map<string, string>();
-
-/** Invokes one of the stack's functions (by the construct id in its name) and returns its answer. */
-export async function invoke(fn: string, payload?: unknown): Promise<unknown> {
-  let name = functionNames.get(fn);
-  if (!name) {
-    const fns = (await lambda.send(new ListFunctionsCommand({}))).Functions ?? [];
-    name = fns.find((f) => f.FunctionName?.includes(fn))?.FunctionName;
-    if (!name) throw new Error(`no function named like ${fn}`);
-    functionNames.set(fn, name);
-  }
-  const res = await lambda.send(
-    new InvokeCommand({
-      FunctionName: name,
-      ...(payload === undefined
-        ? {}
-        : { Payload: new TextEncoder().encode(JSON.stringify(payload)) }),
-    }),
-  );
-  expect(res.FunctionError, `${fn}: ${new TextDecoder().decode(res.Payload)}`).toBeUndefined();
-  return res.Payload ? JSON.parse(new TextDecoder().decode(res.Payload) || 'null') : undefined;
-}
 
 /** One pass of the stack's reaper, now (its rule fires every minute; tests do not wait for it). */
 export async function reap(): Promise<void> {

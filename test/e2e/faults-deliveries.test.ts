@@ -8,6 +8,7 @@ import { marshall } from '@aws-sdk/util-dynamodb';
 import { describe, expect, it } from 'vitest';
 import { deduplicationId, encodeTaskMessage, messageGroupId } from '../../adapters/aws/sqs.ts';
 import { tableKeys } from '../../adapters/aws/table.ts';
+import { encodeRetryTimer } from '../../adapters/aws/timers.ts';
 import type { TaskMessage } from '../../core/ports.ts';
 import { waitFor } from '../poll.ts';
 import {
@@ -15,14 +16,13 @@ import {
   endOf,
   expectOneOutcomePerAttempt,
   faultyRun,
-  invoke,
   linesOfRun,
   noop,
   sqs,
   view,
   waitForTask,
 } from './fault-support.ts';
-import { api, outputs, uniqueDagId } from './stack.ts';
+import { api, invoke, outputs, uniqueDagId } from './stack.ts';
 
 /**
  * Duplicates, delivered by the test itself to the stack's real queues and functions. SQS FIFO
@@ -106,20 +106,19 @@ describe('duplicate deliveries', () => {
     await waitForTask(dagId, runId, 'a', ['up_for_retry', 'queued', 'running', 'success']);
     // The timer the worker sent, as stored: the same body three more times, at once.
     const item = await new DynamoDBTable().task(dagId, runId, 'a');
-    const timer = {
-      v: 1,
+    const timer = encodeRetryTimer({
       dagId,
       runId,
       taskId: 'a',
       failedAttempt: 1,
       dagVersion: 1,
       retryAt: item.retryAt ?? new Date().toISOString(),
-    };
+    });
     const sendTimer = () =>
       sqs.send(
         new SendMessageCommand({
           QueueUrl: outputs.RetryTimerQueueUrl as string,
-          MessageBody: JSON.stringify(timer),
+          MessageBody: timer,
         }),
       );
     await Promise.all([sendTimer(), sendTimer(), sendTimer()]);

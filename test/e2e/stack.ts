@@ -5,7 +5,9 @@ import {
   DescribeLogGroupsCommand,
   FilterLogEventsCommand,
 } from '@aws-sdk/client-cloudwatch-logs';
+import { InvokeCommand, LambdaClient, ListFunctionsCommand } from '@aws-sdk/client-lambda';
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
+import { expect } from 'vitest';
 import { clientConfig } from '../../adapters/aws/clients.ts';
 import { ApiClient } from '../../cli/api-client.ts';
 import { type LocalStack, localFile, readOutputs } from '../../localstack/deploy.ts';
@@ -18,6 +20,8 @@ export const outputs = readOutputs();
 export const api = new ApiClient(local.apiUrl, local.region);
 export const s3 = localClients().s3;
 const logs = new CloudWatchLogsClient(clientConfig());
+const lambda = new LambdaClient(clientConfig());
+const functionNames = new Map<string, string>();
 
 export const uniqueDagId = (prefix: string) => `${prefix}_${randomUUID().slice(0, 8)}`;
 
@@ -118,4 +122,25 @@ export async function listKeys(bucket: string, prefix: string): Promise<string[]
 export async function getText(bucket: string, key: string): Promise<string> {
   const res = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
   return (await res.Body?.transformToString('utf-8')) ?? '';
+}
+
+/** Invokes one of the stack's functions (by the construct id in its name) and returns its answer. */
+export async function invoke(fn: string, payload?: unknown): Promise<unknown> {
+  let name = functionNames.get(fn);
+  if (!name) {
+    const fns = (await lambda.send(new ListFunctionsCommand({}))).Functions ?? [];
+    name = fns.find((f) => f.FunctionName?.includes(fn))?.FunctionName;
+    if (!name) throw new Error(`no function named like ${fn}`);
+    functionNames.set(fn, name);
+  }
+  const res = await lambda.send(
+    new InvokeCommand({
+      FunctionName: name,
+      ...(payload === undefined
+        ? {}
+        : { Payload: new TextEncoder().encode(JSON.stringify(payload)) }),
+    }),
+  );
+  expect(res.FunctionError, `${fn}: ${new TextDecoder().decode(res.Payload)}`).toBeUndefined();
+  return res.Payload ? JSON.parse(new TextDecoder().decode(res.Payload) || 'null') : undefined;
 }
