@@ -190,9 +190,14 @@ export class FargateWorkers extends Construct {
     this.service = new ecs.FargateService(this, 'Service', {
       cluster: this.cluster as ecs.ICluster,
       taskDefinition: this.taskDefinition,
-      // Application Auto Scaling owns the task count. CloudFormation sends DesiredCount only
-      // when the template's value changes, so a deployment leaves the running count alone.
-      desiredCount: 0,
+      // No desiredCount: Application Auto Scaling owns the task count. A count in the template
+      // would be sent again with every update of the service (a new image, say) and reset the
+      // running tasks to it; left out, CloudFormation starts the service with one task and later
+      // updates keep the current count. That first task also proves the image starts (the
+      // circuit breaker fails a deployment whose tasks do not); the scaling alarms stop it within
+      // minutes if the queue is empty.
+      // https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-resource-ecs-service.html#cfn-ecs-service-desiredcount
+      // https://github.com/aws/containers-roadmap/issues/493
       // A deployment may stop every old task before starting new ones (the work waits in the
       // queue meanwhile) and may run twice the tasks while it replaces them.
       minHealthyPercent: 0,

@@ -209,10 +209,11 @@ describe('FargateWorkers, by default', () => {
     }
   });
 
-  it('starts with no task on Fargate, and may replace every task at once on deployment', () => {
+  it('leaves the task count to scaling on Fargate, and may replace every task at once', () => {
+    // A DesiredCount in the template would reset the running count on every service update.
     s.template.hasResourceProperties('AWS::ECS::Service', {
       LaunchType: 'FARGATE',
-      DesiredCount: 0,
+      DesiredCount: Match.absent(),
       DeploymentConfiguration: {
         MinimumHealthyPercent: 0,
         MaximumPercent: 200,
