@@ -3,6 +3,7 @@ import type { ClearPlan, RunRecord, TaskInstanceRecord, TaskMessage } from '../c
 import { counterFor, countUpstream, nextStep } from '../core/readiness/index.ts';
 import { isTerminalRun, isTerminalTask } from '../core/state/index.ts';
 import { loadDag } from './dags.ts';
+import { taskMessage } from './runs.ts';
 import type { Deps } from './deps.ts';
 
 /**
@@ -130,15 +131,13 @@ export async function clearTasks(
     }
     throw e;
   }
-  const messages: TaskMessage[] = planned
-    .filter((t) => t.status === 'queued')
-    .map((t) => ({
-      dagId,
-      runId,
-      taskId: t.taskId,
-      attempt: t.attempt,
-      dagVersion: run.dagVersion,
-    }));
+  const messages: TaskMessage[] = await Promise.all(
+    planned
+      .filter((t) => t.status === 'queued')
+      .map((t) =>
+        taskMessage(deps, { dagId, runId, taskId: t.taskId, attempt: t.attempt }, run.dagVersion),
+      ),
+  );
   // If this send is lost, the reaper finds them queued and sends them again.
   await deps.dispatcher.dispatch(messages);
   return (await deps.store.getRun(dagId, runId)) ?? run;

@@ -78,8 +78,14 @@ function unrunnableIssues(deps: Deps, dag: Dag): Issue[] {
     else first.set(what, { path, why, count: 1 });
   };
   dag.tasks.forEach((t, i) => {
-    if (!deps.operators.get(t.operator)) {
+    const operator = deps.operators.get(t.operator);
+    if (!operator) {
       note(`operator "${t.operator}"`, `$.tasks[${i}].operator`, runs);
+    } else if (operator.refuses) {
+      // What this deployment may touch: a state machine or task definition it was not granted.
+      const config = operator.config.safeParse(t.config);
+      const why = config.success ? operator.refuses(config.data) : undefined;
+      if (why) note(`${t.operator} config`, `$.tasks[${i}].config`, why);
     }
     if (t.executor === 'fargate' && !deps.fargate) {
       note('executor "fargate"', `$.tasks[${i}].executor`, noFargate);

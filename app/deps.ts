@@ -30,7 +30,7 @@ export interface Deps {
    */
   readonly faultsEnabled?: boolean;
   /**
-   * Whether this deployment has Fargate workers for `executor: "fargate"` tasks. None does yet:
+   * Whether this deployment has Fargate workers for `executor: "fargate"` tasks; without them
    * such DAGs are refused at registration.
    */
   readonly fargate?: boolean;

@@ -3,9 +3,16 @@ import type { TaskMessage } from '../core/ports.ts';
 import { nextRetryAt } from '../core/retry/index.ts';
 import { finishTask, triesSoFar } from '../core/state/index.ts';
 import { loadDag } from './dags.ts';
+import { checkDeferred, DEFAULT_CHECK_SECONDS } from './deferred.ts';
 import type { Deps } from './deps.ts';
 import { scheduleRetry } from './retries.ts';
-import { CREATION_LEASE_SECONDS, queue, reconcileRunSlots, writeRunTasks } from './runs.ts';
+import {
+  CREATION_LEASE_SECONDS,
+  queue,
+  reconcileRunSlots,
+  taskMessage,
+  writeRunTasks,
+} from './runs.ts';
 
 export interface ReapOptions {
   /** A queued attempt older than this has probably lost its message: send it again. */
@@ -16,10 +23,14 @@ export interface ReapOptions {
   readonly limit: number;
   /** A large run still unwritten after this long has lost its writer. */
   readonly creationGraceSeconds?: number;
+  /** How long a deferred attempt waits for its end event between the reaper's checks. */
+  readonly deferredCheckSeconds?: number;
 }
 
 export interface ReapReport {
   readonly expiredLeases: number;
+  /** Deferred attempts whose external work the reaper asked about. */
+  readonly deferredChecked: number;
   readonly redispatched: number;
   readonly retriesQueued: number;
   readonly runsWritten: number;
@@ -31,6 +42,8 @@ export interface ReapReport {
  * the state, which they cannot lose:
  * - running attempts whose lease expired (the worker crashed, hung, or never sent a first
  *   heartbeat): failed, to retry or for good, exactly as a failure the worker reported;
+ * - deferred attempts whose end event is late: their external work is asked about
+ *   (app/deferred.ts), and stopped once past the task's timeout;
  * - queued attempts whose message was lost: sent again (same attempt, same deduplication id, so a
  *   message that was merely slow is not doubled, and the claim is conditional anyway);
  * - retries whose timer was lost: queued.
@@ -39,7 +52,14 @@ export interface ReapReport {
 export async function reap(deps: Deps, opts: ReapOptions): Promise<ReapReport> {
   const now = deps.clock();
   let expiredLeases = 0;
+  let deferredChecked = 0;
   for (const ti of await deps.store.findExpiredLeases(now, opts.limit)) {
+    if (ti.deferred) {
+      // Not a dead worker: external work whose end event has not come (yet).
+      await checkDeferred(deps, ti, opts.deferredCheckSeconds ?? DEFAULT_CHECK_SECONDS);
+      deferredChecked++;
+      continue;
+    }
     const { tasks } = await loadDag(deps, ti.dagId, ti.dagVersion);
     const task = tasks.get(ti.taskId);
     const retryAt = task ? nextRetryAt(task, triesSoFar(ti), now, deps.random) : null;
@@ -74,14 +94,10 @@ export async function reap(deps: Deps, opts: ReapOptions): Promise<ReapReport> {
   }
 
   const queuedBefore = new Date(now.getTime() - opts.queuedGraceSeconds * 1000);
-  const lost: TaskMessage[] = (await deps.store.findQueuedBefore(queuedBefore, opts.limit)).map(
-    (ti) => ({
-      dagId: ti.dagId,
-      runId: ti.runId,
-      taskId: ti.taskId,
-      attempt: ti.attempt,
-      dagVersion: ti.dagVersion,
-    }),
+  const lost: TaskMessage[] = await Promise.all(
+    (await deps.store.findQueuedBefore(queuedBefore, opts.limit)).map((ti) =>
+      taskMessage(deps, ti, ti.dagVersion),
+    ),
   );
   await deps.dispatcher.dispatch(lost);
 
@@ -113,6 +129,7 @@ export async function reap(deps: Deps, opts: ReapOptions): Promise<ReapReport> {
 
   return {
     expiredLeases,
+    deferredChecked,
     redispatched: lost.length,
     retriesQueued: due.length,
     runsWritten,

@@ -12,6 +12,7 @@ import {
   scheduledRunId,
 } from '../core/state/index.ts';
 import { type LoadedDag, loadDag } from './dags.ts';
+import { stopDeferred } from './deferred.ts';
 import type { Deps } from './deps.ts';
 import { injectFault } from './faults.ts';
 
@@ -187,13 +188,43 @@ export async function queue(
   dagVersion: number,
   expected: Pick<TaskInstanceRecord, 'status' | 'attempt' | 'leaseToken'>,
 ): Promise<TaskMessage | undefined> {
+  // Read first: a cached, immutable version.
+  const executor = await executorOf(deps, key, dagVersion);
   try {
     const queued = await deps.store.transitionTask(key, queueTask(expected, deps.clock()));
-    return { ...key, attempt: queued.attempt, dagVersion };
+    return { ...key, attempt: queued.attempt, dagVersion, ...executor };
   } catch (e) {
     if (e instanceof ConflictError) return undefined;
     throw e;
   }
+}
+
+/**
+ * `{ executor: 'fargate' }` for a task that runs on Fargate workers; nothing for Lambda. A
+ * version that cannot be read goes to a Lambda worker, which fails the attempt saying why.
+ */
+async function executorOf(
+  deps: Deps,
+  key: TaskKey,
+  dagVersion: number,
+): Promise<{ executor?: 'fargate' }> {
+  try {
+    const task = (await loadDag(deps, key.dagId, dagVersion)).tasks.get(key.taskId);
+    return task?.executor === 'fargate' ? { executor: 'fargate' } : {};
+  } catch (e) {
+    if (e instanceof NotFoundError || e instanceof ValidationError) return {};
+    throw e;
+  }
+}
+
+/** The message of an attempt already queued (a resend, a clear's), routed by its executor. */
+export async function taskMessage(
+  deps: Deps,
+  ti: TaskKey & { readonly attempt: number },
+  dagVersion: number,
+): Promise<TaskMessage> {
+  const { dagId, runId, taskId, attempt } = ti;
+  return { dagId, runId, taskId, attempt, dagVersion, ...(await executorOf(deps, ti, dagVersion)) };
 }
 
 /** A run has ended: give its slot back and start the oldest queued run of the DAG, if any. */
@@ -271,6 +302,13 @@ async function cancelOne(deps: Deps, task: TaskInstanceRecord, at: Date): Promis
   for (let tries = 0; current && !isTerminalTask(current.status) && tries < 5; tries++) {
     try {
       await deps.store.transitionTask(current, cancelTask(current, at));
+      // A deferred attempt's external work runs on without a worker: stop it too. Best effort:
+      // its end event then finds the attempt cancelled and changes nothing.
+      if (current.deferred) {
+        await stopDeferred(deps, current, 'the Airless run was cancelled').catch(() => {
+          deps.metrics?.addMetric(Metric.DeferredStopFailed, 'Count', 1);
+        });
+      }
       return;
     } catch (e) {
       if (!(e instanceof ConflictError)) throw e;

@@ -2,11 +2,21 @@ import type { Dag, Task } from '../core/dag/schema.ts';
 import { ConflictError, NotFoundError, UnrecoverableError } from '../core/errors.ts';
 import type { TaskInstanceRecord, TaskMessage } from '../core/ports.ts';
 import { nextRetryAt } from '../core/retry/index.ts';
-import { claimTask, finishTask, heartbeatTask, triesSoFar } from '../core/state/index.ts';
-import { parseTaskConfig } from '../operators/registry.ts';
+import {
+  claimTask,
+  deferTask,
+  finishTask,
+  heartbeatTask,
+  releaseTask,
+  type StoredOutput,
+  triesSoFar,
+} from '../core/state/index.ts';
+import { type DeferredWork, isDeferred, parseTaskConfig } from '../operators/registry.ts';
 import { loadDag } from './dags.ts';
+import { DEFAULT_CHECK_SECONDS, type DeferredRecord, nextCheck, workName } from './deferred.ts';
 import type { Deps } from './deps.ts';
 import { InjectedCrash, injectFault } from './faults.ts';
+import { storeOutput } from './outputs.ts';
 import { scheduleRetry } from './retries.ts';
 
 export interface ExecuteOptions {
@@ -15,6 +25,13 @@ export interface ExecuteOptions {
   readonly heartbeatSeconds: number;
   /** Time left before the worker itself is stopped (Lambda's remaining time). */
   readonly remainingMs: () => number;
+  /**
+   * Aborted when the worker is stopping and cannot wait for this attempt (a Fargate worker's
+   * SIGTERM): the attempt is handed back to the queue, unchanged, for another worker.
+   */
+  readonly handBack?: AbortSignal;
+  /** How long a deferred attempt waits for its end event before the reaper asks. */
+  readonly deferredCheckSeconds?: number;
 }
 
 export type ExecuteOutcome =
@@ -24,7 +41,11 @@ export type ExecuteOutcome =
   /** A duplicate or stale message: someone else has (or had) this attempt. */
   | 'not_claimed'
   /** The lease moved on while it ran: its result was not written. */
-  | 'lease_lost';
+  | 'lease_lost'
+  /** Deferred: external work started, and its end will record the outcome. */
+  | 'deferred'
+  /** The worker stopped and handed the attempt back to the queue. */
+  | 'handed_back';
 
 /** Keep this long for writing the log and the outcome after a timeout. */
 const SAFETY_MS = 15_000;
@@ -83,11 +104,21 @@ export async function executeTask(
       });
   }, opts.heartbeatSeconds * 1000);
 
+  let handedBack = false;
+  const onHandBack = () => {
+    handedBack = true;
+    controller.abort(new Error('the worker is stopping: the attempt is handed back to the queue'));
+  };
+  if (opts.handBack?.aborted) onHandBack();
+  else opts.handBack?.addEventListener('abort', onHandBack, { once: true });
+
   let error: string | undefined;
   let unrecoverable = false;
   let timer: NodeJS.Timeout | undefined;
   let task: Task | undefined;
   let dagParams: Dag['params'] = {};
+  let stored: StoredOutput | undefined;
+  let started: DeferredWork | undefined;
   try {
     const { dag, tasks } = await loadDag(deps, msg.dagId, msg.dagVersion);
     dagParams = dag.params;
@@ -115,23 +146,30 @@ export async function executeTask(
     const aborted = new Promise<never>((_, reject) => {
       controller.signal.addEventListener('abort', () => reject(controller.signal.reason));
     });
-    const output = await Promise.race([
-      operator.run(config, {
-        dagId: msg.dagId,
-        runId: msg.runId,
-        task,
-        attempt: msg.attempt,
-        signal: controller.signal,
-        log: (line) => log.add(line),
-        runInputs: async () => ({
-          conf: (await deps.store.getRun(msg.dagId, msg.runId))?.conf ?? {},
-          params: dag.params,
-        }),
+    const ctx = {
+      dagId: msg.dagId,
+      runId: msg.runId,
+      task,
+      attempt: msg.attempt,
+      signal: controller.signal,
+      log: (line: string) => log.add(line),
+      runInputs: async () => ({
+        conf: (await deps.store.getRun(msg.dagId, msg.runId))?.conf ?? {},
+        params: dag.params,
       }),
-      aborted,
-    ]);
-    if (output !== undefined && output !== null)
-      log.add(`output: ${JSON.stringify(output).slice(0, 4000)}`);
+    };
+    if (isDeferred(operator)) {
+      // Only the start runs here; the name makes a repeated start find the same work.
+      const name = workName(msg);
+      await deps.store.putDeferral(name, msg);
+      started = await Promise.race([operator.start(config, { ...ctx, workName: name }), aborted]);
+    } else {
+      const output = await Promise.race([operator.run(config, ctx), aborted]);
+      // Stored before the outcome that names it; too large fails the attempt.
+      stored = await storeOutput(deps, msg, output);
+      if (output !== undefined && output !== null)
+        log.add(`output: ${JSON.stringify(output).slice(0, 4000)}`);
+    }
   } catch (e) {
     // A crash on purpose ends the invocation here, as a dead process would.
     if (e instanceof InjectedCrash) throw e;
@@ -145,7 +183,22 @@ export async function executeTask(
     clearTimeout(timer);
   }
 
+  opts.handBack?.removeEventListener('abort', onHandBack);
+  if (handedBack && !leaseLost) {
+    // Not an outcome: the same attempt goes back to `queued`, its log to be written by the
+    // worker that claims it next. Work a deferred start began is found again by its name.
+    try {
+      await deps.store.transitionTask(msg, releaseTask(current, deps.clock()));
+      return 'handed_back';
+    } catch (e) {
+      if (e instanceof ConflictError) return 'lease_lost';
+      throw e;
+    }
+  }
   const now = deps.clock();
+  if (started && error === undefined && task) {
+    return defer(deps, msg, current, started, task, log, opts);
+  }
   log.add(error === undefined ? 'success' : 'failed');
   await deps.blobs.putLog({ ...msg }, log.text());
   if (leaseLost) return 'lease_lost';
@@ -159,7 +212,13 @@ export async function executeTask(
   try {
     const done = await deps.store.transitionTask(
       msg,
-      finishTask(current, error === undefined ? { ok: true } : { ok: false, error, retryAt }, now),
+      finishTask(
+        current,
+        error === undefined
+          ? { ok: true, ...(stored ? { output: stored } : {}) }
+          : { ok: false, error, retryAt },
+        now,
+      ),
     );
     if ((await injectFault(deps, faulted, 'worker.after-outcome', msg)) === 'repeat') {
       await deps.dispatcher.dispatch([msg]); // the same message delivered again, late
@@ -170,5 +229,37 @@ export async function executeTask(
   } catch (e) {
     if (e instanceof ConflictError) return 'lease_lost';
     throw e;
+  }
+}
+
+/**
+ * Records a started deferred attempt: the work and the attempt's deadline (counted from the
+ * claim), the next check as the lease, the log so far. The worker is then free. If the attempt
+ * moved on meanwhile (cancelled), the work it started is stopped.
+ */
+async function defer(
+  deps: Deps,
+  msg: TaskMessage,
+  current: TaskInstanceRecord,
+  work: DeferredWork,
+  task: Task,
+  log: LogBuffer,
+  opts: ExecuteOptions,
+): Promise<ExecuteOutcome> {
+  const now = deps.clock();
+  const claimedAt = Date.parse(current.startTime ?? now.toISOString());
+  const timeoutAt = new Date(claimedAt + task.timeoutSeconds * 1000).toISOString();
+  const record: DeferredRecord = { ...work, timeoutAt };
+  log.add(`deferred: ${work.operator} work ${work.name} runs without a worker until ${timeoutAt}`);
+  await deps.blobs.putLog({ ...msg }, log.text());
+  const checkAt = nextCheck(now, timeoutAt, opts.deferredCheckSeconds ?? DEFAULT_CHECK_SECONDS);
+  try {
+    await deps.store.transitionTask(msg, deferTask(current, JSON.stringify(record), checkAt, now));
+    return 'deferred';
+  } catch (e) {
+    if (!(e instanceof ConflictError)) throw e;
+    const op = deps.operators.get(work.operator);
+    if (op && isDeferred(op)) await op.stop(work, 'the Airless attempt was cancelled or reaped');
+    return 'lease_lost';
   }
 }

@@ -11,6 +11,11 @@ new AirlessStack(app, 'Airless', {
   // Set by the local deploy only (localstack/deploy.ts): the emulator's Scheduler does not
   // substitute the scheduled time.
   emulatorScheduledTimeFallback: app.node.tryGetContext('airless:emulator') === 'true',
+  // The emulator runs no containers (and has no Application Auto Scaling): its Fargate workers
+  // are local processes that `npm start` runs (localstack/workers.ts).
+  ...(app.node.tryGetContext('airless:emulator') === 'true'
+    ? { fargateWorkers: 'external' as const }
+    : {}),
   // Networks the http operator may reach despite its SSRF guard: none unless the deployer says
   // so, e.g. `cdk deploy --context airless:httpAllowedNetworks=10.0.0.0/8,fd00::/8`.
   httpAllowedNetworks: String(app.node.tryGetContext('airless:httpAllowedNetworks') ?? '')

@@ -34,6 +34,16 @@ export const Metric = {
   TaskLeaseLost: 'TaskLeaseLost',
   /** worker, per message: a duplicate or stale message, whose claim was refused. */
   TaskNotClaimed: 'TaskNotClaimed',
+  /** worker, per attempt of a deferred operator: its external work started, no worker holds it. */
+  TaskDeferred: 'TaskDeferred',
+  /** reaper: deferred attempts whose end event was late, whose external work it asked about. */
+  DeferredChecked: 'DeferredChecked',
+  /** complete: deferred attempts ended by the AWS event of their external work. */
+  DeferredCompleted: 'DeferredCompleted',
+  /** cancel: the external work of a cancelled deferred attempt could not be stopped. */
+  DeferredStopFailed: 'DeferredStopFailed',
+  /** Fargate worker, per attempt: handed back to the queue unfinished because the worker stopped. */
+  TaskHandedBack: 'TaskHandedBack',
   /** worker, per claimed attempt: milliseconds from the task's message being sent to its claim. */
   TaskStartLagMs: 'TaskStartLagMs',
 

@@ -135,6 +135,11 @@ export interface TaskInstanceRecord extends TaskKey, TaskInstanceState {
   readonly startTime: string | null;
   readonly endTime: string | null;
   readonly error: string | null;
+  /** A deferred attempt's external work, JSON (app/deferred.ts), while the attempt runs. */
+  readonly deferred: string | null;
+  /** The output of the successful attempt: JSON text kept inline, or the key of its blob. */
+  readonly output: string | null;
+  readonly outputKey: string | null;
 }
 
 /** The single source of truth. Every state change is one conditional write. */
@@ -253,6 +258,14 @@ export interface StateStore {
    */
   countUse(name: string, max: number): Promise<boolean>;
 
+  /**
+   * Remembers which attempt the external work named `name` belongs to (app/deferred.ts): written
+   * before the work starts, so that its completion event finds the attempt. Writing the same
+   * name again is harmless (the name is a function of the attempt).
+   */
+  putDeferral(name: string, ref: AttemptRef): Promise<void>;
+  getDeferral(name: string): Promise<AttemptRef | undefined>;
+
   /** Running attempts whose lease expired before `now`. */
   findExpiredLeases(now: Date, limit: number): Promise<TaskInstanceRecord[]>;
   /** Attempts queued before `before` and still not claimed. */
@@ -265,6 +278,8 @@ export interface StateStore {
 export interface TaskMessage extends TaskKey {
   readonly attempt: number;
   readonly dagVersion: number;
+  /** Which workers run it (DESIGN.md section 9); `lambda` when absent. */
+  readonly executor?: 'lambda' | 'fargate';
 }
 
 export interface TaskDispatcher {

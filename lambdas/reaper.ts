@@ -8,13 +8,16 @@ import { awsRequestMetrics, logger, metrics, runtime } from './runtime.ts';
 
 /** Every minute (an EventBridge rule): expired leases, lost messages, lost retry timers. */
 async function lambdaHandler() {
-  const report = await reap(runtime().deps, {
+  const { env, deps } = runtime();
+  const report = await reap(deps, {
     queuedGraceSeconds: 120,
     retryGraceSeconds: 30,
     limit: 200,
+    deferredCheckSeconds: env.DEFERRED_CHECK_SECONDS,
   });
   logger.info('reaped', { ...report });
   metrics.addMetric(Metric.ExpiredLeases, MetricUnit.Count, report.expiredLeases);
+  metrics.addMetric(Metric.DeferredChecked, MetricUnit.Count, report.deferredChecked);
   metrics.addMetric(Metric.Redispatched, MetricUnit.Count, report.redispatched);
   metrics.addMetric(Metric.RetriesQueuedByReaper, MetricUnit.Count, report.retriesQueued);
   metrics.addMetric(Metric.RunsWrittenByReaper, MetricUnit.Count, report.runsWritten);

@@ -38,6 +38,21 @@ const env = z.object({
   // message), at once rather than after the queue's redrive count.
   TASK_DLQ_URL: z.string().optional(),
   RETRY_DLQ_URL: z.string().optional(),
+  // The Fargate workers' queue (DESIGN.md section 9): where `fargate` tasks are sent. Without
+  // it the deployment has no Fargate workers and refuses `fargate` tasks at registration.
+  FARGATE_QUEUE_URL: z.string().optional(),
+  FARGATE_DLQ_URL: z.string().optional(),
+  // What the deferred operators may start (the construct's invokableStateMachines and
+  // runnableTaskDefinitions), comma-separated ARNs; none means no such operator here.
+  STATE_MACHINES: z.string().default(''),
+  TASK_DEFINITIONS: z.string().default(''),
+  ECS_DEFAULT_SUBNETS: z.string().default(''),
+  // How long a deferred attempt waits for its end event before the reaper asks.
+  DEFERRED_CHECK_SECONDS: z.coerce.number().int().min(5).default(300),
+  // The Fargate worker process (workers/fargate.ts): attempts at once, and the seconds it has
+  // between SIGTERM and being killed (the container's stop timeout).
+  WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(100).default(4),
+  WORKER_STOP_SECONDS: z.coerce.number().int().min(5).default(120),
   LEASE_SECONDS: z.coerce.number().int().min(10).default(120),
   HEARTBEAT_SECONDS: z.coerce.number().int().min(1).default(30),
   // Set only by an emulator deploy with the fault-injection switch (lib/airless-function.ts).
@@ -70,10 +85,15 @@ export function runtime(): { env: Env; deps: Deps } {
     );
   }
   const e = parsed.data;
+  const list = (text: string) =>
+    text
+      .split(',')
+      .map((x) => x.trim())
+      .filter((x) => x !== '');
   const aws = awsClients();
   const deps: Deps = {
     store: new DynamoStateStore(aws.dynamodb, e.TABLE_NAME),
-    dispatcher: new SqsTaskDispatcher(aws.sqs, e.QUEUE_URL),
+    dispatcher: new SqsTaskDispatcher(aws.sqs, e.QUEUE_URL, e.FARGATE_QUEUE_URL),
     blobs: new S3BlobStore(aws.s3, { dagsBucket: e.DAGS_BUCKET, dataBucket: e.DATA_BUCKET }),
     schedules: new EventBridgeScheduleRegistry(aws.scheduler, {
       groupName: e.SCHEDULE_GROUP,
@@ -84,12 +104,18 @@ export function runtime(): { env: Env; deps: Deps } {
       },
     }),
     timers: new SqsRetryTimers(aws.sqs, e.RETRY_QUEUE_URL),
-    operators: builtInOperators({ httpAllowedNetworks: e.HTTP_ALLOWED_NETWORKS }),
+    operators: builtInOperators({
+      httpAllowedNetworks: e.HTTP_ALLOWED_NETWORKS,
+      stateMachines: list(e.STATE_MACHINES),
+      taskDefinitions: list(e.TASK_DEFINITIONS),
+      ecsDefaultSubnets: list(e.ECS_DEFAULT_SUBNETS),
+    }),
     clock: () => new Date(),
     random: Math.random,
     newId: randomUUID,
     metrics,
     faultsEnabled: e.AIRLESS_FAULTS === 'on',
+    fargate: Boolean(e.FARGATE_QUEUE_URL),
     events: new EventBridgePublisher(aws.eventbridge, e.EVENT_BUS_NAME),
   };
   cached = { env: e, deps };

@@ -37,6 +37,12 @@ function countOutcome(outcome: ExecuteOutcome): void {
     case 'not_claimed':
       metrics.addMetric(Metric.TaskNotClaimed, MetricUnit.Count, 1);
       return;
+    case 'deferred':
+      metrics.addMetric(Metric.TaskDeferred, MetricUnit.Count, 1);
+      return;
+    case 'handed_back':
+      metrics.addMetric(Metric.TaskHandedBack, MetricUnit.Count, 1);
+      return;
     default:
       outcome satisfies never;
   }
@@ -63,6 +69,7 @@ async function lambdaHandler(event: SQSEvent, context: Context) {
     const outcome = await executeTask(deps, msg, {
       leaseSeconds: env.LEASE_SECONDS,
       heartbeatSeconds: env.HEARTBEAT_SECONDS,
+      deferredCheckSeconds: env.DEFERRED_CHECK_SECONDS,
       remainingMs: () => context.getRemainingTimeInMillis(),
     });
     logger.info('attempt finished', { ...msg, outcome });

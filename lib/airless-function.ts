@@ -32,9 +32,24 @@ export function emulatorTestSettings(scope: Construct): Record<string, string> {
       ? {
           LEASE_SECONDS: String(lease),
           HEARTBEAT_SECONDS: String(Math.max(1, Math.floor(lease / 4))),
+          // Deferred attempts are checked by the reaper as often as leases expire.
+          DEFERRED_CHECK_SECONDS: String(lease),
         }
       : {}),
   };
+}
+
+/**
+ * The emulator-only `airless:workerTimeoutSeconds=N` switch: the Lambda worker's timeout, for a
+ * test of a task cut at the Lambda limit. Undefined (the 15-minute default) elsewhere.
+ */
+export function emulatorWorkerTimeout(scope: Construct): Duration | undefined {
+  const ctx = (k: string) => String(scope.node.tryGetContext(k) ?? '');
+  if (ctx('airless:emulator') !== 'true') return undefined;
+  const seconds = Number(ctx('airless:workerTimeoutSeconds'));
+  return Number.isInteger(seconds) && seconds >= 30 && seconds <= 900
+    ? Duration.seconds(seconds)
+    : undefined;
 }
 
 /** The repository root: esbuild resolves dependencies from its package-lock.json. */

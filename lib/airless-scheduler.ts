@@ -3,6 +3,7 @@ import { Duration, RemovalPolicy, Stack, Token, Validations } from 'aws-cdk-lib'
 import type * as apigw from 'aws-cdk-lib/aws-apigatewayv2';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import type * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import type * as ecs from 'aws-cdk-lib/aws-ecs';
 import * as events from 'aws-cdk-lib/aws-events';
 import * as targets from 'aws-cdk-lib/aws-events-targets';
 import * as iam from 'aws-cdk-lib/aws-iam';
@@ -13,15 +14,21 @@ import * as s3n from 'aws-cdk-lib/aws-s3-notifications';
 import type * as scheduler from 'aws-cdk-lib/aws-scheduler';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
+import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import { GSI1, GSI2, GSI3 } from '../adapters/aws/table.ts';
-import { Metric, type MetricName } from '../core/metric-names.ts';
+import { METRIC_NAMESPACE, Metric, type MetricName } from '../core/metric-names.ts';
 import { parseNetwork } from '../operators/address-guard.ts';
-import { AirlessFunction } from './airless-function.ts';
+import {
+  AirlessFunction,
+  emulatorTestSettings,
+  emulatorWorkerTimeout,
+} from './airless-function.ts';
 import { Alarms } from './alarms.ts';
 import { Api } from './api.ts';
 import { Buckets } from './buckets.ts';
 import { airlessMetric, Dashboard } from './dashboard.ts';
+import { FargateWorkers, type FargateWorkersProps } from './fargate-workers.ts';
 import { acknowledgeWildcard } from './nag.ts';
 import { RetryTimers } from './retry-timers.ts';
 import { FailedRunNotification } from './run-events.ts';
@@ -36,7 +43,11 @@ export type AirlessFunctionName =
   | 'advance'
   | 'trigger'
   | 'retrier'
-  | 'reaper';
+  | 'reaper'
+  | 'complete';
+
+/** The Fargate service's settings (lib/fargate-workers.ts); the queue and environment are ours. */
+export type FargateWorkersOptions = Omit<FargateWorkersProps, 'queue' | 'environment'>;
 
 export interface AirlessSchedulerProps {
   /**
@@ -63,6 +74,26 @@ export interface AirlessSchedulerProps {
    * @default - none
    */
   readonly invokableFunctions?: readonly lambda.IFunction[];
+  /**
+   * State machines (Standard) that the `stepfunctions` operator may start. Tasks naming another
+   * are refused at registration. Their "Execution Status Change" events complete the tasks.
+   * @default - none: the deployment has no `stepfunctions` operator
+   */
+  readonly invokableStateMachines?: readonly sfn.IStateMachine[];
+  /**
+   * Task definitions that the `ecs` operator may run (RunTask, and passing their roles). Tasks
+   * naming another are refused at registration.
+   * @default - none: the deployment has no `ecs` operator
+   */
+  readonly runnableTaskDefinitions?: readonly ecs.TaskDefinition[];
+  /**
+   * Where `executor: "fargate"` tasks run (DESIGN.md section 9): a Fargate service that scales
+   * on its queue, to zero when idle (these options); `'external'`, the queue alone, for worker
+   * processes run elsewhere (dist/fargate-worker.mjs, as `npm start` runs them on the emulator,
+   * which has no container runtime); or `false`, no Fargate executor (such DAGs are refused).
+   * @default - a Fargate service with the FargateWorkers defaults
+   */
+  readonly fargateWorkers?: FargateWorkersOptions | 'external' | false;
   /**
    * Networks (CIDRs such as `10.0.0.0/8`, `127.0.0.1/32`, `::1/128`) that the `http` operator may
    * reach although its SSRF guard refuses them by default (loopback, private, link-local and other
@@ -128,6 +159,13 @@ export class AirlessScheduler extends Construct {
   readonly table: dynamodb.Table;
   readonly taskQueue: sqs.Queue;
   readonly taskDeadLetterQueue: sqs.Queue;
+  /** The queue of `fargate` task attempts, unless the Fargate executor is off. */
+  readonly fargateTaskQueue: sqs.Queue | undefined;
+  readonly fargateTaskDeadLetterQueue: sqs.Queue | undefined;
+  /** The Fargate service, unless the Fargate workers are external or off. */
+  readonly fargateWorkers: FargateWorkers | undefined;
+  /** The environment a Fargate worker process needs (lambdas/runtime.ts), for external workers. */
+  readonly workerEnvironment: Readonly<Record<string, string>>;
   readonly dagsBucket: s3.Bucket;
   readonly dataBucket: s3.Bucket;
   readonly scheduleGroup: scheduler.ScheduleGroup;
@@ -159,7 +197,9 @@ export class AirlessScheduler extends Construct {
         ...options,
         logRemovalPolicy: removalPolicy,
       });
-    const workerTimeout = Duration.minutes(15);
+    // The emulator's test deploy may shorten it (airless:workerTimeoutSeconds), so that a test
+    // can show a Lambda task cut at its limit and a Fargate task that is not, in a minute or two.
+    const workerTimeout = emulatorWorkerTimeout(this) ?? Duration.minutes(15);
     const api = fn('api', { timeout: Duration.seconds(30), memorySize: 512 });
     const registrar = fn('registrar', { timeout: Duration.seconds(60) });
     const worker = fn('worker', { timeout: workerTimeout, memorySize: 1024 });
@@ -167,6 +207,7 @@ export class AirlessScheduler extends Construct {
     const trigger = fn('trigger', { timeout: Duration.seconds(60) });
     const retrier = fn('retrier', { timeout: Duration.seconds(60) });
     const reaper = fn('reaper', { timeout: Duration.minutes(2) });
+    const complete = fn('complete', { timeout: Duration.seconds(60) });
     this.functions = {
       api: api.function,
       registrar: registrar.function,
@@ -175,6 +216,7 @@ export class AirlessScheduler extends Construct {
       trigger: trigger.function,
       retrier: retrier.function,
       reaper: reaper.function,
+      complete: complete.function,
     };
 
     const table = new StateTable(this, 'StateTable', { removalPolicy });
@@ -199,13 +241,43 @@ export class AirlessScheduler extends Construct {
     const { queue } = tasks;
     const { dagsBucket, dataBucket } = buckets;
 
+    // The Fargate executor's queue: a message stays in flight while its attempt runs (up to
+    // SQS's 12-hour maximum visibility; app/worker-loop.ts), and a hand-back by a stopping
+    // worker is a receive too, so it allows more receives before the dead-letter queue.
+    const fargateMode = props.fargateWorkers ?? {};
+    const fargateTasks =
+      fargateMode === false
+        ? undefined
+        : new TaskQueue(this, 'FargateTaskQueue', {
+            visibilityTimeout: Duration.hours(12),
+            maxReceiveCount: 10,
+          });
+    this.fargateTaskQueue = fargateTasks?.queue;
+    this.fargateTaskDeadLetterQueue = fargateTasks?.deadLetterQueue;
+    const sendQueues = [queue, ...(fargateTasks ? [fargateTasks.queue] : [])];
+    const stateMachines = props.invokableStateMachines ?? [];
+    const taskDefinitions = props.runnableTaskDefinitions ?? [];
+
     // Every handler parses the same environment at cold start and reads what it needs.
-    const base = {
+    const base: Record<string, string> = {
       TABLE_NAME: table.tableName,
       QUEUE_URL: queue.queueUrl,
       RETRY_QUEUE_URL: timers.queue.queueUrl,
       DAGS_BUCKET: dagsBucket.bucketName,
       DATA_BUCKET: dataBucket.bucketName,
+      ...(fargateTasks
+        ? {
+            FARGATE_QUEUE_URL: fargateTasks.queue.queueUrl,
+            FARGATE_DLQ_URL: fargateTasks.deadLetterQueue.queueUrl,
+          }
+        : {}),
+      // What the deferred operators may start: every function validates DAGs or runs them.
+      ...(stateMachines.length > 0
+        ? { STATE_MACHINES: stateMachines.map((m) => m.stateMachineArn).join(',') }
+        : {}),
+      ...(taskDefinitions.length > 0
+        ? { TASK_DEFINITIONS: taskDefinitions.map((t) => t.taskDefinitionArn).join(',') }
+        : {}),
     };
     const scheduling = {
       SCHEDULE_GROUP: schedules.group.scheduleGroupName,
@@ -215,8 +287,10 @@ export class AirlessScheduler extends Construct {
     };
     // The trigger function gets no scheduling variables: its own ARN would be a circular
     // reference, and it never manages schedules.
-    for (const f of [api, registrar, worker, advance, trigger, retrier, reaper]) {
-      const env = [trigger, retrier, reaper].includes(f) ? base : { ...base, ...scheduling };
+    for (const f of [api, registrar, worker, advance, trigger, retrier, reaper, complete]) {
+      const env = [trigger, retrier, reaper, complete].includes(f)
+        ? base
+        : { ...base, ...scheduling };
       for (const [k, v] of Object.entries(env)) f.function.addEnvironment(k, v);
     }
 
@@ -242,7 +316,7 @@ export class AirlessScheduler extends Construct {
 
     // api: the whole REST API.
     table.grants.readWriteData(api);
-    queue.grants.sendMessages(api);
+    for (const q of sendQueues) q.grants.sendMessages(api);
     dagsBucket.grants.readWrite(api);
     dataBucket.grants.readWrite(api);
     schedules.grantManageSchedules(api);
@@ -294,7 +368,7 @@ export class AirlessScheduler extends Construct {
     this.eventBus.grantPutEventsTo(advance.function);
     advance.function.addEnvironment('EVENT_BUS_NAME', this.eventBus.eventBusName);
     table.grants.readWriteData(advance);
-    queue.grants.sendMessages(advance);
+    for (const q of sendQueues) q.grants.sendMessages(advance);
     dataBucket.grants.read(advance);
     advance.function.addEventSource(
       // The cast only quiets exactOptionalPropertyTypes, which CDK's types predate.
@@ -354,12 +428,12 @@ export class AirlessScheduler extends Construct {
 
     // trigger: creates the run for a scheduled time.
     table.grants.readWriteData(trigger);
-    queue.grants.sendMessages(trigger);
+    for (const q of sendQueues) q.grants.sendMessages(trigger);
     dataBucket.grants.read(trigger);
 
     // retrier: retry timers whose time has come queue the next attempt (or wait again).
     table.grants.readWriteData(retrier);
-    queue.grants.sendMessages(retrier);
+    for (const q of sendQueues) q.grants.sendMessages(retrier);
     timers.queue.grants.sendMessages(retrier);
     timers.deadLetterQueue.grants.sendMessages(retrier);
     retrier.function.addEnvironment('RETRY_DLQ_URL', timers.deadLetterQueue.queueUrl);
@@ -370,13 +444,107 @@ export class AirlessScheduler extends Construct {
 
     // reaper: every minute, expired leases, lost task messages and lost retry timers.
     table.grants.readWriteData(reaper);
-    queue.grants.sendMessages(reaper);
+    for (const q of sendQueues) q.grants.sendMessages(reaper);
     timers.queue.grants.sendMessages(reaper);
     dataBucket.grants.read(reaper);
     new events.Rule(this, 'ReaperSchedule', {
       schedule: events.Schedule.rate(Duration.minutes(1)),
       targets: [new targets.LambdaFunction(reaper.function, { retryAttempts: 0 })],
     });
+
+    // The Fargate workers: the worker's grants and environment, in a container.
+    const workerEnvironment: Record<string, string> = {
+      ...base,
+      ...Object.fromEntries(
+        Object.entries(emulatorTestSettings(this)).filter(([k]) => k !== 'STREAM_PARTIAL_FAILURES'),
+      ),
+      TASK_DLQ_URL: tasks.deadLetterQueue.queueUrl,
+      ...(httpAllowedNetworks.length > 0
+        ? { HTTP_ALLOWED_NETWORKS: httpAllowedNetworks.join(',') }
+        : {}),
+      POWERTOOLS_SERVICE_NAME: 'airless',
+      POWERTOOLS_METRICS_NAMESPACE: METRIC_NAMESPACE,
+    };
+    this.workerEnvironment = workerEnvironment;
+    if (fargateTasks && fargateMode !== 'external' && fargateMode !== false) {
+      this.fargateWorkers = new FargateWorkers(this, 'FargateWorkers', {
+        ...fargateMode,
+        queue: fargateTasks.queue,
+        environment: workerEnvironment,
+        ...(fargateMode.logRemovalPolicy ? {} : { logRemovalPolicy: removalPolicy }),
+      });
+      const role = this.fargateWorkers.taskRole;
+      table.grants.readWriteData(role);
+      dataBucket.grants.readWrite(role);
+      timers.queue.grants.sendMessages(role);
+      fargateTasks.deadLetterQueue.grants.sendMessages(role);
+      for (const q of sendQueues) q.grants.sendMessages(role);
+      for (const target of props.invokableFunctions ?? []) target.grantInvoke(role);
+    }
+
+    // The deferred operators: started by workers, completed by AWS events, checked by the
+    // reaper, stopped on cancel (the API) and on timeout (the reaper).
+    const starters: iam.IGrantable[] = [
+      worker,
+      ...(this.fargateWorkers ? [this.fargateWorkers.taskRole] : []),
+    ];
+    const checkers: iam.IGrantable[] = [...starters, api, reaper, complete];
+    for (const machine of stateMachines) {
+      for (const g of starters) machine.grantStartExecution(g);
+      for (const g of checkers)
+        machine.grantExecution(g, 'states:DescribeExecution', 'states:StopExecution');
+    }
+    for (const definition of taskDefinitions) {
+      for (const g of starters) definition.grantRun(g);
+    }
+    if (taskDefinitions.length > 0) {
+      const account = Stack.of(this).account;
+      const region = Stack.of(this).region;
+      const partition = Stack.of(this).partition;
+      const taskArns = `arn:${partition}:ecs:${region}:${account}:task/*`;
+      for (const g of checkers) {
+        iam.Grant.addToPrincipal({
+          grantee: g,
+          actions: ['ecs:DescribeTasks', 'ecs:StopTask'],
+          resourceArns: [taskArns],
+        });
+        // Which containers are essential: DescribeTaskDefinition has no resource-level permission.
+        iam.Grant.addToPrincipal({
+          grantee: g,
+          actions: ['ecs:DescribeTaskDefinition'],
+          resourceArns: ['*'],
+        });
+      }
+    }
+    if (stateMachines.length > 0) {
+      new events.Rule(this, 'StepFunctionsEnded', {
+        description: 'Ends Airless stepfunctions tasks when their execution ends',
+        eventPattern: {
+          source: ['aws.states'],
+          detailType: ['Step Functions Execution Status Change'],
+          detail: {
+            stateMachineArn: stateMachines.map((m) => m.stateMachineArn),
+            status: ['SUCCEEDED', 'FAILED', 'TIMED_OUT', 'ABORTED'],
+          },
+        },
+        targets: [new targets.LambdaFunction(complete.function, { retryAttempts: 8 })],
+      });
+    }
+    if (taskDefinitions.length > 0) {
+      new events.Rule(this, 'EcsTasksStopped', {
+        description: 'Ends Airless ecs tasks when their ECS task stops',
+        eventPattern: {
+          source: ['aws.ecs'],
+          detailType: ['ECS Task State Change'],
+          detail: { lastStatus: ['STOPPED'], startedBy: [{ prefix: 'airless-' }] },
+        },
+        targets: [new targets.LambdaFunction(complete.function, { retryAttempts: 8 })],
+      });
+    }
+    // complete: records the end of deferred work (app/deferred.ts).
+    table.grants.readWriteData(complete);
+    dataBucket.grants.readWrite(complete);
+    timers.queue.grants.sendMessages(complete);
 
     this.#acknowledgeFindings({ table, dagsBucket, dataBucket, advance, advanceFailures });
 
@@ -389,6 +557,7 @@ export class AirlessScheduler extends Construct {
 
     const deadLetterQueues = {
       Task: tasks.deadLetterQueue,
+      ...(fargateTasks ? { FargateTask: fargateTasks.deadLetterQueue } : {}),
       Schedule: schedules.deadLetterQueue,
       AdvanceFailure: advanceFailures,
       RetryTimer: timers.deadLetterQueue,
@@ -401,6 +570,7 @@ export class AirlessScheduler extends Construct {
       Trigger: trigger.function,
       Retrier: retrier.function,
       Reaper: reaper.function,
+      Complete: complete.function,
     };
     this.alarms = new Alarms(this, 'Alarms', {
       deadLetterQueues,
@@ -425,6 +595,7 @@ export class AirlessScheduler extends Construct {
       table: table as dynamodb.ITable,
       tableIndexNames: [GSI1, GSI2, GSI3],
       taskQueue: queue,
+      fargateTaskQueue: fargateTasks?.queue,
       deadLetterQueues,
       alarms: this.alarms.alarms,
     });

@@ -67,6 +67,11 @@ export interface DashboardProps {
   readonly tableIndexNames?: readonly string[];
   /** The FIFO queue of task attempts: its depth and the age of its oldest message. */
   readonly taskQueue: sqs.IQueue;
+  /**
+   * The FIFO queue of `fargate` task attempts, whose messages stay in flight while they run.
+   * @default - none
+   */
+  readonly fargateTaskQueue?: sqs.IQueue | undefined;
   /** Queues of work that failed for good, by a name for the legend. */
   readonly deadLetterQueues: Readonly<Record<string, sqs.IQueue>>;
   /**
@@ -126,6 +131,9 @@ export class Dashboard extends Construct {
         airless(Metric.TaskRetried, 'failed, to retry'),
         airless(Metric.TaskLeaseLost, 'lease lost'),
         airless(Metric.TaskNotClaimed, 'duplicate messages'),
+        airless(Metric.TaskDeferred, 'deferred (external work started)'),
+        airless(Metric.DeferredCompleted, 'deferred, ended by their event'),
+        airless(Metric.TaskHandedBack, 'handed back by a stopping worker'),
       ]),
     );
 
@@ -149,6 +157,20 @@ export class Dashboard extends Construct {
             statistic: cloudwatch.Stats.MAXIMUM,
             label: 'in flight',
           }),
+          ...(props.fargateTaskQueue
+            ? [
+                props.fargateTaskQueue.metricApproximateNumberOfMessagesVisible({
+                  period,
+                  statistic: cloudwatch.Stats.MAXIMUM,
+                  label: 'fargate: waiting',
+                }),
+                props.fargateTaskQueue.metricApproximateNumberOfMessagesNotVisible({
+                  period,
+                  statistic: cloudwatch.Stats.MAXIMUM,
+                  label: 'fargate: running',
+                }),
+              ]
+            : []),
         ],
         {
           right: [
@@ -180,6 +202,8 @@ export class Dashboard extends Construct {
         airless(Metric.RetriesQueuedByReaper, 'lost retries queued'),
         airless(Metric.RunsWrittenByReaper, 'large runs written'),
         airless(Metric.RunsStartedByReaper, 'waiting runs started'),
+        airless(Metric.DeferredChecked, 'deferred work checked (event late)'),
+        airless(Metric.DeferredStopFailed, 'deferred work not stopped on cancel'),
       ]),
     );
 

@@ -17,6 +17,12 @@ export interface TaskQueueProps {
    * @default 5
    */
   readonly maxReceiveCount?: number;
+  /**
+   * How long a received message stays invisible, when it is not derived from `workerTimeout`:
+   * the Fargate workers' queue keeps a message in flight while its attempt runs.
+   * @default workerTimeout plus a minute
+   */
+  readonly visibilityTimeout?: Duration;
 }
 
 /** SQS FIFO queue that dispatches task attempts to workers, with its FIFO dead-letter queue. */
@@ -47,7 +53,9 @@ export class TaskQueue extends Construct {
       // https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/high-throughput-fifo.html
       deduplicationScope: sqs.DeduplicationScope.MESSAGE_GROUP,
       fifoThroughputLimit: sqs.FifoThroughputLimit.PER_MESSAGE_GROUP_ID,
-      visibilityTimeout: (props.workerTimeout ?? Duration.minutes(15)).plus(Duration.minutes(1)),
+      visibilityTimeout:
+        props.visibilityTimeout ??
+        (props.workerTimeout ?? Duration.minutes(15)).plus(Duration.minutes(1)),
       deadLetterQueue: { queue: this.deadLetterQueue, maxReceiveCount: props.maxReceiveCount ?? 5 },
     });
   }

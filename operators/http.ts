@@ -5,7 +5,7 @@ import { isIP } from 'node:net';
 import { httpConfig } from '../core/dag/operators.ts';
 import { UnrecoverableError } from '../core/errors.ts';
 import { AddressGuard, type Network } from './address-guard.ts';
-import type { Operator, OperatorContext } from './registry.ts';
+import type { OperatorContext, RunOperator } from './registry.ts';
 
 export interface HttpOperatorOptions {
   /**
@@ -64,7 +64,7 @@ const RETRYABLE_CLIENT_ERRORS = new Set([408, 425, 429]);
  */
 export function createHttpOperator(
   options: HttpOperatorOptions = {},
-): Operator<typeof httpConfig._output> {
+): RunOperator<typeof httpConfig._output> {
   const guard = new AddressGuard(options.allowedNetworks ?? []);
   // Agents of this operator only: a kept-alive socket is reused without a new lookup, so a pool
   // shared with other code (Node's global agents) would hand this operator sockets its guard

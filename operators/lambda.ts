@@ -2,7 +2,7 @@ import { InvokeCommand, type InvokeCommandOutput } from '@aws-sdk/client-lambda'
 import { awsClients } from '../adapters/aws/clients.ts';
 import { lambdaConfig } from '../core/dag/operators.ts';
 import { UnrecoverableError } from '../core/errors.ts';
-import type { Operator } from './registry.ts';
+import type { RunOperator } from './registry.ts';
 
 /**
  * Lambda `Invoke` errors that say the request itself is wrong, which the next attempt would send
@@ -42,7 +42,7 @@ export interface InvokeClient {
  */
 export function createLambdaOperator(
   client: () => InvokeClient,
-): Operator<typeof lambdaConfig._output> {
+): RunOperator<typeof lambdaConfig._output> {
   return {
     name: 'lambda',
     config: lambdaConfig,

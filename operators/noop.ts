@@ -1,8 +1,8 @@
 import { noopConfig } from '../core/dag/operators.ts';
-import type { Operator } from './registry.ts';
+import type { RunOperator } from './registry.ts';
 
 /** Waits `sleepSeconds`, fails attempts 1..`failAttempts`, and returns `output`. */
-export const noop: Operator<typeof noopConfig._output> = {
+export const noop: RunOperator<typeof noopConfig._output> = {
   name: 'noop',
   config: noopConfig,
   async run(config, ctx) {

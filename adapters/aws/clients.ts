@@ -1,8 +1,10 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { ECSClient } from '@aws-sdk/client-ecs';
 import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
 import { LambdaClient } from '@aws-sdk/client-lambda';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SchedulerClient } from '@aws-sdk/client-scheduler';
+import { SFNClient } from '@aws-sdk/client-sfn';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 
@@ -20,6 +22,9 @@ export interface AwsClients {
   readonly lambda: LambdaClient;
   /** Run events (core/events.ts). */
   readonly eventbridge: EventBridgeClient;
+  /** For the deferred `stepfunctions` and `ecs` operators. */
+  readonly sfn: SFNClient;
+  readonly ecs: ECSClient;
 }
 
 export function clientConfig(env: NodeJS.ProcessEnv = process.env) {
@@ -80,6 +85,8 @@ export function createClients(env: NodeJS.ProcessEnv = process.env): AwsClients 
     scheduler: counted('scheduler', new SchedulerClient(config)),
     lambda: counted('lambda', new LambdaClient(config)),
     eventbridge: counted('events', new EventBridgeClient(config)),
+    sfn: counted('states', new SFNClient(config)),
+    ecs: counted('ecs', new ECSClient(config)),
   };
 }
 

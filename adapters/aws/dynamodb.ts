@@ -13,6 +13,7 @@ import {
 import { unmarshall } from '@aws-sdk/util-dynamodb';
 import { ConflictError, NotFoundError, ValidationError } from '../../core/errors.ts';
 import type {
+  AttemptRef,
   ClearPlan,
   DagRecord,
   DagVersionRecord,
@@ -149,6 +150,9 @@ export function toTask(i: Item): TaskInstanceRecord {
     startTime: str(i.startTime),
     endTime: str(i.endTime),
     error: str(i.error),
+    deferred: str(i.deferred),
+    output: str(i.output),
+    outputKey: str(i.outputKey),
   };
 }
 
@@ -733,6 +737,9 @@ export class DynamoStateStore implements StateStore {
       .set('endTime', t.set.endTime)
       .set('error', t.set.error)
       .set('retryBase', t.set.retryBase)
+      .set('deferred', t.set.deferred)
+      .set('output', t.set.output)
+      .set('outputKey', t.set.outputKey)
       .set('updatedAt', t.at);
     if (t.set.status === 'queued') u.set('queuedAt', t.at);
     // Keep the deadline index in step: an item is in it only while it waits for a deadline.
@@ -844,7 +851,10 @@ export class DynamoStateStore implements StateStore {
           .set('leaseExpiresAt', null)
           .set('retryAt', null)
           .set('startTime', null)
-          .set('error', null);
+          .set('error', null)
+          .set('deferred', null)
+          .set('output', null)
+          .set('outputKey', null);
       }
       u.set('endTime', t.status === 'skipped' || t.status === 'upstream_failed' ? at : null);
       if (t.status === 'queued') {
@@ -917,6 +927,30 @@ export class DynamoStateStore implements StateStore {
       if (e instanceof ConflictError) return false;
       throw e;
     }
+  }
+
+  async putDeferral(name: string, ref: AttemptRef): Promise<void> {
+    const { dagId, runId, taskId, attempt } = ref;
+    await aws('putDeferral', () =>
+      this.db.send(
+        new PutCommand({
+          TableName: this.table,
+          Item: { ...keys.deferral(name), type: 'DEFERRAL', dagId, runId, taskId, attempt },
+        }),
+      ),
+    );
+  }
+
+  async getDeferral(name: string): Promise<AttemptRef | undefined> {
+    const i = await this.#get(keys.deferral(name));
+    return i
+      ? {
+          dagId: i.dagId as string,
+          runId: i.runId as string,
+          taskId: i.taskId as string,
+          attempt: num(i.attempt),
+        }
+      : undefined;
   }
 
   async findExpiredLeases(now: Date, limit: number): Promise<TaskInstanceRecord[]> {

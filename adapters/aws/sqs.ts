@@ -36,12 +36,14 @@ const messageSchema = z.strictObject({
   taskId: z.string().min(1),
   attempt: z.int().min(1),
   dagVersion: z.int().min(1),
+  executor: z.enum(['lambda', 'fargate']).optional(),
 });
 
 /** The message body: a reference to the state, never a copy of it. */
 export function encodeTaskMessage(m: TaskMessage): string {
   const { dagId, runId, taskId, attempt, dagVersion } = m;
-  return JSON.stringify({ v: 1, dagId, runId, taskId, attempt, dagVersion });
+  const executor = m.executor === 'fargate' ? { executor: m.executor } : {};
+  return JSON.stringify({ v: 1, dagId, runId, taskId, attempt, dagVersion, ...executor });
 }
 
 /** Parses a queue message body with its schema; a bad body is a ValidationError naming the field. */
@@ -62,26 +64,42 @@ export function decodeMessage<T>(body: string, schema: z.ZodType<T>, what: strin
 }
 
 export function decodeTaskMessage(body: string): TaskMessage {
-  const { v: _v, ...m } = decodeMessage(body, messageSchema, 'task message');
-  return m;
+  const { v: _v, executor, ...m } = decodeMessage(body, messageSchema, 'task message');
+  return executor === 'fargate' ? { ...m, executor } : m;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * Sends task messages to the queue of their executor: Lambda workers' queue, or the Fargate
+ * workers' (DESIGN.md section 9).
+ */
 export class SqsTaskDispatcher implements TaskDispatcher {
   constructor(
     private readonly sqs: SQSClient,
     private readonly queueUrl: string,
+    /** The Fargate workers' queue; without one, no `fargate` task is accepted at registration. */
+    private readonly fargateQueueUrl?: string,
   ) {}
 
   async dispatch(messages: readonly TaskMessage[]): Promise<void> {
-    const batches: TaskMessage[][] = [];
+    const byQueue = new Map<string, TaskMessage[]>();
+    for (const m of messages) {
+      const url = m.executor === 'fargate' ? this.fargateQueueUrl : this.queueUrl;
+      if (!url) {
+        throw new Error(`dispatch: task ${m.taskId} runs on fargate, which this deployment has not`);
+      }
+      byQueue.set(url, [...(byQueue.get(url) ?? []), m]);
+    }
+    const batches: [string, TaskMessage[]][] = [];
     // SendMessageBatch takes at most 10 messages.
-    for (let i = 0; i < messages.length; i += 10) batches.push(messages.slice(i, i + 10));
-    await Promise.all(batches.map((b) => this.#send(b)));
+    for (const [url, list] of byQueue) {
+      for (let i = 0; i < list.length; i += 10) batches.push([url, list.slice(i, i + 10)]);
+    }
+    await Promise.all(batches.map(([url, b]) => this.#send(url, b)));
   }
 
-  async #send(batch: TaskMessage[]): Promise<void> {
+  async #send(queueUrl: string, batch: TaskMessage[]): Promise<void> {
     let entries = batch.map((m, i) => ({
       Id: String(i),
       MessageBody: encodeTaskMessage(m),
@@ -92,7 +110,7 @@ export class SqsTaskDispatcher implements TaskDispatcher {
     for (let attempt = 0; entries.length > 0; attempt++) {
       if (attempt > 0) await sleep(Math.min(2000, 100 * 2 ** attempt));
       const res = await aws('dispatch', () =>
-        this.sqs.send(new SendMessageBatchCommand({ QueueUrl: this.queueUrl, Entries: entries })),
+        this.sqs.send(new SendMessageBatchCommand({ QueueUrl: queueUrl, Entries: entries })),
       );
       const failed = res.Failed ?? [];
       const ours = failed.find((f) => f.SenderFault);

@@ -42,6 +42,7 @@ export const tableKeys = {
     sk: `V#${String(version).padStart(9, '0')}`,
   }),
   use: (name: string) => ({ pk: `USE#${name}`, sk: 'USE' }),
+  deferral: (name: string) => ({ pk: `DEFER#${name}`, sk: 'DEFER' }),
   dagFile: (key: string) => ({ pk: `FILE#${key}`, sk: 'FILE' }),
   importError: (key: string) => ({ pk: 'IMPORT_ERRORS', sk: key }),
   run: (dagId: string, runId: string) => ({ pk: `RUN#${dagId}#${runId}`, sk: 'RUN' }),

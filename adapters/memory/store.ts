@@ -1,5 +1,6 @@
 import { ConflictError, NotFoundError, ValidationError } from '../../core/errors.ts';
 import type {
+  AttemptRef,
   ClearPlan,
   DagRecord,
   DagVersionRecord,
@@ -99,6 +100,9 @@ interface TaskState {
   startTime: string | null;
   endTime: string | null;
   error: string | null;
+  deferred: string | null;
+  output: string | null;
+  outputKey: string | null;
   /** The deadline index (gsi2 in the table): present exactly while the task waits for one. */
   due: { kind: DueKind; at: string } | undefined;
 }
@@ -169,6 +173,9 @@ function toTask(t: TaskState): TaskInstanceRecord {
     startTime: t.startTime,
     endTime: t.endTime,
     error: t.error,
+    deferred: t.deferred,
+    output: t.output,
+    outputKey: t.outputKey,
   };
 }
 
@@ -204,6 +211,7 @@ export class MemoryStateStore implements StateStore {
   readonly #progress = new Map<string, Map<number, ProgressShard>>();
   /** Use counters (countUse): name → uses counted. */
   readonly #uses = new Map<string, number>();
+  readonly #deferrals = new Map<string, AttemptRef>();
 
   async putDagVersion(
     input: NewDagVersion,
@@ -536,6 +544,9 @@ export class MemoryStateStore implements StateStore {
     if (s.endTime !== undefined) ti.endTime = s.endTime;
     if (s.error !== undefined) ti.error = s.error;
     if (s.retryBase !== undefined) ti.retryBase = s.retryBase;
+    if (s.deferred !== undefined) ti.deferred = s.deferred;
+    if (s.output !== undefined) ti.output = s.output;
+    if (s.outputKey !== undefined) ti.outputKey = s.outputKey;
     if (s.status === 'queued') ti.queuedAt = t.at;
     // Keep the deadline index in step: a task is in it only while it waits for a deadline.
     const kind = DUE_KIND[s.status];
@@ -620,6 +631,9 @@ export class MemoryStateStore implements StateStore {
           ti.retryAt = null;
           ti.startTime = null;
           ti.error = null;
+          ti.deferred = null;
+          ti.output = null;
+          ti.outputKey = null;
         }
         ti.endTime = t.status === 'skipped' || t.status === 'upstream_failed' ? at : null;
         if (t.status === 'queued') {
@@ -688,6 +702,16 @@ export class MemoryStateStore implements StateStore {
     return true;
   }
 
+  async putDeferral(name: string, ref: AttemptRef): Promise<void> {
+    const { dagId, runId, taskId, attempt } = ref;
+    this.#deferrals.set(name, { dagId, runId, taskId, attempt });
+  }
+
+  async getDeferral(name: string): Promise<AttemptRef | undefined> {
+    const ref = this.#deferrals.get(name);
+    return ref ? { ...ref } : undefined;
+  }
+
   async findExpiredLeases(now: Date, limit: number): Promise<TaskInstanceRecord[]> {
     return this.#dueTasks('LEASE', now, limit);
   }
@@ -734,6 +758,9 @@ export class MemoryStateStore implements StateStore {
         startTime: null,
         endTime: null,
         error: null,
+        deferred: null,
+        output: null,
+        outputKey: null,
         due: undefined,
       });
     }

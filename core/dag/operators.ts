@@ -50,24 +50,53 @@ export const stepFunctionsConfig = z
       .regex(/^arn:aws[a-z-]*:states:[a-z0-9-]+:\d{12}:stateMachine:[A-Za-z0-9_-]{1,80}$/, {
         message: 'must be a state machine ARN (arn:aws:states:REGION:ACCOUNT:stateMachine:NAME)',
       }),
-    input: jsonObject.optional(),
-    pollSeconds: z.number().min(1).max(300).default(10),
+    input: jsonObject
+      .optional()
+      .describe("The execution's input; by default the attempt's ids with the run's conf."),
+    name: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]{1,40}$/, {
+        message: 'must be 1 to 40 letters, digits, - or _',
+      })
+      .optional()
+      .describe(
+        "The start of the execution's name; the rest names the attempt, so a repeated start " +
+          'finds the same execution.',
+      ),
   })
-  .describe('Starts a Step Functions execution and waits for it.');
+  .describe(
+    'Starts a Step Functions (Standard) execution; its end, reported by EventBridge, ends the ' +
+      "attempt, and its output is the task's output. No worker waits for it.",
+  );
+
+const containerOverride = z.strictObject({
+  name: z.string().min(1),
+  command: z.array(z.string()).optional(),
+  environment: z.array(z.strictObject({ name: z.string().min(1), value: z.string() })).optional(),
+  cpu: z.int().min(0).optional(),
+  memory: z.int().min(0).optional(),
+});
 
 export const ecsConfig = z
   .strictObject({
-    cluster: z.string().min(1),
-    taskDefinition: z.string().min(1),
-    containerName: z.string().min(1).optional(),
-    command: z.array(z.string()).optional(),
-    environment: z.record(z.string(), z.string()).optional(),
-    subnets: z.array(z.string().min(1)).min(1),
+    cluster: z.string().min(1).describe('A cluster name or ARN.'),
+    taskDefinition: z
+      .string()
+      .min(1)
+      .describe('A task definition family, family:revision or ARN the deployment may run.'),
+    containerOverrides: z.array(containerOverride).optional(),
+    subnets: z
+      .array(z.string().min(1))
+      .min(1)
+      .optional()
+      .describe("By default the subnets of the deployment's Fargate workers."),
     securityGroups: z.array(z.string().min(1)).optional(),
     assignPublicIp: z.boolean().default(false),
-    pollSeconds: z.number().min(5).max(300).default(15),
   })
-  .describe('Runs a Fargate task and waits for it to stop.');
+  .describe(
+    'Runs an ECS task on Fargate; its stop, reported by EventBridge, ends the attempt: success ' +
+      'when every essential container exited 0. No worker waits for it.',
+  );
 
 /**
  * Operator name → config schema. Built-ins are always present; custom operators add theirs with

@@ -45,6 +45,16 @@ export const TASK_TRANSITIONS = {
   claim: { from: ['queued'], to: ['running'] },
   /** A worker extends its lease. */
   heartbeat: { from: ['running'], to: ['running'] },
+  /**
+   * A deferred operator started its external work (core/deferred): the attempt stays running
+   * with no worker, and the lease becomes the time of the next check on that work.
+   */
+  defer: { from: ['running'], to: ['running'] },
+  /**
+   * A stopping worker hands an attempt it cannot finish back to the queue, unchanged: the same
+   * attempt is claimed again by another worker, and no try is spent.
+   */
+  release: { from: ['running'], to: ['queued'] },
   /** The worker reports the outcome, or the reaper finds the lease expired. */
   finish: { from: ['running'], to: ['success', 'failed', 'up_for_retry'] },
   /** Readiness decides the trigger rule can never be met. */
@@ -136,6 +146,12 @@ export interface TaskTransition {
     readonly endTime?: string | null;
     readonly error?: string | null;
     readonly retryBase?: number;
+    /** The external work of a deferred attempt (JSON, see DeferredWork), while it runs. */
+    readonly deferred?: string | null;
+    /** A successful attempt's output: JSON text kept with the task instance, when small. */
+    readonly output?: string | null;
+    /** Or where it is stored, when it is too large to keep inline. */
+    readonly outputKey?: string | null;
   };
   readonly at: string;
   /**
@@ -189,6 +205,9 @@ export function claimTask(
       leaseExpiresAt: new Date(at.getTime() + leaseSeconds * 1000).toISOString(),
       startTime: at.toISOString(),
       endTime: null,
+      deferred: null,
+      output: null,
+      outputKey: null,
     },
     at,
   );
@@ -218,12 +237,23 @@ export function heartbeatTask(
  */
 export function finishTask(
   ti: TaskInstanceState,
-  outcome: { ok: true } | { ok: false; error: string; retryAt: Date | null },
+  outcome: { ok: true; output?: StoredOutput } | { ok: false; error: string; retryAt: Date | null },
   at: Date,
 ): TaskTransition {
-  const end = { leaseToken: null, leaseExpiresAt: null, attempt: ti.attempt };
+  const end = { leaseToken: null, leaseExpiresAt: null, attempt: ti.attempt, deferred: null };
   if (outcome.ok) {
-    return transition('finish', ti, { ...end, status: 'success', endTime: at.toISOString() }, at);
+    return transition(
+      'finish',
+      ti,
+      {
+        ...end,
+        status: 'success',
+        endTime: at.toISOString(),
+        output: outcome.output?.inline ?? null,
+        outputKey: outcome.output?.key ?? null,
+      },
+      at,
+    );
   }
   if (outcome.retryAt) {
     return transition(
@@ -242,6 +272,55 @@ export function finishTask(
     'finish',
     ti,
     { ...end, status: 'failed', error: boundError(outcome.error), endTime: at.toISOString() },
+    at,
+  );
+}
+
+/** Where a successful attempt's output is kept: inline JSON text, or a blob's key. */
+export type StoredOutput =
+  | { readonly inline: string; readonly key?: undefined }
+  | {
+      readonly key: string;
+      readonly inline?: undefined;
+    };
+
+/**
+ * A deferred attempt's external work has started: the attempt keeps its lease token (the fence
+ * for the completion) and holds no worker; `checkAt` is when the reaper looks at the work if no
+ * completion event came first.
+ */
+export function deferTask(
+  ti: TaskInstanceState,
+  deferred: string,
+  checkAt: Date,
+  at: Date,
+): TaskTransition {
+  return transition(
+    'defer',
+    ti,
+    {
+      status: 'running',
+      attempt: ti.attempt,
+      leaseToken: ti.leaseToken,
+      leaseExpiresAt: checkAt.toISOString(),
+      deferred,
+    },
+    at,
+  );
+}
+
+/** Back to the queue with the same attempt, for another worker to claim (a worker stopping). */
+export function releaseTask(ti: TaskInstanceState, at: Date): TaskTransition {
+  return transition(
+    'release',
+    ti,
+    {
+      status: 'queued',
+      attempt: ti.attempt,
+      leaseToken: null,
+      leaseExpiresAt: null,
+      startTime: null,
+    },
     at,
   );
 }
@@ -270,6 +349,7 @@ export function cancelTask(ti: TaskInstanceState, at: Date): TaskTransition {
       leaseExpiresAt: null,
       retryAt: null,
       endTime: at.toISOString(),
+      deferred: null,
     },
     at,
   );
@@ -290,6 +370,9 @@ export function clearTask(ti: TaskInstanceState, at: Date): TaskTransition {
       endTime: null,
       error: null,
       retryBase: ti.attempt,
+      deferred: null,
+      output: null,
+      outputKey: null,
     },
     at,
   );

@@ -20,10 +20,12 @@ import {
   cancelTask,
   claimTask,
   clearTask,
+  deferTask,
   finishTask,
   heartbeatTask,
   manualRunId,
   queueTask,
+  releaseTask,
   resolveTask,
   scheduledRunId,
 } from '../../core/state/index.ts';
@@ -380,6 +382,9 @@ export function stateStoreContract(
           startTime: null,
           endTime: null,
           error: null,
+          deferred: null,
+          output: null,
+          outputKey: null,
         });
         expect(await store.getRun(dagId, 'no-such-run')).toBeUndefined();
         expect(await store.listTaskInstances(dagId, 'no-such-run')).toEqual([]);
@@ -1017,6 +1022,76 @@ export function stateStoreContract(
         // Once the renewed lease has run out too, the same write goes through.
         await store.transitionTask(k, { ...reap, leaseExpiredBy: iso(151) });
         expect(await task(k)).toMatchObject({ status: 'failed', leaseToken: null });
+      });
+
+      it('a deferred attempt keeps its lease token and work; its finish keeps the output and drops the work', async () => {
+        const { k, ti } = await queuedTask();
+        const running = await store.transitionTask(k, claimTask(ti, 'w', 60, t0));
+        const work = JSON.stringify({ operator: 'stepfunctions', name: 'n1', timeoutAt: iso(900) });
+        const deferred = await store.transitionTask(
+          k,
+          deferTask(running, work, later(300), later(2)),
+        );
+        expect(deferred).toMatchObject({
+          status: 'running',
+          leaseToken: 'w',
+          leaseExpiresAt: iso(300),
+          deferred: work,
+        });
+        // In the deadline index at its check time, as any lease.
+        expect((await store.findExpiredLeases(later(299), 100)).map((t) => t.taskId)).not.toContain(
+          k.taskId,
+        );
+        expect((await store.findExpiredLeases(later(301), 100)).map((t) => t.taskId)).toContain(
+          k.taskId,
+        );
+        // The finish is fenced by the same token: a stale one is refused.
+        await expect(
+          store.transitionTask(
+            k,
+            finishTask({ ...deferred, leaseToken: 'other' }, { ok: true }, later(5)),
+          ),
+        ).rejects.toBeInstanceOf(ConflictError);
+        const done = await store.transitionTask(
+          k,
+          finishTask(deferred, { ok: true, output: { inline: '{"rows":3}' } }, later(5)),
+        );
+        expect(done).toMatchObject({
+          status: 'success',
+          deferred: null,
+          output: '{"rows":3}',
+          outputKey: null,
+        });
+        expect(await store.getTaskInstance(k)).toEqual(done);
+      });
+
+      it('a released attempt is queued again with the same attempt, for another claim', async () => {
+        const { k, ti } = await queuedTask();
+        const running = await store.transitionTask(k, claimTask(ti, 'w1', 60, t0));
+        const back = await store.transitionTask(k, releaseTask(running, later(10)));
+        expect(back).toMatchObject({
+          status: 'queued',
+          attempt: 1,
+          leaseToken: null,
+          leaseExpiresAt: null,
+          startTime: null,
+          queuedAt: iso(10),
+        });
+        // Only the holder of the lease may release it.
+        await expect(
+          store.transitionTask(k, releaseTask(running, later(11))),
+        ).rejects.toBeInstanceOf(ConflictError);
+        const again = await store.transitionTask(k, claimTask(back, 'w2', 60, later(12)));
+        expect(again).toMatchObject({ status: 'running', attempt: 1, leaseToken: 'w2' });
+      });
+
+      it('a deferral name leads back to its attempt', async () => {
+        const ref = { dagId, runId: uid('run'), taskId: 't', attempt: 2 };
+        const name = uid('work');
+        expect(await store.getDeferral(name)).toBeUndefined();
+        await store.putDeferral(name, ref);
+        await store.putDeferral(name, ref);
+        expect(await store.getDeferral(name)).toEqual(ref);
       });
 
       it('a transition of a task instance that does not exist is NotFound, and creates nothing', async () => {

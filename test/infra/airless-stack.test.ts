@@ -152,8 +152,9 @@ describe('task queue', () => {
 
   it('every queue refuses requests without TLS', () => {
     const queues = Object.keys(template.findResources('AWS::SQS::Queue'));
-    // Tasks and its DLQ, retry timers and its DLQ, the schedule DLQ, advance failures.
-    expect(queues).toHaveLength(6);
+    // Tasks and its DLQ, Fargate tasks and its DLQ, retry timers and its DLQ, the schedule DLQ,
+    // advance failures.
+    expect(queues).toHaveLength(8);
     for (const queue of queues) {
       template.hasResourceProperties('AWS::SQS::QueuePolicy', {
         Queues: [{ Ref: queue }],
@@ -352,11 +353,21 @@ describe('least privilege', () => {
         .LogGroup.Ref;
     const table = id(s.table);
     const queue = id(s.taskQueue);
+    const fargate = id(s.fargateTaskQueue as IConstruct);
     const dags = id(s.dagsBucket);
     const data = id(s.dataBucket);
     const touched = (name: AirlessFunctionName) => [...accessOf(roleOf(name)).keys()].sort();
     expect(touched('api')).toEqual(
-      [logGroup('api'), table, queue, dags, data, 'Schedules', id(s.schedules.role)].sort(),
+      [
+        logGroup('api'),
+        table,
+        queue,
+        fargate,
+        dags,
+        data,
+        'Schedules',
+        id(s.schedules.role),
+      ].sort(),
     );
     expect(touched('registrar')).toEqual(
       [logGroup('registrar'), table, dags, data, 'Schedules', id(s.schedules.role)].sort(),
@@ -372,13 +383,26 @@ describe('least privilege', () => {
     // The account's default bus takes the run events (eventBus prop).
     const bus = 'arn:aws:events:us-east-1:123456789012:event-bus/default';
     expect(touched('advance')).toEqual(
-      [logGroup('advance'), table, queue, data, id(s.advanceFailureQueue), '*', bus].sort(),
+      [
+        logGroup('advance'),
+        table,
+        queue,
+        fargate,
+        data,
+        id(s.advanceFailureQueue),
+        '*',
+        bus,
+      ].sort(),
     );
-    expect(touched('trigger')).toEqual([logGroup('trigger'), table, queue, data].sort());
+    expect(touched('trigger')).toEqual([logGroup('trigger'), table, queue, fargate, data].sort());
     expect(touched('retrier')).toEqual(
-      [logGroup('retrier'), table, queue, data, timers, timerDlq].sort(),
+      [logGroup('retrier'), table, queue, fargate, data, timers, timerDlq].sort(),
     );
-    expect(touched('reaper')).toEqual([logGroup('reaper'), table, queue, data, timers].sort());
+    expect(touched('reaper')).toEqual(
+      [logGroup('reaper'), table, queue, fargate, data, timers].sort(),
+    );
+    // Without invokableStateMachines or runnableTaskDefinitions: no Step Functions or ECS.
+    expect(touched('complete')).toEqual([logGroup('complete'), table, data, timers].sort());
   });
 
   it('the retrier consumes the retry timers, and the reaper runs every minute', () => {
@@ -645,8 +669,11 @@ describe('outputs', () => {
         'TableName',
         'TaskDeadLetterQueueUrl',
         'TaskQueueUrl',
+        'FargateTaskQueueUrl',
+        'WorkerEnvironment',
       ].sort(),
     );
+    expect(outputs.FargateTaskQueueUrl?.Value).toEqual(ref(s.fargateTaskQueue as IConstruct));
     expect(outputs.AlarmTopicArn?.Value).toEqual(ref(s.alarms.alarmTopic));
     expect(outputs.DashboardName?.Value).toEqual(ref(s.dashboard.dashboard));
     expect(outputs.ApiId?.Value).toEqual(ref(s.httpApi));

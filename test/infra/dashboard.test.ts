@@ -327,7 +327,9 @@ describe('dashboard', () => {
         s.schedules.deadLetterQueue,
         s.advanceFailureQueue,
         s.retryTimers.deadLetterQueue,
-      ].map((q) => `GETATT(${id(q)}.QueueName)`),
+        s.fargateTaskQueue,
+        s.fargateTaskDeadLetterQueue,
+      ].map((q) => `GETATT(${id(q as IConstruct)}.QueueName)`),
       FunctionName: Object.values(s.functions).map((f) => `REF(${id(f)})`),
       TableName: [`REF(${id(s.table)})`],
     } as Record<string, string[]>;
@@ -370,12 +372,21 @@ describe('dashboard', () => {
         ['ApproximateAgeOfOldestMessage', task],
       ]),
     );
+    // The Fargate workers' queue beside the Lambda workers' one.
+    const fargate = `GETATT(${id(s.fargateTaskQueue as IConstruct)}.QueueName)`;
+    expect(queue('Task queue')).toEqual(
+      expect.arrayContaining([
+        ['ApproximateNumberOfMessagesVisible', fargate],
+        ['ApproximateNumberOfMessagesNotVisible', fargate],
+      ]),
+    );
     expect(queue('Dead-letter queues').sort()).toEqual(
       [
         s.taskDeadLetterQueue,
         s.schedules.deadLetterQueue,
         s.advanceFailureQueue,
         s.retryTimers.deadLetterQueue,
+        s.fargateTaskDeadLetterQueue as IConstruct,
       ]
         .map((q) => ['ApproximateNumberOfMessagesVisible', `GETATT(${id(q)}.QueueName)`])
         .sort(),

@@ -24,11 +24,12 @@ describe('the fault-injection and short-lease switches', () => {
       environments({}),
       environments({ 'airless:faultInjection': 'true', 'airless:leaseSeconds': '30' }),
     ]) {
-      expect(envs.length).toBe(7);
+      expect(envs.length).toBe(8);
       for (const env of envs) {
         expect(env.AIRLESS_FAULTS).toBeUndefined();
         expect(env.LEASE_SECONDS).toBeUndefined();
         expect(env.STREAM_PARTIAL_FAILURES).toBeUndefined();
+        expect(env.DEFERRED_CHECK_SECONDS).toBeUndefined();
       }
     }
   });
@@ -39,12 +40,13 @@ describe('the fault-injection and short-lease switches', () => {
       'airless:faultInjection': 'true',
       'airless:leaseSeconds': '30',
     });
-    expect(envs.length).toBe(7);
+    expect(envs.length).toBe(8);
     for (const env of envs) {
       expect(env).toMatchObject({
         AIRLESS_FAULTS: 'on',
         LEASE_SECONDS: '30',
         HEARTBEAT_SECONDS: '7',
+        DEFERRED_CHECK_SECONDS: '30',
       });
     }
     for (const env of environments({ 'airless:emulator': 'true' })) {

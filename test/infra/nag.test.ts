@@ -67,7 +67,11 @@ describe.each([
     };
     visit(stack);
     expect(acknowledged.length).toBeGreaterThan(0);
-    for (const [rule, reason] of acknowledged) {
+    // CDK's own constructs (the Fargate workers' VPC and flow log) acknowledge rules of CDK's
+    // built-in template validation; every acknowledgement of ours is of a cdk-nag rule.
+    const ours = acknowledged.filter(([rule]) => !rule.startsWith('CloudFormation-Validate::'));
+    expect(ours.length).toBeGreaterThan(acknowledged.length / 2);
+    for (const [rule, reason] of ours) {
       expect(rule).toMatch(/AwsSolutions-/);
       expect(reason.length, rule).toBeGreaterThan(40);
     }

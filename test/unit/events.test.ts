@@ -49,6 +49,9 @@ const ti = (
   startTime: null,
   endTime: null,
   error: null,
+  deferred: null,
+  output: null,
+  outputKey: null,
   ...extra,
 });
 

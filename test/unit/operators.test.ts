@@ -174,11 +174,11 @@ describe('http operator (against a server on 127.0.0.1)', () => {
   });
 
   it('builtInOperators gives the http operator the deployer networks', async () => {
-    const op = builtInOperators({ httpAllowedNetworks: ['127.0.0.1/32'] }).get('http');
+    const op = builtInOperators({ httpAllowedNetworks: ['127.0.0.1/32'] }).runner('http');
     expect(
       await op?.run(op.config.parse({ url: `http://127.0.0.1:${port}/echo` }), context().ctx),
     ).toMatchObject({ status: 200 });
-    const closed = builtInOperators().get('http');
+    const closed = builtInOperators().runner('http');
     await expect(
       closed?.run(closed.config.parse({ url: `http://127.0.0.1:${port}/echo` }), context().ctx),
     ).rejects.toBeInstanceOf(UnrecoverableError);
@@ -310,7 +310,7 @@ describe('operator registry', () => {
     });
     expect(validateDag(dag('job.jar'), { operators: registry.schemas() }).ok).toBe(true);
     expect(validateDag(dag('job.py'), { operators: registry.schemas() }).ok).toBe(false);
-    expect(await registry.get('spark_submit')?.run({ jar: 'job.jar' }, context().ctx)).toEqual({
+    expect(await registry.runner('spark_submit')?.run({ jar: 'job.jar' }, context().ctx)).toEqual({
       submitted: 'job.jar',
     });
   });

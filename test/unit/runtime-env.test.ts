@@ -45,7 +45,7 @@ async function coldStart(networks?: string) {
 }
 
 async function callLocal(runtime: Awaited<ReturnType<typeof coldStart>>) {
-  const http = runtime().deps.operators.get('http');
+  const http = runtime().deps.operators.runner('http');
   if (!http) throw new Error('no http operator');
   return http.run(http.config.parse({ url }), ctx);
 }
