@@ -3,8 +3,8 @@ import type { ClearPlan, RunRecord, TaskInstanceRecord, TaskMessage } from '../c
 import { counterFor, countUpstream, nextStep } from '../core/readiness/index.ts';
 import { isTerminalRun, isTerminalTask } from '../core/state/index.ts';
 import { loadDag } from './dags.ts';
-import { taskMessage } from './runs.ts';
 import type { Deps } from './deps.ts';
+import { taskMessage } from './runs.ts';
 
 /**
  * Clears a finished task and everything downstream of it, so that they run again with new

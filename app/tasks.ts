@@ -32,6 +32,8 @@ export interface ExecuteOptions {
   readonly handBack?: AbortSignal;
   /** How long a deferred attempt waits for its end event before the reaper asks. */
   readonly deferredCheckSeconds?: number;
+  /** Called once the attempt is claimed, before it runs (a Fargate worker keeps its message). */
+  readonly onClaimed?: () => Promise<void>;
 }
 
 export type ExecuteOutcome =
@@ -86,6 +88,7 @@ export async function executeTask(
     throw e;
   }
 
+  await opts.onClaimed?.();
   const log = new LogBuffer(deps.clock);
   const controller = new AbortController();
   let leaseLost = false;

@@ -11,11 +11,17 @@ export interface Delivery {
   done(): Promise<void>;
   /** Let another worker have the message, after `delaySeconds`. */
   handBack(delaySeconds: number): Promise<void>;
+  /** Its attempt is claimed and may run long: keep the message from other workers meanwhile. */
+  keep(): Promise<void>;
 }
 
 /** Where a long-running worker gets task messages: the Fargate workers' SQS FIFO queue. */
 export interface TaskSource {
-  /** At most `max` messages, waiting for some up to the source's long poll; stops on abort. */
+  /**
+   * At most `max` messages, waiting for some up to the source's long poll. It may return early
+   * on abort only where no message can be lost by it (an SQS long poll cut short may still take
+   * a message on the server side, so the SQS source lets it finish).
+   */
   receive(max: number, signal: AbortSignal): Promise<Delivery[]>;
 }
 
@@ -81,6 +87,7 @@ export async function runWorkerLoop(
         ...(opts.deferredCheckSeconds ? { deferredCheckSeconds: opts.deferredCheckSeconds } : {}),
         remainingMs: () => Number.POSITIVE_INFINITY,
         handBack: handBack.signal,
+        onClaimed: () => d.keep(),
       });
       attempts++;
       const lag =
@@ -118,6 +125,11 @@ export async function runWorkerLoop(
       opts.onError?.(undefined, e);
       await sleep(1000, opts.stop);
       continue;
+    }
+    if (opts.stop.aborted) {
+      // Received as the worker stopped: not started, so straight back for another worker.
+      await Promise.all(got.map((d) => d.handBack(0).catch((e) => opts.onError?.(d.message, e))));
+      break;
     }
     for (const d of got) {
       const p: Promise<void> = handle(d).finally(() => running.delete(p));

@@ -7,6 +7,7 @@ import type { APIGatewayProxyEventV2, APIGatewayProxyResultV2 } from 'aws-lambda
 import { z } from 'zod';
 import { clearTasks } from '../app/clear.ts';
 import { deleteDag, loadDag, registerDag, validateDocument } from '../app/dags.ts';
+import { readOutput } from '../app/outputs.ts';
 import { cancelRun, reconcileRunSlots, triggerRun } from '../app/runs.ts';
 import { compileSchedule, nextRuns } from '../core/cron/index.ts';
 import { ID_PATTERN, MAX_DAG_BYTES } from '../core/dag/schema.ts';
@@ -340,6 +341,25 @@ const routes: Route<Event, Result>[] = [
         headers: { 'content-type': 'text/plain; charset=utf-8' },
         body: text,
       };
+    },
+  },
+  {
+    method: 'GET',
+    path: '/v1/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/output',
+    handler: async (event: Event) => {
+      const { dagId, runId, taskId } = path(event);
+      const { deps } = runtime();
+      const ti = await deps.store.getTaskInstance({ dagId, runId, taskId });
+      if (!ti) throw new NotFoundError(`task ${taskId} of run ${runId} not found`);
+      const found = await readOutput(deps, ti);
+      if (!found) {
+        throw new NotFoundError(
+          ti.status === 'success'
+            ? `task ${taskId} succeeded without an output`
+            : `task ${taskId} has no output: it is ${ti.status}`,
+        );
+      }
+      return json(200, { output: found.output });
     },
   },
   {

@@ -1,5 +1,5 @@
 import { fileURLToPath } from 'node:url';
-import { Duration, RemovalPolicy, Stack, Token, Validations } from 'aws-cdk-lib';
+import { Arn, ArnFormat, Duration, RemovalPolicy, Stack, Token, Validations } from 'aws-cdk-lib';
 import type * as apigw from 'aws-cdk-lib/aws-apigatewayv2';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import type * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
@@ -491,8 +491,29 @@ export class AirlessScheduler extends Construct {
     const checkers: iam.IGrantable[] = [...starters, api, reaper, complete];
     for (const machine of stateMachines) {
       for (const g of starters) machine.grantStartExecution(g);
-      for (const g of checkers)
-        machine.grantExecution(g, 'states:DescribeExecution', 'states:StopExecution');
+      // Its executions, `arn:…:execution:MACHINE:*`, as StateMachine.grantExecution names them.
+      const name = Arn.split(machine.stateMachineArn, ArnFormat.COLON_RESOURCE_NAME).resourceName;
+      const executions = Stack.of(this).formatArn({
+        service: 'states',
+        resource: 'execution',
+        arnFormat: ArnFormat.COLON_RESOURCE_NAME,
+        resourceName: `${name}:*`,
+      });
+      for (const g of checkers) {
+        iam.Grant.addToPrincipal({
+          grantee: g,
+          actions: ['states:DescribeExecution', 'states:StopExecution'],
+          resourceArns: [executions],
+        });
+        if (Construct.isConstruct(g)) {
+          acknowledgeWildcard(
+            g,
+            executions,
+            'Executions are named when an attempt starts one: the grant names the executions of ' +
+              'this one state machine, which the deployer listed in invokableStateMachines.',
+          );
+        }
+      }
     }
     for (const definition of taskDefinitions) {
       for (const g of starters) definition.grantRun(g);
@@ -514,6 +535,21 @@ export class AirlessScheduler extends Construct {
           actions: ['ecs:DescribeTaskDefinition'],
           resourceArns: ['*'],
         });
+        if (Construct.isConstruct(g)) {
+          acknowledgeWildcard(
+            g,
+            taskArns,
+            'Tasks get their ARN when the ecs operator starts them: DescribeTasks and StopTask ' +
+              'name the tasks of this account and region, which only RunTask on the granted ' +
+              'task definitions can start.',
+          );
+          acknowledgeWildcard(
+            g,
+            '*',
+            'ecs:DescribeTaskDefinition (which containers are essential) supports no ' +
+              'resource-level permission: https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonelasticcontainerservice.html',
+          );
+        }
       }
     }
     if (stateMachines.length > 0) {

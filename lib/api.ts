@@ -21,6 +21,7 @@ const ROUTES: ReadonlyArray<readonly [apigw.HttpMethod, string]> = [
   [POST, '/v1/dags/{dag_id}/runs/{run_id}/cancel'],
   [POST, '/v1/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/clear'],
   [GET, '/v1/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/logs'],
+  [GET, '/v1/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/output'],
   [GET, '/v1/import-errors'],
   [GET, '/v1/health'],
 ];

@@ -70,6 +70,13 @@ export async function deployLocal(
      */
     faultInjection?: boolean;
     leaseSeconds?: number;
+    /**
+     * The end-to-end tests' switches: deploy a state machine and an ECS task definition for the
+     * deferred operators to start (lib/emulator-test-targets.ts), and shorten the Lambda
+     * worker's timeout to this many seconds.
+     */
+    testTargets?: boolean;
+    workerTimeoutSeconds?: number;
   } = {},
 ): Promise<{ local: LocalStack; outputs: StackOutputs }> {
   const env = {
@@ -101,6 +108,10 @@ export async function deployLocal(
         : []),
       ...(opts.faultInjection ? ['--context', 'airless:faultInjection=true'] : []),
       ...(opts.leaseSeconds ? ['--context', `airless:leaseSeconds=${opts.leaseSeconds}`] : []),
+      ...(opts.testTargets ? ['--context', 'airless:testTargets=true'] : []),
+      ...(opts.workerTimeoutSeconds
+        ? ['--context', `airless:workerTimeoutSeconds=${opts.workerTimeoutSeconds}`]
+        : []),
     ],
     env,
     quiet,

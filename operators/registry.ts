@@ -112,7 +112,9 @@ export class OperatorRegistry {
     if (this.#operators.has(operator.name)) {
       throw new Error(`operator "${operator.name}" is already registered`);
     }
-    if (!this.#builtIn.has(operator.name)) this.#schemas.register(operator.name, operator.config);
+    if (!this.#builtIn.has(operator.name)) {
+      this.#schemas.register(operator.name, operator.config, { deferred: isDeferred(operator) });
+    }
     this.#operators.set(operator.name, operator as Operator<unknown>);
     return this;
   }

@@ -56,7 +56,8 @@ const report = await runWorkerLoop(
       // EMF on stdout: the container's log driver sends it to CloudWatch, which extracts it.
       metrics.publishStoredMetrics();
     },
-    onError: (message, error) => logger.error('attempt error', { ...message, error: error as Error }),
+    onError: (message, error) =>
+      logger.error('attempt error', { ...message, error: error as Error }),
   },
 );
 logger.info('fargate worker stopped', { ...report });

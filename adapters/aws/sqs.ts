@@ -87,7 +87,9 @@ export class SqsTaskDispatcher implements TaskDispatcher {
     for (const m of messages) {
       const url = m.executor === 'fargate' ? this.fargateQueueUrl : this.queueUrl;
       if (!url) {
-        throw new Error(`dispatch: task ${m.taskId} runs on fargate, which this deployment has not`);
+        throw new Error(
+          `dispatch: task ${m.taskId} runs on fargate, which this deployment has not`,
+        );
       }
       byQueue.set(url, [...(byQueue.get(url) ?? []), m]);
     }

@@ -13,35 +13,55 @@ import { decodeTaskMessage } from './sqs.ts';
 /**
  * The Fargate workers' task messages, by long polling their SQS FIFO queue
  * (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-short-and-long-polling.html).
- * A received message stays in flight for the queue's visibility timeout (12 hours, the most SQS
- * allows), longer than almost any attempt; a longer one's message reappears and its claim is
- * refused, as for any duplicate. A body that is not a task message goes to the dead-letter queue
- * at once.
+ * A message is received for a minute: a worker that dies before claiming its attempt delays it by
+ * no more. Once claimed (`keep`) it stays in flight for 12 hours, the most SQS allows, longer than
+ * almost any attempt; a longer one's message reappears and its claim is refused, as for any
+ * duplicate. A body that is not a task message goes to the dead-letter queue at once.
+ *
+ * A long poll is not cut short on stop: a receive abandoned by the client may still take a
+ * message on the server, which would then stay hidden for its visibility timeout.
  */
+const RECEIVE_VISIBILITY_SECONDS = 60;
+/** The most SQS allows (12 hours). */
+const CLAIMED_VISIBILITY_SECONDS = 43_200;
+
 export class SqsTaskSource implements TaskSource {
   constructor(
     private readonly sqs: SQSClient,
     private readonly queueUrl: string,
     private readonly deadLetterQueueUrl?: string,
-    private readonly waitSeconds = 20,
+    // Shorter than SQS's 20 s most: a stopping worker waits for its poll to end.
+    private readonly waitSeconds = 10,
   ) {}
 
-  async receive(max: number, signal: AbortSignal): Promise<Delivery[]> {
+  async receive(max: number, _signal: AbortSignal): Promise<Delivery[]> {
     const res = await this.sqs.send(
       new ReceiveMessageCommand({
         QueueUrl: this.queueUrl,
         MaxNumberOfMessages: Math.max(1, Math.min(10, max)),
         WaitTimeSeconds: this.waitSeconds,
+        VisibilityTimeout: RECEIVE_VISIBILITY_SECONDS,
         MessageSystemAttributeNames: ['SentTimestamp'],
       }),
-      { abortSignal: signal },
     );
     const out: Delivery[] = [];
     for (const m of res.Messages ?? []) {
       const receipt = m.ReceiptHandle ?? '';
+      const visibility = (seconds: number) =>
+        aws('visibility', () =>
+          this.sqs.send(
+            new ChangeMessageVisibilityCommand({
+              QueueUrl: this.queueUrl,
+              ReceiptHandle: receipt,
+              VisibilityTimeout: seconds,
+            }),
+          ),
+        ).then(() => undefined);
       const done = () =>
         aws('ack', () =>
-          this.sqs.send(new DeleteMessageCommand({ QueueUrl: this.queueUrl, ReceiptHandle: receipt })),
+          this.sqs.send(
+            new DeleteMessageCommand({ QueueUrl: this.queueUrl, ReceiptHandle: receipt }),
+          ),
         ).then(() => undefined);
       try {
         const message = decodeTaskMessage(m.Body ?? '');
@@ -50,16 +70,8 @@ export class SqsTaskSource implements TaskSource {
           message,
           ...(Number.isFinite(sent) ? { sentAt: sent } : {}),
           done,
-          handBack: (delaySeconds) =>
-            aws('hand back', () =>
-              this.sqs.send(
-                new ChangeMessageVisibilityCommand({
-                  QueueUrl: this.queueUrl,
-                  ReceiptHandle: receipt,
-                  VisibilityTimeout: delaySeconds,
-                }),
-              ),
-            ).then(() => undefined),
+          handBack: (delaySeconds) => visibility(delaySeconds),
+          keep: () => visibility(CLAIMED_VISIBILITY_SECONDS),
         });
       } catch (e) {
         if (!(e instanceof ValidationError) || !this.deadLetterQueueUrl) throw e;

@@ -104,23 +104,33 @@ export const ecsConfig = z
  */
 export class OperatorSchemas {
   readonly #schemas = new Map<string, z.ZodType>();
+  readonly #deferred = new Set<string>();
 
   static builtIn(): OperatorSchemas {
     return new OperatorSchemas()
       .register('noop', noopConfig)
       .register('http', httpConfig)
       .register('lambda', lambdaConfig)
-      .register('stepfunctions', stepFunctionsConfig)
-      .register('ecs', ecsConfig);
+      .register('stepfunctions', stepFunctionsConfig, { deferred: true })
+      .register('ecs', ecsConfig, { deferred: true });
   }
 
-  register(name: string, config: z.ZodType): this {
+  /**
+   * `deferred`: the operator's work runs outside the worker, which only starts it (DESIGN.md
+   * section 9), so its tasks' `timeoutSeconds` is not bounded by a Lambda invocation.
+   */
+  register(name: string, config: z.ZodType, opts: { deferred?: boolean } = {}): this {
     if (!/^[a-z][a-z0-9_.-]{0,63}$/.test(name)) {
       throw new Error(`operator name "${name}" must match ^[a-z][a-z0-9_.-]{0,63}$`);
     }
     if (this.#schemas.has(name)) throw new Error(`operator "${name}" is already registered`);
     this.#schemas.set(name, config);
+    if (opts.deferred) this.#deferred.add(name);
     return this;
+  }
+
+  isDeferred(name: string): boolean {
+    return this.#deferred.has(name);
   }
 
   names(): string[] {

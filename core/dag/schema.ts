@@ -59,12 +59,6 @@ export type Executor = (typeof EXECUTORS)[number];
  */
 export const LAMBDA_MAX_TIMEOUT_SECONDS = 840;
 
-/**
- * Operators whose work runs outside the worker (DESIGN.md section 9): the worker only starts it,
- * so their `timeoutSeconds` is not bounded by a Lambda invocation.
- */
-export const DEFERRED_OPERATORS: ReadonlySet<string> = new Set(['stepfunctions', 'ecs']);
-
 const taskSettings = {
   retries: z.int().min(0).max(100).optional(),
   retryDelaySeconds: z.number().min(0).max(86_400).optional(),

@@ -6,7 +6,6 @@ import { buildGraph, findCycles, type TaskGraph } from './graph.ts';
 import { OperatorSchemas } from './operators.ts';
 import {
   type Dag,
-  DEFERRED_OPERATORS,
   dagSchema,
   LAMBDA_MAX_TIMEOUT_SECONDS,
   MAX_DAG_BYTES,
@@ -170,7 +169,7 @@ export function validateDag(value: unknown, options: ValidateOptions = {}): Vali
   if (!options.stored) {
     tasks.forEach((t, i) => {
       if (t.executor !== 'lambda' || t.timeoutSeconds <= LAMBDA_MAX_TIMEOUT_SECONDS) return;
-      if (DEFERRED_OPERATORS.has(t.operator)) return; // its worker only starts the work
+      if (operators.isDeferred(t.operator)) return; // its worker only starts the work
       issues.push({
         path:
           doc.tasks[i]?.timeoutSeconds !== undefined

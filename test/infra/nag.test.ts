@@ -12,8 +12,11 @@ import { AirlessStack, type AirlessStackProps } from '../../lib/airless-stack.ts
 const { context } = JSON.parse(readFileSync(new URL('../../cdk.json', import.meta.url), 'utf8'));
 
 /** An app as bin/app.ts makes it, with cdk-nag registered, and its stack. */
-function airless(props: AirlessStackProps): { app: App; stack: Stack } {
-  const app = new App({ context: { ...context, 'aws:cdk:bundling-stacks': [] } });
+function airless(
+  props: AirlessStackProps,
+  extra: Record<string, string> = {},
+): { app: App; stack: Stack } {
+  const app = new App({ context: { ...context, 'aws:cdk:bundling-stacks': [], ...extra } });
   const stack = new AirlessStack(app, 'Airless', props);
   Validations.of(app).addPlugins(new AwsSolutionsChecks(app, { verbose: true }));
   return { app, stack };
@@ -31,14 +34,21 @@ function findings(app: App): string[] {
 const deployed: StackProps = { env: { account: '123456789012', region: 'eu-west-1' } };
 
 describe.each([
-  ['as deployed (IAM authorization, account and region known)', deployed],
-  ["environment-agnostic, with authorization: 'none'", { authorization: 'none' as const }],
-])('the Airless stack %s', (_, props) => {
+  ['as deployed (IAM authorization, account and region known)', deployed, {}],
+  ["environment-agnostic, with authorization: 'none'", { authorization: 'none' as const }, {}],
+  [
+    // A state machine and a task definition for the deferred operators (their grants and
+    // rules), and external Fargate workers, as the end-to-end tests deploy it.
+    'as the emulator test deploy has it',
+    { ...deployed, fargateWorkers: 'external' as const },
+    { 'airless:emulator': 'true', 'airless:testTargets': 'true' },
+  ],
+])('the Airless stack %s', (_, props, extra) => {
   let app: App;
   let stack: Stack;
   let synthError: unknown;
   beforeAll(() => {
-    ({ app, stack } = airless(props));
+    ({ app, stack } = airless(props, extra));
     try {
       app.synth();
     } catch (e) {
