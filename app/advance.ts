@@ -6,7 +6,7 @@ import { isTerminalTask, resolveTask, type TaskStatus } from '../core/state/inde
 import { loadDag } from './dags.ts';
 import type { Deps } from './deps.ts';
 import { injectFault } from './faults.ts';
-import { queue, runEnded } from './runs.ts';
+import { queue, runEnded, taskMessage } from './runs.ts';
 
 /**
  * What happens after a task reaches a terminal status: each downstream task counts the outcome
@@ -45,7 +45,7 @@ export async function advance(
         // but before sending): send the queued task's message again. Within SQS's 5-minute
         // window the copy is dropped; after it, the claim is.
         if (!counted && task.status === 'queued') {
-          messages.push({ ...dk, attempt: task.attempt, dagVersion });
+          messages.push(await taskMessage(deps, { ...dk, attempt: task.attempt }, dagVersion));
           return;
         }
         const decision = nextStep(tasks.get(taskId)?.triggerRule ?? 'all_success', task);

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { ConflictError } from '../core/errors.ts';
+import { ConflictError, ThrottledError } from '../core/errors.ts';
 import type { AttemptRef, TaskInstanceRecord } from '../core/ports.ts';
 import { nextRetryAt } from '../core/retry/index.ts';
 import { deferTask, finishTask, triesSoFar } from '../core/state/index.ts';
@@ -81,16 +81,18 @@ export async function finishDeferred(
   const now = deps.clock();
   let result = end;
   let stored: Awaited<ReturnType<typeof storeOutput>>;
+  let retryable = true;
   if (result.state === 'success') {
     try {
       stored = await storeOutput(deps, ti, result.output);
     } catch (e) {
       if (!(e instanceof OutputTooLargeError)) throw e;
       result = { state: 'failed', error: e.message };
+      retryable = false;
     }
   }
   let retryAt: Date | null = null;
-  if (result.state === 'failed') {
+  if (result.state === 'failed' && retryable) {
     const task = (await loadDag(deps, ti.dagId, ti.dagVersion)).tasks.get(ti.taskId);
     retryAt = task ? nextRetryAt(task, triesSoFar(ti), now, deps.random) : null;
   }
@@ -141,6 +143,10 @@ export async function completeFromEvent(
     const ref = await deps.store.getDeferral(name);
     if (!ref) return 'ignored';
     const ti = await deps.store.getTaskInstance(ref);
+    if (ti?.status === 'running' && ti.attempt === ref.attempt && !ti.deferred) {
+      // The end came before the worker recorded the start: have the event delivered again.
+      throw new ThrottledError(`work ${name} ended before its attempt recorded it: try again`);
+    }
     const work = ti && parseDeferred(ti);
     if (!ti || !work || ti.status !== 'running' || ti.attempt !== ref.attempt) return 'stale';
     if (work.name !== name) return 'stale';

@@ -1,3 +1,4 @@
+import { UnrecoverableError } from '../core/errors.ts';
 import type { AttemptRef, TaskInstanceRecord } from '../core/ports.ts';
 import type { StoredOutput } from '../core/state/index.ts';
 import type { Deps } from './deps.ts';
@@ -12,13 +13,13 @@ export const MAX_OUTPUT_BYTES = 256 * 1024;
 export const INLINE_OUTPUT_BYTES = 4 * 1024;
 const OUTPUT_ARTIFACT = 'output.json';
 
-export class OutputTooLargeError extends Error {
+/** Not retryable: the next attempt would return as much. */
+export class OutputTooLargeError extends UnrecoverableError {
   constructor(bytes: number) {
     super(
       `the output is ${bytes} bytes of JSON, more than the ${MAX_OUTPUT_BYTES} a task may return: ` +
         'store large results in S3 and return their location',
     );
-    this.name = 'OutputTooLargeError';
   }
 }
 

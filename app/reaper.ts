@@ -1,4 +1,5 @@
 import { ConflictError } from '../core/errors.ts';
+import { Metric } from '../core/metric-names.ts';
 import type { TaskMessage } from '../core/ports.ts';
 import { nextRetryAt } from '../core/retry/index.ts';
 import { finishTask, triesSoFar } from '../core/state/index.ts';
@@ -31,6 +32,8 @@ export interface ReapReport {
   readonly expiredLeases: number;
   /** Deferred attempts whose external work the reaper asked about. */
   readonly deferredChecked: number;
+  /** Deferred attempts whose check failed (tried again next pass). */
+  readonly deferredFailed: number;
   readonly redispatched: number;
   readonly retriesQueued: number;
   readonly runsWritten: number;
@@ -53,11 +56,22 @@ export async function reap(deps: Deps, opts: ReapOptions): Promise<ReapReport> {
   const now = deps.clock();
   let expiredLeases = 0;
   let deferredChecked = 0;
+  let deferredFailed = 0;
   for (const ti of await deps.store.findExpiredLeases(now, opts.limit)) {
     if (ti.deferred) {
-      // Not a dead worker: external work whose end event has not come (yet).
-      await checkDeferred(deps, ti, opts.deferredCheckSeconds ?? DEFAULT_CHECK_SECONDS);
-      deferredChecked++;
+      // Not a dead worker: external work whose end event has not come (yet). One that cannot
+      // be checked now (throttled, access denied) is tried again next pass; it holds up no
+      // other repair.
+      try {
+        await checkDeferred(deps, ti, opts.deferredCheckSeconds ?? DEFAULT_CHECK_SECONDS);
+        deferredChecked++;
+      } catch (e) {
+        deferredFailed++;
+        deps.metrics?.addMetric(Metric.DeferredCheckFailed, 'Count', 1);
+        console.error(
+          `could not check deferred work of ${ti.dagId}/${ti.runId}/${ti.taskId}: ${(e as Error).message}`,
+        );
+      }
       continue;
     }
     const { tasks } = await loadDag(deps, ti.dagId, ti.dagVersion);
@@ -130,6 +144,7 @@ export async function reap(deps: Deps, opts: ReapOptions): Promise<ReapReport> {
   return {
     expiredLeases,
     deferredChecked,
+    deferredFailed,
     redispatched: lost.length,
     retriesQueued: due.length,
     runsWritten,

@@ -187,7 +187,8 @@ export async function executeTask(
   }
 
   opts.handBack?.removeEventListener('abort', onHandBack);
-  if (handedBack && !leaseLost) {
+  // Only an attempt the stop interrupted goes back: one that finished meanwhile keeps its outcome.
+  if (handedBack && error !== undefined && !leaseLost) {
     // Not an outcome: the same attempt goes back to `queued`, its log to be written by the
     // worker that claims it next. Work a deferred start began is found again by its name.
     try {
@@ -254,15 +255,21 @@ async function defer(
   const timeoutAt = new Date(claimedAt + task.timeoutSeconds * 1000).toISOString();
   const record: DeferredRecord = { ...work, timeoutAt };
   log.add(`deferred: ${work.operator} work ${work.name} runs without a worker until ${timeoutAt}`);
-  await deps.blobs.putLog({ ...msg }, log.text());
   const checkAt = nextCheck(now, timeoutAt, opts.deferredCheckSeconds ?? DEFAULT_CHECK_SECONDS);
   try {
-    await deps.store.transitionTask(msg, deferTask(current, JSON.stringify(record), checkAt, now));
-    return 'deferred';
+    // A new lease token: a cancel that read the attempt before this write cannot pass its
+    // fence afterwards without reading it again, and so seeing the work it must stop.
+    await deps.store.transitionTask(
+      msg,
+      deferTask(current, JSON.stringify(record), checkAt, now, deps.newId()),
+    );
   } catch (e) {
     if (!(e instanceof ConflictError)) throw e;
     const op = deps.operators.get(work.operator);
     if (op && isDeferred(op)) await op.stop(work, 'the Airless attempt was cancelled or reaped');
     return 'lease_lost';
   }
+  // After the record: the work is found through the attempt, whatever becomes of this write.
+  await deps.blobs.putLog({ ...msg }, log.text());
+  return 'deferred';
 }

@@ -11,7 +11,10 @@ export interface Delivery {
   done(): Promise<void>;
   /** Let another worker have the message, after `delaySeconds`. */
   handBack(delaySeconds: number): Promise<void>;
-  /** Its attempt is claimed and may run long: keep the message from other workers meanwhile. */
+  /**
+   * Its attempt is claimed: keep the message from other workers a while longer. Called at the
+   * claim and at every heartbeat, so that the message of a worker that died reappears soon.
+   */
   keep(): Promise<void>;
 }
 
@@ -50,19 +53,21 @@ export interface WorkerLoopReport {
 
 const sleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => {
+    const done = () => {
       clearTimeout(t);
+      signal?.removeEventListener('abort', done);
       resolve();
-    });
+    };
+    const t = setTimeout(done, ms);
+    signal?.addEventListener('abort', done);
   });
 
 /**
  * The Fargate worker: the same claim → run → complete as the Lambda worker (`executeTask`),
  * fed by long polling instead of an event source mapping. A worker process has no 15-minute
  * limit, so an attempt runs until its own `timeoutSeconds`. The message stays in flight while
- * its attempt runs (the queue's visibility timeout is long) and is removed when the attempt is
- * over; the state store, not the queue, decides who runs an attempt, as for Lambda.
+ * its attempt runs (kept at every heartbeat) and is removed when the attempt is over; the state
+ * store, not the queue, decides who runs an attempt, as for Lambda.
  *
  * On `stop` it takes no more messages, lets running attempts finish for `drainMs`, then hands
  * the rest back: each goes back to `queued` with the same attempt (no try is spent) and its
@@ -80,6 +85,9 @@ export async function runWorkerLoop(
 
   const handle = async (d: Delivery) => {
     const claimedAt = deps.clock().getTime();
+    let keeper: NodeJS.Timeout | undefined;
+    // Best effort: a message that could not be kept is at worst delivered again, and refused.
+    const keep = () => d.keep().catch((e: unknown) => opts.onError?.(d.message, e));
     try {
       const outcome = await executeTask(deps, d.message, {
         leaseSeconds: opts.leaseSeconds,
@@ -87,8 +95,12 @@ export async function runWorkerLoop(
         ...(opts.deferredCheckSeconds ? { deferredCheckSeconds: opts.deferredCheckSeconds } : {}),
         remainingMs: () => Number.POSITIVE_INFINITY,
         handBack: handBack.signal,
-        onClaimed: () => d.keep(),
+        onClaimed: async () => {
+          await keep();
+          keeper = setInterval(keep, opts.heartbeatSeconds * 1000);
+        },
       });
+      clearInterval(keeper);
       attempts++;
       const lag =
         outcome !== 'not_claimed' && d.sentAt !== undefined
@@ -104,6 +116,7 @@ export async function runWorkerLoop(
     } catch (e) {
       // The store or queue could not be reached: the message comes back later. An attempt that
       // was claimed and then lost this way is the reaper's, by its lease.
+      clearInterval(keeper);
       opts.onError?.(d.message, e);
       await d.handBack(opts.errorDelaySeconds ?? 30).catch((err: unknown) => {
         opts.onError?.(d.message, err);

@@ -38,6 +38,8 @@ export const Metric = {
   TaskDeferred: 'TaskDeferred',
   /** reaper: deferred attempts whose end event was late, whose external work it asked about. */
   DeferredChecked: 'DeferredChecked',
+  /** reaper: deferred attempts whose check failed (throttled, access denied): tried next pass. */
+  DeferredCheckFailed: 'DeferredCheckFailed',
   /** complete: deferred attempts ended by the AWS event of their external work. */
   DeferredCompleted: 'DeferredCompleted',
   /** cancel: the external work of a cancelled deferred attempt could not be stopped. */

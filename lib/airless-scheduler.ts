@@ -241,15 +241,16 @@ export class AirlessScheduler extends Construct {
     const { queue } = tasks;
     const { dagsBucket, dataBucket } = buckets;
 
-    // The Fargate executor's queue: a message stays in flight while its attempt runs (up to
-    // SQS's 12-hour maximum visibility; app/worker-loop.ts), and a hand-back by a stopping
-    // worker is a receive too, so it allows more receives before the dead-letter queue.
+    // The Fargate executor's queue. Its workers set each message's visibility themselves (a
+    // minute on receive, renewed at every heartbeat: adapters/aws/task-source.ts), and a
+    // hand-back by a stopping worker is a receive too, so it allows more receives before the
+    // dead-letter queue.
     const fargateMode = props.fargateWorkers ?? {};
     const fargateTasks =
       fargateMode === false
         ? undefined
         : new TaskQueue(this, 'FargateTaskQueue', {
-            visibilityTimeout: Duration.hours(12),
+            visibilityTimeout: Duration.minutes(5),
             maxReceiveCount: 10,
           });
     this.fargateTaskQueue = fargateTasks?.queue;
@@ -446,7 +447,8 @@ export class AirlessScheduler extends Construct {
     table.grants.readWriteData(reaper);
     for (const q of sendQueues) q.grants.sendMessages(reaper);
     timers.queue.grants.sendMessages(reaper);
-    dataBucket.grants.read(reaper);
+    // The reaper writes logs (an expired lease, a deferred attempt's end) and deferred outputs.
+    dataBucket.grants.readWrite(reaper);
     new events.Rule(this, 'ReaperSchedule', {
       schedule: events.Schedule.rate(Duration.minutes(1)),
       targets: [new targets.LambdaFunction(reaper.function, { retryAttempts: 0 })],
@@ -458,7 +460,6 @@ export class AirlessScheduler extends Construct {
       ...Object.fromEntries(
         Object.entries(emulatorTestSettings(this)).filter(([k]) => k !== 'STREAM_PARTIAL_FAILURES'),
       ),
-      TASK_DLQ_URL: tasks.deadLetterQueue.queueUrl,
       ...(httpAllowedNetworks.length > 0
         ? { HTTP_ALLOWED_NETWORKS: httpAllowedNetworks.join(',') }
         : {}),
@@ -478,17 +479,27 @@ export class AirlessScheduler extends Construct {
       dataBucket.grants.readWrite(role);
       timers.queue.grants.sendMessages(role);
       fargateTasks.deadLetterQueue.grants.sendMessages(role);
-      for (const q of sendQueues) q.grants.sendMessages(role);
       for (const target of props.invokableFunctions ?? []) target.grantInvoke(role);
     }
 
-    // The deferred operators: started by workers, completed by AWS events, checked by the
-    // reaper, stopped on cancel (the API) and on timeout (the reaper).
+    // The deferred operators: started by workers (which stop what they started if the attempt
+    // moved on meanwhile), completed by AWS events (which may need to describe the work),
+    // checked and stopped by the reaper, stopped on cancel by the API. Each gets only its part.
     const starters: iam.IGrantable[] = [
       worker,
       ...(this.fargateWorkers ? [this.fargateWorkers.taskRole] : []),
     ];
-    const checkers: iam.IGrantable[] = [...starters, api, reaper, complete];
+    const parts: [iam.IGrantable, { describe: boolean; stop: boolean }][] = [
+      ...starters.map((g) => [g, { describe: true, stop: true }] as const),
+      [reaper, { describe: true, stop: true }],
+      [complete, { describe: true, stop: false }],
+      [api, { describe: false, stop: true }],
+    ] as [iam.IGrantable, { describe: boolean; stop: boolean }][];
+    const grantOn = (g: iam.IGrantable, actions: string[], arn: string, reason: string) => {
+      if (actions.length === 0) return;
+      iam.Grant.addToPrincipal({ grantee: g, actions, resourceArns: [arn] });
+      if (Construct.isConstruct(g)) acknowledgeWildcard(g, arn, reason);
+    };
     for (const machine of stateMachines) {
       for (const g of starters) machine.grantStartExecution(g);
       // Its executions, `arn:…:execution:MACHINE:*`, as StateMachine.grantExecution names them.
@@ -499,57 +510,44 @@ export class AirlessScheduler extends Construct {
         arnFormat: ArnFormat.COLON_RESOURCE_NAME,
         resourceName: `${name}:*`,
       });
-      for (const g of checkers) {
-        iam.Grant.addToPrincipal({
-          grantee: g,
-          actions: ['states:DescribeExecution', 'states:StopExecution'],
-          resourceArns: [executions],
-        });
-        if (Construct.isConstruct(g)) {
-          acknowledgeWildcard(
-            g,
-            executions,
-            'Executions are named when an attempt starts one: the grant names the executions of ' +
-              'this one state machine, which the deployer listed in invokableStateMachines.',
-          );
-        }
+      for (const [g, { describe, stop }] of parts) {
+        grantOn(
+          g,
+          [
+            ...(describe ? ['states:DescribeExecution'] : []),
+            ...(stop ? ['states:StopExecution'] : []),
+          ],
+          executions,
+          'Executions are named when an attempt starts one: the grant names the executions of ' +
+            'this one state machine, which the deployer listed in invokableStateMachines.',
+        );
       }
     }
     for (const definition of taskDefinitions) {
       for (const g of starters) definition.grantRun(g);
     }
     if (taskDefinitions.length > 0) {
-      const account = Stack.of(this).account;
-      const region = Stack.of(this).region;
-      const partition = Stack.of(this).partition;
+      const { account, region, partition } = Stack.of(this);
       const taskArns = `arn:${partition}:ecs:${region}:${account}:task/*`;
-      for (const g of checkers) {
-        iam.Grant.addToPrincipal({
-          grantee: g,
-          actions: ['ecs:DescribeTasks', 'ecs:StopTask'],
-          resourceArns: [taskArns],
-        });
-        // Which containers are essential: DescribeTaskDefinition has no resource-level permission.
-        iam.Grant.addToPrincipal({
-          grantee: g,
-          actions: ['ecs:DescribeTaskDefinition'],
-          resourceArns: ['*'],
-        });
-        if (Construct.isConstruct(g)) {
-          acknowledgeWildcard(
-            g,
-            taskArns,
-            'Tasks get their ARN when the ecs operator starts them: DescribeTasks and StopTask ' +
-              'name the tasks of this account and region, which only RunTask on the granted ' +
-              'task definitions can start.',
-          );
-          acknowledgeWildcard(
-            g,
-            '*',
-            'ecs:DescribeTaskDefinition (which containers are essential) supports no ' +
-              'resource-level permission: https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonelasticcontainerservice.html',
-          );
-        }
+      for (const [g, { describe, stop }] of parts) {
+        grantOn(
+          g,
+          [...(describe ? ['ecs:DescribeTasks'] : []), ...(stop ? ['ecs:StopTask'] : [])],
+          taskArns,
+          'Tasks get their ARN when the ecs operator starts them: DescribeTasks and StopTask ' +
+            'name the tasks of this account and region, which only RunTask on the granted task ' +
+            'definitions can start.',
+        );
+      }
+      // Which containers are essential: DescribeTaskDefinition has no resource-level permission.
+      for (const g of starters) {
+        grantOn(
+          g,
+          ['ecs:DescribeTaskDefinition'],
+          '*',
+          'ecs:DescribeTaskDefinition (which containers are essential) supports no ' +
+            'resource-level permission: https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonelasticcontainerservice.html',
+        );
       }
     }
     if (stateMachines.length > 0) {

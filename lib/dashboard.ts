@@ -203,6 +203,7 @@ export class Dashboard extends Construct {
         airless(Metric.RunsWrittenByReaper, 'large runs written'),
         airless(Metric.RunsStartedByReaper, 'waiting runs started'),
         airless(Metric.DeferredChecked, 'deferred work checked (event late)'),
+        airless(Metric.DeferredCheckFailed, 'deferred work that could not be checked'),
         airless(Metric.DeferredStopFailed, 'deferred work not stopped on cancel'),
       ]),
     );

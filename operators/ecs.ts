@@ -115,10 +115,15 @@ export function createEcsOperator(
     name: 'ecs',
     config: ecsConfig,
     deferred: true,
-    refuses: (config) =>
-      names.has(config.taskDefinition)
-        ? undefined
-        : `task definition ${config.taskDefinition} is not one this deployment may run (runnableTaskDefinitions)`,
+    refuses: (config) => {
+      if (!names.has(config.taskDefinition)) {
+        return `task definition ${config.taskDefinition} is not one this deployment may run (runnableTaskDefinitions)`;
+      }
+      if (!config.subnets && !opts.defaultSubnets?.length) {
+        return 'subnets are required: this deployment has no default subnets for ECS tasks';
+      }
+      return undefined;
+    },
     async start(config, ctx) {
       const subnets = config.subnets ?? opts.defaultSubnets ?? [];
       if (subnets.length === 0) {
@@ -126,6 +131,8 @@ export function createEcsOperator(
           'config.subnets: required, since this deployment has no default subnets for ECS tasks',
         );
       }
+      // Before RunTask: a failure here must not leave a task running that no attempt records.
+      const essential = await essentialContainers(config.taskDefinition);
       let res: RunTaskCommandOutput;
       try {
         res = await client().send(
@@ -167,7 +174,7 @@ export function createEcsOperator(
         name: ctx.workName,
         cluster: config.cluster,
         taskArn: task.taskArn,
-        essential: await essentialContainers(task.taskDefinitionArn ?? config.taskDefinition),
+        essential,
       };
       return work;
     },

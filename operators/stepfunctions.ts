@@ -168,14 +168,16 @@ export function createStepFunctionsOperator(
         executionArn?: string;
         status?: string;
         output?: string | null;
-        outputDetails?: { truncated?: boolean } | null;
+        outputDetails?: { included?: boolean } | null;
         error?: string | null;
         cause?: string | null;
       };
       // Another execution of the same name (a different state machine): not this work's end.
       if (d.executionArn !== (work as SfnWork).executionArn) return undefined;
-      // An output too large for the event is truncated there: DescribeExecution has it whole.
-      if (d.status === 'SUCCEEDED' && d.outputDetails?.truncated) return undefined;
+      // An output too large for the event is left out of it (`included: false`):
+      // DescribeExecution has it whole.
+      // https://docs.aws.amazon.com/step-functions/latest/dg/eventbridge-integration.html
+      if (d.status === 'SUCCEEDED' && d.outputDetails?.included === false) return undefined;
       return ended(d.status ?? '', d.output ?? undefined, d.error, d.cause);
     },
   };

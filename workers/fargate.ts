@@ -37,7 +37,13 @@ const OUTCOME_METRIC = {
 logger.info('fargate worker started', { concurrency: env.WORKER_CONCURRENCY, pid: process.pid });
 const report = await runWorkerLoop(
   deps,
-  new SqsTaskSource(awsClients().sqs, env.FARGATE_QUEUE_URL, env.FARGATE_DLQ_URL),
+  // A claimed message is kept for two leases at each heartbeat.
+  new SqsTaskSource(
+    awsClients().sqs,
+    env.FARGATE_QUEUE_URL,
+    env.FARGATE_DLQ_URL,
+    env.LEASE_SECONDS * 2,
+  ),
   {
     concurrency: env.WORKER_CONCURRENCY,
     leaseSeconds: env.LEASE_SECONDS,

@@ -84,14 +84,11 @@ export class SqsTaskDispatcher implements TaskDispatcher {
 
   async dispatch(messages: readonly TaskMessage[]): Promise<void> {
     const byQueue = new Map<string, TaskMessage[]>();
+    const unroutable: TaskMessage[] = [];
     for (const m of messages) {
       const url = m.executor === 'fargate' ? this.fargateQueueUrl : this.queueUrl;
-      if (!url) {
-        throw new Error(
-          `dispatch: task ${m.taskId} runs on fargate, which this deployment has not`,
-        );
-      }
-      byQueue.set(url, [...(byQueue.get(url) ?? []), m]);
+      if (url) byQueue.set(url, [...(byQueue.get(url) ?? []), m]);
+      else unroutable.push(m);
     }
     const batches: [string, TaskMessage[]][] = [];
     // SendMessageBatch takes at most 10 messages.
@@ -99,6 +96,13 @@ export class SqsTaskDispatcher implements TaskDispatcher {
       for (let i = 0; i < list.length; i += 10) batches.push([url, list.slice(i, i + 10)]);
     }
     await Promise.all(batches.map(([url, b]) => this.#send(url, b)));
+    // The rest are sent first: a fargate task of a deployment whose Fargate workers were removed
+    // (registration refuses such DAGs, but not those registered before) holds up no other.
+    if (unroutable.length > 0) {
+      throw new Error(
+        `dispatch: ${unroutable.map((m) => m.taskId).join(', ')} run on fargate, which this deployment no longer has`,
+      );
+    }
   }
 
   async #send(queueUrl: string, batch: TaskMessage[]): Promise<void> {

@@ -13,23 +13,26 @@ import { decodeTaskMessage } from './sqs.ts';
 /**
  * The Fargate workers' task messages, by long polling their SQS FIFO queue
  * (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-short-and-long-polling.html).
- * A message is received for a minute: a worker that dies before claiming its attempt delays it by
- * no more. Once claimed (`keep`) it stays in flight for 12 hours, the most SQS allows, longer than
- * almost any attempt; a longer one's message reappears and its claim is refused, as for any
- * duplicate. A body that is not a task message goes to the dead-letter queue at once.
+ * A message is received for a minute, and once its attempt is claimed it is kept in flight for
+ * `keepSeconds` more at every heartbeat (`keep`): the message of a worker that died reappears
+ * within that, is refused as a duplicate and removed, and a stale in-flight count does not hold
+ * the service above zero. SQS ends every message's visibility 12 hours after it was received
+ * (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_ChangeMessageVisibility.html):
+ * an attempt running longer sees its message delivered again, refused and removed, which is
+ * harmless. A body that is not a task message goes to the dead-letter queue at once.
  *
  * A long poll is not cut short on stop: a receive abandoned by the client may still take a
  * message on the server, which would then stay hidden for its visibility timeout.
  */
 const RECEIVE_VISIBILITY_SECONDS = 60;
-/** The most SQS allows (12 hours). */
-const CLAIMED_VISIBILITY_SECONDS = 43_200;
 
 export class SqsTaskSource implements TaskSource {
   constructor(
     private readonly sqs: SQSClient,
     private readonly queueUrl: string,
     private readonly deadLetterQueueUrl?: string,
+    /** How long each keep holds the message: a few heartbeats. */
+    private readonly keepSeconds = 240,
     // Shorter than SQS's 20 s most: a stopping worker waits for its poll to end.
     private readonly waitSeconds = 10,
   ) {}
@@ -71,7 +74,7 @@ export class SqsTaskSource implements TaskSource {
           ...(Number.isFinite(sent) ? { sentAt: sent } : {}),
           done,
           handBack: (delaySeconds) => visibility(delaySeconds),
-          keep: () => visibility(CLAIMED_VISIBILITY_SECONDS),
+          keep: () => visibility(this.keepSeconds),
         });
       } catch (e) {
         if (!(e instanceof ValidationError) || !this.deadLetterQueueUrl) throw e;

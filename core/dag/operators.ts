@@ -89,7 +89,7 @@ export const ecsConfig = z
       .array(z.string().min(1))
       .min(1)
       .optional()
-      .describe("By default the subnets of the deployment's Fargate workers."),
+      .describe('Required unless the deployment has default subnets for ECS tasks.'),
     securityGroups: z.array(z.string().min(1)).optional(),
     assignPublicIp: z.boolean().default(false),
   })

@@ -285,8 +285,8 @@ export type StoredOutput =
     };
 
 /**
- * A deferred attempt's external work has started: the attempt keeps its lease token (the fence
- * for the completion) and holds no worker; `checkAt` is when the reaper looks at the work if no
+ * A deferred attempt's external work has started: the attempt is fenced by a lease token (a new
+ * one from the worker, kept by the reaper's later checks) and holds no worker; `checkAt` is when the reaper looks at the work if no
  * completion event came first.
  */
 export function deferTask(
@@ -294,6 +294,8 @@ export function deferTask(
   deferred: string,
   checkAt: Date,
   at: Date,
+  /** A new fencing token, when the worker hands the attempt over (the reaper keeps it). */
+  leaseToken: string | null = ti.leaseToken,
 ): TaskTransition {
   return transition(
     'defer',
@@ -301,7 +303,7 @@ export function deferTask(
     {
       status: 'running',
       attempt: ti.attempt,
-      leaseToken: ti.leaseToken,
+      leaseToken,
       leaseExpiresAt: checkAt.toISOString(),
       deferred,
     },

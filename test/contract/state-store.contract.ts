@@ -1077,12 +1077,16 @@ export function stateStoreContract(
           startTime: null,
           queuedAt: iso(10),
         });
-        // Only the holder of the lease may release it.
-        await expect(
-          store.transitionTask(k, releaseTask(running, later(11))),
-        ).rejects.toBeInstanceOf(ConflictError);
         const again = await store.transitionTask(k, claimTask(back, 'w2', 60, later(12)));
         expect(again).toMatchObject({ status: 'running', attempt: 1, leaseToken: 'w2' });
+        // Only the holder of the lease may release it: the first worker no longer does.
+        await expect(
+          store.transitionTask(k, releaseTask(running, later(13))),
+        ).rejects.toBeInstanceOf(ConflictError);
+        expect(await store.getTaskInstance(k)).toMatchObject({
+          status: 'running',
+          leaseToken: 'w2',
+        });
       });
 
       it('a deferral name leads back to its attempt', async () => {

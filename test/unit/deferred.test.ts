@@ -4,8 +4,11 @@ import { ManualClock, memoryDeps } from '../../adapters/memory/deps.ts';
 import { registerDag } from '../../app/dags.ts';
 import { checkDeferred, completeFromEvent, workName } from '../../app/deferred.ts';
 import type { Deps } from '../../app/deps.ts';
+import { reap } from '../../app/reaper.ts';
 import { cancelRun, triggerRun } from '../../app/runs.ts';
 import { executeTask } from '../../app/tasks.ts';
+import { ConflictError, ThrottledError } from '../../core/errors.ts';
+import { cancelTask, claimTask } from '../../core/state/index.ts';
 import { createEcsOperator } from '../../operators/ecs.ts';
 import { noop } from '../../operators/noop.ts';
 import {
@@ -55,6 +58,7 @@ async function must<T>(p: Promise<T | undefined>): Promise<T> {
   return v;
 }
 
+const clockNow = () => new Date('2026-11-27T10:00:00.000Z');
 const start = new Date('2026-11-27T10:00:00.000Z');
 const exec = {
   leaseSeconds: 60,
@@ -179,6 +183,46 @@ describe('deferred attempts', () => {
     expect((await ti())?.error).toMatch(/timed out/);
   });
 
+  it('the worker hands the attempt over under a new lease token: a cancel that read it before cannot pass', async () => {
+    const { deps, msg, ti } = await setup();
+    // What a cancel read while the worker was starting the work.
+    const seen = await must(ti());
+    expect(seen.status).toBe('queued');
+    await executeTask(deps, msg, exec);
+    const deferred = await must(ti());
+    const claimed = { ...deferred, leaseToken: '00000001-0000-4000-8000-000000000000' };
+    expect(deferred.leaseToken).not.toBe(claimed.leaseToken);
+    await expect(
+      deps.store.transitionTask(msg, cancelTask(claimed, clockNow())),
+    ).rejects.toBeInstanceOf(ConflictError);
+    expect((await ti())?.status).toBe('running');
+  });
+
+  it('an end event that comes before the start is recorded is sent back to be retried', async () => {
+    const { deps, msg, name } = await setup();
+    await deps.store.putDeferral(name, msg);
+    await deps.store.transitionTask(
+      msg,
+      claimTask({ status: 'queued', attempt: 1, leaseToken: null }, 'w', 60, clockNow()),
+    );
+    const end = { state: 'success', output: null } as const;
+    await expect(
+      completeFromEvent(deps, { source: 'test', detail: { name, end } }),
+    ).rejects.toBeInstanceOf(ThrottledError);
+  });
+
+  it('a check that fails holds up no other repair of the reaper', async () => {
+    const { ext, clock, deps, msg, name } = await setup();
+    await executeTask(deps, msg, exec);
+    ext.op.check = async () => {
+      throw new Error('ThrottlingException');
+    };
+    clock.advance(301);
+    const report = await reap(deps, { queuedGraceSeconds: 60, retryGraceSeconds: 30, limit: 10 });
+    expect(report).toMatchObject({ deferredChecked: 0, deferredFailed: 1 });
+    expect(ext.works.get(name)).toEqual({ state: 'running' });
+  });
+
   it('cancelling the run stops the work; its late end event changes nothing', async () => {
     const { ext, deps, msg, ti, runId, name } = await setup();
     await executeTask(deps, msg, exec);
@@ -231,7 +275,7 @@ describe('the stepfunctions operator without AWS', () => {
     });
     expect(
       op.endOfEvent(
-        event({ ...arn, status: 'SUCCEEDED', outputDetails: { truncated: true } }),
+        event({ ...arn, status: 'SUCCEEDED', output: null, outputDetails: { included: false } }),
         work,
       ),
     ).toBeUndefined();
@@ -272,11 +316,14 @@ describe('the ecs operator without AWS', () => {
   });
 
   it('refuses task definitions it was not given, by ARN, family:revision or family', () => {
-    const base = { cluster: 'c', assignPublicIp: false };
+    const base = { cluster: 'c', assignPublicIp: false, subnets: ['subnet-1'] };
     for (const name of [td, 'job:3', 'job']) {
       expect(op.refuses?.({ ...base, taskDefinition: name }), name).toBeUndefined();
     }
     expect(op.refuses?.({ ...base, taskDefinition: 'other' })).toMatch(/runnableTaskDefinitions/);
+    // Without subnets of its own, or the deployment's, a Fargate task cannot be placed.
+    const { subnets: _subnets, ...noSubnets } = base;
+    expect(op.refuses?.({ ...noSubnets, taskDefinition: td })).toMatch(/subnets are required/);
   });
 
   it('reads the attempt from startedBy of a stopped task only', () => {
