@@ -1,0 +1,266 @@
+// npm run bench:cost: what orchestrating a task costs, in dollars per million tasks, by
+// component, measured on the deployed local stack and priced with the table below.
+//
+// For each DAG shape it triggers one run and, once it ends, reads what the stack's Lambdas
+// reported (lambdas/runtime.ts logs every invocation's AWS requests by service and operation),
+// the Lambdas' REPORT lines (invocations and durations: GB-seconds at the measured durations),
+// the bytes they logged (CloudWatch Logs ingestion), and the run's items (their size prices the
+// DynamoDB writes). It adds what no Lambda reports: the SQS event source mapping's receive and
+// delete per worker batch. Step Functions Standard and Express are priced for the same DAG
+// written as Pass states. The last line is the noop case:
+//   cost: $X.XX per million tasks, R requests per task
+// Durations on the emulator are longer than on AWS (it serializes DynamoDB), so the Lambda
+// compute figure is an upper bound; request counts are the same as on AWS.
+import {
+  CloudWatchLogsClient,
+  DescribeLogGroupsCommand,
+  FilterLogEventsCommand,
+} from '@aws-sdk/client-cloudwatch-logs';
+import { QueryCommand } from '@aws-sdk/lib-dynamodb';
+import { clientConfig, createClients } from '../adapters/aws/clients.ts';
+import { ApiClient } from '../cli/api-client.ts';
+import { deployLocal } from '../localstack/deploy.ts';
+import { awsEnv, emulatorConfig } from '../localstack/emulator.ts';
+
+/**
+ * List prices, US East (N. Virginia), as published on 2026-11-27; free tiers left out.
+ * - Lambda: https://aws.amazon.com/lambda/pricing/ (requests; Arm GB-seconds, first tier)
+ * - DynamoDB on demand: https://aws.amazon.com/dynamodb/pricing/on-demand/ (write and read
+ *   request units; a write unit is 1 KB of item, 2 in a transaction; reading the stream from
+ *   Lambda is free)
+ * - SQS FIFO: https://aws.amazon.com/sqs/pricing/ (each 64 KB chunk of a request is one)
+ * - S3 Standard: https://aws.amazon.com/s3/pricing/ (PUT, GET)
+ * - EventBridge: https://aws.amazon.com/eventbridge/pricing/ (custom events, Scheduler)
+ * - CloudWatch Logs: https://aws.amazon.com/cloudwatch/pricing/ (standard ingestion)
+ * - API Gateway HTTP API: https://aws.amazon.com/api-gateway/pricing/
+ * - Step Functions: https://aws.amazon.com/step-functions/pricing/ (Standard per state
+ *   transition; Express per request and per GB-second, 64 MB minimum, first tier)
+ */
+const PRICE = {
+  lambdaRequest: 0.2 / 1e6,
+  lambdaGbSecond: 0.0000133334,
+  dynamoWriteUnit: 0.625 / 1e6,
+  dynamoReadUnit: 0.125 / 1e6,
+  sqsRequest: 0.5 / 1e6,
+  s3Put: 0.005 / 1000,
+  s3Get: 0.0004 / 1000,
+  eventsPut: 1 / 1e6,
+  apiRequest: 1 / 1e6,
+  logsGb: 0.5,
+  sfnTransition: 0.025 / 1000,
+  sfnExpressRequest: 1 / 1e6,
+  sfnExpressGbSecond: 0.00001667,
+} as const;
+
+const cfg = emulatorConfig();
+Object.assign(process.env, awsEnv(cfg));
+console.log('deploying the stack to the emulator…');
+const { local, outputs } = await deployLocal(cfg, { quiet: true });
+const api = new ApiClient(local.apiUrl, local.region);
+const logs = new CloudWatchLogsClient(clientConfig());
+const { dynamodb } = createClients();
+const suffix = Date.now().toString(36);
+
+interface RunView {
+  status: string;
+  startTime: string;
+  endTime: string;
+}
+
+async function runDag(dagId: string, tasks: object[]): Promise<{ t0: number; runId: string }> {
+  const created = await api.request('POST', '/v1/dags', { dagId, tasks });
+  if (created.status !== 201) throw new Error(`create ${dagId}: ${created.status} ${created.text}`);
+  const t0 = Date.now();
+  const trig = await api.request<{ runId: string }>('POST', `/v1/dags/${dagId}/runs`, {});
+  const path = `/v1/dags/${dagId}/runs/${encodeURIComponent(trig.body.runId)}`;
+  for (let i = 0; i < 6000 && Date.now() - t0 < 1_200_000; i++) {
+    const r = await api.request<RunView>('GET', path);
+    if (r.body.status === 'success') return { t0, runId: trig.body.runId };
+    if (['failed', 'cancelled'].includes(r.body.status))
+      throw new Error(`${dagId} ${r.body.status}`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  throw new Error(`${dagId} did not finish`);
+}
+
+interface Usage {
+  /** `service Operation` → requests, as the Lambdas reported them. */
+  ops: Map<string, number>;
+  invocations: Map<string, number>;
+  gbSeconds: number;
+  logBytes: number;
+}
+
+/** What the stack's functions did since `since`; the API's GETs (this script polling) left out. */
+async function usageSince(since: number): Promise<Usage> {
+  const groups = (await logs.send(new DescribeLogGroupsCommand({}))).logGroups ?? [];
+  const usage: Usage = { ops: new Map(), invocations: new Map(), gbSeconds: 0, logBytes: 0 };
+  for (const fn of ['Worker', 'Advance', 'Api', 'Trigger', 'Retrier', 'Complete']) {
+    const group = groups.find((g) => g.logGroupName?.includes(`${fn}Function`))?.logGroupName;
+    if (!group) continue;
+    // Requests of the API's polling are this script's, not the run's: skip those invocations.
+    const skipped = new Set<string>();
+    const events: { message: string }[] = [];
+    let token: string | undefined;
+    for (let page = 0; page < 500; page++) {
+      const res = await logs.send(
+        new FilterLogEventsCommand({
+          logGroupName: group,
+          startTime: since,
+          ...(token ? { nextToken: token } : {}),
+        }),
+      );
+      for (const e of res.events ?? []) events.push({ message: e.message ?? '' });
+      token = res.nextToken;
+      if (!token) break;
+    }
+    for (const { message } of events) {
+      if (!message.includes('"aws requests"')) continue;
+      const line = JSON.parse(message.slice(message.indexOf('{'))) as {
+        awsRequests?: Record<string, number>;
+        routeKey?: string;
+        function_request_id?: string;
+      };
+      if (fn === 'Api' && line.routeKey !== 'POST /v1/dags/{dag_id}/runs') {
+        if (line.function_request_id) skipped.add(line.function_request_id);
+        continue;
+      }
+      for (const [op, n] of Object.entries(line.awsRequests ?? {})) {
+        usage.ops.set(op, (usage.ops.get(op) ?? 0) + n);
+      }
+    }
+    for (const { message } of events) {
+      const report = /^REPORT RequestId: (\S+)\s+Duration: ([\d.]+) ms.*Memory Size: (\d+) MB/.exec(
+        message,
+      );
+      if (report) {
+        if (skipped.has(report[1] ?? '')) continue;
+        usage.invocations.set(fn, (usage.invocations.get(fn) ?? 0) + 1);
+        usage.gbSeconds += (Number(report[2]) / 1000) * (Number(report[3]) / 1024);
+      } else if (fn !== 'Api') {
+        // The API's lines are mostly this script's polling: left out, as its requests are.
+        usage.logBytes += Buffer.byteLength(message);
+      }
+    }
+  }
+  return usage;
+}
+
+/** The run's items' mean size in KB, rounded up per item as DynamoDB bills writes. */
+async function meanWriteUnits(dagId: string, runId: string): Promise<number> {
+  const res = await dynamodb.send(
+    new QueryCommand({
+      TableName: outputs.TableName,
+      KeyConditionExpression: 'pk = :pk',
+      ExpressionAttributeValues: { ':pk': `RUN#${dagId}#${runId}` },
+    }),
+  );
+  const items = res.Items ?? [];
+  if (items.length === 0) return 1;
+  const units = items.map((i) =>
+    Math.max(1, Math.ceil(Buffer.byteLength(JSON.stringify(i)) / 1024)),
+  );
+  return units.reduce((a, b) => a + b, 0) / units.length;
+}
+
+interface Shape {
+  name: string;
+  tasks: object[];
+  /** State transitions of the same DAG as a Standard state machine of Pass states. */
+  transitions: number;
+}
+
+const noop = (taskId: string, dependsOn?: string[]) => ({
+  taskId,
+  operator: 'noop',
+  ...(dependsOn ? { dependsOn } : {}),
+});
+const chain = (n: number): Shape => ({
+  name: `${n}-task chain`,
+  tasks: Array.from({ length: n }, (_, i) => noop(`t${i}`, i > 0 ? [`t${i - 1}`] : undefined)),
+  transitions: n + 1,
+});
+const fan = (n: number): Shape => ({
+  name: `root → ${n} → sink`,
+  tasks: [
+    noop('root'),
+    ...Array.from({ length: n }, (_, i) => noop(`m${i}`, ['root'])),
+    noop(
+      'sink',
+      Array.from({ length: n }, (_, i) => `m${i}`),
+    ),
+  ],
+  // A Parallel or Map state: each branch's Pass state, plus the Parallel/Map, root and sink.
+  transitions: n + 4,
+});
+
+async function measure(shape: Shape) {
+  const dagId = `bench_cost_${shape.name.replace(/\W+/g, '_')}_${suffix}`;
+  const { t0, runId } = await runDag(dagId, shape.tasks);
+  await new Promise((r) => setTimeout(r, 3000)); // the last invocations' log lines land
+  const u = await usageSince(t0);
+  const tasks = shape.tasks.length;
+  const unit = await meanWriteUnits(dagId, runId);
+  const count = (prefix: string, ops?: string[]) =>
+    [...u.ops]
+      .filter(([o]) => o.startsWith(prefix) && (!ops || ops.some((x) => o.endsWith(` ${x}`))))
+      .reduce((a, [, n]) => a + n, 0);
+  const dynamoWrites = count('dynamodb', ['UpdateItem', 'PutItem', 'DeleteItem', 'BatchWriteItem']);
+  const dynamoTransacts = count('dynamodb', ['TransactWriteItems']);
+  const dynamoReads = count('dynamodb', ['GetItem', 'Query', 'BatchGetItem']);
+  const workerBatches = u.invocations.get('Worker') ?? 0;
+  // The event source mapping's receive and delete per batch it delivered: billed, not reported.
+  const sqs = count('sqs') + 2 * workerBatches;
+  const s3Puts = count('s3', ['PutObject']);
+  const s3Gets = count('s3', ['GetObject']);
+  const events = count('events');
+  const apiCalls = 1;
+  const invocations = [...u.invocations.values()].reduce((a, b) => a + b, 0);
+  const cost = {
+    'Lambda requests': invocations * PRICE.lambdaRequest,
+    'Lambda compute': u.gbSeconds * PRICE.lambdaGbSecond,
+    'DynamoDB writes': (dynamoWrites + 2 * dynamoTransacts) * unit * PRICE.dynamoWriteUnit,
+    'DynamoDB reads': dynamoReads * PRICE.dynamoReadUnit,
+    'SQS FIFO': sqs * PRICE.sqsRequest,
+    'S3 PUT': s3Puts * PRICE.s3Put,
+    'S3 GET': s3Gets * PRICE.s3Get,
+    EventBridge: events * PRICE.eventsPut,
+    'API Gateway': apiCalls * PRICE.apiRequest,
+    'CloudWatch Logs': (u.logBytes / 1024 ** 3) * PRICE.logsGb,
+  };
+  const total = Object.values(cost).reduce((a, b) => a + b, 0);
+  const requests =
+    invocations + count('dynamodb') + sqs + count('s3') + events + count('scheduler') + apiCalls;
+  const perMillion = (usd: number) => (usd / tasks) * 1e6;
+  console.log(`\n${shape.name} (${tasks} tasks): per task, and $ per million tasks`);
+  console.log(
+    `  requests ${(requests / tasks).toFixed(2)}: Lambda ${(invocations / tasks).toFixed(2)}, DynamoDB ${(count('dynamodb') / tasks).toFixed(2)} (${(dynamoWrites / tasks).toFixed(2)} writes, mean ${unit.toFixed(2)} write units each), SQS ${(sqs / tasks).toFixed(2)}, S3 ${(count('s3') / tasks).toFixed(2)}, EventBridge ${(events / tasks).toFixed(2)}`,
+  );
+  for (const [k, v] of Object.entries(cost)) {
+    console.log(`  ${k.padEnd(18)} $${perMillion(v).toFixed(2).padStart(8)}`);
+  }
+  console.log(`  ${'total'.padEnd(18)} $${perMillion(total).toFixed(2).padStart(8)}`);
+  // The same DAG as a state machine of Pass states: Standard per transition; Express per
+  // request and per GB-second at the 64 MB minimum, for as long as this run took.
+  const standard = shape.transitions * PRICE.sfnTransition;
+  console.log(
+    `  Step Functions Standard, the same DAG: $${perMillion(standard).toFixed(2)} (ratio Airless / Standard ${(total / standard).toFixed(2)})`,
+  );
+  console.log(
+    `  Step Functions Express, one request and 64 MB for the run's duration: $${perMillion(PRICE.sfnExpressRequest + (64 / 1024) * PRICE.sfnExpressGbSecond * ((Date.now() - t0) / 1000)).toFixed(2)} (an upper bound: Pass states take far less than this run)`,
+  );
+  return { tasks, total, requests, perTask: requests / tasks, perMillion: perMillion(total) };
+}
+
+// Warm up (cold starts are not a per-task cost), then the shapes.
+await runDag(`bench_cost_warmup_${suffix}`, [noop('only')]);
+const small = await measure(chain(10));
+const fanout = await measure(fan(100));
+const large = await measure(fan(1000));
+console.log(
+  `\nrequests per task, 1,002-task run / 10-task run: ${(large.perTask / small.perTask).toFixed(2)} (goal: at most 1.1)`,
+);
+console.log(`  (fan-out of 102 tasks: ${fanout.perTask.toFixed(2)} requests per task)`);
+console.log(
+  `cost: $${small.perMillion.toFixed(2)} per million tasks, ${small.perTask.toFixed(2)} requests per task`,
+);
