@@ -217,6 +217,42 @@ export async function checkDeferred(
   return 'running';
 }
 
+/**
+ * A check that failed (throttled, access denied, the cluster gone): ask again after the check
+ * interval; past the attempt's deadline, try to stop the work and fail the attempt, so that an
+ * attempt whose work can never be checked does not stay `running` for ever.
+ */
+export async function checkFailed(
+  deps: Deps,
+  ti: TaskInstanceRecord,
+  error: unknown,
+  checkSeconds: number,
+): Promise<void> {
+  const now = deps.clock();
+  const work = parseDeferred(ti);
+  const why = error instanceof Error ? error.message : String(error);
+  if (!work || now.getTime() >= Date.parse(work.timeoutAt)) {
+    const op = work && operatorOf(deps, work);
+    await op?.stop(work as DeferredWork, 'the Airless task timed out').catch(() => undefined);
+    await finishDeferred(
+      deps,
+      ti,
+      { state: 'failed', error: `timed out, and its work could not be checked: ${why}` },
+      'given up by the reaper',
+      now,
+    );
+    return;
+  }
+  await deps.store
+    .transitionTask(ti, {
+      ...deferTask(ti, ti.deferred ?? '', nextCheck(now, work.timeoutAt, checkSeconds), now),
+      leaseExpiredBy: now.toISOString(),
+    })
+    .catch((e: unknown) => {
+      if (!(e instanceof ConflictError)) throw e;
+    });
+}
+
 /** Stops the external work of a deferred attempt that was cancelled. Harmless to repeat. */
 export async function stopDeferred(
   deps: Deps,

@@ -4,7 +4,7 @@ import type { TaskMessage } from '../core/ports.ts';
 import { nextRetryAt } from '../core/retry/index.ts';
 import { finishTask, triesSoFar } from '../core/state/index.ts';
 import { loadDag } from './dags.ts';
-import { checkDeferred, DEFAULT_CHECK_SECONDS } from './deferred.ts';
+import { checkDeferred, checkFailed, DEFAULT_CHECK_SECONDS } from './deferred.ts';
 import type { Deps } from './deps.ts';
 import { scheduleRetry } from './retries.ts';
 import {
@@ -71,6 +71,10 @@ export async function reap(deps: Deps, opts: ReapOptions): Promise<ReapReport> {
         console.error(
           `could not check deferred work of ${ti.dagId}/${ti.runId}/${ti.taskId}: ${(e as Error).message}`,
         );
+        await checkFailed(deps, ti, e, opts.deferredCheckSeconds ?? DEFAULT_CHECK_SECONDS).catch(
+          (err: unknown) =>
+            console.error(`could not postpone the check: ${(err as Error).message}`),
+        );
       }
       continue;
     }
@@ -113,7 +117,7 @@ export async function reap(deps: Deps, opts: ReapOptions): Promise<ReapReport> {
       taskMessage(deps, ti, ti.dagVersion),
     ),
   );
-  await deps.dispatcher.dispatch(lost);
+  await dispatchOrReport(deps, lost);
 
   const retryBefore = new Date(now.getTime() - opts.retryGraceSeconds * 1000);
   const due: TaskMessage[] = [];
@@ -121,7 +125,7 @@ export async function reap(deps: Deps, opts: ReapOptions): Promise<ReapReport> {
     const m = await queue(deps, ti, ti.dagVersion, ti);
     if (m) due.push(m);
   }
-  await deps.dispatcher.dispatch(due);
+  await dispatchOrReport(deps, due);
 
   // Large runs whose writer died before writing every task instance.
   let runsWritten = 0;
@@ -150,4 +154,16 @@ export async function reap(deps: Deps, opts: ReapOptions): Promise<ReapReport> {
     runsWritten,
     runsStarted,
   };
+}
+
+/**
+ * Sends the reaper's messages; one it cannot send (a fargate task of a deployment that no longer
+ * has Fargate workers) is reported, and holds up none of the pass's other repairs.
+ */
+async function dispatchOrReport(deps: Deps, messages: TaskMessage[]): Promise<void> {
+  try {
+    await deps.dispatcher.dispatch(messages);
+  } catch (e) {
+    console.error(`could not send ${messages.length} task messages: ${(e as Error).message}`);
+  }
 }

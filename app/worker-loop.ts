@@ -86,8 +86,17 @@ export async function runWorkerLoop(
   const handle = async (d: Delivery) => {
     const claimedAt = deps.clock().getTime();
     let keeper: NodeJS.Timeout | undefined;
+    let kept: Promise<void> = Promise.resolve();
     // Best effort: a message that could not be kept is at worst delivered again, and refused.
-    const keep = () => d.keep().catch((e: unknown) => opts.onError?.(d.message, e));
+    const keep = () => {
+      kept = d.keep().catch((e: unknown) => opts.onError?.(d.message, e));
+      return kept;
+    };
+    // Stop keeping, and let a keep in flight land before the message is removed or handed back.
+    const stopKeeping = async () => {
+      clearInterval(keeper);
+      await kept;
+    };
     try {
       const outcome = await executeTask(deps, d.message, {
         leaseSeconds: opts.leaseSeconds,
@@ -100,7 +109,7 @@ export async function runWorkerLoop(
           keeper = setInterval(keep, opts.heartbeatSeconds * 1000);
         },
       });
-      clearInterval(keeper);
+      await stopKeeping();
       attempts++;
       const lag =
         outcome !== 'not_claimed' && d.sentAt !== undefined
@@ -116,7 +125,7 @@ export async function runWorkerLoop(
     } catch (e) {
       // The store or queue could not be reached: the message comes back later. An attempt that
       // was claimed and then lost this way is the reaper's, by its lease.
-      clearInterval(keeper);
+      await stopKeeping();
       opts.onError?.(d.message, e);
       await d.handBack(opts.errorDelaySeconds ?? 30).catch((err: unknown) => {
         opts.onError?.(d.message, err);

@@ -11,8 +11,9 @@ import { awsRequestMetrics, logger, metrics, runtime } from './runtime.ts';
  * The end of deferred work, as AWS reports it through EventBridge rules (lib/airless-scheduler.ts):
  * "Step Functions Execution Status Change" of the state machines this deployment may start, and
  * "ECS Task State Change" (STOPPED) of tasks it started. Records the attempt's outcome, fenced by
- * the attempt (app/deferred.ts). An error is thrown back for EventBridge's retries
- * (asynchronous invocation); should every retry fail, the reaper's check records the end.
+ * the attempt (app/deferred.ts). An error is thrown back: Lambda retries an asynchronous
+ * invocation twice, over about three minutes (the rules' `retryAttempts` covers EventBridge's
+ * delivery, not function errors); should every retry fail, the reaper's check records the end.
  */
 async function lambdaHandler(event: EventBridgeEvent<string, unknown>) {
   const outcome = await completeFromEvent(runtime().deps, event);

@@ -174,7 +174,11 @@ export function createEcsOperator(
         name: ctx.workName,
         cluster: config.cluster,
         taskArn: task.taskArn,
-        essential,
+        // A family name may have moved to a new revision since it was described.
+        essential:
+          task.taskDefinitionArn && !task.taskDefinitionArn.endsWith(config.taskDefinition)
+            ? await essentialContainers(task.taskDefinitionArn)
+            : essential,
       };
       return work;
     },

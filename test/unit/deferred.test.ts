@@ -211,8 +211,8 @@ describe('deferred attempts', () => {
     ).rejects.toBeInstanceOf(ThrottledError);
   });
 
-  it('a check that fails holds up no other repair of the reaper', async () => {
-    const { ext, clock, deps, msg, name } = await setup();
+  it('a check that fails holds up no other repair of the reaper, and is given up at the deadline', async () => {
+    const { ext, clock, deps, msg, name, ti } = await setup();
     await executeTask(deps, msg, exec);
     ext.op.check = async () => {
       throw new Error('ThrottlingException');
@@ -221,6 +221,15 @@ describe('deferred attempts', () => {
     const report = await reap(deps, { queuedGraceSeconds: 60, retryGraceSeconds: 30, limit: 10 });
     expect(report).toMatchObject({ deferredChecked: 0, deferredFailed: 1 });
     expect(ext.works.get(name)).toEqual({ state: 'running' });
+    // Asked again after the check interval, not at every pass.
+    expect((await must(ti())).leaseExpiresAt).toBe(
+      new Date(clock.now().getTime() + 300_000).toISOString(),
+    );
+    // Past the deadline, work that can never be checked is given up: the attempt fails.
+    clock.advance(3600);
+    await reap(deps, { queuedGraceSeconds: 60, retryGraceSeconds: 30, limit: 10 });
+    expect(await must(ti())).toMatchObject({ status: 'failed' });
+    expect((await must(ti())).error).toMatch(/could not be checked: ThrottlingException/);
   });
 
   it('cancelling the run stops the work; its late end event changes nothing', async () => {
