@@ -256,9 +256,6 @@ async function defer(
   const record: DeferredRecord = { ...work, timeoutAt };
   log.add(`deferred: ${work.operator} work ${work.name} runs without a worker until ${timeoutAt}`);
   const checkAt = nextCheck(now, timeoutAt, opts.deferredCheckSeconds ?? DEFAULT_CHECK_SECONDS);
-  // Before the record, so that an end event handled right after it appends to this log; best
-  // effort, so that a failed write cannot leave the work unrecorded.
-  await deps.blobs.putLog({ ...msg }, log.text()).catch(() => undefined);
   try {
     // A new lease token: a cancel that read the attempt before this write cannot pass its
     // fence afterwards without reading it again, and so seeing the work it must stop.
@@ -272,5 +269,9 @@ async function defer(
     if (op && isDeferred(op)) await op.stop(work, 'the Airless attempt was cancelled or reaped');
     return 'lease_lost';
   }
+  // After the record, so that the window in which an end event finds the work unrecorded (and
+  // is sent back to be retried) stays one write long. An end event handled within this write's
+  // time may have its lines replaced by this log: the outcome stands either way.
+  await deps.blobs.putLog({ ...msg }, log.text());
   return 'deferred';
 }
