@@ -12,6 +12,7 @@ import { EventBridgeScheduleRegistry } from '../adapters/aws/scheduler.ts';
 import { SqsTaskDispatcher } from '../adapters/aws/sqs.ts';
 import { SqsRetryTimers } from '../adapters/aws/timers.ts';
 import type { Deps } from '../app/deps.ts';
+import type { ExecuteOutcome } from '../app/tasks.ts';
 import { ValidationError } from '../core/errors.ts';
 import { Metric } from '../core/metric-names.ts';
 import { builtInOperators, parseNetworkList } from '../operators/index.ts';
@@ -170,4 +171,36 @@ export function awsRequestMetrics(): middy.MiddlewareObj {
     after: report,
     onError: report,
   };
+}
+
+/**
+ * One count per attempt, its outcome in the name (no dimension: see metric-names.ts); for the
+ * Lambda worker and the Fargate worker alike.
+ */
+export function countOutcome(outcome: ExecuteOutcome): void {
+  switch (outcome) {
+    case 'success':
+      metrics.addMetric(Metric.TaskSucceeded, MetricUnit.Count, 1);
+      return;
+    case 'failed':
+      metrics.addMetric(Metric.TaskFailed, MetricUnit.Count, 1);
+      return;
+    case 'up_for_retry':
+      metrics.addMetric(Metric.TaskRetried, MetricUnit.Count, 1);
+      return;
+    case 'lease_lost':
+      metrics.addMetric(Metric.TaskLeaseLost, MetricUnit.Count, 1);
+      return;
+    case 'not_claimed':
+      metrics.addMetric(Metric.TaskNotClaimed, MetricUnit.Count, 1);
+      return;
+    case 'deferred':
+      metrics.addMetric(Metric.TaskDeferred, MetricUnit.Count, 1);
+      return;
+    case 'handed_back':
+      metrics.addMetric(Metric.TaskHandedBack, MetricUnit.Count, 1);
+      return;
+    default:
+      outcome satisfies never;
+  }
 }

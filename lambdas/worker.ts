@@ -5,9 +5,16 @@ import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
 import middy from '@middy/core';
 import type { Context, SQSEvent, SQSRecord } from 'aws-lambda';
 import { decodeTaskMessage } from '../adapters/aws/sqs.ts';
-import { type ExecuteOutcome, executeTask } from '../app/tasks.ts';
+import { executeTask } from '../app/tasks.ts';
 import { Metric } from '../core/metric-names.ts';
-import { awsRequestMetrics, decodeOrDeadLetter, logger, metrics, runtime } from './runtime.ts';
+import {
+  awsRequestMetrics,
+  countOutcome,
+  decodeOrDeadLetter,
+  logger,
+  metrics,
+  runtime,
+} from './runtime.ts';
 
 /**
  * Runs task attempts from the SQS FIFO queue. Records are processed in parallel with the
@@ -18,35 +25,6 @@ import { awsRequestMetrics, decodeOrDeadLetter, logger, metrics, runtime } from 
  * task message goes to the dead-letter queue at its first receive.
  */
 const processor = new BatchProcessor(EventType.SQS);
-
-/** One count per attempt, its outcome in the name (no dimension: see metric-names.ts). */
-function countOutcome(outcome: ExecuteOutcome): void {
-  switch (outcome) {
-    case 'success':
-      metrics.addMetric(Metric.TaskSucceeded, MetricUnit.Count, 1);
-      return;
-    case 'failed':
-      metrics.addMetric(Metric.TaskFailed, MetricUnit.Count, 1);
-      return;
-    case 'up_for_retry':
-      metrics.addMetric(Metric.TaskRetried, MetricUnit.Count, 1);
-      return;
-    case 'lease_lost':
-      metrics.addMetric(Metric.TaskLeaseLost, MetricUnit.Count, 1);
-      return;
-    case 'not_claimed':
-      metrics.addMetric(Metric.TaskNotClaimed, MetricUnit.Count, 1);
-      return;
-    case 'deferred':
-      metrics.addMetric(Metric.TaskDeferred, MetricUnit.Count, 1);
-      return;
-    case 'handed_back':
-      metrics.addMetric(Metric.TaskHandedBack, MetricUnit.Count, 1);
-      return;
-    default:
-      outcome satisfies never;
-  }
-}
 
 /**
  * How long the attempt waited between being queued and being claimed. The message is sent right

@@ -8,7 +8,7 @@ import { awsClients, takeRequestCounts } from '../adapters/aws/clients.ts';
 import { SqsTaskSource } from '../adapters/aws/task-source.ts';
 import { runWorkerLoop } from '../app/worker-loop.ts';
 import { Metric } from '../core/metric-names.ts';
-import { logger, metrics, runtime } from '../lambdas/runtime.ts';
+import { countOutcome, logger, metrics, runtime } from '../lambdas/runtime.ts';
 
 const { env, deps } = runtime();
 if (!env.FARGATE_QUEUE_URL) {
@@ -23,16 +23,6 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     stop.abort();
   });
 }
-
-const OUTCOME_METRIC = {
-  success: Metric.TaskSucceeded,
-  failed: Metric.TaskFailed,
-  up_for_retry: Metric.TaskRetried,
-  lease_lost: Metric.TaskLeaseLost,
-  not_claimed: Metric.TaskNotClaimed,
-  deferred: Metric.TaskDeferred,
-  handed_back: Metric.TaskHandedBack,
-} as const;
 
 logger.info('fargate worker started', { concurrency: env.WORKER_CONCURRENCY, pid: process.pid });
 const report = await runWorkerLoop(
@@ -54,7 +44,7 @@ const report = await runWorkerLoop(
     drainMs: Math.max(1, env.WORKER_STOP_SECONDS - 10) * 1000,
     onOutcome: (message, outcome, lag) => {
       logger.info('attempt finished', { ...message, outcome, pid: process.pid });
-      metrics.addMetric(OUTCOME_METRIC[outcome], MetricUnit.Count, 1);
+      countOutcome(outcome);
       if (lag !== undefined) metrics.addMetric(Metric.TaskStartLagMs, MetricUnit.Milliseconds, lag);
       const counts = takeRequestCounts();
       const total = Object.values(counts).reduce((a, b) => a + b, 0);

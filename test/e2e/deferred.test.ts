@@ -9,8 +9,16 @@ import { describe, expect, it } from 'vitest';
 import { clientConfig } from '../../adapters/aws/clients.ts';
 import { workName } from '../../app/deferred.ts';
 import { waitFor } from '../poll.ts';
-import { reap, view } from './fault-support.ts';
-import { api, invoke, outputs, type RunView, uniqueDagId, waitForRun } from './stack.ts';
+import { reap, view, waitForTask } from './fault-support.ts';
+import {
+  api,
+  createAndTrigger,
+  invoke,
+  outputs,
+  type RunView,
+  uniqueDagId,
+  waitForRun,
+} from './stack.ts';
 
 /**
  * The deferred operators on the local stack (DESIGN.md section 9), against the state machine
@@ -29,13 +37,7 @@ const taskDefinition = outputs.TestTaskDefinitionArn ?? '';
 
 type Task = RunView['tasks'][number] & { error?: string };
 
-async function trigger(tasks: object[]): Promise<{ dagId: string; runId: string }> {
-  const dagId = uniqueDagId('e2e_defer');
-  const created = await api.request('POST', '/v1/dags', { dagId, tasks });
-  expect(created.status, JSON.stringify(created.body)).toBe(201);
-  const r = await api.request<{ runId: string }>('POST', `/v1/dags/${dagId}/runs`, {});
-  return { dagId, runId: r.body.runId };
-}
+const trigger = (tasks: object[]) => createAndTrigger('e2e_defer', { tasks });
 
 const sfnTask = (input: object, extra: object = {}) => ({
   taskId: 'sfn',
@@ -233,11 +235,7 @@ describe('the ecs operator (as far as the emulator goes: no container runs, no t
   it('the "ECS Task State Change" event of its stop ends the attempt: a non-zero exit fails it', async () => {
     const { dagId, runId } = await trigger([{ ...ecsTask, config }]);
     const taskArn = await startedTask(dagId, runId);
-    await waitFor(
-      () => view(dagId, runId),
-      (v) => v.tasks[0]?.status === 'running',
-      { timeoutMs: 30_000, intervalMs: 200, what: 'the job to be deferred' },
-    );
+    await waitForTask(dagId, runId, 'job', ['running']);
     // The event AWS delivers through the EcsTasksStopped rule, given to the completion function
     // as the rule would: the emulator does not publish it.
     const startedBy = `airless-${workName({ dagId, runId, taskId: 'job', attempt: 1 })}`;
@@ -275,11 +273,7 @@ describe('the ecs operator (as far as the emulator goes: no container runs, no t
   it('cancelling the run stops the ECS task', async () => {
     const { dagId, runId } = await trigger([{ ...ecsTask, config }]);
     const taskArn = await startedTask(dagId, runId);
-    await waitFor(
-      () => view(dagId, runId),
-      (v) => v.tasks[0]?.status === 'running',
-      { timeoutMs: 30_000, intervalMs: 200, what: 'the job to be deferred' },
-    );
+    await waitForTask(dagId, runId, 'job', ['running']);
     const cancel = await api.request(
       'POST',
       `/v1/dags/${dagId}/runs/${encodeURIComponent(runId)}/cancel`,

@@ -3,8 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { emulatorConfig } from '../../localstack/emulator.ts';
 import { type LocalWorker, startLocalWorkers, stopLocalWorkers } from '../../localstack/workers.ts';
 import { waitFor } from '../poll.ts';
-import { reap, view } from './fault-support.ts';
-import { api, outputs, type RunView, uniqueDagId, waitForRun } from './stack.ts';
+import { reap, view, waitForTask } from './fault-support.ts';
+import { api, createAndTrigger, outputs, type RunView, uniqueDagId, waitForRun } from './stack.ts';
 
 /**
  * The `fargate` executor on the local stack. The emulator runs no containers, so its workers are
@@ -33,13 +33,7 @@ function finishedLines(runId: string, of: readonly LocalWorker[] = workers) {
     .map((l) => JSON.parse(l) as { taskId: string; outcome: string; attempt: number; pid: number });
 }
 
-async function trigger(doc: object): Promise<{ dagId: string; runId: string }> {
-  const dagId = uniqueDagId('e2e_exec');
-  const created = await api.request('POST', '/v1/dags', { dagId, ...doc });
-  expect(created.status, JSON.stringify(created.body)).toBe(201);
-  const r = await api.request<{ runId: string }>('POST', `/v1/dags/${dagId}/runs`, {});
-  return { dagId, runId: r.body.runId };
-}
+const trigger = (doc: object) => createAndTrigger('e2e_exec', doc);
 
 type Task = RunView['tasks'][number] & { executor?: string; error?: string };
 const tasksOf = (v: RunView) => v.tasks as Task[];
@@ -140,11 +134,7 @@ describe('the fargate executor', () => {
         },
       ],
     });
-    await waitFor(
-      () => view(dagId, runId),
-      (v) => v.tasks[0]?.status === 'running',
-      { timeoutMs: 60_000, intervalMs: 200, what: 'the job to be running' },
-    );
+    await waitForTask(dagId, runId, 'job', ['running']);
     // Kill every worker that could hold it, with no chance to hand it back; start fresh ones.
     const killed = workers.filter((w) => w.process.exitCode === null);
     for (const w of killed) w.process.kill('SIGKILL');
@@ -188,11 +178,7 @@ describe('the fargate executor', () => {
         },
       ],
     });
-    await waitFor(
-      () => view(dagId, runId),
-      (v) => v.tasks[0]?.status === 'running',
-      { timeoutMs: 60_000, intervalMs: 200, what: 'the long task to be running' },
-    );
+    await waitForTask(dagId, runId, 'long', ['running']);
     quick?.process.kill('SIGTERM');
     expect(await quick?.exited).toBe(0);
     expect(finishedLines(runId, quick ? [quick] : []).map((l) => [l.outcome, l.attempt])).toEqual([

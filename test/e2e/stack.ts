@@ -144,3 +144,15 @@ export async function invoke(fn: string, payload?: unknown): Promise<unknown> {
   expect(res.FunctionError, `${fn}: ${new TextDecoder().decode(res.Payload)}`).toBeUndefined();
   return res.Payload ? JSON.parse(new TextDecoder().decode(res.Payload) || 'null') : undefined;
 }
+
+/** Creates a DAG under a unique id from `prefix` and triggers a run of it. */
+export async function createAndTrigger(
+  prefix: string,
+  doc: object,
+): Promise<{ dagId: string; runId: string }> {
+  const dagId = uniqueDagId(prefix);
+  const created = await api.request('POST', '/v1/dags', { dagId, ...doc });
+  expect(created.status, JSON.stringify(created.body)).toBe(201);
+  const r = await api.request<{ runId: string }>('POST', `/v1/dags/${dagId}/runs`, {});
+  return { dagId, runId: r.body.runId };
+}

@@ -95,25 +95,28 @@ async function fargateRun(deps: Deps, tasks: number): Promise<{ dagId: string; r
   return { dagId, runId: run.runId };
 }
 
-const until = async (check: () => boolean) => {
-  for (let i = 0; i < 2000 && !check(); i++) await new Promise((r) => setTimeout(r, 5));
-  expect(check()).toBe(true);
-};
+const until = (check: () => boolean) =>
+  expect.poll(check, { timeout: 10_000, interval: 5 }).toBe(true);
+
+/** A gated operator, deps with Fargate workers, a run of `tasks` fargate tasks, its messages queued. */
+async function setup(tasks: number) {
+  const g = gate();
+  const deps = {
+    ...memoryDeps({ operators: new OperatorRegistry().register(noop).register(g.op) }),
+    fargate: true,
+  };
+  const { dagId, runId } = await fargateRun(deps, tasks);
+  const source = new TestSource();
+  source.push(...deps.dispatcher.sent);
+  return { g, deps, dagId, runId, source };
+}
 
 const loopOptions = { leaseSeconds: 60, heartbeatSeconds: 30 };
 
 describe('the Fargate worker loop', () => {
   it('runs fargate attempts, at most `concurrency` at once, and removes each message when done', async () => {
-    const g = gate();
-    const deps = {
-      ...memoryDeps({ operators: new OperatorRegistry().register(noop).register(g.op) }),
-      fargate: true,
-    };
-    const { dagId, runId } = await fargateRun(deps, 5);
-    const sent = deps.dispatcher.sent;
-    expect(sent.map((m) => m.executor)).toEqual(Array(5).fill('fargate'));
-    const source = new TestSource();
-    source.push(...sent);
+    const { g, deps, dagId, runId, source } = await setup(5);
+    expect(deps.dispatcher.sent.map((m) => m.executor)).toEqual(Array(5).fill('fargate'));
     const stop = new AbortController();
     const loop = runWorkerLoop(deps, source, {
       ...loopOptions,
@@ -136,14 +139,7 @@ describe('the Fargate worker loop', () => {
   });
 
   it('on stop, lets an attempt finish within the drain time', async () => {
-    const g = gate();
-    const deps = {
-      ...memoryDeps({ operators: new OperatorRegistry().register(noop).register(g.op) }),
-      fargate: true,
-    };
-    const { dagId, runId } = await fargateRun(deps, 1);
-    const source = new TestSource();
-    source.push(...deps.dispatcher.sent);
+    const { g, deps, dagId, runId, source } = await setup(1);
     const stop = new AbortController();
     const loop = runWorkerLoop(deps, source, {
       ...loopOptions,
@@ -163,14 +159,7 @@ describe('the Fargate worker loop', () => {
   });
 
   it('on stop, hands back what outlives the drain time: the same attempt, queued, for another worker', async () => {
-    const g = gate();
-    const deps = {
-      ...memoryDeps({ operators: new OperatorRegistry().register(noop).register(g.op) }),
-      fargate: true,
-    };
-    const { dagId, runId } = await fargateRun(deps, 1);
-    const source = new TestSource();
-    source.push(...deps.dispatcher.sent);
+    const { g, deps, dagId, runId, source } = await setup(1);
     const stop = new AbortController();
     const first = runWorkerLoop(deps, source, {
       ...loopOptions,
