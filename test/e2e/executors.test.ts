@@ -10,7 +10,7 @@ import { api, createAndTrigger, outputs, type RunView, uniqueDagId, waitForRun }
  * The `fargate` executor on the local stack. The emulator runs no containers, so its workers are
  * local processes of the container's entrypoint (localstack/workers.ts), as `npm start` runs
  * them; this file starts its own, so that it may kill them. The test deploy stops the Lambda
- * worker at 90 s (test/e2e/stack.setup.ts), which stands for the 15-minute Lambda limit.
+ * worker at 60 s (test/e2e/stack.setup.ts), which stands for the 15-minute Lambda limit.
  */
 const cfg = emulatorConfig();
 let workers: LocalWorker[] = [];
@@ -82,16 +82,16 @@ describe('the fargate executor', () => {
   });
 
   it('a fargate task outlives the Lambda limit; the same task on lambda is cut there', async () => {
-    // The test deploy's Lambda worker stops at 90 s and cuts an attempt 15 s before (app/tasks.ts).
+    // The test deploy's Lambda worker stops at 60 s and cuts an attempt 15 s before (app/tasks.ts).
     const { dagId, runId } = await trigger({
       tasks: [
-        { taskId: 'on_lambda', operator: 'noop', config: { sleepSeconds: 80 } },
+        { taskId: 'on_lambda', operator: 'noop', config: { sleepSeconds: 50 } },
         {
           taskId: 'on_fargate',
           operator: 'noop',
           executor: 'fargate',
           timeoutSeconds: 3600,
-          config: { sleepSeconds: 80 },
+          config: { sleepSeconds: 50 },
         },
       ],
     });
@@ -99,7 +99,7 @@ describe('the fargate executor', () => {
     const byId = new Map(tasksOf(run).map((t) => [t.taskId, t]));
     expect(byId.get('on_fargate')).toMatchObject({ status: 'success', executor: 'fargate' });
     expect(byId.get('on_lambda')).toMatchObject({ status: 'failed', executor: 'lambda' });
-    expect(byId.get('on_lambda')?.error).toMatch(/timed out after 75s/);
+    expect(byId.get('on_lambda')?.error).toMatch(/timed out after 45s/);
   });
 
   it('refuses a lambda task too long for one invocation, naming fargate', async () => {

@@ -15,15 +15,15 @@ export default async function setup(): Promise<void> {
   const t0 = Date.now();
   // The test deploy: DAGs may inject faults (test/e2e/faults.test.ts), a 30-second lease lets
   // dead workers be recovered in seconds, the deferred operators get a state machine and an ECS
-  // task definition to start (test/e2e/deferred.test.ts), and the Lambda worker stops at 90 s,
-  // so that a task cut at the Lambda limit takes a minute and a half, not 15
+  // task definition to start (test/e2e/deferred.test.ts), and the Lambda worker stops at 60 s,
+  // so that a task cut at the Lambda limit takes 45 s, not 15 minutes
   // (test/e2e/executors.test.ts). All are emulator-only switches.
   await deployLocal(cfg, {
     quiet: true,
     faultInjection: true,
     leaseSeconds: 30,
     testTargets: true,
-    workerTimeoutSeconds: 90,
+    workerTimeoutSeconds: 60,
   });
   console.log(`e2e: stack deployed to the emulator in ${((Date.now() - t0) / 1000).toFixed(1)}s`);
 }
