@@ -3,7 +3,7 @@ import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
 import type middy from '@middy/core';
 import { z } from 'zod';
-import { awsClients, takeRequestCounts } from '../adapters/aws/clients.ts';
+import { awsClients, takeCapacity, takeRequestCounts } from '../adapters/aws/clients.ts';
 import { sendToDeadLetterQueue } from '../adapters/aws/dead-letters.ts';
 import { DynamoStateStore } from '../adapters/aws/dynamodb.ts';
 import { EventBridgePublisher } from '../adapters/aws/events.ts';
@@ -160,6 +160,8 @@ export function awsRequestMetrics(): middy.MiddlewareObj {
     logger.info('aws requests', {
       awsRequests: counts,
       awsRequestTotal: total,
+      // DynamoDB capacity units (read, write, of which index writes): its bill.
+      dynamoCapacity: takeCapacity(),
       routeKey: event?.routeKey,
     });
     metrics.addMetric('AwsRequests', MetricUnit.Count, total);
@@ -167,6 +169,7 @@ export function awsRequestMetrics(): middy.MiddlewareObj {
   return {
     before: () => {
       takeRequestCounts();
+      takeCapacity();
     },
     after: report,
     onError: report,

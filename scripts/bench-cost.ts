@@ -16,8 +16,7 @@ import {
   DescribeLogGroupsCommand,
   FilterLogEventsCommand,
 } from '@aws-sdk/client-cloudwatch-logs';
-import { QueryCommand } from '@aws-sdk/lib-dynamodb';
-import { clientConfig, createClients } from '../adapters/aws/clients.ts';
+import { clientConfig } from '../adapters/aws/clients.ts';
 import { ApiClient } from '../cli/api-client.ts';
 import { deployLocal } from '../localstack/deploy.ts';
 import { awsEnv, emulatorConfig } from '../localstack/emulator.ts';
@@ -55,10 +54,9 @@ const PRICE = {
 const cfg = emulatorConfig();
 Object.assign(process.env, awsEnv(cfg));
 console.log('deploying the stack to the emulator…');
-const { local, outputs } = await deployLocal(cfg, { quiet: true });
+const { local } = await deployLocal(cfg, { quiet: true });
 const api = new ApiClient(local.apiUrl, local.region);
 const logs = new CloudWatchLogsClient(clientConfig());
-const { dynamodb } = createClients();
 const suffix = Date.now().toString(36);
 
 interface RunView {
@@ -89,12 +87,20 @@ interface Usage {
   invocations: Map<string, number>;
   gbSeconds: number;
   logBytes: number;
+  /** DynamoDB capacity units as DynamoDB reported them (adapters/aws/clients.ts). */
+  capacity: { read: number; write: number; indexWrite: number };
 }
 
 /** What the stack's functions did since `since`; the API's GETs (this script polling) left out. */
 async function usageSince(since: number): Promise<Usage> {
   const groups = (await logs.send(new DescribeLogGroupsCommand({}))).logGroups ?? [];
-  const usage: Usage = { ops: new Map(), invocations: new Map(), gbSeconds: 0, logBytes: 0 };
+  const usage: Usage = {
+    ops: new Map(),
+    invocations: new Map(),
+    gbSeconds: 0,
+    logBytes: 0,
+    capacity: { read: 0, write: 0, indexWrite: 0 },
+  };
   for (const fn of ['Worker', 'Advance', 'Api', 'Trigger', 'Retrier', 'Complete']) {
     const group = groups.find((g) => g.logGroupName?.includes(`${fn}Function`))?.logGroupName;
     if (!group) continue;
@@ -118,6 +124,7 @@ async function usageSince(since: number): Promise<Usage> {
       if (!message.includes('"aws requests"')) continue;
       const line = JSON.parse(message.slice(message.indexOf('{'))) as {
         awsRequests?: Record<string, number>;
+        dynamoCapacity?: { read: number; write: number; indexWrite: number };
         routeKey?: string;
         function_request_id?: string;
       };
@@ -128,6 +135,9 @@ async function usageSince(since: number): Promise<Usage> {
       for (const [op, n] of Object.entries(line.awsRequests ?? {})) {
         usage.ops.set(op, (usage.ops.get(op) ?? 0) + n);
       }
+      usage.capacity.read += line.dynamoCapacity?.read ?? 0;
+      usage.capacity.write += line.dynamoCapacity?.write ?? 0;
+      usage.capacity.indexWrite += line.dynamoCapacity?.indexWrite ?? 0;
     }
     for (const { message } of events) {
       const report = /^REPORT RequestId: (\S+)\s+Duration: ([\d.]+) ms.*Memory Size: (\d+) MB/.exec(
@@ -144,23 +154,6 @@ async function usageSince(since: number): Promise<Usage> {
     }
   }
   return usage;
-}
-
-/** The run's items' mean size in KB, rounded up per item as DynamoDB bills writes. */
-async function meanWriteUnits(dagId: string, runId: string): Promise<number> {
-  const res = await dynamodb.send(
-    new QueryCommand({
-      TableName: outputs.TableName,
-      KeyConditionExpression: 'pk = :pk',
-      ExpressionAttributeValues: { ':pk': `RUN#${dagId}#${runId}` },
-    }),
-  );
-  const items = res.Items ?? [];
-  if (items.length === 0) return 1;
-  const units = items.map((i) =>
-    Math.max(1, Math.ceil(Buffer.byteLength(JSON.stringify(i)) / 1024)),
-  );
-  return units.reduce((a, b) => a + b, 0) / units.length;
 }
 
 interface Shape {
@@ -196,18 +189,21 @@ const fan = (n: number): Shape => ({
 
 async function measure(shape: Shape) {
   const dagId = `bench_cost_${shape.name.replace(/\W+/g, '_')}_${suffix}`;
-  const { t0, runId } = await runDag(dagId, shape.tasks);
+  const { t0 } = await runDag(dagId, shape.tasks);
   await new Promise((r) => setTimeout(r, 3000)); // the last invocations' log lines land
   const u = await usageSince(t0);
   const tasks = shape.tasks.length;
-  const unit = await meanWriteUnits(dagId, runId);
   const count = (prefix: string, ops?: string[]) =>
     [...u.ops]
       .filter(([o]) => o.startsWith(prefix) && (!ops || ops.some((x) => o.endsWith(` ${x}`))))
       .reduce((a, [, n]) => a + n, 0);
-  const dynamoWrites = count('dynamodb', ['UpdateItem', 'PutItem', 'DeleteItem', 'BatchWriteItem']);
-  const dynamoTransacts = count('dynamodb', ['TransactWriteItems']);
-  const dynamoReads = count('dynamodb', ['GetItem', 'Query', 'BatchGetItem']);
+  const dynamoWrites = count('dynamodb', [
+    'UpdateItem',
+    'PutItem',
+    'DeleteItem',
+    'BatchWriteItem',
+    'TransactWriteItems',
+  ]);
   const workerBatches = u.invocations.get('Worker') ?? 0;
   // The event source mapping's receive and delete per batch it delivered: billed, not reported.
   const sqs = count('sqs') + 2 * workerBatches;
@@ -219,8 +215,9 @@ async function measure(shape: Shape) {
   const cost = {
     'Lambda requests': invocations * PRICE.lambdaRequest,
     'Lambda compute': u.gbSeconds * PRICE.lambdaGbSecond,
-    'DynamoDB writes': (dynamoWrites + 2 * dynamoTransacts) * unit * PRICE.dynamoWriteUnit,
-    'DynamoDB reads': dynamoReads * PRICE.dynamoReadUnit,
+    // As DynamoDB reported them: item sizes, index entries, transactions at twice the units.
+    'DynamoDB writes': u.capacity.write * PRICE.dynamoWriteUnit,
+    'DynamoDB reads': u.capacity.read * PRICE.dynamoReadUnit,
     'SQS FIFO': sqs * PRICE.sqsRequest,
     'S3 PUT': s3Puts * PRICE.s3Put,
     'S3 GET': s3Gets * PRICE.s3Get,
@@ -234,7 +231,7 @@ async function measure(shape: Shape) {
   const perMillion = (usd: number) => (usd / tasks) * 1e6;
   console.log(`\n${shape.name} (${tasks} tasks): per task, and $ per million tasks`);
   console.log(
-    `  requests ${(requests / tasks).toFixed(2)}: Lambda ${(invocations / tasks).toFixed(2)}, DynamoDB ${(count('dynamodb') / tasks).toFixed(2)} (${(dynamoWrites / tasks).toFixed(2)} writes, mean ${unit.toFixed(2)} write units each), SQS ${(sqs / tasks).toFixed(2)}, S3 ${(count('s3') / tasks).toFixed(2)}, EventBridge ${(events / tasks).toFixed(2)}`,
+    `  requests ${(requests / tasks).toFixed(2)}: Lambda ${(invocations / tasks).toFixed(2)}, DynamoDB ${(count('dynamodb') / tasks).toFixed(2)} (${(dynamoWrites / tasks).toFixed(2)} writes: ${(u.capacity.write / tasks).toFixed(2)} write units, ${(u.capacity.indexWrite / tasks).toFixed(2)} of them index entries), SQS ${(sqs / tasks).toFixed(2)}, S3 ${(count('s3') / tasks).toFixed(2)}, EventBridge ${(events / tasks).toFixed(2)}`,
   );
   for (const [k, v] of Object.entries(cost)) {
     console.log(`  ${k.padEnd(18)} $${perMillion(v).toFixed(2).padStart(8)}`);

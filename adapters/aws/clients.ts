@@ -51,6 +51,68 @@ export function takeRequestCounts(): Record<string, number> {
   return out;
 }
 
+/**
+ * DynamoDB's bill is in capacity units, not requests: an item's size, every index entry a write
+ * inserts, moves or deletes, twice for a transaction's items. Every DynamoDB request asks for its
+ * consumed capacity (free to ask: https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_PutItem.html#DDB-PutItem-request-ReturnConsumedCapacity)
+ * and the units are summed here, the table's and the indexes' apart. A refused conditional write
+ * reports none, though it is billed one unit: those are left out.
+ */
+const capacity = { read: 0, write: 0, indexWrite: 0 };
+
+/** The DynamoDB capacity units consumed since the last call, and resets them. */
+export function takeCapacity(): { read: number; write: number; indexWrite: number } {
+  const out = { ...capacity };
+  capacity.read = 0;
+  capacity.write = 0;
+  capacity.indexWrite = 0;
+  return out;
+}
+
+const WRITES =
+  /^(PutItem|UpdateItem|DeleteItem|BatchWriteItem|TransactWriteItems|Put|Update|Delete|BatchWrite|TransactWrite)Command$/;
+
+interface Consumed {
+  readonly CapacityUnits?: number;
+  readonly Table?: { readonly CapacityUnits?: number };
+  readonly GlobalSecondaryIndexes?: Record<string, { readonly CapacityUnits?: number }>;
+}
+
+function tally(commandName: string | undefined, consumed: Consumed | Consumed[] | undefined) {
+  const write = WRITES.test(String(commandName));
+  for (const c of Array.isArray(consumed) ? consumed : consumed ? [consumed] : []) {
+    const total = c.CapacityUnits ?? 0;
+    if (!write) {
+      capacity.read += total;
+      continue;
+    }
+    const indexes = Object.values(c.GlobalSecondaryIndexes ?? {}).reduce(
+      (a, i) => a + (i.CapacityUnits ?? 0),
+      0,
+    );
+    capacity.write += total;
+    capacity.indexWrite += indexes;
+  }
+}
+
+function measured<T extends { middlewareStack: { add: (...a: never[]) => void } }>(client: T): T {
+  const middleware =
+    (next: Handler, context: { commandName?: string }) =>
+    async (args: { input?: Record<string, unknown> }) => {
+      if (args.input && args.input.ReturnConsumedCapacity === undefined) {
+        args.input.ReturnConsumedCapacity = 'INDEXES';
+      }
+      const result = (await next(args)) as { output?: { ConsumedCapacity?: Consumed } };
+      tally(context.commandName, result.output?.ConsumedCapacity);
+      return result;
+    };
+  (client.middlewareStack.add as (m: unknown, o: object) => void)(middleware, {
+    step: 'initialize',
+    name: 'airlessConsumedCapacity',
+  });
+  return client;
+}
+
 type Handler = (args: unknown) => Promise<unknown>;
 function counted<T extends { middlewareStack: { add: (...a: never[]) => void } }>(
   service: string,
@@ -73,11 +135,13 @@ function counted<T extends { middlewareStack: { add: (...a: never[]) => void } }
 export function createClients(env: NodeJS.ProcessEnv = process.env): AwsClients {
   const config = clientConfig(env);
   return {
-    dynamodb: counted(
-      'dynamodb',
-      DynamoDBDocumentClient.from(new DynamoDBClient(config), {
-        marshallOptions: { removeUndefinedValues: true },
-      }),
+    dynamodb: measured(
+      counted(
+        'dynamodb',
+        DynamoDBDocumentClient.from(new DynamoDBClient(config), {
+          marshallOptions: { removeUndefinedValues: true },
+        }),
+      ),
     ),
     sqs: counted('sqs', new SQSClient(config)),
     // A custom endpoint has no per-bucket DNS names: address buckets by path there.
