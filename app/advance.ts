@@ -1,4 +1,4 @@
-import { ConflictError } from '../core/errors.ts';
+import { ConflictError, NotFoundError } from '../core/errors.ts';
 import { Metric } from '../core/metric-names.ts';
 import type { TaskKey, TaskMessage } from '../core/ports.ts';
 import { nextStep, runOutcome } from '../core/readiness/index.ts';
@@ -8,6 +8,8 @@ import type { Deps } from './deps.ts';
 import { injectFault } from './faults.ts';
 import { queue, runEnded, taskMessage } from './runs.ts';
 
+const isResolved = (s: TaskStatus) => s === 'skipped' || s === 'upstream_failed';
+
 /**
  * What happens after a task reaches a terminal status: each downstream task counts the outcome
  * and is queued, skipped or failed as its trigger rule says, and the run ends once every task has
@@ -16,8 +18,10 @@ import { queue, runEnded, taskMessage } from './runs.ts';
  * overtook (an older generation) changes no count that matters, and every transition is
  * conditional.
  *
- * A task resolved here to `skipped` or `upstream_failed` is itself a terminal transition, and its
- * own event continues the chain.
+ * Who calls it: the worker that wrote a success, right after the write (app/tasks.ts; the
+ * task's message, deleted only once this returns, is the repair path); and the table's stream
+ * for every other terminal write (failures, the reaper, cancels, clears, deferred ends). A task
+ * resolved here to `skipped` or `upstream_failed` is advanced from here too, recursively.
  */
 export async function advance(
   deps: Deps,
@@ -41,11 +45,17 @@ export async function advance(
           status,
           generation,
         );
-        // A repeat of this event (the stream retries a record whose handler died after queuing
-        // but before sending): send the queued task's message again. Within SQS's 5-minute
-        // window the copy is dropped; after it, the claim is.
+        // A repeat of this step (its caller died after queuing but before sending, and its
+        // message or stream record came back): send the queued task's message again. Within
+        // SQS's 5-minute window the copy is dropped; after it, the claim is.
         if (!counted && task.status === 'queued') {
           messages.push(await taskMessage(deps, { ...dk, attempt: task.attempt }, dagVersion));
+          return;
+        }
+        // A repeat after this step resolved the task: go on from it again, in case the step
+        // died before it had (every write below is counted once, so this changes nothing twice).
+        if (!counted && task.advanceInline && isResolved(task.status)) {
+          await advance(deps, dk, task.status, dagVersion, task.generation);
           return;
         }
         const decision = nextStep(tasks.get(taskId)?.triggerRule ?? 'all_success', task);
@@ -53,11 +63,14 @@ export async function advance(
           const m = await queue(deps, dk, dagVersion, task);
           if (m) messages.push(m);
         } else if (decision === 'skipped' || decision === 'upstream_failed') {
-          await deps.store
+          const resolved = await deps.store
             .transitionTask(dk, resolveTask(task, decision, now))
             .catch((e: unknown) => {
               if (!(e instanceof ConflictError)) throw e;
             });
+          // Inline, not by the resolution's own stream record (which is filtered out): a chain
+          // of skips costs no stream hop per task.
+          if (resolved) await advance(deps, dk, decision, dagVersion, resolved.generation);
         }
       }),
     );
@@ -77,9 +90,15 @@ export async function advance(
     await injectFault(deps, dag, 'advance.before-run-end', key);
     try {
       // Only if no clear reopened tasks since the progress was read.
-      await deps.store.transitionRun(key.dagId, key.runId, ['running'], runOutcome(progress), now, {
-        clears: progress.clears,
-      });
+      // From `queued` too: its start may not be written yet (app/runs.ts startRun).
+      await deps.store.transitionRun(
+        key.dagId,
+        key.runId,
+        ['queued', 'running'],
+        runOutcome(progress),
+        now,
+        { clears: progress.clears },
+      );
       // Once per run: only one conditional write ends it.
       deps.metrics?.addMetric(
         runOutcome(progress) === 'success' ? Metric.RunSucceeded : Metric.RunFailed,
@@ -90,9 +109,31 @@ export async function advance(
       // Already ended (a duplicate event), cancelled, or cleared meanwhile.
       if (!(e instanceof ConflictError)) throw e;
       const run = await deps.store.getRun(key.dagId, key.runId);
-      if (run?.status === 'running') return;
+      if (run?.status === 'running' || run?.status === 'queued') return;
     }
     // Also on a duplicate event, in case the first one died before this: it is harmless twice.
     await runEnded(deps, key.dagId, key.runId);
+  }
+}
+
+/**
+ * A run that can never go on (its DAG version is unreadable, a write it needs is refused for
+ * good) fails with the reason, rather than waiting for ever; its slot is given back. Harmless if
+ * the run has ended meanwhile.
+ */
+export async function failUnprocessableRun(
+  deps: Deps,
+  dagId: string,
+  runId: string,
+  error: string,
+): Promise<void> {
+  try {
+    await deps.store.transitionRun(dagId, runId, ['queued', 'running'], 'failed', deps.clock(), {
+      reason: `could not be processed: ${error}`,
+    });
+    deps.metrics?.addMetric(Metric.RunFailed, 'Count', 1);
+    await runEnded(deps, dagId, runId);
+  } catch (inner) {
+    if (!(inner instanceof ConflictError) && !(inner instanceof NotFoundError)) throw inner;
   }
 }

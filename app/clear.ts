@@ -2,6 +2,7 @@ import { ConflictError, NotFoundError } from '../core/errors.ts';
 import type { ClearPlan, RunRecord, TaskInstanceRecord, TaskMessage } from '../core/ports.ts';
 import { counterFor, countUpstream, nextStep } from '../core/readiness/index.ts';
 import { isTerminalRun, isTerminalTask } from '../core/state/index.ts';
+import { advance } from './advance.ts';
 import { loadDag } from './dags.ts';
 import type { Deps } from './deps.ts';
 import { taskMessage } from './runs.ts';
@@ -24,11 +25,11 @@ export async function clearTasks(
   runId: string,
   taskId: string,
 ): Promise<RunRecord> {
-  const run = await deps.store.getRun(dagId, runId);
+  let run = await deps.store.getRun(dagId, runId);
   if (!run) throw new NotFoundError(`run ${runId} of DAG ${dagId} not found`);
   const { dag, graph, tasks } = await loadDag(deps, dagId, run.dagVersion);
   if (!tasks.has(taskId)) throw new NotFoundError(`task ${taskId} is not in DAG ${dagId}`);
-  const instances = new Map(
+  let instances = new Map(
     (await deps.store.listTaskInstances(dagId, runId)).map((t) => [t.taskId, t]),
   );
   const root = instances.get(taskId);
@@ -46,6 +47,29 @@ export async function clearTasks(
   const reach = new Set([taskId]);
   for (const id of reach) for (const d of graph.downstream.get(id) ?? []) reach.add(d);
   const order = topologicalOrder(reach, graph);
+
+  // An outcome advanced inline (a worker's success, a resolution) whose advance did not finish
+  // (its worker died: the message comes back later to finish it) must be advanced before its
+  // task is cleared, because the clear moves the task on and the message would then find
+  // nothing to finish, and the run's progress would miss the old outcome for ever.
+  const done = await deps.store.finishedTasks(dagId, runId);
+  const unsettled = order
+    .map((id) => instances.get(id))
+    .filter(
+      (t): t is TaskInstanceRecord =>
+        t !== undefined &&
+        t.advanceInline === true &&
+        isTerminalTask(t.status) &&
+        !done.has(`${t.taskId}#${t.generation}`),
+    );
+  if (unsettled.length > 0) {
+    for (const t of unsettled) await advance(deps, t, t.status, run.dagVersion, t.generation);
+    // The advance may have ended the run: read it again too, as the clear is conditioned on it.
+    run = (await deps.store.getRun(dagId, runId)) ?? run;
+    instances = new Map(
+      (await deps.store.listTaskInstances(dagId, runId)).map((t) => [t.taskId, t]),
+    );
+  }
 
   const now = deps.clock();
   // What each cleared task looks like after the clear, for the tasks after it to count.

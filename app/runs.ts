@@ -156,12 +156,11 @@ export async function startRun(deps: Deps, run: RunRecord, loaded: LoadedDag): P
   ) {
     return run;
   }
-  try {
-    current = await deps.store.transitionRun(run.dagId, run.runId, ['queued'], 'running', now);
-  } catch (e) {
-    if (!(e instanceof ConflictError)) throw e;
-    current = (await deps.store.getRun(run.dagId, run.runId)) ?? run;
-  }
+  // The tasks that start at once are queued and sent before the run is marked running: a
+  // process that dies in between leaves the run `queued`, holding its slot, where the next run
+  // end or the reaper starts it again (every step here is conditional, so that repeats nothing
+  // twice; a message lost by the crash is resent by the reaper from its queued index). The other
+  // order could leave a run `running` with nothing queued, which nothing would ever look at.
   const roots = loaded.dag.tasks.filter((t) =>
     startsImmediately(t.triggerRule, loaded.graph.upstream.get(t.taskId)?.length ?? 0),
   );
@@ -175,6 +174,13 @@ export async function startRun(deps: Deps, run: RunRecord, loaded: LoadedDag): P
     ),
   );
   await deps.dispatcher.dispatch(messages.filter((m): m is TaskMessage => m !== undefined));
+  try {
+    current = await deps.store.transitionRun(run.dagId, run.runId, ['queued'], 'running', now);
+  } catch (e) {
+    if (!(e instanceof ConflictError)) throw e;
+    // Running already, or ended meanwhile (its tasks all finished first: see advance).
+    current = (await deps.store.getRun(run.dagId, run.runId)) ?? run;
+  }
   return current;
 }
 

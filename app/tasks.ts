@@ -1,5 +1,6 @@
 import type { Dag, Task } from '../core/dag/schema.ts';
-import { ConflictError, NotFoundError, UnrecoverableError } from '../core/errors.ts';
+import { AirlessError, ConflictError, NotFoundError, UnrecoverableError } from '../core/errors.ts';
+import { Metric } from '../core/metric-names.ts';
 import type { TaskInstanceRecord, TaskMessage } from '../core/ports.ts';
 import { nextRetryAt } from '../core/retry/index.ts';
 import {
@@ -12,10 +13,12 @@ import {
   triesSoFar,
 } from '../core/state/index.ts';
 import { type DeferredWork, isDeferred, parseTaskConfig } from '../operators/registry.ts';
+import { advance, failUnprocessableRun } from './advance.ts';
 import { loadDag } from './dags.ts';
 import { DEFAULT_CHECK_SECONDS, type DeferredRecord, nextCheck, workName } from './deferred.ts';
 import type { Deps } from './deps.ts';
 import { InjectedCrash, injectFault } from './faults.ts';
+import { fitsInline, keepEarlierLog } from './logs.ts';
 import { storeOutput } from './outputs.ts';
 import { scheduleRetry } from './retries.ts';
 
@@ -66,7 +69,8 @@ class LogBuffer {
 /**
  * Runs one task attempt exactly as far as its lease allows:
  * claim (conditional on `queued` and the message's attempt) → run the operator with a timeout,
- * heartbeating the lease → write the log → record the outcome (conditional on the lease).
+ * heartbeating the lease → record the outcome (conditional on the lease), with a small log kept
+ * in the same write or a larger one written beside it → advance readiness from a success.
  * A duplicate message fails the claim and does nothing; a worker whose lease moved on cannot
  * write its outcome (fencing).
  */
@@ -84,11 +88,22 @@ export async function executeTask(
       claimTask(expected, token, opts.leaseSeconds, deps.clock()),
     );
   } catch (e) {
-    if (e instanceof ConflictError || e instanceof NotFoundError) return 'not_claimed';
-    throw e;
+    if (e instanceof NotFoundError) return 'not_claimed';
+    if (!(e instanceof ConflictError)) throw e;
+    // This attempt moved on. If it is this message's own success, written by a worker that
+    // died before advancing readiness from it (the message comes back because it was never
+    // deleted), advance now: the message is the repair path of the inline advance.
+    const ti = e.current as TaskInstanceRecord | undefined;
+    if (ti?.status === 'success' && ti.attempt === msg.attempt && ti.advanceInline) {
+      await advanceFrom(deps, ti);
+    }
+    return 'not_claimed';
   }
 
   await opts.onClaimed?.();
+  // The task was cleared after a success that kept its log inline: that log is copied out
+  // before this attempt's outcome can take its place.
+  await keepEarlierLog(deps, current, msg);
   const log = new LogBuffer(deps.clock);
   const controller = new AbortController();
   let leaseLost = false;
@@ -204,8 +219,13 @@ export async function executeTask(
     return defer(deps, msg, current, started, task, log, opts);
   }
   log.add(error === undefined ? 'success' : 'failed');
-  await deps.blobs.putLog({ ...msg }, log.text());
-  if (leaseLost) return 'lease_lost';
+  const text = log.text();
+  // The worker's own write of its log only creates it: a reaper that took the attempt back
+  // may have written its account of it first, and that stays.
+  if (leaseLost) {
+    await deps.blobs.putLog({ ...msg }, text, { ifAbsent: true });
+    return 'lease_lost';
+  }
   const faulted = { params: dagParams };
   await injectFault(deps, faulted, 'worker.before-outcome', msg);
   // No task (the DAG could not be read): no retry policy, so the failure is final.
@@ -213,26 +233,60 @@ export async function executeTask(
     error !== undefined && task && !unrecoverable
       ? nextRetryAt(task, triesSoFar(current), now, deps.random)
       : null;
-  try {
-    const done = await deps.store.transitionTask(
+  // A small log of a success goes with the outcome; any other is written beside it, at the
+  // same time. A worker that dies between the two leaves an outcome without a log: the log
+  // route then answers 404, never a log that is not there.
+  const inline = error === undefined && fitsInline(text);
+  const [written, logged] = await Promise.allSettled([
+    deps.store.transitionTask(
       msg,
       finishTask(
         current,
         error === undefined
-          ? { ok: true, ...(stored ? { output: stored } : {}) }
+          ? {
+              ok: true,
+              ...(stored ? { output: stored } : {}),
+              ...(inline ? { log: text } : {}),
+              advanceInline: true,
+            }
           : { ok: false, error, retryAt },
         now,
       ),
-    );
-    if ((await injectFault(deps, faulted, 'worker.after-outcome', msg)) === 'repeat') {
-      await deps.dispatcher.dispatch([msg]); // the same message delivered again, late
-    }
-    // If this fails, the reaper finds the retry overdue and queues it.
-    await scheduleRetry(deps, done);
-    return done.status as ExecuteOutcome;
+    ),
+    inline ? Promise.resolve() : deps.blobs.putLog({ ...msg }, text, { ifAbsent: true }),
+  ]);
+  if (logged.status === 'rejected') {
+    // Retried by the SDK already: the outcome stands without its log.
+    deps.metrics?.addMetric(Metric.LogWriteFailed, 'Count', 1);
+    console.error(`could not write the log of ${msg.runId}/${msg.taskId}@${msg.attempt}`);
+  }
+  if (written.status === 'rejected') {
+    if (written.reason instanceof ConflictError) return 'lease_lost';
+    throw written.reason;
+  }
+  const done = written.value;
+  if ((await injectFault(deps, faulted, 'worker.after-outcome', msg)) === 'repeat') {
+    await deps.dispatcher.dispatch([msg]); // the same message delivered again, late
+  }
+  // Readiness from a success, here and now rather than by the table's stream. If this dies
+  // midway, the message (deleted only once this returns) comes back and does it again.
+  if (done.status === 'success') await advanceFrom(deps, done);
+  // If this fails, the reaper finds the retry overdue and queues it.
+  await scheduleRetry(deps, done);
+  return done.status as ExecuteOutcome;
+}
+
+/**
+ * Advances readiness from an outcome this worker wrote. A run that can never go on (its DAG
+ * version unreadable, a write refused for good) fails with the reason, as the stream does;
+ * anything a retry can fix escapes, so that the message comes back.
+ */
+async function advanceFrom(deps: Deps, ti: TaskInstanceRecord): Promise<void> {
+  try {
+    await advance(deps, ti, ti.status, ti.dagVersion, ti.generation);
   } catch (e) {
-    if (e instanceof ConflictError) return 'lease_lost';
-    throw e;
+    if (!(e instanceof AirlessError) || e.retryable) throw e;
+    await failUnprocessableRun(deps, ti.dagId, ti.runId, e.message);
   }
 }
 

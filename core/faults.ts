@@ -10,11 +10,14 @@ import { z } from 'zod';
 export const FAULT_POINTS = [
   /** The worker claimed the attempt; the operator has not started. */
   'worker.after-claim',
-  /** The operator ran (its side effect is done) and the log is written; the outcome is not. */
+  /** The operator ran (its side effect is done); neither its log nor its outcome is written. */
   'worker.before-outcome',
-  /** The outcome is written; nothing after it (retry timer, message deletion) has happened. */
+  /**
+   * The outcome is written; nothing after it has happened (readiness from a success, the retry
+   * timer of a failure, the message's deletion).
+   */
   'worker.after-outcome',
-  /** Readiness queued downstream tasks in the table; their messages are not sent. */
+  /** Readiness (the worker's, after a success) queued downstream tasks; their messages are not sent. */
   'advance.before-dispatch',
   /** Readiness counted the task in the run's progress; the run end is not written. */
   'advance.before-run-end',

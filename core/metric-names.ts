@@ -32,6 +32,8 @@ export const Metric = {
   TaskRetried: 'TaskRetried',
   /** worker, per task attempt: the lease moved on while it ran (cancelled or reaped). */
   TaskLeaseLost: 'TaskLeaseLost',
+  /** worker, per attempt: its log could not be written (S3 refused it); the outcome stands. */
+  LogWriteFailed: 'LogWriteFailed',
   /** worker, per message: a duplicate or stale message, whose claim was refused. */
   TaskNotClaimed: 'TaskNotClaimed',
   /** worker, per attempt of a deferred operator: its external work started, no worker holds it. */

@@ -140,6 +140,11 @@ export interface TaskInstanceRecord extends TaskKey, TaskInstanceState {
   /** The output of the successful attempt: JSON text kept inline, or the key of its blob. */
   readonly output: string | null;
   readonly outputKey: string | null;
+  /** A small log kept inline (app/logs.ts), of attempt `logAttempt`; absent when none. */
+  readonly log?: string | null;
+  readonly logAttempt?: number | null;
+  /** The last write was an outcome whose writer advances readiness itself (core/state). */
+  readonly advanceInline?: boolean;
 }
 
 /** The single source of truth. Every state change is one conditional write. */
@@ -246,6 +251,12 @@ export interface StateStore {
   ): Promise<(RunProgress & { readonly clears: number }) | undefined>;
 
   /**
+   * The `taskId#generation` of every outcome counted in the run's progress (recordTaskFinished):
+   * those whose readiness was advanced to the end.
+   */
+  finishedTasks(dagId: string, runId: string): Promise<ReadonlySet<string>>;
+
+  /**
    * Applies a clear in one atomic write (see ClearPlan): every task change and the run's
    * reopening happen together, or, when anything moved on since it was read, none does
    * (ConflictError). A plan too large for one transaction is applied in several, run first.
@@ -292,7 +303,16 @@ export interface AttemptRef extends TaskKey {
 }
 
 export interface BlobStore {
-  putLog(ref: AttemptRef, text: string): Promise<string>;
+  /**
+   * Writes an attempt's log. With `ifAbsent`, only if it has none yet (the worker's own write,
+   * which must not replace what the reaper wrote after taking the attempt back): answers
+   * undefined, writing nothing, when one exists.
+   */
+  putLog(
+    ref: AttemptRef,
+    text: string,
+    options?: { readonly ifAbsent?: boolean },
+  ): Promise<string | undefined>;
   getLog(ref: AttemptRef): Promise<string | undefined>;
   /** A DAG file as users upload it, under `dags/`. */
   putDagFile(name: string, text: string): Promise<string>;

@@ -7,22 +7,24 @@ import { unmarshall } from '@aws-sdk/util-dynamodb';
 import middy from '@middy/core';
 import type { Context, DynamoDBRecord, DynamoDBStreamEvent } from 'aws-lambda';
 import { toRun, toTask } from '../adapters/aws/dynamodb.ts';
-import { advance } from '../app/advance.ts';
+import { advance, failUnprocessableRun } from '../app/advance.ts';
 import { publishRunEvents } from '../app/events.ts';
-import { runEnded, writeRunTasks } from '../app/runs.ts';
-import { AirlessError, ConflictError, NotFoundError } from '../core/errors.ts';
+import { writeRunTasks } from '../app/runs.ts';
+import { AirlessError } from '../core/errors.ts';
 import { eventsOfRunChange, eventsOfTaskChange } from '../core/events.ts';
 import { Metric } from '../core/metric-names.ts';
 import { isTerminalTask, type RunStatus, type TaskStatus } from '../core/state/index.ts';
 import { awsRequestMetrics, logger, metrics, runtime } from './runtime.ts';
 
 /**
- * Readiness, driven by the table's stream. Why the stream and not inline in the worker: the
- * stream delivers every committed transition at least once and retries until it is handled
- * (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Streams.Lambda.html), so a
- * worker that dies right after writing its outcome cannot strand the run, and tasks resolved by
- * readiness itself (skipped, upstream_failed) and cancellations flow through the same path. It
- * costs a stream hop of latency per edge (see bench:e2e); reads of the stream by Lambda are free.
+ * Readiness for the terminal writes that no one advances inline, driven by the table's stream:
+ * failures (the worker's, the reaper's), cancels, clears and deferred ends, and run events. The
+ * common path does not come here: a worker that writes a success advances readiness itself
+ * (app/tasks.ts), and the stream's filter drops that record (`advanceInline`), so that an edge
+ * of a DAG costs no stream hop (about 200 ms on AWS) and no invocation. The stream stays for the
+ * rest because it delivers every committed write at least once and retries until it is handled
+ * (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Streams.Lambda.html), which
+ * makes it the simplest repair for writers that have no message of their own to come back.
  */
 const processor = new BatchProcessor(EventType.DynamoDBStreams);
 
@@ -47,7 +49,9 @@ async function handle(r: DynamoDBRecord) {
   // the check that counts).
   // (A clear can write a task from one terminal status to the same one in a new generation.)
   const unchanged = before.status === status && before.generation === now.generation;
-  if (now.type === 'TI' && status && isTerminalTask(status) && !unchanged) {
+  // An outcome whose writer advanced readiness itself (a worker's success, a resolution) is
+  // not this function's: the filter drops it, and this is the check that counts.
+  if (now.type === 'TI' && status && isTerminalTask(status) && !unchanged && !now.advanceInline) {
     const key = { dagId: String(now.dagId), runId: String(now.runId), taskId: String(now.taskId) };
     await advance(deps, key, status, Number(now.dagVersion), Number(now.generation ?? 0));
     logger.debug('advanced', { ...key, status });
@@ -80,19 +84,9 @@ async function record(r: DynamoDBRecord) {
     const img = unmarshall((r.dynamodb?.NewImage ?? {}) as Record<string, AttributeValue>);
     const dagId = String(img.dagId);
     const runId = String(img.runId);
-    const reason = `could not be processed: ${e.message}`;
     logger.error('unprocessable record: failing its run', { dagId, runId, error: e.message });
     metrics.addMetric(Metric.UnprocessableRecords, MetricUnit.Count, 1);
-    const { deps } = runtime();
-    try {
-      await deps.store.transitionRun(dagId, runId, ['queued', 'running'], 'failed', deps.clock(), {
-        reason,
-      });
-      metrics.addMetric(Metric.RunFailed, MetricUnit.Count, 1);
-      await runEnded(deps, dagId, runId);
-    } catch (inner) {
-      if (!(inner instanceof ConflictError) && !(inner instanceof NotFoundError)) throw inner;
-    }
+    await failUnprocessableRun(runtime().deps, dagId, runId, e.message);
   }
 }
 

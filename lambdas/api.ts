@@ -7,6 +7,7 @@ import type { APIGatewayProxyEventV2, APIGatewayProxyResultV2 } from 'aws-lambda
 import { z } from 'zod';
 import { clearTasks } from '../app/clear.ts';
 import { deleteDag, loadDag, registerDag, validateDocument } from '../app/dags.ts';
+import { readLog } from '../app/logs.ts';
 import { readOutput } from '../app/outputs.ts';
 import { cancelRun, reconcileRunSlots, triggerRun } from '../app/runs.ts';
 import { compileSchedule, nextRuns } from '../core/cron/index.ts';
@@ -286,6 +287,7 @@ const routes: Route<Event, Result>[] = [
           status: t.status,
           attempt: t.attempt,
           ...(executors.has(t.taskId) ? { executor: executors.get(t.taskId) } : {}),
+          queuedAt: t.queuedAt,
           startTime: t.startTime,
           endTime: t.endTime,
           ...(t.error ? { error: t.error } : {}),
@@ -332,8 +334,7 @@ const routes: Route<Event, Result>[] = [
       const ti = await deps.store.getTaskInstance({ dagId, runId, taskId });
       if (!ti) throw new NotFoundError(`task ${taskId} of run ${runId} not found`);
       const attempt = q.attempt ?? ti.attempt;
-      const text =
-        attempt >= 1 ? await deps.blobs.getLog({ dagId, runId, taskId, attempt }) : undefined;
+      const text = attempt >= 1 ? await readLog(deps, ti, attempt) : undefined;
       if (text === undefined)
         throw new NotFoundError(`no log for attempt ${attempt} of task ${taskId}`);
       return {

@@ -220,7 +220,14 @@ export class AirlessScheduler extends Construct {
     };
 
     const table = new StateTable(this, 'StateTable', { removalPolicy });
-    const tasks = new TaskQueue(this, 'TaskQueue', { workerTimeout });
+    // A message whose worker died comes back after the queue's visibility timeout: that is the
+    // repair of a success whose readiness was not advanced (app/tasks.ts). The emulator's test
+    // deploy, which shortens the worker's timeout, sets the visibility to it, the least Lambda
+    // accepts, so that its fault tests see the repair within a minute.
+    const tasks = new TaskQueue(this, 'TaskQueue', {
+      workerTimeout,
+      ...(emulatorWorkerTimeout(this) ? { visibilityTimeout: workerTimeout } : {}),
+    });
     const buckets = new Buckets(this, 'Buckets', { removalPolicy });
     const timers = new RetryTimers(this, 'RetryTimers');
     this.retryTimers = timers;
@@ -389,7 +396,8 @@ export class AirlessScheduler extends Construct {
         retryAttempts: 3,
         maxRecordAge: Duration.hours(1),
         onFailure: new SqsDlq(advanceFailures),
-        // Only transitions of a task instance into a finished status can make tasks ready, and
+        // Only transitions of a task instance into a finished status that nobody advanced inline
+        // can make tasks ready here, and
         // only the creation of a run too large for one transaction asks for its task instances
         // to be written; filtering here saves the invocations (the handler still checks).
         // Filtered-out records are dropped, not retried. Filters are ORed.
@@ -411,6 +419,9 @@ export class AirlessScheduler extends Construct {
                 type: { S: lambda.FilterRule.isEqual('TI') },
                 // A failed attempt that will be retried is a run event, not a readiness one.
                 status: { S: lambda.FilterRule.or(...FINISHED, 'up_for_retry') },
+                // Not an outcome whose writer advanced readiness itself (a worker's success, a
+                // resolution): the common path costs no invocation here (app/advance.ts).
+                advanceInline: lambda.FilterRule.notExists(),
               },
             },
           }),

@@ -153,6 +153,8 @@ export function toTask(i: Item): TaskInstanceRecord {
     deferred: str(i.deferred),
     output: str(i.output),
     outputKey: str(i.outputKey),
+    ...(typeof i.log === 'string' ? { log: i.log, logAttempt: num(i.logAttempt) } : {}),
+    ...(i.advanceInline === true ? { advanceInline: true } : {}),
   };
 }
 
@@ -740,9 +742,15 @@ export class DynamoStateStore implements StateStore {
       .set('deferred', t.set.deferred)
       .set('output', t.set.output)
       .set('outputKey', t.set.outputKey)
+      .set('log', t.set.log)
+      .set('logAttempt', t.set.logAttempt)
+      .set('advanceInline', t.set.advanceInline ? true : null)
       .set('updatedAt', t.at);
     if (t.set.status === 'queued') u.set('queuedAt', t.at);
     // Keep the deadline index in step: an item is in it only while it waits for a deadline.
+    // Except at a claim: moving the entry from the queued key to the lease key costs the index
+    // two writes, for every task, most of which end long before their lease. The entry stays
+    // under the queued key, and the reaper's look moves it (#moveClaimedToLease).
     const kind = DUE_KIND[t.set.status];
     const due =
       t.set.status === 'queued'
@@ -750,7 +758,9 @@ export class DynamoStateStore implements StateStore {
         : t.set.status === 'running'
           ? t.set.leaseExpiresAt
           : t.set.retryAt;
-    if (kind && due) {
+    if (t.event === 'claim') {
+      // left as it is
+    } else if (kind && due) {
       const shard = progressShard(`${key.dagId}#${key.runId}#${key.taskId}`, DUE_SHARDS);
       u.set('gsi2pk', `DUE#${kind}#${shard}`).set('gsi2sk', due);
     } else {
@@ -954,11 +964,41 @@ export class DynamoStateStore implements StateStore {
   }
 
   async findExpiredLeases(now: Date, limit: number): Promise<TaskInstanceRecord[]> {
+    // Attempts claimed since they were queued are still under the queued key (a claim leaves
+    // the index alone): move them to their lease first, so that none is missed.
+    await this.#moveClaimedToLease(await this.#dueItems('QUEUED', now, limit));
     return this.#due('LEASE', now, limit);
   }
 
   async findQueuedBefore(before: Date, limit: number): Promise<TaskInstanceRecord[]> {
-    return this.#due('QUEUED', before, limit);
+    const items = await this.#dueItems('QUEUED', before, limit);
+    await this.#moveClaimedToLease(items);
+    return items.filter((i) => i.status === 'queued').map(toTask);
+  }
+
+  /**
+   * Moves the index entries of attempts that were claimed (and so left under the queued key)
+   * to their lease expiry, where the reaper looks for dead workers. Conditional on the claim
+   * still holding: an attempt that moved on meanwhile has its entry set by that write.
+   */
+  async #moveClaimedToLease(items: readonly Item[]): Promise<void> {
+    for (const i of items) {
+      if (i.status !== 'running' || typeof i.leaseExpiresAt !== 'string') continue;
+      const ti = toTask(i);
+      const shard = progressShard(`${ti.dagId}#${ti.runId}#${ti.taskId}`, DUE_SHARDS);
+      const u = new Update().set('gsi2pk', `DUE#LEASE#${shard}`).set('gsi2sk', i.leaseExpiresAt);
+      const cond = [
+        `${u.name('status')} = ${u.value('running')}`,
+        `${u.name('leaseToken')} = ${u.value(i.leaseToken)}`,
+        `${u.name('gsi2pk')} = ${u.value(i.gsi2pk)}`,
+      ].join(' AND ');
+      await this.#update(
+        u.input(this.table, keys.task(ti.dagId, ti.runId, ti.taskId), cond),
+        'index a claimed attempt by its lease',
+      ).catch((e: unknown) => {
+        if (!(e instanceof ConflictError) && !(e instanceof NotFoundError)) throw e;
+      });
+    }
   }
 
   async findRetriesDue(now: Date, limit: number): Promise<TaskInstanceRecord[]> {
@@ -984,6 +1024,25 @@ export class DynamoStateStore implements StateStore {
         ),
       );
       out.push(...(res.Items ?? []));
+    }
+    return out;
+  }
+
+  async finishedTasks(dagId: string, runId: string): Promise<ReadonlySet<string>> {
+    const res = await aws('finished tasks', () =>
+      this.db.send(
+        new QueryCommand({
+          TableName: this.table,
+          KeyConditionExpression: 'pk = :p AND begins_with(sk, :s)',
+          ExpressionAttributeValues: { ':p': keys.run(dagId, runId).pk, ':s': 'PROGRESS#' },
+          ProjectionExpression: 'doneTasks',
+          ConsistentRead: true,
+        }),
+      ),
+    );
+    const out = new Set<string>();
+    for (const i of res.Items ?? []) {
+      for (const entry of (i.doneTasks as Set<string> | undefined) ?? []) out.add(entry);
     }
     return out;
   }

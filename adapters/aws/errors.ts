@@ -35,6 +35,10 @@ export function toDomainError(e: unknown, what: string): unknown {
   if (e instanceof AirlessError || typeof e !== 'object' || e === null) return e;
   const err = e as AwsError;
   const name = err.name ?? '';
+  // S3's conditional write (If-None-Match) found the object there.
+  if (name === 'PreconditionFailed' || err.$metadata?.httpStatusCode === 412) {
+    return new ConflictError(`${what}: the object exists`, undefined, { cause: e });
+  }
   if (name === 'ConditionalCheckFailedException') {
     return new ConflictError(`${what}: the item changed first`, err.Item, { cause: e });
   }

@@ -1,5 +1,5 @@
 import { GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import { NotFoundError } from '../../core/errors.ts';
+import { ConflictError, NotFoundError } from '../../core/errors.ts';
 import type { AttemptRef, BlobStore } from '../../core/ports.ts';
 import { blobKeys, checkBlobName } from '../blob-keys.ts';
 import { aws } from './errors.ts';
@@ -17,8 +17,23 @@ export class S3BlobStore implements BlobStore {
     private readonly buckets: S3Buckets,
   ) {}
 
-  putLog(ref: AttemptRef, text: string): Promise<string> {
-    return this.#put(this.buckets.dataBucket, blobKeys.log(ref), text, 'text/plain; charset=utf-8');
+  async putLog(
+    ref: AttemptRef,
+    text: string,
+    options: { readonly ifAbsent?: boolean } = {},
+  ): Promise<string | undefined> {
+    try {
+      return await this.#put(
+        this.buckets.dataBucket,
+        blobKeys.log(ref),
+        text,
+        'text/plain; charset=utf-8',
+        options.ifAbsent,
+      );
+    } catch (e) {
+      if (options.ifAbsent && e instanceof ConflictError) return undefined;
+      throw e;
+    }
   }
 
   async getLog(ref: AttemptRef): Promise<string | undefined> {
@@ -66,10 +81,18 @@ export class S3BlobStore implements BlobStore {
     key: string,
     body: string | Uint8Array,
     contentType: string,
+    ifAbsent = false,
   ): Promise<string> {
+    // S3 conditional writes: https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes.html
     await aws(`put s3://${bucket}/${key}`, () =>
       this.s3.send(
-        new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, ContentType: contentType }),
+        new PutObjectCommand({
+          Bucket: bucket,
+          Key: key,
+          Body: body,
+          ContentType: contentType,
+          ...(ifAbsent ? { IfNoneMatch: '*' } : {}),
+        }),
       ),
     );
     return key;

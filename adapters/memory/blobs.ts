@@ -12,7 +12,12 @@ export class MemoryBlobStore implements BlobStore {
   /** The data bucket: logs, artifacts and the documents of DAG versions. */
   readonly #data = new Map<string, string | Uint8Array>();
 
-  async putLog(ref: AttemptRef, text: string): Promise<string> {
+  async putLog(
+    ref: AttemptRef,
+    text: string,
+    options: { readonly ifAbsent?: boolean } = {},
+  ): Promise<string | undefined> {
+    if (options.ifAbsent && this.#data.has(blobKeys.log(ref))) return undefined;
     return this.#put(this.#data, blobKeys.log(ref), text);
   }
 

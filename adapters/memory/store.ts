@@ -103,6 +103,9 @@ interface TaskState {
   deferred: string | null;
   output: string | null;
   outputKey: string | null;
+  log?: string | null;
+  logAttempt?: number | null;
+  advanceInline?: boolean;
   /** The deadline index (gsi2 in the table): present exactly while the task waits for one. */
   due: { kind: DueKind; at: string } | undefined;
 }
@@ -176,6 +179,8 @@ function toTask(t: TaskState): TaskInstanceRecord {
     deferred: t.deferred,
     output: t.output,
     outputKey: t.outputKey,
+    ...(typeof t.log === 'string' ? { log: t.log, logAttempt: t.logAttempt ?? 0 } : {}),
+    ...(t.advanceInline ? { advanceInline: true } : {}),
   };
 }
 
@@ -547,6 +552,9 @@ export class MemoryStateStore implements StateStore {
     if (s.deferred !== undefined) ti.deferred = s.deferred;
     if (s.output !== undefined) ti.output = s.output;
     if (s.outputKey !== undefined) ti.outputKey = s.outputKey;
+    if (s.log !== undefined) ti.log = s.log;
+    if (s.logAttempt !== undefined) ti.logAttempt = s.logAttempt;
+    ti.advanceInline = s.advanceInline === true;
     if (s.status === 'queued') ti.queuedAt = t.at;
     // Keep the deadline index in step: a task is in it only while it waits for a deadline.
     const kind = DUE_KIND[s.status];
@@ -572,6 +580,14 @@ export class MemoryStateStore implements StateStore {
     ti.counts = { ...ti.counts, [counter]: ti.counts[counter] + 1 };
     ti.counted.add(entry);
     return { task: toTask(ti), counted: true };
+  }
+
+  async finishedTasks(dagId: string, runId: string): Promise<ReadonlySet<string>> {
+    const out = new Set<string>();
+    for (const p of this.#progress.get(runKey(dagId, runId))?.values() ?? []) {
+      for (const entry of p.done) out.add(entry);
+    }
+    return out;
   }
 
   async recordTaskFinished(

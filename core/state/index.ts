@@ -71,7 +71,11 @@ export type TaskEvent = keyof typeof TASK_TRANSITIONS;
 
 export const RUN_TRANSITIONS = {
   start: { from: ['queued'], to: ['running'] },
-  finish: { from: ['running'], to: ['success', 'failed'] },
+  /**
+   * Its tasks all finished. From `queued` too: a run's first tasks are queued before the run is
+   * marked running (app/runs.ts startRun), and may all finish before that write.
+   */
+  finish: { from: ['queued', 'running'], to: ['success', 'failed'] },
   cancel: { from: ['queued', 'running'], to: ['cancelled'] },
   /** The run cannot be processed (its DAG version is unreadable): it fails with a reason. */
   abort: { from: ['queued', 'running'], to: ['failed'] },
@@ -152,6 +156,17 @@ export interface TaskTransition {
     readonly output?: string | null;
     /** Or where it is stored, when it is too large to keep inline. */
     readonly outputKey?: string | null;
+    /**
+     * The attempt's log, when small enough to keep with the task instance instead of a blob of
+     * its own (app/logs.ts), and the attempt it belongs to.
+     */
+    readonly log?: string | null;
+    readonly logAttempt?: number | null;
+    /**
+     * Whoever writes this outcome advances readiness from it itself, at once (app/advance.ts):
+     * the table's stream leaves it alone. Cleared by every write that does not set it.
+     */
+    readonly advanceInline?: boolean;
   };
   readonly at: string;
   /**
@@ -237,7 +252,16 @@ export function heartbeatTask(
  */
 export function finishTask(
   ti: TaskInstanceState,
-  outcome: { ok: true; output?: StoredOutput } | { ok: false; error: string; retryAt: Date | null },
+  outcome:
+    | {
+        ok: true;
+        output?: StoredOutput;
+        /** A small log kept with the outcome (see TaskTransition). */
+        log?: string;
+        /** The writer advances readiness itself (see TaskTransition). */
+        advanceInline?: boolean;
+      }
+    | { ok: false; error: string; retryAt: Date | null },
   at: Date,
 ): TaskTransition {
   const end = { leaseToken: null, leaseExpiresAt: null, attempt: ti.attempt, deferred: null };
@@ -251,6 +275,8 @@ export function finishTask(
         endTime: at.toISOString(),
         output: outcome.output?.inline ?? null,
         outputKey: outcome.output?.key ?? null,
+        ...(outcome.log !== undefined ? { log: outcome.log, logAttempt: ti.attempt } : {}),
+        ...(outcome.advanceInline ? { advanceInline: true } : {}),
       },
       at,
     );
@@ -327,6 +353,7 @@ export function releaseTask(ti: TaskInstanceState, at: Date): TaskTransition {
   );
 }
 
+/** Readiness resolves a task that can never run; readiness goes on from it at once, inline. */
 export function resolveTask(
   ti: TaskInstanceState,
   status: 'skipped' | 'upstream_failed',
@@ -335,7 +362,13 @@ export function resolveTask(
   return transition(
     'resolve',
     ti,
-    { status, attempt: ti.attempt, leaseToken: null, endTime: at.toISOString() },
+    {
+      status,
+      attempt: ti.attempt,
+      leaseToken: null,
+      endTime: at.toISOString(),
+      advanceInline: true,
+    },
     at,
   );
 }

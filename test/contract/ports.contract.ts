@@ -46,9 +46,17 @@ export function blobStoreContract(name: string, makeBlobs: () => Promise<BlobSto
       expect(key).toBe(`logs/${ref.dagId}/${ref.runId}/load/2.log`);
       expect(await blobs.getLog(ref)).toBe('line 1\nline 2 ✓\n');
       expect(await blobs.getLog({ ...ref, attempt: 1 })).toBeUndefined();
-      // Written again (the reaper's note, then a late worker's log): the last one stays.
+      // Written again (the reaper's note on what the worker wrote): the last one stays.
       await blobs.putLog(ref, 'again');
       expect(await blobs.getLog(ref)).toBe('again');
+      // A worker's own write only creates: a late worker cannot replace the reaper's account.
+      expect(await blobs.putLog(ref, 'late worker', { ifAbsent: true })).toBeUndefined();
+      expect(await blobs.getLog(ref)).toBe('again');
+      const fresh = { ...ref, attempt: 3 };
+      expect(await blobs.putLog(fresh, 'first', { ifAbsent: true })).toBe(
+        `logs/${ref.dagId}/${ref.runId}/load/3.log`,
+      );
+      expect(await blobs.getLog(fresh)).toBe('first');
     });
 
     it('keeps DAG files under dags/ and version documents by content', async () => {

@@ -638,7 +638,7 @@ export function stateStoreContract(
       });
 
       it.each<[RunStatus[], RunStatus]>([
-        [['queued'], 'success'],
+        [['cancelled'], 'success'],
         [['running'], 'queued'],
         [['success'], 'failed'],
         [['cancelled'], 'cancelled'],
@@ -830,6 +830,41 @@ export function stateStoreContract(
           queuedAt: t0.toISOString(),
         });
         expect(await store.getTaskInstance(k)).toEqual(done);
+      });
+
+      it('a success keeps a small log with it, and says whether its writer advances it', async () => {
+        const { run, k, ti } = await queuedTask();
+        const running = await store.transitionTask(k, claimTask(ti, 'lease-a', 60, later(1)));
+        expect(running.advanceInline).toBeUndefined();
+        const done = await store.transitionTask(
+          k,
+          finishTask(running, { ok: true, log: 'one line\n', advanceInline: true }, later(2)),
+        );
+        expect(done).toMatchObject({ log: 'one line\n', logAttempt: 1, advanceInline: true });
+        expect(await store.getTaskInstance(k)).toEqual(done);
+        // A later write that does not set it clears the flag, and leaves the log as it is (it
+        // belongs to attempt 1, whatever the task does next).
+        const cleared = await store.transitionTask(k, clearTask(done, later(3)));
+        expect(cleared.advanceInline).toBeUndefined();
+        expect(cleared).toMatchObject({ log: 'one line\n', logAttempt: 1, status: 'pending' });
+        // Resolutions are advanced inline by readiness: flagged.
+        const { run: r2 } = await store.createRun(newRun(2));
+        const k2 = key(r2.runId, 't1');
+        const resolved = await store.transitionTask(
+          k2,
+          resolveTask(await task(k2), 'skipped', later(4)),
+        );
+        expect(resolved.advanceInline).toBe(true);
+        expect(run.runId).not.toBe(r2.runId);
+      });
+
+      it("lists the outcomes counted in a run's progress", async () => {
+        const { run } = await store.createRun(newRun(3));
+        expect(await store.finishedTasks(dagId, run.runId)).toEqual(new Set());
+        await store.recordTaskFinished(key(run.runId, 't0'), true, 3, 0);
+        await store.recordTaskFinished(key(run.runId, 't2'), false, 3, 1);
+        await store.recordTaskFinished(key(run.runId, 't2'), false, 3, 1); // counted once
+        expect(await store.finishedTasks(dagId, run.runId)).toEqual(new Set(['t0#0', 't2#1']));
       });
 
       it('a failure waits to retry, is queued again with the next attempt, then fails for good', async () => {

@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ManualClock, type MemoryDeps, memoryDeps } from '../../adapters/memory/deps.ts';
@@ -46,6 +47,11 @@ type Interleaved = 'clearTasks' | 'releaseRunSlot' | 'transitionRun';
  * terminal in a new status or generation, as lambdas/advance.ts filters them) and logs how each
  * attempt ended.
  */
+const attemptOf = (m: TaskKey & { attempt: number }) => `${m.runId}/${m.taskId}@${m.attempt}`;
+
+/** A worker process killed mid-attempt (see ObservedStore.writesBeforeDeath). */
+class WorkerDied extends Error {}
+
 class ObservedStore extends MemoryStateStore {
   /** Records not delivered yet. */
   readonly stream: StreamEvent[] = [];
@@ -57,6 +63,33 @@ class ObservedStore extends MemoryStateStore {
   readonly successes = new Map<string, number>();
   /** Runs once, just before the next call of a method: what another process does meanwhile. */
   readonly before = new Map<Interleaved, () => Promise<void>>();
+  /**
+   * A worker that is to die: within `dying.run({ writes: n }, …)`, the process dies (WorkerDied
+   * is thrown) before its write after the n-th, at any point between its claim and its last
+   * write. Scoped to that worker's own calls, so that a step played at the same time is not hit.
+   */
+  readonly dying = new AsyncLocalStorage<{ writes: number }>();
+
+  #mayDie(): void {
+    const left = this.dying.getStore();
+    if (!left) return;
+    if (left.writes <= 0) throw new WorkerDied();
+    left.writes--;
+  }
+
+  override async recordUpstreamOutcome(
+    ...args: Parameters<MemoryStateStore['recordUpstreamOutcome']>
+  ): ReturnType<MemoryStateStore['recordUpstreamOutcome']> {
+    this.#mayDie();
+    return super.recordUpstreamOutcome(...args);
+  }
+
+  override async recordTaskFinished(
+    ...args: Parameters<MemoryStateStore['recordTaskFinished']>
+  ): ReturnType<MemoryStateStore['recordTaskFinished']> {
+    this.#mayDie();
+    return super.recordTaskFinished(...args);
+  }
 
   async #interleave(method: Interleaved): Promise<void> {
     const other = this.before.get(method);
@@ -67,16 +100,19 @@ class ObservedStore extends MemoryStateStore {
   override async transitionRun(
     ...args: Parameters<MemoryStateStore['transitionRun']>
   ): Promise<RunRecord> {
+    this.#mayDie();
     await this.#interleave('transitionRun');
     return super.transitionRun(...args);
   }
 
   override async releaseRunSlot(dagId: string, runId: string): Promise<void> {
+    this.#mayDie();
     await this.#interleave('releaseRunSlot');
     return super.releaseRunSlot(dagId, runId);
   }
 
   override async transitionTask(key: TaskKey, t: TaskTransition): Promise<TaskInstanceRecord> {
+    this.#mayDie();
     const after = await super.transitionTask(key, t);
     if (t.event === 'finish' || (t.event === 'cancel' && t.expect.status === 'running')) {
       const attempt = `${key.runId}/${key.taskId}@${t.expect.attempt}`;
@@ -88,7 +124,7 @@ class ObservedStore extends MemoryStateStore {
     }
     // The write's condition held, so the status before it is the expected one.
     if (isTerminalTask(after.status) && t.expect.status !== after.status) {
-      this.#emit(after, after.status, after.generation);
+      this.#emit(after, after.status, after.generation, after.advanceInline === true);
     }
     return after;
   }
@@ -104,14 +140,24 @@ class ObservedStore extends MemoryStateStore {
     }
   }
 
-  #emit(key: TaskKey & { dagVersion: number }, status: TaskStatus, generation: number) {
+  /**
+   * A record of the stream. One whose writer advanced readiness inline is dropped by the
+   * stream's filter (lib/airless-scheduler.ts), but kept for replays: advancing it again must
+   * change nothing.
+   */
+  #emit(
+    key: TaskKey & { dagVersion: number },
+    status: TaskStatus,
+    generation: number,
+    inline = false,
+  ) {
     const event = {
       key: { dagId: key.dagId, runId: key.runId, taskId: key.taskId },
       status,
       dagVersion: key.dagVersion,
       generation,
     };
-    this.stream.push(event);
+    if (!inline) this.stream.push(event);
     this.history.push(event);
   }
 }
@@ -155,6 +201,8 @@ type Step =
   | { readonly kind: 'reap' | 'trigger' | 'settle' }
   | { readonly kind: 'clear'; readonly pick: number; readonly task: number }
   | { readonly kind: 'cancel'; readonly pick: number }
+  /** A worker killed after `writes` writes of its attempt; its message comes back. */
+  | { readonly kind: 'die'; readonly pick: number; readonly writes: number }
   /** Two steps at once: each await of one lets the other go on, as two Lambdas interleave. */
   | { readonly kind: 'together'; readonly a: Step; readonly b: Step };
 
@@ -185,6 +233,14 @@ const clear = {
 };
 const interventions: fc.WeightedArbitrary<Step>[] = [
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('crash' as const), pick }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      kind: fc.constant('die' as const),
+      pick,
+      writes: fc.nat({ max: 8 }),
+    }),
+  },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('zombie' as const), pick }) },
   clear,
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('cancel' as const), pick }) },
@@ -218,6 +274,8 @@ class World {
   readonly log: string[] = [];
   /** Attempts whose worker stalled after its claim, as it last saw them. */
   readonly stalled: TaskInstanceRecord[] = [];
+  /** Attempts whose message came back after its worker died (see 'drop'). */
+  readonly received = new Set<string>();
 
   constructor(
     readonly spec: DagSpec,
@@ -276,9 +334,15 @@ class World {
       case 'duplicate':
         deps.dispatcher.duplicate(at(step.pick, messages));
         return;
-      case 'drop':
-        deps.dispatcher.drop(at(step.pick, messages));
+      case 'drop': {
+        // A send that never happened. A message that was received and not deleted (its
+        // worker died) is not lost: SQS keeps it until it is deleted, or moves it to the
+        // dead-letter queue, whose alarm and redrive bring it back.
+        const i = at(step.pick, messages);
+        const m = deps.dispatcher.waiting[i];
+        if (m && !this.received.has(attemptOf(m))) deps.dispatcher.drop(i);
         return;
+      }
       case 'crash': {
         // A worker claims the attempt and dies: only the reaper can end it.
         const m = deps.dispatcher.take(at(step.pick, messages));
@@ -287,6 +351,24 @@ class World {
         const claim = claimTask(expected, deps.newId(), WORKER.leaseSeconds, deps.clock());
         const claimed = await store.transitionTask(m, claim).catch(tolerate(ConflictError));
         if (claimed) this.stalled.push(claimed);
+        // Its message was not deleted: it comes back (and the next delivery may have something
+        // to finish, if a worker before this one died after the outcome).
+        else await deps.dispatcher.dispatch([m]);
+        return;
+      }
+      case 'die': {
+        // Killed at any point from its claim to its last write (the inline advance included).
+        // The message was never deleted: it comes back, and its next delivery must finish
+        // whatever the dead worker left undone.
+        const m = deps.dispatcher.take(at(step.pick, messages));
+        if (!m) return;
+        try {
+          await store.dying.run({ writes: step.writes }, () => executeTask(deps, m, WORKER));
+        } catch (e) {
+          if (!(e instanceof WorkerDied)) throw e;
+          this.received.add(attemptOf(m));
+          await deps.dispatcher.dispatch([m]);
+        }
         return;
       }
       case 'zombie': {
@@ -601,12 +683,13 @@ describe('a clear that overlaps other work', () => {
 
   it('does not let a run end read before the clear land after it', async () => {
     const { world, runId, run } = await started({ maxActiveRuns: 1, tasks: [noop()] });
-    await world.play({ kind: 'deliver', pick: 0 });
-    // advance read the run's progress complete; the clear comes before it writes the end.
+    // The worker's success advances readiness inline: it reads the run's progress complete,
+    // and the clear comes before it writes the end.
     world.store.before.set('transitionRun', async () => {
       await clearTasks(world.deps, world.dagId, runId, 't0');
     });
-    await world.play({ kind: 'event', pick: 0, again: false });
+    await world.play({ kind: 'deliver', pick: 0 });
+    expect(world.store.before.has('transitionRun')).toBe(false); // the clear did come in between
     await world.checkAlways();
     expect((await run())?.status).toBe('running');
     await world.drain(() => world.checkAlways());
@@ -623,11 +706,11 @@ describe('a clear that overlaps other work', () => {
   // then leave the slot alone, or the reopened run runs without one past maxActiveRuns.
   it('keeps the slot of a run that a clear reopened while its end was released', async () => {
     const { world, runId, run } = await started({ maxActiveRuns: 1, tasks: [noop()] });
-    await world.play({ kind: 'deliver', pick: 0 });
     world.store.before.set('releaseRunSlot', async () => {
       await clearTasks(world.deps, world.dagId, runId, 't0');
     });
-    await world.play({ kind: 'event', pick: 0, again: false });
+    await world.play({ kind: 'deliver', pick: 0 }); // the success, advanced inline, ends the run
+    expect(world.store.before.has('releaseRunSlot')).toBe(false);
     expect((await run())?.status).toBe('running');
     await world.trigger();
     await world.checkAlways(); // a running run holds a slot; no more than 1 runs at once
