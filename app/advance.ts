@@ -8,8 +8,6 @@ import type { Deps } from './deps.ts';
 import { injectFault } from './faults.ts';
 import { queue, runEnded, taskMessage } from './runs.ts';
 
-const isResolved = (s: TaskStatus) => s === 'skipped' || s === 'upstream_failed';
-
 /**
  * What happens after a task reaches a terminal status: each downstream task counts the outcome
  * and is queued, skipped or failed as its trigger rule says, and the run ends once every task has
@@ -29,11 +27,20 @@ export async function advance(
   status: TaskStatus,
   dagVersion: number,
   generation = 0,
-): Promise<void> {
-  if (!isTerminalTask(status)) return;
+  options: {
+    /**
+     * When exactly one task became ready and this says yes, its message is not sent but
+     * returned: the caller (a worker with time left) claims and runs it itself. The task is
+     * `queued` in the table all the same, so that if the caller dies, the reaper sends it.
+     */
+    readonly continueWith?: (message: TaskMessage) => boolean;
+  } = {},
+): Promise<TaskMessage | undefined> {
+  if (!isTerminalTask(status)) return undefined;
   const { dag, graph, tasks } = await loadDag(deps, key.dagId, dagVersion);
   const now = deps.clock();
   const messages: TaskMessage[] = [];
+  let kept: TaskMessage | undefined;
 
   if (status !== 'cancelled') {
     await Promise.all(
@@ -52,9 +59,11 @@ export async function advance(
           messages.push(await taskMessage(deps, { ...dk, attempt: task.attempt }, dagVersion));
           return;
         }
-        // A repeat after this step resolved the task: go on from it again, in case the step
-        // died before it had (every write below is counted once, so this changes nothing twice).
-        if (!counted && task.advanceInline && isResolved(task.status)) {
+        // A repeat after the task ended in an outcome advanced inline (resolved by this step, or
+        // run by a worker that continued into it, whose own message was never sent): go on
+        // from it again, in case whoever advanced it died first. Every write below is counted
+        // once, so this changes nothing twice.
+        if (!counted && task.advanceInline && isTerminalTask(task.status)) {
           await advance(deps, dk, task.status, dagVersion, task.generation);
           return;
         }
@@ -74,6 +83,11 @@ export async function advance(
         }
       }),
     );
+    const only = messages.length === 1 ? messages[0] : undefined;
+    if (only && options.continueWith?.(only)) {
+      kept = only;
+      messages.length = 0;
+    }
     if ((await injectFault(deps, dag, 'advance.before-dispatch', key)) === 'repeat') {
       await deps.dispatcher.dispatch(messages); // sent twice: SQS drops the copy within 5 min
     }
@@ -109,11 +123,12 @@ export async function advance(
       // Already ended (a duplicate event), cancelled, or cleared meanwhile.
       if (!(e instanceof ConflictError)) throw e;
       const run = await deps.store.getRun(key.dagId, key.runId);
-      if (run?.status === 'running' || run?.status === 'queued') return;
+      if (run?.status === 'running' || run?.status === 'queued') return kept;
     }
     // Also on a duplicate event, in case the first one died before this: it is harmless twice.
     await runEnded(deps, key.dagId, key.runId);
   }
+  return kept;
 }
 
 /**

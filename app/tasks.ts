@@ -37,6 +37,16 @@ export interface ExecuteOptions {
   readonly deferredCheckSeconds?: number;
   /** Called once the attempt is claimed, before it runs (a Fargate worker keeps its message). */
   readonly onClaimed?: () => Promise<void>;
+  /**
+   * How many tasks, one after another, this worker may run itself when a success makes exactly
+   * one task ready (a chain's next task): it claims that one at once instead of sending it
+   * through the queue and waiting for a worker to receive it. 0 or absent: none. The bound keeps
+   * a long chain from holding one worker: every so often its next task goes through the queue,
+   * behind the other work waiting there.
+   */
+  readonly continuations?: number;
+  /** Told each continued attempt's outcome (the first attempt's is the one returned). */
+  readonly onContinued?: (msg: TaskMessage, outcome: ExecuteOutcome) => void;
 }
 
 export type ExecuteOutcome =
@@ -134,12 +144,14 @@ export async function executeTask(
   let unrecoverable = false;
   let timer: NodeJS.Timeout | undefined;
   let task: Task | undefined;
+  let dagTasks: ReadonlyMap<string, Task> | undefined;
   let dagParams: Dag['params'] = {};
   let stored: StoredOutput | undefined;
   let started: DeferredWork | undefined;
   try {
     const { dag, tasks } = await loadDag(deps, msg.dagId, msg.dagVersion);
     dagParams = dag.params;
+    dagTasks = tasks;
     await injectFault(deps, dag, 'worker.after-claim', msg);
     task = tasks.get(msg.taskId);
     if (!task)
@@ -270,9 +282,28 @@ export async function executeTask(
   }
   // Readiness from a success, here and now rather than by the table's stream. If this dies
   // midway, the message (deleted only once this returns) comes back and does it again.
-  if (done.status === 'success') await advanceFrom(deps, done);
+  const left = opts.continuations ?? 0;
+  const continueWith = (m: TaskMessage) => {
+    // Only a task this kind of worker runs, and only if its whole timeout fits in the time
+    // this worker has left: a task is never cut short for having been continued.
+    const next = dagTasks?.get(m.taskId);
+    return (
+      left > 0 &&
+      m.executor !== 'fargate' &&
+      !opts.handBack?.aborted &&
+      next !== undefined &&
+      opts.remainingMs() - SAFETY_MS > next.timeoutSeconds * 1000
+    );
+  };
+  const next = done.status === 'success' ? await advanceFrom(deps, done, continueWith) : undefined;
   // If this fails, the reaper finds the retry overdue and queues it.
   await scheduleRetry(deps, done);
+  if (next) {
+    // Queued in the table, its message not sent: if this worker dies from here, the reaper
+    // sends it (or this message comes back, and its advance sends it).
+    const outcome = await executeTask(deps, next, { ...opts, continuations: left - 1 });
+    opts.onContinued?.(next, outcome);
+  }
   return done.status as ExecuteOutcome;
 }
 
@@ -281,12 +312,19 @@ export async function executeTask(
  * version unreadable, a write refused for good) fails with the reason, as the stream does;
  * anything a retry can fix escapes, so that the message comes back.
  */
-async function advanceFrom(deps: Deps, ti: TaskInstanceRecord): Promise<void> {
+async function advanceFrom(
+  deps: Deps,
+  ti: TaskInstanceRecord,
+  continueWith?: (m: TaskMessage) => boolean,
+): Promise<TaskMessage | undefined> {
   try {
-    await advance(deps, ti, ti.status, ti.dagVersion, ti.generation);
+    return await advance(deps, ti, ti.status, ti.dagVersion, ti.generation, {
+      ...(continueWith ? { continueWith } : {}),
+    });
   } catch (e) {
     if (!(e instanceof AirlessError) || e.retryable) throw e;
     await failUnprocessableRun(deps, ti.dagId, ti.runId, e.message);
+    return undefined;
   }
 }
 

@@ -54,6 +54,9 @@ const env = z.object({
   // between SIGTERM and being killed (the container's stop timeout).
   WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(100).default(4),
   WORKER_STOP_SECONDS: z.coerce.number().int().min(5).default(120),
+  // How many newly ready tasks in a row a Lambda worker runs itself (app/tasks.ts
+  // `continuations`), instead of a queue round trip each.
+  WORKER_CONTINUATIONS: z.coerce.number().int().min(0).max(100).default(8),
   LEASE_SECONDS: z.coerce.number().int().min(10).default(120),
   HEARTBEAT_SECONDS: z.coerce.number().int().min(1).default(30),
   // Set only by an emulator deploy with the fault-injection switch (lib/airless-function.ts).

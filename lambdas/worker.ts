@@ -49,6 +49,11 @@ async function lambdaHandler(event: SQSEvent, context: Context) {
       heartbeatSeconds: env.HEARTBEAT_SECONDS,
       deferredCheckSeconds: env.DEFERRED_CHECK_SECONDS,
       remainingMs: () => context.getRemainingTimeInMillis(),
+      continuations: env.WORKER_CONTINUATIONS,
+      onContinued: (next, outcome) => {
+        logger.info('attempt finished', { ...next, outcome, continued: true });
+        countOutcome(outcome);
+      },
     });
     logger.info('attempt finished', { ...msg, outcome });
     countOutcome(outcome);

@@ -65,7 +65,10 @@ interface RunView {
   endTime: string;
 }
 
-async function runDag(dagId: string, tasks: object[]): Promise<{ t0: number; runId: string }> {
+async function runDag(
+  dagId: string,
+  tasks: object[],
+): Promise<{ t0: number; runId: string; seconds: number }> {
   const created = await api.request('POST', '/v1/dags', { dagId, tasks });
   if (created.status !== 201) throw new Error(`create ${dagId}: ${created.status} ${created.text}`);
   const t0 = Date.now();
@@ -73,7 +76,11 @@ async function runDag(dagId: string, tasks: object[]): Promise<{ t0: number; run
   const path = `/v1/dags/${dagId}/runs/${encodeURIComponent(trig.body.runId)}`;
   for (let i = 0; i < 6000 && Date.now() - t0 < 1_200_000; i++) {
     const r = await api.request<RunView>('GET', path);
-    if (r.body.status === 'success') return { t0, runId: trig.body.runId };
+    if (r.body.status === 'success') {
+      // The run's own timestamps: the task rate the stack sustained over it.
+      const seconds = (Date.parse(r.body.endTime) - Date.parse(r.body.startTime)) / 1000;
+      return { t0, runId: trig.body.runId, seconds };
+    }
     if (['failed', 'cancelled'].includes(r.body.status))
       throw new Error(`${dagId} ${r.body.status}`);
     await new Promise((r) => setTimeout(r, 500));
@@ -189,7 +196,7 @@ const fan = (n: number): Shape => ({
 
 async function measure(shape: Shape) {
   const dagId = `bench_cost_${shape.name.replace(/\W+/g, '_')}_${suffix}`;
-  const { t0 } = await runDag(dagId, shape.tasks);
+  const { t0, seconds } = await runDag(dagId, shape.tasks);
   await new Promise((r) => setTimeout(r, 3000)); // the last invocations' log lines land
   const u = await usageSince(t0);
   const tasks = shape.tasks.length;
@@ -229,7 +236,9 @@ async function measure(shape: Shape) {
   const requests =
     invocations + count('dynamodb') + sqs + count('s3') + events + count('scheduler') + apiCalls;
   const perMillion = (usd: number) => (usd / tasks) * 1e6;
-  console.log(`\n${shape.name} (${tasks} tasks): per task, and $ per million tasks`);
+  console.log(
+    `\n${shape.name} (${tasks} tasks, ${seconds.toFixed(1)} s of run time: ${(tasks / seconds).toFixed(1)} tasks/s on the emulator): per task, and $ per million tasks`,
+  );
   console.log(
     `  requests ${(requests / tasks).toFixed(2)}: Lambda ${(invocations / tasks).toFixed(2)}, DynamoDB ${(count('dynamodb') / tasks).toFixed(2)} (${(dynamoWrites / tasks).toFixed(2)} writes: ${(u.capacity.write / tasks).toFixed(2)} write units, ${(u.capacity.indexWrite / tasks).toFixed(2)} of them index entries), SQS ${(sqs / tasks).toFixed(2)}, S3 ${(count('s3') / tasks).toFixed(2)}, EventBridge ${(events / tasks).toFixed(2)}`,
   );

@@ -174,13 +174,18 @@ describe('a worker that dies mid-attempt', () => {
       store.transitionTask(key, finishTask(dead, { ok: true }, new Date())),
     ).rejects.toBeInstanceOf(ConflictError);
     expect(await store.getTaskInstance(key)).toMatchObject({ status: 'success', attempt: 2 });
-    // Attempt 2 ran once; attempt 1's worker never got to write anything, so the reaper wrote
-    // its log: what happened to it.
+    // Attempt 1's worker never got to write anything, so the reaper wrote its log: what
+    // happened to it. Attempt 2 ran once, and its small log went with its outcome, not to S3.
     const prefix = `logs/${dagId}/${runId}/work`;
     expect(await listKeys(outputs.DataBucketName as string, `logs/${dagId}/${runId}/`)).toEqual([
       `${prefix}/1.log`,
-      `${prefix}/2.log`,
     ]);
+    const second = await api.request(
+      'GET',
+      `/v1/dags/${dagId}/runs/${encodeURIComponent(runId)}/tasks/work/logs?attempt=2`,
+    );
+    expect(second.status).toBe(200);
+    expect(second.text.trim().split('\n').at(-1)).toMatch(/ success$/);
     const first = await getText(outputs.DataBucketName as string, `${prefix}/1.log`);
     expect(first).toMatch(/its worker stopped without writing a log/);
     expect(first).toMatch(/lease expired/);

@@ -180,3 +180,62 @@ describe('stalls', () => {
     await expectOneOutcomePerAttempt(run);
   });
 });
+
+describe('continuations: a worker runs a chain’s next task itself', () => {
+  // The test deploy's Lambda worker has 60 s: a task whose whole timeout fits in what is left
+  // (here 30 s) is continued; its message is never sent.
+  const short = { timeoutSeconds: 30 };
+
+  it('runs each next task in the same worker, once, with no message of its own', async () => {
+    const since = Date.now();
+    const { dagId, runId } = await faultyRun(
+      [
+        noop('a', short),
+        noop('b', { ...short, dependsOn: ['a'] }),
+        noop('c', { ...short, dependsOn: ['b'] }),
+      ],
+      [],
+    );
+    const run = await endOf(dagId, runId);
+    expect(run.status).toBe('success');
+    expect(run.tasks.map((t) => [t.taskId, t.status, t.attempt])).toEqual([
+      ['a', 'success', 1],
+      ['b', 'success', 1],
+      ['c', 'success', 1],
+    ]);
+    await expectOneOutcomePerAttempt(run);
+    const finished = await waitFor(
+      async () =>
+        (await linesOfRun('WorkerFunction', runId, since)).filter(
+          (l) => l.message === 'attempt finished',
+        ),
+      (lines) => lines.length >= 3,
+      { timeoutMs: 30_000, intervalMs: 1000, what: 'the worker to report three attempts' },
+    );
+    // a came from the queue; b and c were continued by the worker that finished their upstream.
+    expect(finished.map((l) => [l.taskId, l.outcome, l.continued === true]).sort()).toEqual([
+      ['a', 'success', false],
+      ['b', 'success', true],
+      ['c', 'success', true],
+    ]);
+  });
+
+  it('a worker that dies in a continued task: the lease is reaped and retried, nothing doubled', async () => {
+    const { dagId, runId } = await faultyRun(
+      [
+        noop('a', short),
+        noop('b', { ...short, dependsOn: ['a'], retries: 1, retryDelaySeconds: 0 }),
+        noop('c', { ...short, dependsOn: ['b'] }),
+      ],
+      [{ point: 'worker.after-claim', taskId: 'b', attempt: 1, action: 'crash' }],
+    );
+    const run = await endOf(dagId, runId, true);
+    expect(run.status).toBe('success');
+    expect(run.tasks.map((t) => [t.taskId, t.status, t.attempt])).toEqual([
+      ['a', 'success', 1],
+      ['b', 'success', 2],
+      ['c', 'success', 1],
+    ]);
+    await expectOneOutcomePerAttempt(run);
+  });
+});

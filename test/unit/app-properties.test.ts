@@ -259,7 +259,13 @@ function script(
 
 const t0 = new Date('2026-03-09T06:30:00.000Z');
 const MAX_RUNS = 4;
-const WORKER = { leaseSeconds: 120, heartbeatSeconds: 30, remainingMs: () => 900_000 };
+// Continuations on: a chain's next task is run by the same worker, its message never sent.
+const WORKER = {
+  leaseSeconds: 120,
+  heartbeatSeconds: 30,
+  remainingMs: () => 900_000,
+  continuations: 2,
+};
 const REAPER = { queuedGraceSeconds: 120, retryGraceSeconds: 30, limit: 200 };
 /** Worlds made so far, by DAG id prefix. */
 const worlds = new Map<string, number>();
