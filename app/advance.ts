@@ -1,12 +1,19 @@
 import { ConflictError, NotFoundError } from '../core/errors.ts';
 import { Metric } from '../core/metric-names.ts';
-import type { TaskKey, TaskMessage } from '../core/ports.ts';
-import { nextStep, runOutcome } from '../core/readiness/index.ts';
+import type { TaskInstanceRecord, TaskKey, TaskMessage } from '../core/ports.ts';
+import { countUpstream, nextStep, runOutcome } from '../core/readiness/index.ts';
 import { isTerminalTask, resolveTask, type TaskStatus } from '../core/state/index.ts';
 import { loadDag } from './dags.ts';
 import type { Deps } from './deps.ts';
 import { injectFault } from './faults.ts';
 import { queue, runEnded, taskMessage } from './runs.ts';
+
+/** A pending task with one upstream task, as it stands once that task's outcome is counted. */
+function afterOnly(
+  status: TaskStatus,
+): Pick<TaskInstanceRecord, 'status' | 'counts' | 'upstreamCount'> {
+  return { status: 'pending', counts: countUpstream([status]), upstreamCount: 1 };
+}
 
 /**
  * What happens after a task reaches a terminal status: each downstream task counts the outcome
@@ -46,12 +53,23 @@ export async function advance(
     await Promise.all(
       (graph.downstream.get(key.taskId) ?? []).map(async (taskId) => {
         const dk = { dagId: key.dagId, runId: key.runId, taskId };
+        const rule = tasks.get(taskId)?.triggerRule ?? 'all_success';
+        // A task with this one upstream task, whose rule queues it on this outcome (a chain's
+        // next task, a fan-out's branch): counted and queued in one write.
+        const single = (graph.upstream.get(taskId) ?? []).length === 1;
+        const queueAt =
+          single && nextStep(rule, afterOnly(status)) === 'queue' ? { queueAt: now } : {};
         const { task, counted } = await deps.store.recordUpstreamOutcome(
           dk,
           key.taskId,
           status,
           generation,
+          queueAt,
         );
+        if (counted && task.status === 'queued' && queueAt.queueAt) {
+          messages.push(await taskMessage(deps, { ...dk, attempt: task.attempt }, dagVersion));
+          return;
+        }
         // A repeat of this step (its caller died after queuing but before sending, and its
         // message or stream record came back): send the queued task's message again. Within
         // SQS's 5-minute window the copy is dropped; after it, the claim is.
@@ -67,7 +85,7 @@ export async function advance(
           await advance(deps, dk, task.status, dagVersion, task.generation);
           return;
         }
-        const decision = nextStep(tasks.get(taskId)?.triggerRule ?? 'all_success', task);
+        const decision = nextStep(rule, task);
         if (decision === 'queue') {
           const m = await queue(deps, dk, dagVersion, task);
           if (m) messages.push(m);

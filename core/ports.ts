@@ -237,6 +237,15 @@ export interface StateStore {
     status: TaskStatus,
     /** The upstream task's generation: an outcome counts once per task and generation. */
     generation: number,
+    options?: {
+      /**
+       * The downstream task has this one upstream task and its rule queues it on this outcome:
+       * in the same write, move it `pending → queued` with its next attempt, as queueTask would
+       * (one write per chain edge instead of two). Only if it is `pending` with nothing counted
+       * yet; otherwise the outcome is only counted, and the caller decides as usual.
+       */
+      readonly queueAt?: Date;
+    },
   ): Promise<{ task: TaskInstanceRecord; counted: boolean }>;
   /**
    * Counts a task as finished in the run's progress, once per task, and returns the run's

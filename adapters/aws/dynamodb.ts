@@ -787,14 +787,46 @@ export class DynamoStateStore implements StateStore {
     upstreamTaskId: string,
     status: TaskStatus,
     generation: number,
+    options: { readonly queueAt?: Date } = {},
   ): Promise<{ task: TaskInstanceRecord; counted: boolean }> {
     const counter = counterFor(status);
     if (!counter) throw new Error(`recordUpstreamOutcome: "${status}" is not a finished status`);
     const entry = `${upstreamTaskId}#${generation}`;
+    const key = keys.task(downstream.dagId, downstream.runId, downstream.taskId);
+    if (options.queueAt) {
+      // Count and queue in one write, as queueTask would: only while the task is pending with
+      // nothing counted. Refused, the outcome was counted already (a duplicate) or the task is
+      // not in that state (a clear marked old outcomes counted): count it the usual way.
+      const at = options.queueAt.toISOString();
+      const shard = progressShard(
+        `${downstream.dagId}#${downstream.runId}#${downstream.taskId}`,
+        DUE_SHARDS,
+      );
+      const u = new Update()
+        .add(COUNTER[counter], 1)
+        .add('countedUpstream', new Set([entry]))
+        .add('attempt', 1)
+        .set('status', 'queued')
+        .set('leaseToken', null)
+        .set('retryAt', null)
+        .set('advanceInline', null)
+        .set('queuedAt', at)
+        .set('updatedAt', at)
+        .set('gsi2pk', `DUE#QUEUED#${shard}`)
+        .set('gsi2sk', at);
+      const cond = `attribute_exists(pk) AND ${u.name('status')} = ${u.value('pending')} AND attribute_not_exists(${u.name('countedUpstream')})`;
+      try {
+        const task = toTask(
+          await this.#update(u.input(this.table, key, cond), 'count and queue', toTask),
+        );
+        return { task, counted: true };
+      } catch (e) {
+        if (!(e instanceof ConflictError)) throw e;
+      }
+    }
     const u = new Update().add(COUNTER[counter], 1).add('countedUpstream', new Set([entry]));
     const counted = u.name('countedUpstream');
     const cond = `attribute_exists(pk) AND (attribute_not_exists(${counted}) OR NOT contains(${counted}, ${u.value(entry)}))`;
-    const key = keys.task(downstream.dagId, downstream.runId, downstream.taskId);
     try {
       return {
         task: toTask(

@@ -569,6 +569,7 @@ export class MemoryStateStore implements StateStore {
     upstreamTaskId: string,
     status: TaskStatus,
     generation: number,
+    options: { readonly queueAt?: Date } = {},
   ): Promise<{ task: TaskInstanceRecord; counted: boolean }> {
     const counter = counterFor(status);
     if (!counter) throw new Error(`recordUpstreamOutcome: "${status}" is not a finished status`);
@@ -577,8 +578,19 @@ export class MemoryStateStore implements StateStore {
     const entry = `${upstreamTaskId}#${generation}`;
     // Counted already: a duplicate event. Answer with the counts as they stand.
     if (ti.counted.has(entry)) return { task: toTask(ti), counted: false };
+    const queue = options.queueAt && ti.status === 'pending' && ti.counted.size === 0;
     ti.counts = { ...ti.counts, [counter]: ti.counts[counter] + 1 };
     ti.counted.add(entry);
+    if (queue && options.queueAt) {
+      const at = options.queueAt.toISOString();
+      ti.status = 'queued';
+      ti.attempt += 1;
+      ti.leaseToken = null;
+      ti.retryAt = null;
+      ti.queuedAt = at;
+      ti.advanceInline = false;
+      ti.due = { kind: 'QUEUED', at };
+    }
     return { task: toTask(ti), counted: true };
   }
 

@@ -1169,6 +1169,38 @@ export function stateStoreContract(
         expect((await task(d1)).counts).toEqual({ ...NO_COUNTS, failed: 1, skipped: 1 });
       });
 
+      it('counts and queues in one write a pending task with nothing counted, once', async () => {
+        const { run } = await store.createRun(newRun(3));
+        const down = key(run.runId, 't1');
+        const both = await store.recordUpstreamOutcome(down, 't0', 'success', 0, {
+          queueAt: later(5),
+        });
+        expect(both).toMatchObject({
+          counted: true,
+          task: { status: 'queued', attempt: 1, queuedAt: iso(5), counts: { success: 1 } },
+        });
+        expect(await store.getTaskInstance(down)).toEqual(both.task);
+        // The queued index has it, as if queueTask had written it.
+        expect((await store.findQueuedBefore(later(6), 100)).map((t) => t.taskId)).toContain('t1');
+        // A duplicate neither counts nor queues again.
+        const again = await store.recordUpstreamOutcome(down, 't0', 'success', 0, {
+          queueAt: later(7),
+        });
+        expect(again).toMatchObject({ counted: false, task: { status: 'queued', attempt: 1 } });
+        expect((await task(down)).queuedAt).toBe(iso(5));
+        // With an outcome counted already (here another upstream's), it only counts: the
+        // caller decides from the counts as usual.
+        const other = key(run.runId, 't2');
+        await store.recordUpstreamOutcome(other, 'tx', 'skipped', 0);
+        const counted = await store.recordUpstreamOutcome(other, 't0', 'success', 0, {
+          queueAt: later(8),
+        });
+        expect(counted).toMatchObject({
+          counted: true,
+          task: { status: 'pending', attempt: 0, counts: { success: 1, skipped: 1 } },
+        });
+      });
+
       it('counts whatever status the downstream task is in', async () => {
         const { k, ti } = await queuedTask();
         expect(await store.recordUpstreamOutcome(k, 'up', 'success', 0)).toMatchObject({
