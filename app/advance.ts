@@ -41,6 +41,11 @@ export async function advance(
      * `queued` in the table all the same, so that if the caller dies, the reaper sends it.
      */
     readonly continueWith?: (message: TaskMessage) => boolean;
+    /**
+     * The tasks a repeat has walked again already, shared down the recursion: each is walked
+     * once, so a repeat at a fan-out's root costs O(edges), not a walk per path.
+     */
+    readonly walked?: Set<string>;
   } = {},
 ): Promise<TaskMessage | undefined> {
   if (!isTerminalTask(status)) return undefined;
@@ -48,6 +53,7 @@ export async function advance(
   const now = deps.clock();
   const messages: TaskMessage[] = [];
   let kept: TaskMessage | undefined;
+  const walked = options.walked ?? new Set<string>();
 
   if (status !== 'cancelled') {
     await Promise.all(
@@ -82,7 +88,9 @@ export async function advance(
         // from it again, in case whoever advanced it died first. Every write below is counted
         // once, so this changes nothing twice.
         if (!counted && task.advanceInline && isTerminalTask(task.status)) {
-          await advance(deps, dk, task.status, dagVersion, task.generation);
+          if (walked.has(taskId)) return;
+          walked.add(taskId);
+          await advance(deps, dk, task.status, dagVersion, task.generation, { walked });
           return;
         }
         const decision = nextStep(rule, task);

@@ -1,0 +1,157 @@
+import { describe, expect, it } from 'vitest';
+import { memoryDeps } from '../../adapters/memory/deps.ts';
+import { MemoryStateStore } from '../../adapters/memory/store.ts';
+import { clearTasks } from '../../app/clear.ts';
+import { registerDag } from '../../app/dags.ts';
+import { triggerRun } from '../../app/runs.ts';
+import { type ExecuteOptions, executeTask } from '../../app/tasks.ts';
+import type { TaskMessage } from '../../core/ports.ts';
+
+/**
+ * The worker advances readiness from its own success (app/tasks.ts, app/advance.ts), continues
+ * into a chain's next task, and keeps small logs inline; a worker that dies after its outcome
+ * leaves its message to finish the job. On the in-memory ports: the same paths run on the
+ * emulator in test/e2e/faults.test.ts, and under any order of deliveries and deaths in
+ * test/unit/app-properties.test.ts.
+ */
+
+/** A store whose process dies (throws) at the n-th progress write: after outcomes and counts. */
+class DyingStore extends MemoryStateStore {
+  progressWritesBeforeDeath = Number.POSITIVE_INFINITY;
+  override async recordTaskFinished(
+    ...args: Parameters<MemoryStateStore['recordTaskFinished']>
+  ): ReturnType<MemoryStateStore['recordTaskFinished']> {
+    if (this.progressWritesBeforeDeath-- <= 0) throw new Error('the process died');
+    return super.recordTaskFinished(...args);
+  }
+}
+
+const worker = (extra: Partial<ExecuteOptions> = {}): ExecuteOptions => ({
+  leaseSeconds: 120,
+  heartbeatSeconds: 30,
+  remainingMs: () => 900_000,
+  ...extra,
+});
+
+async function setup(tasks: object[]) {
+  const store = new DyingStore();
+  const deps = memoryDeps({ store });
+  const dagId = `inline_${Math.random().toString(36).slice(2, 10)}`;
+  const r = await registerDag(deps, JSON.stringify({ dagId, tasks }));
+  if (!r.ok) throw new Error(JSON.stringify(r.issues));
+  const { run } = await triggerRun(deps, { dagId });
+  const statuses = async () =>
+    (await deps.store.listTaskInstances(dagId, run.runId)).map((t) => [
+      t.taskId,
+      t.status,
+      t.attempt,
+    ]);
+  const runStatus = async () => (await deps.store.getRun(dagId, run.runId))?.status;
+  /** Runs every waiting message, as the queue would deliver them, until none is left. */
+  const drain = async (opts: ExecuteOptions) => {
+    for (let i = 0; i < 100 && deps.dispatcher.waiting.length > 0; i++) {
+      await executeTask(deps, deps.dispatcher.take() as TaskMessage, opts);
+    }
+  };
+  return { deps, store, dagId, runId: run.runId, statuses, runStatus, drain };
+}
+
+const chain = (n: number, extra: object = {}) =>
+  Array.from({ length: n }, (_, i) => ({
+    taskId: `t${i}`,
+    operator: 'noop',
+    ...(i > 0 ? { dependsOn: [`t${i - 1}`] } : {}),
+    ...extra,
+  }));
+
+describe('a worker that writes a success', () => {
+  it('runs a chain’s next tasks itself: one message for the whole chain, each task once', async () => {
+    const { deps, statuses, runStatus, drain } = await setup(chain(4));
+    await drain(worker({ continuations: 8 }));
+    expect(deps.dispatcher.sent.map((m) => m.taskId)).toEqual(['t0']);
+    expect(await statuses()).toEqual([
+      ['t0', 'success', 1],
+      ['t1', 'success', 1],
+      ['t2', 'success', 1],
+      ['t3', 'success', 1],
+    ]);
+    expect(await runStatus()).toBe('success');
+  });
+
+  it('continues at most the given number of tasks in a row, then sends the next', async () => {
+    const { deps, runStatus, drain } = await setup(chain(5));
+    await drain(worker({ continuations: 1 }));
+    // t0 from the queue, t1 continued; t2 sent, t3 continued; t4 sent.
+    expect(deps.dispatcher.sent.map((m) => m.taskId)).toEqual(['t0', 't2', 't4']);
+    expect(await runStatus()).toBe('success');
+  });
+
+  it('does not continue into a task whose timeout does not fit in the time left', async () => {
+    const { deps, drain } = await setup(chain(3, { timeoutSeconds: 60 }));
+    await drain(worker({ continuations: 8, remainingMs: () => 70_000 }));
+    // 70 s left less the 15 s kept for writing the outcome: a 60-second task does not fit.
+    expect(deps.dispatcher.sent.map((m) => m.taskId)).toEqual(['t0', 't1', 't2']);
+  });
+
+  it('sends every ready task when more than one became ready', async () => {
+    const { deps, runStatus, drain } = await setup([
+      { taskId: 'a', operator: 'noop' },
+      { taskId: 'b', operator: 'noop', dependsOn: ['a'] },
+      { taskId: 'c', operator: 'noop', dependsOn: ['a'] },
+    ]);
+    await drain(worker({ continuations: 8 }));
+    expect(deps.dispatcher.sent.map((m) => m.taskId).sort()).toEqual(['a', 'b', 'c']);
+    expect(await runStatus()).toBe('success');
+  });
+
+  it('keeps a small log with its outcome, and copies it out before a cleared rerun replaces it', async () => {
+    const { deps, dagId, runId, drain } = await setup(chain(1));
+    await drain(worker());
+    const first = await deps.store.getTaskInstance({ dagId, runId, taskId: 't0' });
+    expect(first).toMatchObject({ status: 'success', logAttempt: 1 });
+    expect(first?.log).toMatch(/ success\n$/);
+    expect(await deps.blobs.getLog({ dagId, runId, taskId: 't0', attempt: 1 })).toBeUndefined();
+    await clearTasks(deps, dagId, runId, 't0');
+    await drain(worker());
+    const second = await deps.store.getTaskInstance({ dagId, runId, taskId: 't0' });
+    expect(second).toMatchObject({ status: 'success', attempt: 2, logAttempt: 2 });
+    // Attempt 1's log was moved to S3 when attempt 2 was claimed: both are still readable.
+    expect(await deps.blobs.getLog({ dagId, runId, taskId: 't0', attempt: 1 })).toBe(first?.log);
+  });
+});
+
+describe('a worker that dies after its success', () => {
+  it('leaves its message to come back, and that delivery finishes readiness and the run', async () => {
+    const { deps, store, statuses, runStatus } = await setup(chain(2));
+    const [t0] = deps.dispatcher.takeAll() as [TaskMessage];
+    store.progressWritesBeforeDeath = 0; // dies after t0's outcome, t1's queue and its send
+    await expect(executeTask(deps, t0, worker())).rejects.toThrow('the process died');
+    store.progressWritesBeforeDeath = Number.POSITIVE_INFINITY;
+    await executeTask(deps, deps.dispatcher.take() as TaskMessage, worker());
+    expect(await statuses()).toEqual([
+      ['t0', 'success', 1],
+      ['t1', 'success', 1],
+    ]);
+    // Every task succeeded, but t0 was never counted in the run's progress: the run is open.
+    expect(await runStatus()).toBe('running');
+    // The message was never deleted: it comes back. Its claim is refused, and it advances.
+    expect(await executeTask(deps, t0, worker())).toBe('not_claimed');
+    expect(await runStatus()).toBe('success');
+    expect(deps.dispatcher.waiting).toEqual([]);
+  });
+
+  it('in a continued task: the first message’s return finishes the continued task’s readiness', async () => {
+    const { deps, store, runStatus } = await setup(chain(3));
+    const [t0] = deps.dispatcher.takeAll() as [TaskMessage];
+    // Dies at t1's progress write: t1 (continued, no message of its own) succeeded, unadvanced.
+    store.progressWritesBeforeDeath = 1;
+    await expect(executeTask(deps, t0, worker({ continuations: 8 }))).rejects.toThrow('died');
+    store.progressWritesBeforeDeath = Number.POSITIVE_INFINITY;
+    expect(deps.dispatcher.sent.map((m) => m.taskId)).toEqual(['t0']);
+    expect(await executeTask(deps, t0, worker({ continuations: 8 }))).toBe('not_claimed');
+    // The repeat walked t0 → t1 (success, advanced inline) → queued t2 and sent it.
+    expect(deps.dispatcher.waiting.map((m) => m.taskId)).toEqual(['t2']);
+    await executeTask(deps, deps.dispatcher.take() as TaskMessage, worker());
+    expect(await runStatus()).toBe('success');
+  });
+});
