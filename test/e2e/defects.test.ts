@@ -316,10 +316,12 @@ describe('DAGs the API accepts can run', () => {
 
 describe('a record that can never be processed', () => {
   it('fails its run with the reason and holds up no other run', async () => {
+    // a fails: its outcome goes to the advance function by the table's stream (a success would
+    // be advanced by its own worker, which holds the DAG version it ran from in memory).
     const dagId = await createDag({
       tasks: [
-        { taskId: 'a', operator: 'noop', config: { sleepSeconds: 2 } },
-        { taskId: 'b', operator: 'noop', dependsOn: ['a'] },
+        { taskId: 'a', operator: 'noop', config: { sleepSeconds: 2, failAttempts: 1 } },
+        { taskId: 'b', operator: 'noop', dependsOn: ['a'], triggerRule: 'all_done' },
       ],
     });
     const r = await api.request<{ runId: string }>('POST', `/v1/dags/${dagId}/runs`, {});
@@ -328,7 +330,8 @@ describe('a record that can never be processed', () => {
       (v) => v.tasks.some((t) => t.taskId === 'a' && t.status === 'running'),
       { timeoutMs: 60_000, intervalMs: 200, what: `task a of ${r.body.runId} running` },
     );
-    // The stored DAG version disappears while a runs: readiness after a can never be computed.
+    // The stored DAG version disappears while a runs: readiness after its failure can never be
+    // computed by the advance function, which has never read this version.
     const data = outputs.DataBucketName as string;
     for (const key of await listKeys(data, `dag-versions/${dagId}/`)) {
       await s3.send(new DeleteObjectCommand({ Bucket: data, Key: key }));
