@@ -1,3 +1,4 @@
+import type { Dag } from '../core/dag/schema.ts';
 import { ConflictError, NotFoundError } from '../core/errors.ts';
 import { Metric } from '../core/metric-names.ts';
 import type { TaskInstanceRecord, TaskKey, TaskMessage } from '../core/ports.ts';
@@ -54,6 +55,8 @@ export async function advance(
   const messages: TaskMessage[] = [];
   let kept: TaskMessage | undefined;
   const walked = options.walked ?? new Set<string>();
+  /** Downstream outcomes advanced inline, to walk again once this task's own part is done. */
+  const again: TaskInstanceRecord[] = [];
 
   if (status !== 'cancelled') {
     await Promise.all(
@@ -88,9 +91,11 @@ export async function advance(
         // from it again, in case whoever advanced it died first. Every write below is counted
         // once, so this changes nothing twice.
         if (!counted && task.advanceInline && isTerminalTask(task.status)) {
-          if (walked.has(taskId)) return;
-          walked.add(taskId);
-          await advance(deps, dk, task.status, dagVersion, task.generation, { walked });
+          // After this task's own progress write, below: that is the repair that matters most.
+          if (!walked.has(taskId)) {
+            walked.add(taskId);
+            again.push(task);
+          }
           return;
         }
         const decision = nextStep(rule, task);
@@ -102,6 +107,14 @@ export async function advance(
             .transitionTask(dk, resolveTask(task, decision, now))
             .catch((e: unknown) => {
               if (!(e instanceof ConflictError)) throw e;
+              // Resolved already: by a concurrent advance, or by this write whose answer was
+              // lost (the SDK's retry is refused). Go on from it either way; that is harmless.
+              const current = e.current as TaskInstanceRecord | undefined;
+              return current?.status === decision &&
+                current.generation === task.generation &&
+                current.advanceInline === true
+                ? current
+                : undefined;
             });
           // Inline, not by the resolution's own stream record (which is filtered out): a chain
           // of skips costs no stream hop per task.
@@ -120,6 +133,22 @@ export async function advance(
     await deps.dispatcher.dispatch(messages);
   }
 
+  await finish(deps, key, status, generation, dag);
+  for (const t of again) {
+    await advance(deps, t, t.status, dagVersion, t.generation, { walked });
+  }
+  return kept;
+}
+
+/** Counts the task in its run's progress, and ends the run when every task has finished. */
+async function finish(
+  deps: Deps,
+  key: TaskKey,
+  status: TaskStatus,
+  generation: number,
+  dag: Dag,
+): Promise<void> {
+  const now = deps.clock();
   const progress = await deps.store.recordTaskFinished(
     key,
     status === 'success' || status === 'skipped',
@@ -149,12 +178,11 @@ export async function advance(
       // Already ended (a duplicate event), cancelled, or cleared meanwhile.
       if (!(e instanceof ConflictError)) throw e;
       const run = await deps.store.getRun(key.dagId, key.runId);
-      if (run?.status === 'running' || run?.status === 'queued') return kept;
+      if (run?.status === 'running' || run?.status === 'queued') return;
     }
     // Also on a duplicate event, in case the first one died before this: it is harmless twice.
     await runEnded(deps, key.dagId, key.runId);
   }
-  return kept;
 }
 
 /**

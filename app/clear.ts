@@ -2,7 +2,6 @@ import { ConflictError, NotFoundError } from '../core/errors.ts';
 import type { ClearPlan, RunRecord, TaskInstanceRecord, TaskMessage } from '../core/ports.ts';
 import { counterFor, countUpstream, nextStep } from '../core/readiness/index.ts';
 import { isTerminalRun, isTerminalTask } from '../core/state/index.ts';
-import { advance } from './advance.ts';
 import { loadDag } from './dags.ts';
 import type { Deps } from './deps.ts';
 import { taskMessage } from './runs.ts';
@@ -49,9 +48,10 @@ export async function clearTasks(
   const order = topologicalOrder(reach, graph);
 
   // An outcome advanced inline (a worker's success, a resolution) whose advance did not finish
-  // (its worker died: the message comes back later to finish it) must be advanced before its
-  // task is cleared, because the clear moves the task on and the message would then find
-  // nothing to finish, and the run's progress would miss the old outcome for ever.
+  // (its worker died: the message comes back later to finish it) must be counted in the run's
+  // progress before its task is cleared, because the clear moves the task on and the message
+  // would then find nothing to finish. Only counted: its downstream tasks are all cleared with
+  // it (the plan marks its old outcome counted on each), and must not run on it meanwhile.
   const done = await deps.store.finishedTasks(dagId, runId);
   const unsettled = order
     .map((id) => instances.get(id))
@@ -63,8 +63,11 @@ export async function clearTasks(
         !done.has(`${t.taskId}#${t.generation}`),
     );
   if (unsettled.length > 0) {
-    for (const t of unsettled) await advance(deps, t, t.status, run.dagVersion, t.generation);
-    // The advance may have ended the run: read it again too, as the clear is conditioned on it.
+    for (const t of unsettled) {
+      const ok = t.status === 'success' || t.status === 'skipped';
+      await deps.store.recordTaskFinished(t, ok, dag.tasks.length, t.generation);
+    }
+    // Read again, as the clear is conditioned on what it read (the run, the counts).
     run = (await deps.store.getRun(dagId, runId)) ?? run;
     instances = new Map(
       (await deps.store.listTaskInstances(dagId, runId)).map((t) => [t.taskId, t]),

@@ -32,7 +32,7 @@ export async function readLog(
       (ti.endTime !== null && deps.clock().getTime() - Date.parse(ti.endTime) < JUST_ENDED_MS));
   for (let tries = 0; ; tries++) {
     const text = await deps.blobs.getLog(ref);
-    if (text !== undefined || !justEnded || tries >= 10) return text;
+    if (text !== undefined || !justEnded || tries >= 5) return text;
     await new Promise((r) => setTimeout(r, 200));
   }
 }

@@ -8,6 +8,7 @@ import {
   deferTask,
   finishTask,
   heartbeatTask,
+  isTerminalRun,
   releaseTask,
   type StoredOutput,
   triesSoFar,
@@ -105,15 +106,21 @@ export async function executeTask(
     // deleted), advance now: the message is the repair path of the inline advance.
     const ti = e.current as TaskInstanceRecord | undefined;
     if (ti?.status === 'success' && ti.attempt === msg.attempt && ti.advanceInline) {
-      await advanceFrom(deps, ti);
+      // A run that has ended counted every task: nothing is left to finish (a duplicate).
+      const run = await deps.store.getRun(msg.dagId, msg.runId);
+      if (run && !isTerminalRun(run.status)) await advanceFrom(deps, ti);
     }
     return 'not_claimed';
   }
 
   await opts.onClaimed?.();
   // The task was cleared after a success that kept its log inline: that log is copied out
-  // before this attempt's outcome can take its place.
-  await keepEarlierLog(deps, current, msg);
+  // before this attempt's outcome can take its place. Best effort: an attempt is not held up
+  // by an earlier attempt's log.
+  await keepEarlierLog(deps, current, msg).catch((e: unknown) => {
+    deps.metrics?.addMetric(Metric.LogWriteFailed, 'Count', 1);
+    console.error(`could not copy out an earlier log of ${msg.taskId}: ${(e as Error).message}`);
+  });
   const log = new LogBuffer(deps.clock);
   const controller = new AbortController();
   let leaseLost = false;
@@ -272,11 +279,23 @@ export async function executeTask(
     deps.metrics?.addMetric(Metric.LogWriteFailed, 'Count', 1);
     console.error(`could not write the log of ${msg.runId}/${msg.taskId}@${msg.attempt}`);
   }
-  if (written.status === 'rejected') {
-    if (written.reason instanceof ConflictError) return 'lease_lost';
-    throw written.reason;
+  let done: TaskInstanceRecord;
+  if (written.status === 'fulfilled') {
+    done = written.value;
+  } else {
+    if (!(written.reason instanceof ConflictError)) throw written.reason;
+    // A write that landed but whose answer was lost: the SDK's retry of it is then refused.
+    // This attempt's success can only have been written by its lease holder: it is ours (or,
+    // after a hand-back, the next holder's), and readiness from it must not be lost with it.
+    const current = written.reason.current as TaskInstanceRecord | undefined;
+    const ours =
+      error === undefined &&
+      current?.status === 'success' &&
+      current.attempt === msg.attempt &&
+      current.advanceInline === true;
+    if (!ours || !current) return 'lease_lost';
+    done = current;
   }
-  const done = written.value;
   if ((await injectFault(deps, faulted, 'worker.after-outcome', msg)) === 'repeat') {
     await deps.dispatcher.dispatch([msg]); // the same message delivered again, late
   }

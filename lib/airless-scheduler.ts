@@ -342,10 +342,12 @@ export class AirlessScheduler extends Construct {
       });
     }
 
-    // worker: claims and runs task attempts, writes logs and artifacts.
+    // worker: claims and runs task attempts, writes logs and artifacts, and advances readiness
+    // from its own successes: it sends the tasks that became ready (app/advance.ts).
     table.grants.readWriteData(worker);
     dataBucket.grants.readWrite(worker);
     timers.queue.grants.sendMessages(worker);
+    for (const q of sendQueues) q.grants.sendMessages(worker);
     // A message that is not a task message goes to the dead-letter queue at its first receive.
     tasks.deadLetterQueue.grants.sendMessages(worker);
     worker.function.addEnvironment('TASK_DLQ_URL', tasks.deadLetterQueue.queueUrl);
@@ -489,6 +491,8 @@ export class AirlessScheduler extends Construct {
       table.grants.readWriteData(role);
       dataBucket.grants.readWrite(role);
       timers.queue.grants.sendMessages(role);
+      // Readiness from its successes sends the tasks that became ready, to either queue.
+      for (const q of sendQueues) q.grants.sendMessages(role);
       fargateTasks.deadLetterQueue.grants.sendMessages(role);
       for (const target of props.invokableFunctions ?? []) target.grantInvoke(role);
     }

@@ -115,18 +115,31 @@ async function usageSince(since: number): Promise<Usage> {
     // Requests of the API's polling are this script's, not the run's: skip those invocations.
     const skipped = new Set<string>();
     const events: { message: string }[] = [];
+    // Pages by nextToken (AWS), and by time: the emulator answers at most 10,000 events and no
+    // token, so a full page is followed by another from its last timestamp, without repeats.
+    const seen = new Set<string>();
     let token: string | undefined;
-    for (let page = 0; page < 500; page++) {
+    let from = since;
+    for (let page = 0; page < 2000; page++) {
       const res = await logs.send(
         new FilterLogEventsCommand({
           logGroupName: group,
-          startTime: since,
+          startTime: from,
           ...(token ? { nextToken: token } : {}),
         }),
       );
-      for (const e of res.events ?? []) events.push({ message: e.message ?? '' });
+      const got = res.events ?? [];
+      for (const e of got) {
+        const id = e.eventId ?? `${e.logStreamName}|${e.timestamp}|${e.message}`;
+        if (seen.has(id)) continue;
+        seen.add(id);
+        events.push({ message: e.message ?? '' });
+      }
       token = res.nextToken;
-      if (!token) break;
+      if (token) continue;
+      const last = got.at(-1)?.timestamp;
+      if (got.length < 10_000 || last === undefined || last <= from) break;
+      from = last;
     }
     for (const { message } of events) {
       if (!message.includes('"aws requests"')) continue;

@@ -887,6 +887,9 @@ export class DynamoStateStore implements StateStore {
         .set(COUNTER.skipped, t.counts.skipped)
         // An empty string set is not allowed: none counted is an absent attribute.
         .set('countedUpstream', t.counted.length > 0 ? new Set(t.counted) : null)
+        // The clear's own writes are advanced by the stream: a status it resolves at once
+        // (skipped, upstream_failed) must reach it, whoever wrote the task before.
+        .set('advanceInline', null)
         .set('updatedAt', at);
       if (t.newGeneration) {
         u.set('retryBase', t.expect.attempt)
@@ -997,8 +1000,9 @@ export class DynamoStateStore implements StateStore {
 
   async findExpiredLeases(now: Date, limit: number): Promise<TaskInstanceRecord[]> {
     // Attempts claimed since they were queued are still under the queued key (a claim leaves
-    // the index alone): move them to their lease first, so that none is missed.
-    await this.#moveClaimedToLease(await this.#dueItems('QUEUED', now, limit));
+    // the index alone): move them to their lease first, so that none is missed, however many
+    // attempts wait queued ahead of them.
+    await this.#moveClaimedToLease(await this.#claimedUnderQueuedKey(now));
     return this.#due('LEASE', now, limit);
   }
 
@@ -1006,6 +1010,40 @@ export class DynamoStateStore implements StateStore {
     const items = await this.#dueItems('QUEUED', before, limit);
     await this.#moveClaimedToLease(items);
     return items.filter((i) => i.status === 'queued').map(toTask);
+  }
+
+  /**
+   * The claimed attempts still under the queued key, queued before `now`: every shard read
+   * through, filtered on the status (a bounded number of pages a shard, each up to 1 MB).
+   */
+  async #claimedUnderQueuedKey(now: Date): Promise<Item[]> {
+    const out: Item[] = [];
+    for (let shard = 0; shard < DUE_SHARDS; shard++) {
+      let start: Record<string, unknown> | undefined;
+      for (let page = 0; page < 10; page++) {
+        const res = await aws('find claimed attempts', () =>
+          this.db.send(
+            new QueryCommand({
+              TableName: this.table,
+              IndexName: GSI2,
+              KeyConditionExpression: 'gsi2pk = :p AND gsi2sk < :t',
+              FilterExpression: '#s = :running',
+              ExpressionAttributeNames: { '#s': 'status' },
+              ExpressionAttributeValues: {
+                ':p': `DUE#QUEUED#${shard}`,
+                ':t': now.toISOString(),
+                ':running': 'running',
+              },
+              ...(start ? { ExclusiveStartKey: start } : {}),
+            }),
+          ),
+        );
+        out.push(...(res.Items ?? []));
+        start = res.LastEvaluatedKey;
+        if (!start) break;
+      }
+    }
+    return out;
   }
 
   /**
@@ -1061,20 +1099,27 @@ export class DynamoStateStore implements StateStore {
   }
 
   async finishedTasks(dagId: string, runId: string): Promise<ReadonlySet<string>> {
-    const res = await aws('finished tasks', () =>
-      this.db.send(
-        new QueryCommand({
-          TableName: this.table,
-          KeyConditionExpression: 'pk = :p AND begins_with(sk, :s)',
-          ExpressionAttributeValues: { ':p': keys.run(dagId, runId).pk, ':s': 'PROGRESS#' },
-          ProjectionExpression: 'doneTasks',
-          ConsistentRead: true,
-        }),
-      ),
-    );
     const out = new Set<string>();
-    for (const i of res.Items ?? []) {
-      for (const entry of (i.doneTasks as Set<string> | undefined) ?? []) out.add(entry);
+    let start: Record<string, unknown> | undefined;
+    // At most 32 shards: a few pages of 1 MB even for the largest run.
+    for (let page = 0; page < 100; page++) {
+      const res = await aws('finished tasks', () =>
+        this.db.send(
+          new QueryCommand({
+            TableName: this.table,
+            KeyConditionExpression: 'pk = :p AND begins_with(sk, :s)',
+            ExpressionAttributeValues: { ':p': keys.run(dagId, runId).pk, ':s': 'PROGRESS#' },
+            ProjectionExpression: 'doneTasks',
+            ConsistentRead: true,
+            ...(start ? { ExclusiveStartKey: start } : {}),
+          }),
+        ),
+      );
+      for (const i of res.Items ?? []) {
+        for (const entry of (i.doneTasks as Set<string> | undefined) ?? []) out.add(entry);
+      }
+      start = res.LastEvaluatedKey;
+      if (!start) break;
     }
     return out;
   }

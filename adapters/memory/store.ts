@@ -653,6 +653,7 @@ export class MemoryStateStore implements StateStore {
         ti.generation = t.generation;
         ti.counts = { ...t.counts };
         ti.counted = new Set(t.counted);
+        ti.advanceInline = false;
         if (t.newGeneration) {
           ti.retryBase = t.expect.attempt;
           ti.leaseExpiresAt = null;

@@ -1539,6 +1539,23 @@ export function stateStoreContract(
     });
 
     describe('deadline queries', () => {
+      it('finds an expired lease behind more waiting attempts than its limit', async () => {
+        // Five attempts queued first, never claimed; then one claimed with a 60 s lease.
+        for (let i = 0; i < 5; i++) await queuedTask();
+        const { run } = await store.createRun(newRun(1, { logicalDate: later(7200) }));
+        const k = key(run.runId);
+        const queued = await store.transitionTask(k, queueTask(await task(k), later(5)));
+        await store.transitionTask(k, claimTask(queued, 'dead', 60, later(6)));
+        expect((await store.findExpiredLeases(later(66), 2)).map((t) => t.runId)).toEqual([]);
+        expect((await store.findExpiredLeases(later(67), 2)).map((t) => t.runId)).toEqual([
+          run.runId,
+        ]);
+        // The claimed attempt is not among the queued ones, whatever the limit.
+        expect((await store.findQueuedBefore(later(9999), 100)).map((t) => t.runId)).not.toContain(
+          run.runId,
+        );
+      });
+
       it('finds expired leases, stale queued attempts and due retries', async () => {
         const a = await queuedTask();
         const { run: r2 } = await store.createRun(newRun(1, { logicalDate: later(3600) }));

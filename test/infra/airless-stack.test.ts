@@ -442,11 +442,11 @@ describe('least privilege', () => {
     }
   });
 
-  it('the worker consumes the task queue but cannot send to it', () => {
+  it('the worker consumes the task queue, and sends to it the tasks its successes make ready', () => {
     const actions = accessOf(roleOf('worker')).get(id(stack.scheduler.taskQueue));
     expect(actions).toContain('sqs:ReceiveMessage');
     expect(actions).toContain('sqs:DeleteMessage');
-    expect(actions).not.toContain('sqs:SendMessage');
+    expect(actions).toContain('sqs:SendMessage');
   });
 
   it('api, advance and trigger can send to the task queue, and cannot consume it', () => {

@@ -135,7 +135,14 @@ class ObservedStore extends MemoryStateStore {
     const dagVersion = (await super.getRun(plan.dagId, plan.runId))?.dagVersion ?? 0;
     for (const t of plan.tasks) {
       if (isTerminalTask(t.status) && (t.expect.status !== t.status || t.newGeneration)) {
-        this.#emit({ ...plan, taskId: t.taskId, dagVersion }, t.status, t.generation);
+        // As the stream's filter sees it: the written item's flag, whatever the clear meant.
+        const written = await super.getTaskInstance({ ...plan, taskId: t.taskId });
+        this.#emit(
+          { ...plan, taskId: t.taskId, dagVersion },
+          t.status,
+          t.generation,
+          written?.advanceInline === true,
+        );
       }
     }
   }
