@@ -376,9 +376,10 @@ describe('least privilege', () => {
     const timers = id(s.retryTimers.queue);
     const taskDlq = id(s.taskDeadLetterQueue);
     const timerDlq = id(s.retryTimers.deadLetterQueue);
-    // The worker and the retrier may move a poison message to their dead-letter queue.
+    // The worker and the retrier may move a poison message to their dead-letter queue. The
+    // worker sends the tasks its successes make ready, to either queue.
     expect(touched('worker')).toEqual(
-      [logGroup('worker'), table, queue, data, timers, taskDlq].sort(),
+      [logGroup('worker'), table, queue, fargate, data, timers, taskDlq].sort(),
     );
     // dynamodb:ListStreams allows no resource-level permission, hence `*`.
     // The account's default bus takes the run events (eventBus prop).
@@ -532,6 +533,8 @@ describe('event sources', () => {
           status: {
             S: ['success', 'failed', 'upstream_failed', 'skipped', 'cancelled', 'up_for_retry'],
           },
+          // Not an outcome its writer advanced itself: a worker's success, a resolution.
+          advanceInline: [{ exists: false }],
         },
       },
     });
