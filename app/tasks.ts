@@ -22,6 +22,7 @@ import { InjectedCrash, injectFault } from './faults.ts';
 import { fitsInline, keepEarlierLog } from './logs.ts';
 import { storeOutput } from './outputs.ts';
 import { scheduleRetry } from './retries.ts';
+import { runEnded } from './runs.ts';
 
 export interface ExecuteOptions {
   /** How long a claim or heartbeat holds the attempt; past it, the reaper may take it back. */
@@ -106,9 +107,11 @@ export async function executeTask(
     // deleted), advance now: the message is the repair path of the inline advance.
     const ti = e.current as TaskInstanceRecord | undefined;
     if (ti?.status === 'success' && ti.attempt === msg.attempt && ti.advanceInline) {
-      // A run that has ended counted every task: nothing is left to finish (a duplicate).
+      // A run that has ended counted every task: only what follows its end may be left to
+      // finish (its slot, the next queued run), and that is harmless to repeat.
       const run = await deps.store.getRun(msg.dagId, msg.runId);
-      if (run && !isTerminalRun(run.status)) await advanceFrom(deps, ti);
+      if (run && isTerminalRun(run.status)) await runEnded(deps, msg.dagId, msg.runId);
+      else await advanceFrom(deps, ti);
     }
     return 'not_claimed';
   }

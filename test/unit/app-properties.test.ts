@@ -656,6 +656,17 @@ describe('the application layer, under any delivery order', () => {
     );
   }, 60_000);
 
+  // Found by the property above: a worker dies between its run's end and the release of the
+  // run's slot. Its message comes back after the run ended, and must still give the slot back.
+  it('gives the slot back when a worker died between its run end and the release', async () => {
+    const task = { upstream: [], rule: 'all_success' as const, failAttempts: 0, retries: 0 };
+    await playAll({ maxActiveRuns: 1, tasks: [task, task, task] }, [
+      { kind: 'deliver', pick: 0 },
+      { kind: 'die', pick: 0, writes: 3 },
+      { kind: 'die', pick: 0, writes: 4 },
+    ]);
+  });
+
   // This found the races pinned down below. The seed keeps the run repeatable in CI.
   it('stays consistent when clears overlap other work', async () => {
     await fc.assert(
