@@ -142,17 +142,24 @@ function groupAlive(pid: number): boolean {
   }
 }
 
+/**
+ * Stops a process group that this project started: SIGTERM, up to `graceMs` for it to end,
+ * then SIGKILL; every wait bounded.
+ */
+export async function stopProcessGroup(pid: number, graceMs: number): Promise<void> {
+  if (!groupAlive(pid)) return;
+  process.kill(-pid, 'SIGTERM');
+  for (let i = 0; i < graceMs / 100 && groupAlive(pid); i++) await sleep(100);
+  if (groupAlive(pid)) process.kill(-pid, 'SIGKILL');
+  for (let i = 0; i < 20 && groupAlive(pid); i++) await sleep(100);
+}
+
 /** Stops the MiniStack this project started on the port, with every process in its group. */
 export async function stop(cfg: EmulatorConfig = emulatorConfig()): Promise<void> {
   const file = pidFile(cfg);
   if (!existsSync(file)) return;
   const pid = Number(readFileSync(file, 'utf8'));
-  if (Number.isInteger(pid) && pid > 1 && groupAlive(pid)) {
-    process.kill(-pid, 'SIGTERM');
-    for (let i = 0; i < 50 && groupAlive(pid); i++) await sleep(100);
-    if (groupAlive(pid)) process.kill(-pid, 'SIGKILL');
-    for (let i = 0; i < 20 && groupAlive(pid); i++) await sleep(100);
-  }
+  if (Number.isInteger(pid) && pid > 1) await stopProcessGroup(pid, 5000);
   rmSync(file, { force: true });
   rmSync(tempDir(cfg), { recursive: true, force: true });
 }

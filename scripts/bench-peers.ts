@@ -30,7 +30,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { ApiClient } from '../cli/api-client.ts';
 import { deployLocal } from '../localstack/deploy.ts';
-import { awsEnv, emulatorConfig } from '../localstack/emulator.ts';
+import { awsEnv, emulatorConfig, stopProcessGroup } from '../localstack/emulator.ts';
 
 const CHAIN = 40;
 const FANOUT = 200;
@@ -100,23 +100,9 @@ function freePort(): Promise<number> {
   });
 }
 
-function groupAlive(pid: number): boolean {
-  try {
-    process.kill(-pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** Stops a process group that this script started: SIGTERM, then SIGKILL; bounded waits. */
+/** Stops a process group that this script started. */
 async function stopGroup(child: ChildProcess | undefined): Promise<void> {
-  const pid = child?.pid;
-  if (pid === undefined || !groupAlive(pid)) return;
-  process.kill(-pid, 'SIGTERM');
-  for (let i = 0; i < 100 && groupAlive(pid); i++) await sleep(100);
-  if (groupAlive(pid)) process.kill(-pid, 'SIGKILL');
-  for (let i = 0; i < 20 && groupAlive(pid); i++) await sleep(100);
+  if (child?.pid !== undefined) await stopProcessGroup(child.pid, 10_000);
 }
 
 interface PrefectAnswer {

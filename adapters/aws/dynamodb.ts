@@ -701,26 +701,13 @@ export class DynamoStateStore implements StateStore {
   }
 
   async listTaskInstances(dagId: string, runId: string): Promise<TaskInstanceRecord[]> {
-    const out: TaskInstanceRecord[] = [];
-    let start: Item | undefined;
     // A 10,000-task run is a few 1 MB pages; the bound only guards against a runaway loop.
-    for (let i = 0; i < 1000; i++) {
-      const res = await aws('listTaskInstances', () =>
-        this.db.send(
-          new QueryCommand({
-            TableName: this.table,
-            KeyConditionExpression: 'pk = :p AND begins_with(sk, :t)',
-            ExpressionAttributeValues: { ':p': keys.run(dagId, runId).pk, ':t': 'TI#' },
-            ConsistentRead: true,
-            ...(start ? { ExclusiveStartKey: start } : {}),
-          }),
-        ),
-      );
-      out.push(...(res.Items ?? []).map(toTask));
-      start = res.LastEvaluatedKey;
-      if (!start) break;
-    }
-    return out;
+    const items = await this.#queryAll('listTaskInstances', 1000, {
+      KeyConditionExpression: 'pk = :p AND begins_with(sk, :t)',
+      ExpressionAttributeValues: { ':p': keys.run(dagId, runId).pk, ':t': 'TI#' },
+      ConsistentRead: true,
+    });
+    return items.map(toTask);
   }
 
   async getTaskInstance(key: TaskKey): Promise<TaskInstanceRecord | undefined> {
@@ -1019,29 +1006,18 @@ export class DynamoStateStore implements StateStore {
   async #claimedUnderQueuedKey(now: Date): Promise<Item[]> {
     const out: Item[] = [];
     for (let shard = 0; shard < DUE_SHARDS; shard++) {
-      let start: Record<string, unknown> | undefined;
-      for (let page = 0; page < 10; page++) {
-        const res = await aws('find claimed attempts', () =>
-          this.db.send(
-            new QueryCommand({
-              TableName: this.table,
-              IndexName: GSI2,
-              KeyConditionExpression: 'gsi2pk = :p AND gsi2sk < :t',
-              FilterExpression: '#s = :running',
-              ExpressionAttributeNames: { '#s': 'status' },
-              ExpressionAttributeValues: {
-                ':p': `DUE#QUEUED#${shard}`,
-                ':t': now.toISOString(),
-                ':running': 'running',
-              },
-              ...(start ? { ExclusiveStartKey: start } : {}),
-            }),
-          ),
-        );
-        out.push(...(res.Items ?? []));
-        start = res.LastEvaluatedKey;
-        if (!start) break;
-      }
+      const items = await this.#queryAll('find claimed attempts', 10, {
+        IndexName: GSI2,
+        KeyConditionExpression: 'gsi2pk = :p AND gsi2sk < :t',
+        FilterExpression: '#s = :running',
+        ExpressionAttributeNames: { '#s': 'status' },
+        ExpressionAttributeValues: {
+          ':p': `DUE#QUEUED#${shard}`,
+          ':t': now.toISOString(),
+          ':running': 'running',
+        },
+      });
+      out.push(...items);
     }
     return out;
   }
@@ -1099,25 +1075,35 @@ export class DynamoStateStore implements StateStore {
   }
 
   async finishedTasks(dagId: string, runId: string): Promise<ReadonlySet<string>> {
-    const out = new Set<string>();
-    let start: Record<string, unknown> | undefined;
     // At most 32 shards: a few pages of 1 MB even for the largest run.
-    for (let page = 0; page < 100; page++) {
-      const res = await aws('finished tasks', () =>
+    const items = await this.#queryAll('finished tasks', 100, {
+      KeyConditionExpression: 'pk = :p AND begins_with(sk, :s)',
+      ExpressionAttributeValues: { ':p': keys.run(dagId, runId).pk, ':s': 'PROGRESS#' },
+      ProjectionExpression: 'doneTasks',
+      ConsistentRead: true,
+    });
+    return new Set(items.flatMap((i) => [...((i.doneTasks as Set<string> | undefined) ?? [])]));
+  }
+
+  /** Every item a query answers, page after page, at most `maxPages` pages of 1 MB. */
+  async #queryAll(
+    what: string,
+    maxPages: number,
+    query: Omit<QueryCommandInput, 'TableName' | 'ExclusiveStartKey'>,
+  ): Promise<Item[]> {
+    const out: Item[] = [];
+    let start: Record<string, unknown> | undefined;
+    for (let page = 0; page < maxPages; page++) {
+      const res = await aws(what, () =>
         this.db.send(
           new QueryCommand({
             TableName: this.table,
-            KeyConditionExpression: 'pk = :p AND begins_with(sk, :s)',
-            ExpressionAttributeValues: { ':p': keys.run(dagId, runId).pk, ':s': 'PROGRESS#' },
-            ProjectionExpression: 'doneTasks',
-            ConsistentRead: true,
+            ...query,
             ...(start ? { ExclusiveStartKey: start } : {}),
           }),
         ),
       );
-      for (const i of res.Items ?? []) {
-        for (const entry of (i.doneTasks as Set<string> | undefined) ?? []) out.add(entry);
-      }
+      out.push(...(res.Items ?? []));
       start = res.LastEvaluatedKey;
       if (!start) break;
     }
