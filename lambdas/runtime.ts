@@ -183,16 +183,30 @@ export function awsRequestMetrics(): middy.MiddlewareObj {
  * One count per attempt, its outcome in the name (no dimension: see metric-names.ts); for the
  * Lambda worker and the Fargate worker alike.
  */
-const OUTCOME_METRIC: Record<ExecuteOutcome, string> = {
-  success: Metric.TaskSucceeded,
-  failed: Metric.TaskFailed,
-  up_for_retry: Metric.TaskRetried,
-  lease_lost: Metric.TaskLeaseLost,
-  not_claimed: Metric.TaskNotClaimed,
-  deferred: Metric.TaskDeferred,
-  handed_back: Metric.TaskHandedBack,
-};
-
 export function countOutcome(outcome: ExecuteOutcome): void {
-  metrics.addMetric(OUTCOME_METRIC[outcome], MetricUnit.Count, 1);
+  switch (outcome) {
+    case 'success':
+      metrics.addMetric(Metric.TaskSucceeded, MetricUnit.Count, 1);
+      return;
+    case 'failed':
+      metrics.addMetric(Metric.TaskFailed, MetricUnit.Count, 1);
+      return;
+    case 'up_for_retry':
+      metrics.addMetric(Metric.TaskRetried, MetricUnit.Count, 1);
+      return;
+    case 'lease_lost':
+      metrics.addMetric(Metric.TaskLeaseLost, MetricUnit.Count, 1);
+      return;
+    case 'not_claimed':
+      metrics.addMetric(Metric.TaskNotClaimed, MetricUnit.Count, 1);
+      return;
+    case 'deferred':
+      metrics.addMetric(Metric.TaskDeferred, MetricUnit.Count, 1);
+      return;
+    case 'handed_back':
+      metrics.addMetric(Metric.TaskHandedBack, MetricUnit.Count, 1);
+      return;
+    default:
+      outcome satisfies never;
+  }
 }
