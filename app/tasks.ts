@@ -14,7 +14,7 @@ import {
   triesSoFar,
 } from '../core/state/index.ts';
 import { type DeferredWork, isDeferred, parseTaskConfig } from '../operators/registry.ts';
-import { advance, failUnprocessableRun } from './advance.ts';
+import { advance, type Continued, failUnprocessableRun } from './advance.ts';
 import { loadDag } from './dags.ts';
 import { DEFAULT_CHECK_SECONDS, type DeferredRecord, nextCheck, workName } from './deferred.ts';
 import type { Deps } from './deps.ts';
@@ -90,32 +90,49 @@ export async function executeTask(
   deps: Deps,
   msg: TaskMessage,
   opts: ExecuteOptions,
+  /** A continued task that the write that queued it also claimed for this worker. */
+  claimed?: TaskInstanceRecord,
 ): Promise<ExecuteOutcome> {
-  const token = deps.newId();
   let current: TaskInstanceRecord;
-  try {
-    const expected = { status: 'queued' as const, attempt: msg.attempt, leaseToken: null };
-    current = await deps.store.transitionTask(
-      msg,
-      claimTask(expected, token, opts.leaseSeconds, deps.clock()),
-    );
-  } catch (e) {
-    if (e instanceof NotFoundError) return 'not_claimed';
-    if (!(e instanceof ConflictError)) throw e;
-    // This attempt moved on. If it is this message's own success, written by a worker that
-    // died before advancing readiness from it (the message comes back because it was never
-    // deleted), advance now: the message is the repair path of the inline advance.
-    const ti = e.current as TaskInstanceRecord | undefined;
-    if (ti?.status === 'success' && ti.attempt === msg.attempt && ti.advanceInline) {
-      // A run that has ended counted every task: only what follows its end may be left to
-      // finish (its slot, the next queued run), and that is harmless to repeat.
-      const run = await deps.store.getRun(msg.dagId, msg.runId);
-      if (run && isTerminalRun(run.status)) await runEnded(deps, msg.dagId, msg.runId);
-      else await advanceFrom(deps, ti);
+  if (claimed) current = claimed;
+  else
+    try {
+      current = await claim(deps, msg, opts);
+    } catch (e) {
+      if (e instanceof NotFoundError) return 'not_claimed';
+      if (!(e instanceof ConflictError)) throw e;
+      // This attempt moved on. If it is this message's own success, written by a worker that
+      // died before advancing readiness from it (the message comes back because it was never
+      // deleted), advance now: the message is the repair path of the inline advance.
+      const ti = e.current as TaskInstanceRecord | undefined;
+      if (ti?.status === 'success' && ti.attempt === msg.attempt && ti.advanceInline) {
+        // A run that has ended counted every task: only what follows its end may be left to
+        // finish (its slot, the next queued run), and that is harmless to repeat.
+        const run = await deps.store.getRun(msg.dagId, msg.runId);
+        if (run && isTerminalRun(run.status)) await runEnded(deps, msg.dagId, msg.runId);
+        else await advanceFrom(deps, ti);
+      }
+      return 'not_claimed';
     }
-    return 'not_claimed';
-  }
+  return runClaimed(deps, msg, opts, current);
+}
 
+function claim(deps: Deps, msg: TaskMessage, opts: ExecuteOptions): Promise<TaskInstanceRecord> {
+  const expected = { status: 'queued' as const, attempt: msg.attempt, leaseToken: null };
+  return deps.store.transitionTask(
+    msg,
+    claimTask(expected, deps.newId(), opts.leaseSeconds, deps.clock()),
+  );
+}
+
+/** Runs a claimed attempt, records its outcome and advances from a success. */
+async function runClaimed(
+  deps: Deps,
+  msg: TaskMessage,
+  opts: ExecuteOptions,
+  claimed: TaskInstanceRecord,
+): Promise<ExecuteOutcome> {
+  let current = claimed;
   await opts.onClaimed?.();
   // The task was cleared after a success that kept its log inline: that log is copied out
   // before this attempt's outcome can take its place. Best effort: an attempt is not held up
@@ -317,14 +334,22 @@ export async function executeTask(
       opts.remainingMs() - SAFETY_MS > next.timeoutSeconds * 1000
     );
   };
-  const next = done.status === 'success' ? await advanceFrom(deps, done, continueWith) : undefined;
+  const lease = { token: deps.newId(), seconds: opts.leaseSeconds };
+  const next =
+    done.status === 'success' ? await advanceFrom(deps, done, continueWith, lease) : undefined;
   // If this fails, the reaper finds the retry overdue and queues it.
   await scheduleRetry(deps, done);
   if (next) {
-    // Queued in the table, its message not sent: if this worker dies from here, the reaper
-    // sends it (or this message comes back, and its advance sends it).
-    const outcome = await executeTask(deps, next, { ...opts, continuations: left - 1 });
-    opts.onContinued?.(next, outcome);
+    // Claimed for this worker in the write that queued it, or queued with its message unsent:
+    // if this worker dies from here, the lease runs out and the reaper takes the attempt back,
+    // or the reaper sends the queued task (or this message comes back, and its advance sends it).
+    const outcome = await executeTask(
+      deps,
+      next.message,
+      { ...opts, continuations: left - 1 },
+      next.claimed,
+    );
+    opts.onContinued?.(next.message, outcome);
   }
   return done.status as ExecuteOutcome;
 }
@@ -338,10 +363,12 @@ async function advanceFrom(
   deps: Deps,
   ti: TaskInstanceRecord,
   continueWith?: (m: TaskMessage) => boolean,
-): Promise<TaskMessage | undefined> {
+  lease?: { readonly token: string; readonly seconds: number },
+): Promise<Continued | undefined> {
   try {
     return await advance(deps, ti, ti.status, ti.dagVersion, ti.generation, {
       ...(continueWith ? { continueWith } : {}),
+      ...(lease ? { lease } : {}),
     });
   } catch (e) {
     if (!(e instanceof AirlessError) || e.retryable) throw e;

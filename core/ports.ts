@@ -245,6 +245,12 @@ export interface StateStore {
        * yet; otherwise the outcome is only counted, and the caller decides as usual.
        */
       readonly queueAt?: Date;
+      /**
+       * With `queueAt`: the caller runs the task itself (a worker continuing a chain), so the
+       * same write also claims it, `pending → running` under this lease, as claimTask would: one
+       * write where queuing and then claiming take two. The claim's start time is `queueAt`.
+       */
+      readonly claim?: { readonly leaseToken: string; readonly leaseExpiresAt: string };
     },
   ): Promise<{ task: TaskInstanceRecord; counted: boolean }>;
   /**

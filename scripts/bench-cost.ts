@@ -97,6 +97,8 @@ interface Usage {
   logBytes: number;
   /** DynamoDB capacity units as DynamoDB reported them (adapters/aws/clients.ts). */
   capacity: { read: number; write: number; indexWrite: number };
+  /** Write units by operation and item kind: where DynamoDB's bill goes. */
+  writesByKind: Map<string, number>;
 }
 
 /** What the stack's functions did since `since`; the API's GETs (this script polling) left out. */
@@ -108,6 +110,7 @@ async function usageSince(since: number): Promise<Usage> {
     gbSeconds: 0,
     logBytes: 0,
     capacity: { read: 0, write: 0, indexWrite: 0 },
+    writesByKind: new Map(),
   };
   for (const fn of ['Worker', 'Advance', 'Api', 'Trigger', 'Retrier', 'Complete']) {
     const group = groups.find((g) => g.logGroupName?.includes(`${fn}Function`))?.logGroupName;
@@ -145,7 +148,12 @@ async function usageSince(since: number): Promise<Usage> {
       if (!message.includes('"aws requests"')) continue;
       const line = JSON.parse(message.slice(message.indexOf('{'))) as {
         awsRequests?: Record<string, number>;
-        dynamoCapacity?: { read: number; write: number; indexWrite: number };
+        dynamoCapacity?: {
+          read: number;
+          write: number;
+          indexWrite: number;
+          writesByKind?: Record<string, number>;
+        };
         routeKey?: string;
         function_request_id?: string;
       };
@@ -159,6 +167,9 @@ async function usageSince(since: number): Promise<Usage> {
       usage.capacity.read += line.dynamoCapacity?.read ?? 0;
       usage.capacity.write += line.dynamoCapacity?.write ?? 0;
       usage.capacity.indexWrite += line.dynamoCapacity?.indexWrite ?? 0;
+      for (const [kind, n] of Object.entries(line.dynamoCapacity?.writesByKind ?? {})) {
+        usage.writesByKind.set(kind, (usage.writesByKind.get(kind) ?? 0) + n);
+      }
     }
     for (const { message } of events) {
       const report = /^REPORT RequestId: (\S+)\s+Duration: ([\d.]+) ms.*Memory Size: (\d+) MB/.exec(
@@ -256,6 +267,10 @@ async function measure(shape: Shape) {
   console.log(
     `  requests ${(requests / tasks).toFixed(2)}: Lambda ${(invocations / tasks).toFixed(2)}, DynamoDB ${(count('dynamodb') / tasks).toFixed(2)} (${(dynamoWrites / tasks).toFixed(2)} writes: ${(u.capacity.write / tasks).toFixed(2)} write units, ${(u.capacity.indexWrite / tasks).toFixed(2)} of them index entries), SQS ${(sqs / tasks).toFixed(2)}, S3 ${(count('s3') / tasks).toFixed(2)}, EventBridge ${(events / tasks).toFixed(2)}`,
   );
+  const byKind = [...u.writesByKind]
+    .sort((a, b) => b[1] - a[1])
+    .map(([k, n]) => `${k} ${(n / tasks).toFixed(2)}`);
+  console.log(`  write units per task, by operation and item: ${byKind.join(', ')}`);
   for (const [k, v] of Object.entries(cost)) {
     console.log(`  ${k.padEnd(18)} $${perMillion(v).toFixed(2).padStart(8)}`);
   }
@@ -275,6 +290,13 @@ async function measure(shape: Shape) {
 // Warm up (cold starts are not a per-task cost), then the shapes.
 await runDag(`bench_cost_warmup_${suffix}`, [noop('only')]);
 const small = await measure(chain(10));
+// `npm run bench:cost -- --chain`: the noop line alone, for a quick look while working on it.
+if (process.argv.includes('--chain')) {
+  console.log(
+    `cost: $${small.perMillion.toFixed(2)} per million tasks, ${small.perTask.toFixed(2)} requests per task`,
+  );
+  process.exit(0);
+}
 const fanout = await measure(fan(100));
 const large = await measure(fan(1000));
 const huge = await measure(fan(9998));

@@ -59,14 +59,47 @@ export function takeRequestCounts(): Record<string, number> {
  * reports none, though it is billed one unit: those are left out.
  */
 const capacity = { read: 0, write: 0, indexWrite: 0 };
+/** Write units by operation and the kind of item written (`UpdateItem TI`), for the benchmark. */
+const writesByKind = new Map<string, number>();
+
+export interface Capacity {
+  read: number;
+  write: number;
+  indexWrite: number;
+  writesByKind: Record<string, number>;
+}
 
 /** The DynamoDB capacity units consumed since the last call, and resets them. */
-export function takeCapacity(): { read: number; write: number; indexWrite: number } {
-  const out = { ...capacity };
+export function takeCapacity(): Capacity {
+  const out = { ...capacity, writesByKind: Object.fromEntries(writesByKind) };
   capacity.read = 0;
   capacity.write = 0;
   capacity.indexWrite = 0;
+  writesByKind.clear();
   return out;
+}
+
+/** The kinds of item a write touches, by sort key (`TI#t1` → `TI`), in the order written. */
+function itemKinds(input: Record<string, unknown> | undefined): string {
+  const kind = (r: unknown) => {
+    const o = r as { Key?: { sk?: unknown }; Item?: { sk?: unknown } } | undefined;
+    return String(o?.Key?.sk ?? o?.Item?.sk ?? '?').split('#')[0] ?? '?';
+  };
+  const actions = (input?.TransactItems ?? []) as Record<string, unknown>[];
+  if (actions.length > 0) {
+    const kinds = new Set(actions.map((a) => kind(Object.values(a)[0])));
+    return `[${[...kinds].join(',')}]`;
+  }
+  const batch = input?.RequestItems as Record<string, Record<string, unknown>[]> | undefined;
+  if (batch) {
+    const kinds = new Set(
+      Object.values(batch)
+        .flat()
+        .map((r) => kind(Object.values(r)[0])),
+    );
+    return `[${[...kinds].join(',')}]`;
+  }
+  return kind(input);
 }
 
 const WRITES =
@@ -78,8 +111,13 @@ interface Consumed {
   readonly GlobalSecondaryIndexes?: Record<string, { readonly CapacityUnits?: number }>;
 }
 
-function tally(commandName: string | undefined, consumed: Consumed | Consumed[] | undefined) {
+function tally(
+  commandName: string | undefined,
+  input: Record<string, unknown> | undefined,
+  consumed: Consumed | Consumed[] | undefined,
+) {
   const write = WRITES.test(String(commandName));
+  let units = 0;
   for (const c of Array.isArray(consumed) ? consumed : consumed ? [consumed] : []) {
     const total = c.CapacityUnits ?? 0;
     if (!write) {
@@ -92,6 +130,11 @@ function tally(commandName: string | undefined, consumed: Consumed | Consumed[] 
     );
     capacity.write += total;
     capacity.indexWrite += indexes;
+    units += total;
+  }
+  if (units > 0) {
+    const key = `${String(commandName).replace(/Command$/, '')} ${itemKinds(input)}`;
+    writesByKind.set(key, (writesByKind.get(key) ?? 0) + units);
   }
 }
 
@@ -103,7 +146,7 @@ function measured<T extends { middlewareStack: { add: (...a: never[]) => void } 
         args.input.ReturnConsumedCapacity = 'INDEXES';
       }
       const result = (await next(args)) as { output?: { ConsumedCapacity?: Consumed } };
-      tally(context.commandName, result.output?.ConsumedCapacity);
+      tally(context.commandName, args.input, result.output?.ConsumedCapacity);
       return result;
     };
   (client.middlewareStack.add as (m: unknown, o: object) => void)(middleware, {

@@ -774,7 +774,10 @@ export class DynamoStateStore implements StateStore {
     upstreamTaskId: string,
     status: TaskStatus,
     generation: number,
-    options: { readonly queueAt?: Date } = {},
+    options: {
+      readonly queueAt?: Date;
+      readonly claim?: { readonly leaseToken: string; readonly leaseExpiresAt: string };
+    } = {},
   ): Promise<{ task: TaskInstanceRecord; counted: boolean }> {
     const counter = counterFor(status);
     if (!counter) throw new Error(`recordUpstreamOutcome: "${status}" is not a finished status`);
@@ -789,22 +792,29 @@ export class DynamoStateStore implements StateStore {
         `${downstream.dagId}#${downstream.runId}#${downstream.taskId}`,
         DUE_SHARDS,
       );
+      const { claim } = options;
       const u = new Update()
         .add(COUNTER[counter], 1)
         .add('countedUpstream', new Set([entry]))
         .add('attempt', 1)
-        .set('status', 'queued')
-        .set('leaseToken', null)
+        .set('status', claim ? 'running' : 'queued')
+        .set('leaseToken', claim?.leaseToken ?? null)
         .set('retryAt', null)
         .set('advanceInline', null)
         .set('queuedAt', at)
         .set('updatedAt', at)
-        .set('gsi2pk', `DUE#QUEUED#${shard}`)
-        .set('gsi2sk', at);
+        // Claimed too: in the index under its lease's expiry, where a claim's entry ends up.
+        .set('gsi2pk', `DUE#${claim ? 'LEASE' : 'QUEUED'}#${shard}`)
+        .set('gsi2sk', claim?.leaseExpiresAt ?? at);
+      if (claim) u.set('leaseExpiresAt', claim.leaseExpiresAt).set('startTime', at);
       const cond = `attribute_exists(pk) AND ${u.name('status')} = ${u.value('pending')} AND attribute_not_exists(${u.name('countedUpstream')})`;
       try {
         const task = toTask(
-          await this.#update(u.input(this.table, key, cond), 'count and queue', toTask),
+          await this.#update(
+            u.input(this.table, key, cond),
+            claim ? 'count, queue and claim' : 'count and queue',
+            toTask,
+          ),
         );
         return { task, counted: true };
       } catch (e) {

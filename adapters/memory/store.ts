@@ -569,7 +569,10 @@ export class MemoryStateStore implements StateStore {
     upstreamTaskId: string,
     status: TaskStatus,
     generation: number,
-    options: { readonly queueAt?: Date } = {},
+    options: {
+      readonly queueAt?: Date;
+      readonly claim?: { readonly leaseToken: string; readonly leaseExpiresAt: string };
+    } = {},
   ): Promise<{ task: TaskInstanceRecord; counted: boolean }> {
     const counter = counterFor(status);
     if (!counter) throw new Error(`recordUpstreamOutcome: "${status}" is not a finished status`);
@@ -590,6 +593,13 @@ export class MemoryStateStore implements StateStore {
       ti.queuedAt = at;
       ti.advanceInline = false;
       ti.due = { kind: 'QUEUED', at };
+      if (options.claim) {
+        ti.status = 'running';
+        ti.leaseToken = options.claim.leaseToken;
+        ti.leaseExpiresAt = options.claim.leaseExpiresAt;
+        ti.startTime = at;
+        ti.due = { kind: 'LEASE', at: options.claim.leaseExpiresAt };
+      }
     }
     return { task: toTask(ti), counted: true };
   }

@@ -1201,6 +1201,49 @@ export function stateStoreContract(
         });
       });
 
+      it('counts, queues and claims in one write for a worker that runs the task itself', async () => {
+        const { run } = await store.createRun(newRun(3));
+        const down = key(run.runId, 't1');
+        const claim = { leaseToken: 'lease-a', leaseExpiresAt: iso(65) };
+        const all = await store.recordUpstreamOutcome(down, 't0', 'success', 0, {
+          queueAt: later(5),
+          claim,
+        });
+        expect(all).toMatchObject({
+          counted: true,
+          task: {
+            status: 'running',
+            attempt: 1,
+            leaseToken: 'lease-a',
+            leaseExpiresAt: iso(65),
+            startTime: iso(5),
+            queuedAt: iso(5),
+            counts: { success: 1 },
+          },
+        });
+        expect(await store.getTaskInstance(down)).toEqual(all.task);
+        // Under its lease in the deadline index, as a claim's entry ends up: found once the
+        // lease has run out, never as a queued task.
+        expect((await store.findQueuedBefore(later(6), 100)).map((t) => t.taskId)).not.toContain(
+          't1',
+        );
+        expect((await store.findExpiredLeases(later(60), 100)).map((t) => t.taskId)).not.toContain(
+          't1',
+        );
+        expect((await store.findExpiredLeases(later(70), 100)).map((t) => t.taskId)).toContain(
+          't1',
+        );
+        // A duplicate neither counts nor claims again: the lease stays the first claim's.
+        const again = await store.recordUpstreamOutcome(down, 't0', 'success', 0, {
+          queueAt: later(7),
+          claim: { leaseToken: 'lease-b', leaseExpiresAt: iso(67) },
+        });
+        expect(again).toMatchObject({
+          counted: false,
+          task: { status: 'running', attempt: 1, leaseToken: 'lease-a' },
+        });
+      });
+
       it('counts whatever status the downstream task is in', async () => {
         const { k, ti } = await queuedTask();
         expect(await store.recordUpstreamOutcome(k, 'up', 'success', 0)).toMatchObject({

@@ -1,11 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { memoryDeps } from '../../adapters/memory/deps.ts';
+import { ManualClock, memoryDeps } from '../../adapters/memory/deps.ts';
 import { MemoryStateStore } from '../../adapters/memory/store.ts';
 import { clearTasks } from '../../app/clear.ts';
+import { reap } from '../../app/reaper.ts';
+import { onRetryTimer } from '../../app/retries.ts';
 import { registerDag } from '../../app/dags.ts';
 import { triggerRun } from '../../app/runs.ts';
 import { type ExecuteOptions, executeTask } from '../../app/tasks.ts';
-import type { TaskMessage } from '../../core/ports.ts';
+import type { RetryTimer, TaskMessage } from '../../core/ports.ts';
 
 /**
  * The worker advances readiness from its own success (app/tasks.ts, app/advance.ts), continues
@@ -33,9 +35,9 @@ const worker = (extra: Partial<ExecuteOptions> = {}): ExecuteOptions => ({
   ...extra,
 });
 
-async function setup(tasks: object[]) {
+async function setup(tasks: object[], clock?: ManualClock) {
   const store = new DyingStore();
-  const deps = memoryDeps({ store });
+  const deps = memoryDeps({ store, ...(clock ? { clock: clock.now } : {}) });
   const dagId = `inline_${Math.random().toString(36).slice(2, 10)}`;
   const r = await registerDag(deps, JSON.stringify({ dagId, tasks }));
   if (!r.ok) throw new Error(JSON.stringify(r.issues));
@@ -141,17 +143,65 @@ describe('a worker that dies after its success', () => {
   });
 
   it('in a continued task: the first message’s return finishes the continued task’s readiness', async () => {
-    const { deps, store, runStatus } = await setup(chain(3));
+    const { deps, store, runStatus, statuses } = await setup(chain(3));
     const [t0] = deps.dispatcher.takeAll() as [TaskMessage];
     // Dies at t1's progress write: t1 (continued, no message of its own) succeeded, unadvanced.
+    // Continuing into t2 is not allowed: t1's advance queues t2 and sends its message.
+    store.progressWritesBeforeDeath = 1;
+    await expect(executeTask(deps, t0, worker({ continuations: 1 }))).rejects.toThrow('died');
+    store.progressWritesBeforeDeath = Number.POSITIVE_INFINITY;
+    expect(deps.dispatcher.sent.map((m) => m.taskId)).toEqual(['t0', 't2']);
+    expect(await statuses()).toEqual([
+      ['t0', 'success', 1],
+      ['t1', 'success', 1],
+      ['t2', 'queued', 1],
+    ]);
+    // t1 was never counted in the run's progress: the first message's return walks t0 → t1
+    // (a success advanced inline) and counts it; t2's message is sent again (SQS drops the copy).
+    expect(await executeTask(deps, t0, worker({ continuations: 8 }))).toBe('not_claimed');
+    expect(deps.dispatcher.waiting.map((m) => m.taskId)).toEqual(['t2', 't2']);
+    await executeTask(deps, deps.dispatcher.take() as TaskMessage, worker());
+    expect(await executeTask(deps, deps.dispatcher.take() as TaskMessage, worker())).toBe(
+      'not_claimed',
+    );
+    expect(await runStatus()).toBe('success');
+  });
+
+  it('after claiming its continued task in the same write: the lease runs out, and the attempt is retried', async () => {
+    const clock = new ManualClock(new Date('2026-01-01T00:00:00Z'));
+    const { deps, store, runStatus, statuses, drain } = await setup(
+      chain(3, { retries: 1, retryDelaySeconds: 0 }),
+      clock,
+    );
+    const [t0] = deps.dispatcher.takeAll() as [TaskMessage];
+    // Dies at t1's progress write, after the write that counted t1's success into t2 also
+    // claimed t2 for this worker (a chain edge continued: one write, no message).
     store.progressWritesBeforeDeath = 1;
     await expect(executeTask(deps, t0, worker({ continuations: 8 }))).rejects.toThrow('died');
     store.progressWritesBeforeDeath = Number.POSITIVE_INFINITY;
     expect(deps.dispatcher.sent.map((m) => m.taskId)).toEqual(['t0']);
+    expect(await statuses()).toEqual([
+      ['t0', 'success', 1],
+      ['t1', 'success', 1],
+      ['t2', 'running', 1],
+    ]);
+    // The message's return counts t1 in the run's progress; t2 is running: nothing to send.
     expect(await executeTask(deps, t0, worker({ continuations: 8 }))).toBe('not_claimed');
-    // The repeat walked t0 → t1 (success, advanced inline) → queued t2 and sent it.
-    expect(deps.dispatcher.waiting.map((m) => m.taskId)).toEqual(['t2']);
-    await executeTask(deps, deps.dispatcher.take() as TaskMessage, worker());
+    expect(deps.dispatcher.waiting).toEqual([]);
+    expect(await runStatus()).toBe('running');
+    // Its lease runs out as any dead worker's does: the reaper fails the attempt, to retry.
+    clock.advance(121);
+    const reaped = await reap(deps, { queuedGraceSeconds: 60, retryGraceSeconds: 30, limit: 10 });
+    expect(reaped.expiredLeases).toBe(1);
+    const [timer] = deps.timers.takeDue(clock.now());
+    expect(timer).toMatchObject({ taskId: 't2', failedAttempt: 1 });
+    expect(await onRetryTimer(deps, timer as RetryTimer)).toBe('queued');
+    await drain(worker());
+    expect(await statuses()).toEqual([
+      ['t0', 'success', 1],
+      ['t1', 'success', 1],
+      ['t2', 'success', 2],
+    ]);
     expect(await runStatus()).toBe('success');
   });
 });
