@@ -13,6 +13,7 @@ import {
   type StoredOutput,
   triesSoFar,
 } from '../core/state/index.ts';
+import { maskSecrets } from '../core/template/index.ts';
 import { type DeferredWork, isDeferred, parseTaskConfig } from '../operators/registry.ts';
 import { advance, type Continued, failUnprocessableRun } from './advance.ts';
 import { loadDag } from './dags.ts';
@@ -23,6 +24,7 @@ import { fitsInline, keepEarlierLog } from './logs.ts';
 import { storeOutput } from './outputs.ts';
 import { scheduleRetry } from './retries.ts';
 import { runEnded } from './runs.ts';
+import { renderConfig } from './templates.ts';
 
 export interface ExecuteOptions {
   /** How long a claim or heartbeat holds the attempt; past it, the reaper may take it back. */
@@ -175,6 +177,7 @@ async function runClaimed(
   let dagParams: Dag['params'] = {};
   let stored: StoredOutput | undefined;
   let started: DeferredWork | undefined;
+  let secrets: ReadonlySet<string> = new Set();
   try {
     const { dag, tasks } = await loadDag(deps, msg.dagId, msg.dagVersion);
     dagParams = dag.params;
@@ -198,8 +201,12 @@ async function runClaimed(
     log.add(
       `attempt ${msg.attempt} (try ${triesSoFar(current)} of ${task.retries + 1}): ${task.operator} ${task.taskId}`,
     );
-    // A config that does not parse now never will: the attempt fails for good.
-    const config = parseTaskConfig(operator, task.config);
+    // Templates rendered for this attempt; a config that does not parse now never will: the
+    // attempt fails for good.
+    const rendered = await renderConfig(deps, msg, dag, task.config);
+    secrets = rendered.secrets;
+    if (rendered.logged !== undefined) log.add(`rendered config: ${rendered.logged}`);
+    const config = parseTaskConfig(operator, rendered.config);
     const aborted = new Promise<never>((_, reject) => {
       controller.signal.addEventListener('abort', () => reject(controller.signal.reason));
     });
@@ -225,7 +232,7 @@ async function runClaimed(
       // Stored before the outcome that names it; too large fails the attempt.
       stored = await storeOutput(deps, msg, output);
       if (output !== undefined && output !== null)
-        log.add(`output: ${JSON.stringify(output).slice(0, 4000)}`);
+        log.add(`output: ${JSON.stringify(maskSecrets(output, secrets)).slice(0, 4000)}`);
     }
   } catch (e) {
     // A crash on purpose ends the invocation here, as a dead process would.

@@ -7,6 +7,9 @@ import { dagSchema } from './schema.ts';
  * only: references, cycles and cron are checked by `validateDag`.
  */
 export function dagJsonSchemaText(): string {
-  const schema = z.toJSONSchema(dagSchema(), { io: 'input', target: 'draft-2020-12' });
+  const schema = z.toJSONSchema(dagSchema(undefined, { templates: false }), {
+    io: 'input',
+    target: 'draft-2020-12',
+  });
   return `${JSON.stringify({ ...schema, $id: 'https://airless.dev/schema/dag.schema.json', title: 'Airless DAG' }, null, 2)}\n`;
 }

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { canonicalTimeZone } from '../cron/index.ts';
+import { mayHoldTemplate } from '../template/index.ts';
 import { OperatorSchemas } from './operators.ts';
 
 /**
@@ -86,9 +87,49 @@ const schedule = z.strictObject({
   catchup: z.boolean().default(false),
 });
 
-function taskSchema(operator: string, config: z.ZodType) {
+/** Whether an issue's path is at or inside one of the templated strings' paths. */
+function underAny(path: readonly PropertyKey[], templated: readonly (readonly PathKey[])[]) {
+  return templated.some((t) => t.length <= path.length && t.every((k, i) => k === path[i]));
+}
+type PathKey = string | number;
+
+/** The paths, as zod writes them, of a JSON value's strings that hold a placeholder. */
+function templatedPaths(value: unknown, path: PathKey[] = [], out: PathKey[][] = []) {
+  if (typeof value === 'string') {
+    if (mayHoldTemplate(value)) out.push(path);
+  } else if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) templatedPaths(value[i], [...path, i], out);
+  } else if (value && typeof value === 'object') {
+    for (const [k, v] of Object.entries(value)) templatedPaths(v, [...path, k], out);
+  }
+  return out;
+}
+
+/**
+ * An operator's config that may hold templates (core/template): checked whole when it holds
+ * none; when it does, every part but the templated strings is checked now, and the rendered
+ * config is checked again by the worker before the operator runs (a string that becomes a
+ * number, say). A templated config is kept as written.
+ */
+function templatable(config: z.ZodType) {
+  return z
+    .unknown()
+    .optional()
+    .transform((value, ctx) => {
+      const parsed = config.safeParse(value);
+      if (parsed.success) return parsed.data;
+      const templated = templatedPaths(value);
+      const left = parsed.error.issues.filter((i) => !underAny(i.path, templated));
+      if (left.length === 0) return value;
+      for (const issue of left) ctx.issues.push({ ...issue, input: value } as never);
+      return z.NEVER;
+    });
+}
+
+function taskSchema(operator: string, config: z.ZodType, templates: boolean) {
   // A `noop` needs no config; every other operator must say what to call.
-  const cfg = operator === 'noop' ? config.default({}) : config;
+  const base = operator === 'noop' ? config.default({}) : config;
+  const cfg = templates ? templatable(base) : base;
   return z.strictObject({
     taskId: id('taskId'),
     operator: z.literal(operator),
@@ -100,9 +141,16 @@ function taskSchema(operator: string, config: z.ZodType) {
   });
 }
 
-/** Builds the DAG schema for the operators registered in `operators`. */
-export function dagSchema(operators: OperatorSchemas = OperatorSchemas.builtIn()) {
-  const variants = operators.entries().map(([name, config]) => taskSchema(name, config));
+/**
+ * Builds the DAG schema for the operators registered in `operators`. `templates: false` gives
+ * each config its operator's schema as it stands, for the JSON Schema file (an editor then
+ * flags a templated number field, which registration accepts).
+ */
+export function dagSchema(
+  operators: OperatorSchemas = OperatorSchemas.builtIn(),
+  { templates = true }: { readonly templates?: boolean } = {},
+) {
+  const variants = operators.entries().map(([name, config]) => taskSchema(name, config, templates));
   const [first, ...rest] = variants;
   if (!first) throw new Error('no operators registered');
   return z

@@ -2,6 +2,7 @@ import type { z } from 'zod';
 import { compileSchedule } from '../cron/index.ts';
 import type { Issue } from '../errors.ts';
 import { jsonValueIssues } from '../json.ts';
+import { findPlaceholders, TEMPLATE_ROOTS } from '../template/index.ts';
 import { buildGraph, findCycles, type TaskGraph } from './graph.ts';
 import { OperatorSchemas } from './operators.ts';
 import {
@@ -183,6 +184,12 @@ export function validateDag(value: unknown, options: ValidateOptions = {}): Vali
     });
   }
 
+  // Templates: their syntax, their names, and outputs only of upstream tasks. Not for a stored
+  // version: one registered before templates existed may hold a literal `{{`.
+  if (!options.stored && issues.length === 0) {
+    issues.push(...tasks.flatMap((t, i) => templateIssues(t, i, graph, index)));
+  }
+
   if (doc.schedule) {
     const compiled = compileSchedule(doc.schedule.cron, doc.schedule.timezone);
     if (!compiled.ok) {
@@ -195,6 +202,76 @@ export function validateDag(value: unknown, options: ValidateOptions = {}): Vali
 
   const { $schema: _s, defaults: _d, tasks: _t, ...rest } = doc;
   return { ok: true, dag: { ...rest, tasks } as Dag, graph };
+}
+
+/** The template problems of one task's config (core/template). */
+function templateIssues(
+  task: Task,
+  i: number,
+  graph: TaskGraph,
+  index: ReadonlyMap<string, number>,
+): Issue[] {
+  const { placeholders, errors } = findPlaceholders(task.config, `$.tasks[${i}].config`);
+  const issues: Issue[] = errors.map((e) => ({ path: e.at, message: `template: ${e.message}` }));
+  let upstream: Set<string> | undefined;
+  for (const p of placeholders) {
+    const [root] = p.steps;
+    const where = { path: p.at };
+    if (!TEMPLATE_ROOTS.includes(root as never)) {
+      issues.push({
+        ...where,
+        message: `template: {{ ${p.text} }}: unknown name "${root}"; expected one of: ${TEMPLATE_ROOTS.join(', ')}`,
+      });
+    } else if (root === 'item' || root === 'mapIndex') {
+      issues.push({
+        ...where,
+        message: `template: {{ ${p.text} }}: "${root}" exists only in a mapped task (mapOver)`,
+      });
+    } else if (root === 'tasks') {
+      // The longest task id that the dotted names spell (task ids may hold dots).
+      const names = p.steps.slice(1);
+      let id: string | undefined;
+      let n = names.length;
+      for (; n >= 1; n--) {
+        const parts = names.slice(0, n);
+        const candidate = parts.join('.');
+        if (parts.every((x) => typeof x === 'string') && index.has(candidate)) {
+          id = candidate;
+          break;
+        }
+      }
+      if (id === undefined) {
+        issues.push({ ...where, message: `template: {{ ${p.text} }}: no such task` });
+        continue;
+      }
+      upstream ??= ancestors(graph, task.taskId);
+      if (!upstream.has(id)) {
+        issues.push({
+          ...where,
+          message: `template: {{ ${p.text} }}: task "${id}" is not upstream of "${task.taskId}", so its output may not exist yet; add it to dependsOn`,
+        });
+      } else if (names[n] !== 'output') {
+        issues.push({
+          ...where,
+          message: `template: {{ ${p.text} }}: a task offers only its output: tasks.${id}.output`,
+        });
+      }
+    }
+  }
+  return issues;
+}
+
+/** Every task that `taskId` depends on, directly or not. */
+function ancestors(graph: TaskGraph, taskId: string): Set<string> {
+  const seen = new Set<string>();
+  const stack = [...(graph.upstream.get(taskId) ?? [])];
+  while (stack.length > 0) {
+    const t = stack.pop() as string;
+    if (seen.has(t)) continue;
+    seen.add(t);
+    stack.push(...(graph.upstream.get(t) ?? []));
+  }
+  return seen;
 }
 
 function fail(path: string, message: string): ValidationResult {
