@@ -4,6 +4,7 @@ import { Metric } from '../core/metric-names.ts';
 import type { TaskInstanceRecord, TaskKey, TaskMessage } from '../core/ports.ts';
 import { countUpstream, nextStep, runOutcome } from '../core/readiness/index.ts';
 import { isTerminalTask, resolveTask, type TaskStatus } from '../core/state/index.ts';
+import { branchChoice, outcomeFor } from './branch.ts';
 import { loadDag } from './dags.ts';
 import type { Deps } from './deps.ts';
 import { injectFault } from './faults.ts';
@@ -68,15 +69,21 @@ export async function advance(
   const again: TaskInstanceRecord[] = [];
 
   if (status !== 'cancelled') {
+    // A branch's success is counted as `skipped` by the tasks it did not choose.
+    const choice =
+      tasks.get(key.taskId)?.operator === 'branch' && status === 'success'
+        ? await branchChoice(deps, tasks.get(key.taskId), await deps.store.getTaskInstance(key))
+        : undefined;
     await Promise.all(
       downstream.map(async (taskId) => {
         const dk = { dagId: key.dagId, runId: key.runId, taskId };
         const rule = tasks.get(taskId)?.triggerRule ?? 'all_success';
+        const outcome = outcomeFor(status, choice, taskId);
         // A task with this one upstream task, whose rule queues it on this outcome (a chain's
         // next task, a fan-out's branch): counted and queued in one write.
         const single = (graph.upstream.get(taskId) ?? []).length === 1;
         const queueAt =
-          single && nextStep(rule, afterOnly(status)) === 'queue' ? { queueAt: now } : {};
+          single && nextStep(rule, afterOnly(outcome)) === 'queue' ? { queueAt: now } : {};
         // The only task this outcome can make ready, and the caller would run it: claim it in
         // the same write. The attempt is the one that write gives it.
         const { lease, continueWith } = options;
@@ -93,7 +100,7 @@ export async function advance(
         const { task, counted } = await deps.store.recordUpstreamOutcome(
           dk,
           key.taskId,
-          status,
+          outcome,
           generation,
           { ...queueAt, ...(claim ? { claim } : {}) },
         );

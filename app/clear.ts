@@ -1,7 +1,8 @@
 import { ConflictError, NotFoundError } from '../core/errors.ts';
 import type { ClearPlan, RunRecord, TaskInstanceRecord, TaskMessage } from '../core/ports.ts';
 import { counterFor, countUpstream, nextStep } from '../core/readiness/index.ts';
-import { isTerminalRun, isTerminalTask } from '../core/state/index.ts';
+import { isTerminalRun, isTerminalTask, type TaskStatus } from '../core/state/index.ts';
+import { branchChoice, outcomeFor } from './branch.ts';
 import { loadDag } from './dags.ts';
 import type { Deps } from './deps.ts';
 import { taskMessage } from './runs.ts';
@@ -86,7 +87,15 @@ export async function clearTasks(
     if (!finished && ti.status !== 'pending') continue; // running, queued or waiting to retry
     const generation = finished ? ti.generation + 1 : ti.generation;
     const upstream = graph.upstream.get(id) ?? [];
-    const upStatuses = upstream.map((u) => statusAfter(u)?.status ?? 'pending');
+    const upStatuses: TaskStatus[] = [];
+    for (const u of upstream) {
+      const s = statusAfter(u)?.status ?? 'pending';
+      // A branch left as it is still chose what it chose: the tasks it skipped stay skipped.
+      const choice = reach.has(u)
+        ? undefined
+        : await branchChoice(deps, tasks.get(u), instances.get(u));
+      upStatuses.push(outcomeFor(s, choice, id));
+    }
     const counted: string[] = [];
     upstream.forEach((u, i) => {
       const up = instances.get(u);

@@ -179,7 +179,7 @@ async function runClaimed(
   let started: DeferredWork | undefined;
   let secrets: ReadonlySet<string> = new Set();
   try {
-    const { dag, tasks } = await loadDag(deps, msg.dagId, msg.dagVersion);
+    const { dag, graph, tasks } = await loadDag(deps, msg.dagId, msg.dagVersion);
     dagParams = dag.params;
     dagTasks = tasks;
     await injectFault(deps, dag, 'worker.after-claim', msg);
@@ -215,6 +215,7 @@ async function runClaimed(
       runId: msg.runId,
       task,
       attempt: msg.attempt,
+      downstream: graph.downstream.get(msg.taskId) ?? [],
       signal: controller.signal,
       log: (line: string) => log.add(line),
       runInputs: async () => ({

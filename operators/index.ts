@@ -1,5 +1,6 @@
 import { awsClients } from '../adapters/aws/clients.ts';
 import type { Network } from './address-guard.ts';
+import { branch } from './branch.ts';
 import { createEcsOperator } from './ecs.ts';
 import { createHttpOperator } from './http.ts';
 import { lambdaOperator } from './lambda.ts';
@@ -43,7 +44,7 @@ export interface BuiltInOperatorOptions {
 }
 
 /**
- * The operators a deployment runs: `noop`, `http` and `lambda` always; the deferred
+ * The operators a deployment runs: `noop`, `branch`, `http` and `lambda` always; the deferred
  * `stepfunctions` and `ecs` only where the deployer named what they may start. Elsewhere their
  * tasks pass the format check (core/dag/operators.ts) but the deployment refuses them at
  * registration (app/dags.ts), and a stored version that has one fails that task for good.
@@ -51,6 +52,7 @@ export interface BuiltInOperatorOptions {
 export function builtInOperators(options: BuiltInOperatorOptions = {}): OperatorRegistry {
   const registry = new OperatorRegistry()
     .register(noop)
+    .register(branch)
     .register(createHttpOperator({ allowedNetworks: options.httpAllowedNetworks ?? [] }))
     .register(lambdaOperator);
   if (options.stateMachines?.length) {

@@ -10,6 +10,8 @@ export interface OperatorContext {
   readonly runId: string;
   readonly task: Task;
   readonly attempt: number;
+  /** The task's direct downstream tasks (for `branch`); none when absent. */
+  readonly downstream?: readonly string[];
   /** Aborted when the task times out or the worker loses its lease: stop promptly. */
   readonly signal: AbortSignal;
   /** Appends a line to this attempt's log (stored in S3). */

@@ -1,4 +1,5 @@
 import type { Deps } from '../../app/deps.ts';
+import { branch } from '../../operators/branch.ts';
 import { noop } from '../../operators/noop.ts';
 import { OperatorRegistry } from '../../operators/registry.ts';
 import { MemoryBlobStore } from './blobs.ts';
@@ -26,7 +27,7 @@ export class ManualClock {
 export interface MemoryDepsOptions {
   /** @default a MemoryStateStore */
   readonly store?: MemoryStateStore;
-  /** @default the `noop` operator alone (the others call AWS) */
+  /** @default `noop` and `branch` (the others call AWS) */
   readonly operators?: OperatorRegistry;
   /** @default the wall clock */
   readonly clock?: () => Date;
@@ -53,7 +54,7 @@ export function memoryDeps(opts: MemoryDepsOptions = {}): MemoryDeps {
     blobs: new MemoryBlobStore(),
     schedules: new MemoryScheduleRegistry(),
     timers: new MemoryRetryTimers(),
-    operators: opts.operators ?? new OperatorRegistry().register(noop),
+    operators: opts.operators ?? new OperatorRegistry().register(noop).register(branch),
     clock: opts.clock ?? (() => new Date()),
     random: opts.random ?? Math.random,
     newId:

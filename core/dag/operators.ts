@@ -21,6 +21,17 @@ export const noopConfig = z
   })
   .describe('Does nothing: for tests, examples and joins.');
 
+export const branchConfig = z
+  .strictObject({
+    follow: z
+      .union([z.string().min(1), z.array(z.string().min(1)).max(1000)])
+      .describe(
+        'The direct downstream task(s) to run, usually a template such as ' +
+          '"{{ conf.mode }}"; the other direct downstream tasks are skipped. [] skips them all.',
+      ),
+  })
+  .describe("Chooses which of its direct downstream tasks run, as Airflow's branch operators do.");
+
 export const httpConfig = z
   .strictObject({
     url: z.url({ protocol: /^https?$/, error: 'must be an absolute http(s) URL' }),
@@ -109,6 +120,7 @@ export class OperatorSchemas {
   static builtIn(): OperatorSchemas {
     return new OperatorSchemas()
       .register('noop', noopConfig)
+      .register('branch', branchConfig)
       .register('http', httpConfig)
       .register('lambda', lambdaConfig)
       .register('stepfunctions', stepFunctionsConfig, { deferred: true })

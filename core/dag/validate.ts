@@ -2,7 +2,7 @@ import type { z } from 'zod';
 import { compileSchedule } from '../cron/index.ts';
 import type { Issue } from '../errors.ts';
 import { jsonValueIssues } from '../json.ts';
-import { findPlaceholders, TEMPLATE_ROOTS } from '../template/index.ts';
+import { findPlaceholders, mayHoldTemplate, TEMPLATE_ROOTS } from '../template/index.ts';
 import { buildGraph, findCycles, type TaskGraph } from './graph.ts';
 import { OperatorSchemas } from './operators.ts';
 import {
@@ -188,6 +188,7 @@ export function validateDag(value: unknown, options: ValidateOptions = {}): Vali
   // version: one registered before templates existed may hold a literal `{{`.
   if (!options.stored && issues.length === 0) {
     issues.push(...tasks.flatMap((t, i) => templateIssues(t, i, graph, index)));
+    issues.push(...tasks.flatMap((t, i) => branchIssues(t, i, graph)));
   }
 
   if (doc.schedule) {
@@ -258,6 +259,26 @@ function templateIssues(
       }
     }
   }
+  return issues;
+}
+
+/** A `branch` may only follow its direct downstream tasks: checked now where not templated. */
+function branchIssues(task: Task, i: number, graph: TaskGraph): Issue[] {
+  if (task.operator !== 'branch') return [];
+  const follow = (task.config as { follow?: unknown }).follow;
+  const direct = new Set(graph.downstream.get(task.taskId) ?? []);
+  const named = typeof follow === 'string' ? [follow] : Array.isArray(follow) ? follow : [];
+  const issues: Issue[] = [];
+  named.forEach((t, k) => {
+    if (typeof t !== 'string' || mayHoldTemplate(t) || direct.has(t)) return;
+    issues.push({
+      path:
+        typeof follow === 'string'
+          ? `$.tasks[${i}].config.follow`
+          : `$.tasks[${i}].config.follow[${k}]`,
+      message: `"${t}" is not directly downstream of "${task.taskId}"; expected one of: ${[...direct].join(', ') || '(none: add tasks that depend on it)'}`,
+    });
+  });
   return issues;
 }
 

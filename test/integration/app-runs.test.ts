@@ -210,7 +210,7 @@ describe('failures that no retry can fix', () => {
       {
         path: '$.tasks[1].operator',
         message:
-          'operator "stepfunctions" cannot run in this deployment (2 tasks): it runs noop, http, lambda',
+          'operator "stepfunctions" cannot run in this deployment (2 tasks): it runs noop, branch, http, lambda',
       },
       {
         path: '$.tasks[3].executor',

@@ -224,7 +224,7 @@ describe('validateDag: operator config', () => {
       {
         path: '$.tasks[0].operator',
         message:
-          'missing or unknown operator; expected one of: noop, http, lambda, stepfunctions, ecs',
+          'missing or unknown operator; expected one of: noop, branch, http, lambda, stepfunctions, ecs',
       },
     ]);
   });
@@ -328,6 +328,7 @@ describe('schema/dag.schema.json', () => {
     }[];
     expect(variants.map((v) => v.properties.operator.const)).toEqual([
       'noop',
+      'branch',
       'http',
       'lambda',
       'stepfunctions',
