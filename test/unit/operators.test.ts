@@ -318,7 +318,14 @@ describe('operator registry', () => {
   it('validates DAGs for every built-in config, even without a runner here', () => {
     const registry = builtInOperators();
     expect(registry.get('ecs')).toBeUndefined();
-    expect(registry.schemas().names()).toEqual(['noop', 'branch', 'http', 'lambda', 'stepfunctions', 'ecs']);
+    expect(registry.schemas().names()).toEqual([
+      'noop',
+      'branch',
+      'http',
+      'lambda',
+      'stepfunctions',
+      'ecs',
+    ]);
   });
 
   it('refuses a second operator of the same name', () => {
