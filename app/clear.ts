@@ -1,7 +1,12 @@
 import { ConflictError, NotFoundError } from '../core/errors.ts';
 import type { ClearPlan, RunRecord, TaskInstanceRecord, TaskMessage } from '../core/ports.ts';
 import { counterFor, countUpstream, nextStep } from '../core/readiness/index.ts';
-import { isTerminalRun, isTerminalTask, type TaskStatus } from '../core/state/index.ts';
+import {
+  HISTORY_ERROR_CHARS,
+  isTerminalRun,
+  isTerminalTask,
+  type TaskStatus,
+} from '../core/state/index.ts';
 import { branchChoice, outcomeFor } from './branch.ts';
 import { loadDag } from './dags.ts';
 import type { Deps } from './deps.ts';
@@ -136,6 +141,18 @@ export async function clearTasks(
       counts,
       counted: [...new Set(counted)],
       ...(finished ? { oldSucceeded: ti.status === 'success' || ti.status === 'skipped' } : {}),
+      // A finished attempt leaves the task instance: its history keeps it.
+      ...(finished && ti.attempt >= 1 && ti.status !== 'skipped' && ti.status !== 'upstream_failed'
+        ? {
+            past: {
+              attempt: ti.attempt,
+              status: ti.status,
+              startTime: ti.startTime,
+              endTime: ti.endTime,
+              ...(ti.error ? { error: ti.error.slice(0, HISTORY_ERROR_CHARS) } : {}),
+            },
+          }
+        : {}),
     });
     after.set(id, { status, generation });
   }

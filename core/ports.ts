@@ -6,7 +6,13 @@
 import type { Issue } from './errors.ts';
 import type { AirlessEvent } from './events.ts';
 import type { RunProgress, UpstreamCounts } from './readiness/index.ts';
-import type { RunStatus, TaskInstanceState, TaskStatus, TaskTransition } from './state/index.ts';
+import type {
+  AttemptSummary,
+  RunStatus,
+  TaskInstanceState,
+  TaskStatus,
+  TaskTransition,
+} from './state/index.ts';
 
 export interface Page<T> {
   readonly items: T[];
@@ -140,6 +146,8 @@ export interface TaskInstanceRecord extends TaskKey, TaskInstanceState {
   /** The output of the successful attempt: JSON text kept inline, or the key of its blob. */
   readonly output: string | null;
   readonly outputKey: string | null;
+  /** Attempts that did not succeed, and attempts a clear set aside (core/state attemptHistory). */
+  readonly history?: readonly AttemptSummary[];
   /** A small log kept inline (app/logs.ts), of attempt `logAttempt`; absent when none. */
   readonly log?: string | null;
   readonly logAttempt?: number | null;
@@ -414,5 +422,7 @@ export interface ClearPlan {
     readonly counted: readonly string[];
     /** A cleared task that had finished: whether its old outcome was a success. */
     readonly oldSucceeded?: boolean;
+    /** A cleared task's attempt that the clear sets aside: kept in its attempt history. */
+    readonly past?: AttemptSummary;
   }[];
 }

@@ -22,6 +22,7 @@ import {
 } from '../core/errors.ts';
 import { jsonValueIssues } from '../core/json.ts';
 import type { DagRecord, RunRecord } from '../core/ports.ts';
+import { attemptHistory } from '../core/state/index.ts';
 import { awsRequestMetrics, logger, metrics, runtime } from './runtime.ts';
 
 type Event = APIGatewayProxyEventV2;
@@ -318,6 +319,26 @@ const routes: Route<Event, Result>[] = [
     handler: async (event: Event) => {
       const { dagId, runId, taskId } = path(event);
       return json(200, runSummary(await clearTasks(runtime().deps, dagId, runId, taskId)));
+    },
+  },
+  {
+    method: 'GET',
+    path: '/v1/dags/{dag_id}/runs/{run_id}/tasks/{task_id}',
+    handler: async (event: Event) => {
+      const { dagId, runId, taskId } = path(event);
+      const { deps } = runtime();
+      const ti = await deps.store.getTaskInstance({ dagId, runId, taskId });
+      if (!ti) throw new NotFoundError(`task ${taskId} of run ${runId} not found`);
+      const executor = (await executorsOf(dagId, ti.dagVersion)).get(taskId);
+      return json(200, {
+        taskId,
+        status: ti.status,
+        attempt: ti.attempt,
+        ...(executor ? { executor } : {}),
+        startTime: ti.startTime,
+        endTime: ti.endTime,
+        attempts: attemptHistory(ti),
+      });
     },
   },
   {

@@ -35,6 +35,7 @@ import {
   type UpstreamCounts,
 } from '../../core/readiness/index.ts';
 import {
+  type AttemptSummary,
   checkRunTransition,
   isTerminalRun,
   type RunStatus,
@@ -155,6 +156,7 @@ export function toTask(i: Item): TaskInstanceRecord {
     outputKey: str(i.outputKey),
     ...(typeof i.log === 'string' ? { log: i.log, logAttempt: num(i.logAttempt) } : {}),
     ...(i.advanceInline === true ? { advanceInline: true } : {}),
+    ...(Array.isArray(i.history) ? { history: i.history as AttemptSummary[] } : {}),
   };
 }
 
@@ -190,6 +192,15 @@ class Update {
   setIfAbsent(attr: string, v: unknown): this {
     const n = this.name(attr);
     this.#set.push(`${n} = if_not_exists(${n}, ${this.value(v)})`);
+    return this;
+  }
+
+  /** Appends items to a list attribute, creating it if absent. */
+  append(attr: string, items: readonly unknown[]): this {
+    const n = this.name(attr);
+    this.#set.push(
+      `${n} = list_append(if_not_exists(${n}, ${this.value([])}), ${this.value(items)})`,
+    );
     return this;
   }
 
@@ -733,6 +744,7 @@ export class DynamoStateStore implements StateStore {
       .set('logAttempt', t.set.logAttempt)
       .set('advanceInline', t.set.advanceInline ? true : null)
       .set('updatedAt', t.at);
+    if (t.set.past) u.append('history', [t.set.past]);
     if (t.set.status === 'queued') u.set('queuedAt', t.at);
     // Keep the deadline index in step: an item is in it only while it waits for a deadline.
     // Except at a claim: moving the entry from the queued key to the lease key costs the index
@@ -899,6 +911,7 @@ export class DynamoStateStore implements StateStore {
           .set('outputKey', null);
       }
       u.set('endTime', t.status === 'skipped' || t.status === 'upstream_failed' ? at : null);
+      if (t.past) u.append('history', [t.past]);
       if (t.status === 'queued') {
         const shard = progressShard(`${plan.dagId}#${plan.runId}#${t.taskId}`, DUE_SHARDS);
         u.set('queuedAt', at).set('gsi2pk', `DUE#QUEUED#${shard}`).set('gsi2sk', at);

@@ -22,6 +22,7 @@ import {
   type UpstreamCounts,
 } from '../../core/readiness/index.ts';
 import {
+  type AttemptSummary,
   checkRunTransition,
   isTerminalRun,
   type RunStatus,
@@ -106,6 +107,7 @@ interface TaskState {
   log?: string | null;
   logAttempt?: number | null;
   advanceInline?: boolean;
+  history?: AttemptSummary[];
   /** The deadline index (gsi2 in the table): present exactly while the task waits for one. */
   due: { kind: DueKind; at: string } | undefined;
 }
@@ -181,6 +183,7 @@ function toTask(t: TaskState): TaskInstanceRecord {
     outputKey: t.outputKey,
     ...(typeof t.log === 'string' ? { log: t.log, logAttempt: t.logAttempt ?? 0 } : {}),
     ...(t.advanceInline ? { advanceInline: true } : {}),
+    ...(t.history ? { history: t.history.map((h) => ({ ...h })) } : {}),
   };
 }
 
@@ -555,6 +558,7 @@ export class MemoryStateStore implements StateStore {
     if (s.log !== undefined) ti.log = s.log;
     if (s.logAttempt !== undefined) ti.logAttempt = s.logAttempt;
     ti.advanceInline = s.advanceInline === true;
+    if (s.past) ti.history = [...(ti.history ?? []), { ...s.past }];
     if (s.status === 'queued') ti.queuedAt = t.at;
     // Keep the deadline index in step: a task is in it only while it waits for a deadline.
     const kind = DUE_KIND[s.status];
@@ -675,6 +679,7 @@ export class MemoryStateStore implements StateStore {
           ti.outputKey = null;
         }
         ti.endTime = t.status === 'skipped' || t.status === 'upstream_failed' ? at : null;
+        if (t.past) ti.history = [...(ti.history ?? []), { ...t.past }];
         if (t.status === 'queued') {
           ti.queuedAt = at;
           ti.due = { kind: 'QUEUED', at };

@@ -128,6 +128,9 @@ export function triesSoFar(ti: { readonly attempt: number; readonly retryBase?: 
   return ti.attempt - (ti.retryBase ?? 0);
 }
 
+/** The most of an error message an attempt's history entry keeps; the log has the rest. */
+export const HISTORY_ERROR_CHARS = 200;
+
 /** The most of an error message a task instance keeps; the log has the rest. */
 export const MAX_ERROR_CHARS = 2000;
 
@@ -167,6 +170,8 @@ export interface TaskTransition {
      * the table's stream leaves it alone. Cleared by every write that does not set it.
      */
     readonly advanceInline?: boolean;
+    /** An attempt this write ends without success: appended to the task's attempt history. */
+    readonly past?: AttemptSummary;
   };
   readonly at: string;
   /**
@@ -220,6 +225,8 @@ export function claimTask(
       leaseExpiresAt: new Date(at.getTime() + leaseSeconds * 1000).toISOString(),
       startTime: at.toISOString(),
       endTime: null,
+      // An earlier attempt's error is its own (the attempt history keeps it), not this one's.
+      error: null,
       deferred: null,
       output: null,
       outputKey: null,
@@ -247,11 +254,50 @@ export function heartbeatTask(
 }
 
 /**
+ * One attempt of a task, as its history shows it (`GET .../tasks/{task_id}`). A task keeps the
+ * summaries of its attempts that did not succeed, and of attempts a clear set aside; the
+ * current attempt is the task instance itself. A success costs no history write.
+ */
+export interface AttemptSummary {
+  readonly attempt: number;
+  readonly status: TaskStatus;
+  readonly startTime: string | null;
+  readonly endTime: string | null;
+  readonly error?: string | null;
+}
+
+/**
+ * A task's attempts, oldest first: its kept summaries, and its current attempt as it stands (a
+ * later word on an attempt replaces an earlier one). None before its first attempt.
+ */
+export function attemptHistory(
+  ti: TaskInstanceState & {
+    readonly startTime: string | null;
+    readonly endTime: string | null;
+    readonly error: string | null;
+    readonly history?: readonly AttemptSummary[];
+  },
+): AttemptSummary[] {
+  const byAttempt = new Map<number, AttemptSummary>();
+  for (const h of ti.history ?? []) byAttempt.set(h.attempt, h);
+  if (ti.attempt >= 1 && ti.status !== 'pending') {
+    byAttempt.set(ti.attempt, {
+      attempt: ti.attempt,
+      status: ti.status,
+      startTime: ti.startTime,
+      endTime: ti.endTime,
+      ...(ti.error ? { error: ti.error } : {}),
+    });
+  }
+  return [...byAttempt.values()].sort((a, b) => a.attempt - b.attempt);
+}
+
+/**
  * The end of a running attempt. A failure with attempts left becomes `up_for_retry` at `retryAt`
- * (see core/retry); otherwise it is final.
+ * (see core/retry); otherwise it is final. A failure is kept in the task's attempt history.
  */
 export function finishTask(
-  ti: TaskInstanceState,
+  ti: TaskInstanceState & { readonly startTime?: string | null },
   outcome:
     | {
         ok: true;
@@ -281,6 +327,16 @@ export function finishTask(
       at,
     );
   }
+  const error = boundError(outcome.error);
+  // The history's copy of the error is shorter: every later write of the item pays for it.
+  const past = (status: TaskStatus): AttemptSummary => ({
+    attempt: ti.attempt,
+    status,
+    startTime: ti.startTime ?? null,
+    endTime: at.toISOString(),
+    error:
+      error.length <= HISTORY_ERROR_CHARS ? error : `${error.slice(0, HISTORY_ERROR_CHARS - 1)}…`,
+  });
   if (outcome.retryAt) {
     return transition(
       'finish',
@@ -289,7 +345,8 @@ export function finishTask(
         ...end,
         status: 'up_for_retry',
         retryAt: outcome.retryAt.toISOString(),
-        error: boundError(outcome.error),
+        error,
+        past: past('up_for_retry'),
       },
       at,
     );
@@ -297,7 +354,7 @@ export function finishTask(
   return transition(
     'finish',
     ti,
-    { ...end, status: 'failed', error: boundError(outcome.error), endTime: at.toISOString() },
+    { ...end, status: 'failed', error, endTime: at.toISOString(), past: past('failed') },
     at,
   );
 }

@@ -1201,6 +1201,55 @@ export function stateStoreContract(
         });
       });
 
+      it('keeps the attempts that did not succeed, and those a clear sets aside, in order', async () => {
+        const { run, k, ti } = await queuedTask();
+        await store.transitionRun(dagId, run.runId, ['queued'], 'running', t0);
+        const running = await store.transitionTask(k, claimTask(ti, 'lease-1', 60, later(1)));
+        const failed = await store.transitionTask(
+          k,
+          finishTask(running, { ok: false, error: 'boom', retryAt: later(30) }, later(2)),
+        );
+        expect(failed.history).toEqual([
+          { attempt: 1, status: 'up_for_retry', startTime: iso(1), endTime: iso(2), error: 'boom' },
+        ]);
+        const again = await store.transitionTask(k, queueTask(failed, later(30)));
+        const second = await store.transitionTask(k, claimTask(again, 'lease-2', 60, later(31)));
+        expect(second).toMatchObject({ error: null, history: [{ attempt: 1 }] });
+        const done = await store.transitionTask(k, finishTask(second, { ok: true }, later(32)));
+        expect(done.history).toHaveLength(1);
+        const past = {
+          attempt: 2,
+          status: 'success' as const,
+          startTime: iso(31),
+          endTime: iso(32),
+        };
+        await store.clearTasks({
+          dagId,
+          runId: run.runId,
+          taskCount: 1,
+          runStatus: 'running',
+          at: later(40),
+          tasks: [
+            {
+              taskId: 't0',
+              expect: { status: 'success', attempt: 2, generation: 0, counts: done.counts },
+              status: 'queued',
+              attempt: 3,
+              newGeneration: true,
+              generation: 1,
+              counts: done.counts,
+              counted: [],
+              oldSucceeded: true,
+              past,
+            },
+          ],
+        });
+        expect((await task(k)).history).toEqual([
+          { attempt: 1, status: 'up_for_retry', startTime: iso(1), endTime: iso(2), error: 'boom' },
+          past,
+        ]);
+      });
+
       it('counts, queues and claims in one write for a worker that runs the task itself', async () => {
         const { run } = await store.createRun(newRun(3));
         const down = key(run.runId, 't1');

@@ -19,6 +19,7 @@ const DESIGN_ROUTES = [
   'GET /v1/dags/{dag_id}/runs/{run_id}',
   'POST /v1/dags/{dag_id}/runs/{run_id}/cancel',
   'POST /v1/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/clear',
+  'GET /v1/dags/{dag_id}/runs/{run_id}/tasks/{task_id}',
   'GET /v1/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/logs',
   'GET /v1/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/output',
   'GET /v1/import-errors',
