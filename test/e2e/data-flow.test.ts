@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { api, type RunView, uniqueDagId, waitForRun } from './stack.ts';
 
@@ -139,6 +140,27 @@ describe('a pipeline that passes data and branches', () => {
       },
     ]);
     expect((await api.request('GET', `/v1/dags/${dagId}`)).status).toBe(404);
+  });
+});
+
+describe('the example DAG report_by_region', () => {
+  it('runs as written: the full report, chosen by an upstream output, then publish', async () => {
+    const doc = JSON.parse(readFileSync('examples/dags/report_by_region.json', 'utf8'));
+    const { dagId, runId } = await createAndTrigger({ ...doc, dagId: uniqueDagId('e2e_example') });
+    const run = await waitForRun(dagId, runId);
+    expect(run.status).toBe('success');
+    expect(statuses(run)).toMatchObject({
+      full_report: 'success',
+      quick_report: 'skipped',
+      publish: 'success',
+    });
+    const out = await api.request<{ output: string }>(
+      'GET',
+      `${runPath(dagId, runId)}/tasks/publish/output`,
+    );
+    expect(out.body.output).toMatch(
+      new RegExp(`^published \\d{4}-\\d{2}-\\d{2} \\(${dagId}, run `),
+    );
   });
 });
 
