@@ -23,6 +23,9 @@ export const TRIGGER_RULES = [
   'none_failed_min_one_success',
   'none_skipped',
   'always',
+  'one_done',
+  'all_skipped',
+  'all_done_min_one_success',
 ] as const;
 export type TriggerRule = (typeof TRIGGER_RULES)[number];
 

@@ -91,6 +91,19 @@ export function decide(rule: TriggerRule, c: UpstreamCounts, upstream: number): 
     case 'none_skipped':
       if (c.skipped > 0) return 'skipped';
       return allDone ? 'queue' : 'wait';
+    // Airflow 3's: one success or failure (not upstream_failed) is enough;
+    case 'one_done':
+      if (c.success + c.failed > 0) return 'queue';
+      return allDone ? 'skipped' : 'wait';
+    // every upstream task skipped;
+    case 'all_skipped':
+      if (c.success > 0 || failures > 0) return 'skipped';
+      return c.skipped >= upstream ? 'queue' : 'wait';
+    // every upstream task done, none skipped, one success at least.
+    case 'all_done_min_one_success':
+      if (c.skipped > 0) return 'skipped';
+      if (!allDone) return 'wait';
+      return c.success > 0 ? 'queue' : 'upstream_failed';
   }
 }
 

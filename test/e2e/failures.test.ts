@@ -85,7 +85,7 @@ describe('retries', () => {
 });
 
 describe('trigger rules end to end', () => {
-  it('all nine, below one upstream that succeeds and one that fails', async () => {
+  it('all twelve, below one upstream that succeeds and one that fails', async () => {
     const rules = TRIGGER_RULES;
     const { dagId, runId } = await createAndTrigger({
       dagId: uniqueDagId('e2e_rules'),
@@ -115,8 +115,40 @@ describe('trigger rules end to end', () => {
       none_failed_min_one_success: 'upstream_failed',
       none_skipped: 'success',
       always: 'success',
+      one_done: 'success',
+      all_skipped: 'skipped',
+      all_done_min_one_success: 'success',
     });
     expect(run.status).toBe('failed');
+  });
+
+  it("Airflow 3's rules below two skipped upstream tasks (the K,K row)", async () => {
+    const rules = ['one_done', 'all_skipped', 'all_done_min_one_success', 'all_done'];
+    const { dagId, runId } = await createAndTrigger({
+      dagId: uniqueDagId('e2e_rules_skipped'),
+      tasks: [
+        { taskId: 'pick', operator: 'branch', config: { follow: [] } },
+        { taskId: 'a', operator: 'noop', dependsOn: ['pick'] },
+        { taskId: 'b', operator: 'noop', dependsOn: ['pick'] },
+        ...rules.map((r) => ({
+          taskId: r,
+          operator: 'noop',
+          dependsOn: ['a', 'b'],
+          triggerRule: r,
+        })),
+      ],
+    });
+    const run = await waitForRun(dagId, runId);
+    expect(Object.fromEntries(run.tasks.map((t) => [t.taskId, t.status]))).toEqual({
+      pick: 'success',
+      a: 'skipped',
+      b: 'skipped',
+      one_done: 'skipped',
+      all_skipped: 'success',
+      all_done_min_one_success: 'skipped',
+      all_done: 'success',
+    });
+    expect(run.status).toBe('success');
   });
 });
 

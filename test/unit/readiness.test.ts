@@ -17,7 +17,8 @@ import { isTerminalTask, type TaskStatus } from '../../core/state/index.ts';
 
 /**
  * Airflow's trigger rules, for a task with two upstream tasks, from the documented meanings
- * (https://airflow.apache.org/docs/apache-airflow/stable/core-concepts/dags.html#trigger-rules):
+ * (https://airflow.apache.org/docs/apache-airflow/stable/core-concepts/dags.html#trigger-rules),
+ * Airflow 3's `one_done`, `all_skipped` and `all_done_min_one_success` (admos) included:
  * a rule that is met queues the task; a rule that can no longer be met resolves it to `skipped`
  * or `upstream_failed` as Airflow does; otherwise it waits.
  *
@@ -34,25 +35,28 @@ const RULES = [
   'none_failed_min_one_success',
   'none_skipped',
   'always',
+  'one_done',
+  'all_skipped',
+  'all_done_min_one_success',
 ] as const;
 // biome-ignore format: the table reads as a table
 const TRUTH_TABLE: Record<string, string> = {
-  //      all_success all_failed all_done one_success one_failed none_failed nfmos none_skipped always
-  'P,P': 'w  w  w  w  w  w  w  w  Q',
-  'S,P': 'w  K  w  Q  w  w  w  w  Q',
-  'F,P': 'UF w  w  w  Q  UF UF w  Q',
-  'U,P': 'UF w  w  w  Q  UF UF w  Q',
-  'K,P': 'K  K  w  w  w  w  w  K  Q',
-  'S,S': 'Q  K  Q  Q  K  Q  Q  Q  Q',
-  'S,F': 'UF K  Q  Q  Q  UF UF Q  Q',
-  'S,U': 'UF K  Q  Q  Q  UF UF Q  Q',
-  'S,K': 'K  K  Q  Q  K  Q  Q  K  Q',
-  'F,F': 'UF Q  Q  UF Q  UF UF Q  Q',
-  'F,U': 'UF Q  Q  UF Q  UF UF Q  Q',
-  'U,U': 'UF Q  Q  UF Q  UF UF Q  Q',
-  'F,K': 'UF K  Q  UF Q  UF UF K  Q',
-  'U,K': 'UF K  Q  UF Q  UF UF K  Q',
-  'K,K': 'K  K  Q  K  K  Q  K  K  Q',
+  //      all_success all_failed all_done one_success one_failed none_failed nfmos none_skipped always one_done all_skipped admos
+  'P,P': 'w  w  w  w  w  w  w  w  Q  w  w  w',
+  'S,P': 'w  K  w  Q  w  w  w  w  Q  Q  K  w',
+  'F,P': 'UF w  w  w  Q  UF UF w  Q  Q  K  w',
+  'U,P': 'UF w  w  w  Q  UF UF w  Q  w  K  w',
+  'K,P': 'K  K  w  w  w  w  w  K  Q  w  w  K',
+  'S,S': 'Q  K  Q  Q  K  Q  Q  Q  Q  Q  K  Q',
+  'S,F': 'UF K  Q  Q  Q  UF UF Q  Q  Q  K  Q',
+  'S,U': 'UF K  Q  Q  Q  UF UF Q  Q  Q  K  Q',
+  'S,K': 'K  K  Q  Q  K  Q  Q  K  Q  Q  K  K',
+  'F,F': 'UF Q  Q  UF Q  UF UF Q  Q  Q  K  UF',
+  'F,U': 'UF Q  Q  UF Q  UF UF Q  Q  Q  K  UF',
+  'U,U': 'UF Q  Q  UF Q  UF UF Q  Q  K  K  UF',
+  'F,K': 'UF K  Q  UF Q  UF UF K  Q  Q  K  K',
+  'U,K': 'UF K  Q  UF Q  UF UF K  Q  K  K  K',
+  'K,K': 'K  K  Q  K  K  Q  K  K  Q  K  Q  K',
 };
 
 const STATE: Record<string, TaskStatus> = {
@@ -119,6 +123,12 @@ function satisfied(rule: TriggerRule, upstream: readonly TaskStatus[]): boolean 
       return all((s) => isTerminalTask(s) && s !== 'skipped');
     case 'always':
       return true;
+    case 'one_done':
+      return some((s) => s === 'success' || s === 'failed');
+    case 'all_skipped':
+      return all((s) => s === 'skipped');
+    case 'all_done_min_one_success':
+      return all((s) => isTerminalTask(s) && s !== 'skipped') && some((s) => s === 'success');
   }
 }
 
