@@ -104,7 +104,9 @@ export async function advance(
           generation,
           { ...queueAt, ...(claim ? { claim } : {}) },
         );
-        if (counted && claim && task.status === 'running' && task.leaseToken === claim.leaseToken) {
+        // Claimed under this lease: by this write, or by one whose answer was lost (its retry
+        // was refused, and the outcome reads as counted already). Either way it is ours to run.
+        if (claim && task.status === 'running' && task.leaseToken === claim.leaseToken) {
           const message = await taskMessage(deps, { ...dk, attempt: task.attempt }, dagVersion);
           kept = { message, claimed: task };
           return;

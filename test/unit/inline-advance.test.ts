@@ -122,6 +122,40 @@ describe('a worker that writes a success', () => {
   });
 });
 
+describe('a write whose answer is lost', () => {
+  it('still runs the task that the lost “count, queue and claim” claimed for it', async () => {
+    // The write lands, its answer is lost, the SDK's retry is refused: the store answers as for
+    // a duplicate, with the task claimed under this worker's lease.
+    class LostAnswerStore extends MemoryStateStore {
+      override async recordUpstreamOutcome(
+        ...args: Parameters<MemoryStateStore['recordUpstreamOutcome']>
+      ): ReturnType<MemoryStateStore['recordUpstreamOutcome']> {
+        const first = await super.recordUpstreamOutcome(...args);
+        return args[4]?.claim ? super.recordUpstreamOutcome(...args) : first;
+      }
+    }
+    const store = new LostAnswerStore();
+    const deps = memoryDeps({ store });
+    const r = await registerDag(deps, JSON.stringify({ dagId: 'lost', tasks: chain(3) }));
+    if (!r.ok) throw new Error(JSON.stringify(r.issues));
+    const { run } = await triggerRun(deps, { dagId: 'lost' });
+    const [t0] = deps.dispatcher.takeAll() as [TaskMessage];
+    expect(await executeTask(deps, t0, worker({ continuations: 8 }))).toBe('success');
+    expect(
+      (await deps.store.listTaskInstances('lost', run.runId)).map((t) => [
+        t.taskId,
+        t.status,
+        t.attempt,
+      ]),
+    ).toEqual([
+      ['t0', 'success', 1],
+      ['t1', 'success', 1],
+      ['t2', 'success', 1],
+    ]);
+    expect((await deps.store.getRun('lost', run.runId))?.status).toBe('success');
+  });
+});
+
 describe('a worker that dies after its success', () => {
   it('leaves its message to come back, and that delivery finishes readiness and the run', async () => {
     const { deps, store, statuses, runStatus } = await setup(chain(2));
