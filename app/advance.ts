@@ -4,7 +4,7 @@ import { Metric } from '../core/metric-names.ts';
 import type { TaskInstanceRecord, TaskKey, TaskMessage } from '../core/ports.ts';
 import { countUpstream, nextStep, runOutcome } from '../core/readiness/index.ts';
 import { isTerminalTask, resolveTask, type TaskStatus } from '../core/state/index.ts';
-import { branchChoice, outcomeFor } from './branch.ts';
+import { branchSkips } from './branch.ts';
 import { loadDag } from './dags.ts';
 import type { Deps } from './deps.ts';
 import { injectFault } from './faults.ts';
@@ -69,21 +69,27 @@ export async function advance(
   const again: TaskInstanceRecord[] = [];
 
   if (status !== 'cancelled') {
-    // A branch's success is counted as `skipped` by the tasks it did not choose.
-    const choice =
+    // A branch's success skips the tasks it did not choose, whatever their rule (app/branch.ts).
+    const skips =
       tasks.get(key.taskId)?.operator === 'branch' && status === 'success'
-        ? await branchChoice(deps, tasks.get(key.taskId), await deps.store.getTaskInstance(key))
+        ? await branchSkips(
+            deps,
+            graph,
+            tasks.get(key.taskId),
+            await deps.store.getTaskInstance(key),
+          )
         : undefined;
     await Promise.all(
       downstream.map(async (taskId) => {
         const dk = { dagId: key.dagId, runId: key.runId, taskId };
         const rule = tasks.get(taskId)?.triggerRule ?? 'all_success';
-        const outcome = outcomeFor(status, choice, taskId);
+        const skip = skips?.has(taskId) === true;
+        const outcome = skip ? 'skipped' : status;
         // A task with this one upstream task, whose rule queues it on this outcome (a chain's
         // next task, a fan-out's branch): counted and queued in one write.
         const single = (graph.upstream.get(taskId) ?? []).length === 1;
         const queueAt =
-          single && nextStep(rule, afterOnly(outcome)) === 'queue' ? { queueAt: now } : {};
+          !skip && single && nextStep(rule, afterOnly(outcome)) === 'queue' ? { queueAt: now } : {};
         // The only task this outcome can make ready, and the caller would run it: claim it in
         // the same write. The attempt is the one that write gives it.
         const { lease, continueWith } = options;
@@ -134,7 +140,7 @@ export async function advance(
           }
           return;
         }
-        const decision = nextStep(rule, task);
+        const decision = skip && task.status === 'pending' ? 'skipped' : nextStep(rule, task);
         if (decision === 'queue') {
           const m = await queue(deps, dk, dagVersion, task);
           if (m) messages.push(m);

@@ -7,7 +7,7 @@ import {
   isTerminalTask,
   type TaskStatus,
 } from '../core/state/index.ts';
-import { branchChoice, outcomeFor } from './branch.ts';
+import { branchSkips } from './branch.ts';
 import { loadDag } from './dags.ts';
 import type { Deps } from './deps.ts';
 import { taskMessage } from './runs.ts';
@@ -93,13 +93,15 @@ export async function clearTasks(
     const generation = finished ? ti.generation + 1 : ti.generation;
     const upstream = graph.upstream.get(id) ?? [];
     const upStatuses: TaskStatus[] = [];
+    // A branch left as it is still chose what it chose: a task it skipped stays skipped.
+    let skippedByBranch = false;
     for (const u of upstream) {
-      const s = statusAfter(u)?.status ?? 'pending';
-      // A branch left as it is still chose what it chose: the tasks it skipped stay skipped.
-      const choice = reach.has(u)
+      const skips = reach.has(u)
         ? undefined
-        : await branchChoice(deps, tasks.get(u), instances.get(u));
-      upStatuses.push(outcomeFor(s, choice, id));
+        : await branchSkips(deps, graph, tasks.get(u), instances.get(u));
+      const skip = skips?.has(id) === true;
+      skippedByBranch ||= skip;
+      upStatuses.push(skip ? 'skipped' : (statusAfter(u)?.status ?? 'pending'));
     }
     const counted: string[] = [];
     upstream.forEach((u, i) => {
@@ -115,11 +117,13 @@ export async function clearTasks(
       }
     });
     const counts = countUpstream(upStatuses);
-    const decision = nextStep(tasks.get(id)?.triggerRule ?? 'all_success', {
-      status: 'pending',
-      counts,
-      upstreamCount: ti.upstreamCount,
-    });
+    const decision = skippedByBranch
+      ? 'skipped'
+      : nextStep(tasks.get(id)?.triggerRule ?? 'all_success', {
+          status: 'pending',
+          counts,
+          upstreamCount: ti.upstreamCount,
+        });
     const status =
       decision === 'queue'
         ? 'queued'

@@ -4,9 +4,10 @@ import type { RunOperator } from './registry.ts';
 
 /**
  * Chooses which of its direct downstream tasks run (DESIGN.md section 10): its output is the
- * list of the chosen task ids, and readiness (app/advance.ts) counts its success as `skipped`
- * for every other direct downstream task, so the skip spreads by trigger rules. Naming a task
- * that is not directly downstream fails the attempt for good: the next would name it again.
+ * list of the chosen task ids, and readiness (app/advance.ts, app/branch.ts) skips every other
+ * direct downstream task, as Airflow does; the skip spreads by the rules of the tasks after
+ * them. Naming a task that is not directly downstream fails the attempt for good: the next
+ * would name it again.
  */
 export const branch: RunOperator<typeof branchConfig._output> = {
   name: 'branch',

@@ -73,6 +73,33 @@ describe('branch', () => {
     expect(await runStatus()).toBe('success');
   });
 
+  it('skips the tasks it did not choose whatever their rule, as Airflow does', async () => {
+    const { statuses } = await setup([
+      { taskId: 'pick', operator: 'branch', config: { follow: 'a' } },
+      { taskId: 'a', operator: 'noop', dependsOn: ['pick'] },
+      { taskId: 'done', operator: 'noop', dependsOn: ['pick'], triggerRule: 'all_done' },
+      { taskId: 'nf', operator: 'noop', dependsOn: ['pick'], triggerRule: 'none_failed' },
+      { taskId: 'after', operator: 'noop', dependsOn: ['done'], triggerRule: 'all_done' },
+    ]);
+    // `after` is not the branch's to skip: its own rule runs it once `done` is skipped.
+    expect(await statuses()).toEqual({
+      pick: 'success',
+      a: 'success',
+      done: 'skipped',
+      nf: 'skipped',
+      after: 'success',
+    });
+  });
+
+  it('leaves alone a direct downstream task that is also downstream of the chosen one', async () => {
+    const { statuses } = await setup([
+      { taskId: 'pick', operator: 'branch', config: { follow: 'a' } },
+      { taskId: 'a', operator: 'noop', dependsOn: ['pick'] },
+      { taskId: 'join', operator: 'noop', dependsOn: ['pick', 'a'] },
+    ]);
+    expect(await statuses()).toEqual({ pick: 'success', a: 'success', join: 'success' });
+  });
+
   it('follows several, or none', async () => {
     const both = await setup(diamond(['left', 'right']));
     expect(Object.values(await both.statuses()).every((s) => s === 'success')).toBe(true);
@@ -96,7 +123,10 @@ describe('branch', () => {
   });
 
   it('keeps a skipped task skipped when it alone is cleared: the branch still chose the other side', async () => {
-    const { deps, dagId, runId, statuses, drain } = await setup(diamond('left'));
+    // With a rule that would run it on a skipped upstream: the branch's skip is not the rule's.
+    const { deps, dagId, runId, statuses, drain } = await setup(
+      diamond('left').map((t) => (t.taskId === 'right' ? { ...t, triggerRule: 'all_done' } : t)),
+    );
     await clearTasks(deps, dagId, runId, 'right');
     await drain();
     expect(await statuses()).toMatchObject({
