@@ -71,9 +71,14 @@ const SAFETY_MS = 15_000;
 
 class LogBuffer {
   readonly #lines: string[] = [];
+  /** Values of the run's conf and the DAG's params under secret-looking keys: never logged. */
+  secrets: ReadonlySet<string> = new Set();
   constructor(private readonly clock: () => Date) {}
   add(line: string) {
-    this.#lines.push(`${this.clock().toISOString()} ${line}`);
+    this.#lines.push(`${this.clock().toISOString()} ${this.mask(line)}`);
+  }
+  mask(text: string): string {
+    return this.secrets.size > 0 ? (maskSecrets(text, this.secrets) as string) : text;
   }
   text() {
     return `${this.#lines.join('\n')}\n`;
@@ -205,8 +210,14 @@ async function runClaimed(
     // attempt fails for good.
     const rendered = await renderConfig(deps, msg, dag, task.config);
     secrets = rendered.secrets;
+    log.secrets = secrets;
     if (rendered.logged !== undefined) log.add(`rendered config: ${rendered.logged}`);
     const config = parseTaskConfig(operator, rendered.config);
+    // What this deployment may touch, checked again on what the templates made of the config
+    // (registration could only check what was written): refused, no attempt will do better.
+    const refused = rendered.logged !== undefined ? operator.refuses?.(config) : undefined;
+    if (refused)
+      throw new UnrecoverableError(`this deployment refuses the rendered config: ${refused}`);
     const aborted = new Promise<never>((_, reject) => {
       controller.signal.addEventListener('abort', () => reject(controller.signal.reason));
     });
@@ -238,7 +249,8 @@ async function runClaimed(
   } catch (e) {
     // A crash on purpose ends the invocation here, as a dead process would.
     if (e instanceof InjectedCrash) throw e;
-    error = e instanceof Error ? e.message : String(e);
+    // Masked like the log: the error is kept with the task, its history and its events.
+    error = log.mask(e instanceof Error ? e.message : String(e));
     // By name too: an operator bundled with its own copy of the class is still understood.
     unrecoverable = e instanceof UnrecoverableError || (e as Error)?.name === 'UnrecoverableError';
     log.add(`error: ${error}`);

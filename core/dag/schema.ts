@@ -121,7 +121,8 @@ function templatable(config: z.ZodType) {
     .transform((value, ctx) => {
       const parsed = config.safeParse(value);
       if (parsed.success) return parsed.data;
-      const templated = templatedPaths(value);
+      // A templated string inside the config; the config itself must be written as an object.
+      const templated = templatedPaths(value).filter((path) => path.length > 0);
       const left = parsed.error.issues.filter((i) => !underAny(i.path, templated));
       if (left.length === 0) return value;
       for (const issue of left) ctx.issues.push({ ...issue, input: value } as never);

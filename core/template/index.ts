@@ -219,7 +219,8 @@ export function render(value: unknown, scope: Readonly<Record<string, unknown>>)
 }
 
 /** Keys whose values a log must not show, as Airflow's secrets masker reads them. */
-const SECRET_KEY = /password|passwd|token|secret|key|credential|authorization|api[-_]?key/i;
+const SECRET_KEY =
+  /password|passwd|passphrase|token|secret|key|credential|authorization|cookie|private/i;
 export const MASK = '***';
 
 /**

@@ -191,6 +191,12 @@ describe('registration', () => {
     ).toEqual([]);
   });
 
+  it('refuses a config that is itself a placeholder: it is written as an object', () => {
+    expect(problems([{ taskId: 'c', operator: 'http', config: '{{ conf.c }}' }])).toEqual([
+      { path: '$.tasks[0].config', message: expect.any(String) },
+    ]);
+  });
+
   it('still checks what is not templated, and names the field', () => {
     expect(
       problems([

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
 import { memoryDeps } from '../../adapters/memory/deps.ts';
 import { registerDag } from '../../app/dags.ts';
 import { readLog } from '../../app/logs.ts';
@@ -6,14 +7,31 @@ import { readOutput } from '../../app/outputs.ts';
 import { triggerRun } from '../../app/runs.ts';
 import { executeTask } from '../../app/tasks.ts';
 import type { TaskMessage } from '../../core/ports.ts';
+import { branch } from '../../operators/branch.ts';
+import { noop } from '../../operators/noop.ts';
+import { OperatorRegistry, type RunOperator } from '../../operators/registry.ts';
 
 /**
  * A worker renders a task's templates just before its operator runs (app/templates.ts): from
  * the run's conf, the DAG's params, and upstream outputs; on the in-memory ports. The same runs
  * on the emulator in test/e2e/data-flow.test.ts.
  */
+/** An operator that logs its config and fails with it: where a secret could leak. */
+const leaky: RunOperator<{ url: string }> = {
+  name: 'leaky',
+  config: z.strictObject({ url: z.string() }),
+  // A deployment's allow-list, as the stepfunctions and ecs operators have.
+  refuses: (c) => (c.url.startsWith('https://evil') ? 'not an allowed host' : undefined),
+  async run(config, ctx) {
+    ctx.log(`calling ${config.url}`);
+    throw new Error(`${config.url} answered 500`);
+  },
+};
+
 async function run(dag: object, conf: Record<string, unknown> = {}) {
-  const deps = memoryDeps();
+  const deps = memoryDeps({
+    operators: new OperatorRegistry().register(noop).register(branch).register(leaky),
+  });
   const dagId = `tpl_${Math.random().toString(36).slice(2, 10)}`;
   const r = await registerDag(deps, JSON.stringify({ dagId, ...dag }));
   if (!r.ok) throw new Error(JSON.stringify(r.issues));
@@ -36,6 +54,41 @@ async function run(dag: object, conf: Record<string, unknown> = {}) {
 }
 
 describe('templated configs', () => {
+  it('are held to the deployment’s allow-list once rendered', async () => {
+    const { task } = await run(
+      {
+        tasks: [
+          { taskId: 't', operator: 'leaky', retries: 2, config: { url: '{{ conf.target }}' } },
+        ],
+      },
+      { target: 'https://evil.example/' },
+    );
+    const t = await task('t');
+    expect(t.status).toBe('failed');
+    expect(t.error).toBe('this deployment refuses the rendered config: not an allowed host');
+    expect(t.log).not.toContain('calling');
+  });
+
+  it('mask secrets of conf in every line an operator logs, and in the error kept with the task', async () => {
+    const { task } = await run(
+      {
+        tasks: [
+          {
+            taskId: 't',
+            operator: 'leaky',
+            config: { url: 'https://hooks.example/{{ conf.webhook_secret }}' },
+          },
+        ],
+      },
+      { webhook_secret: 'T000-B000-XXXX' },
+    );
+    const t = await task('t');
+    expect(t.status).toBe('failed');
+    expect(t.log).toContain('calling https://hooks.example/***');
+    expect(t.log).not.toContain('T000-B000-XXXX');
+    expect(t.error).toBe('https://hooks.example/*** answered 500');
+  });
+
   it('render upstream outputs, conf and params with their types, and log the rendered config', async () => {
     const { task, runStatus } = await run(
       {
