@@ -3,8 +3,10 @@ import type { ClearPlan, RunRecord, TaskInstanceRecord, TaskMessage } from '../c
 import { counterFor, countUpstream, nextStep } from '../core/readiness/index.ts';
 import {
   HISTORY_ERROR_CHARS,
+  hasTriedSinceClear,
   isTerminalRun,
   isTerminalTask,
+  MAX_HISTORY,
   type TaskStatus,
 } from '../core/state/index.ts';
 import { branchSkips } from './branch.ts';
@@ -145,16 +147,21 @@ export async function clearTasks(
       counts,
       counted: [...new Set(counted)],
       ...(finished ? { oldSucceeded: ti.status === 'success' || ti.status === 'skipped' } : {}),
-      // A finished attempt leaves the task instance: its history keeps it.
-      ...(finished && ti.attempt >= 1 && ti.status !== 'skipped' && ti.status !== 'upstream_failed'
+      // A finished try leaves the task instance: its history keeps it, if the write that
+      // ended it did not (a failure's did). Bounded: a task cleared again and again keeps
+      // its latest attempts.
+      ...(finished && hasTriedSinceClear(ti) && ti.status !== 'failed' && isTerminalTask(ti.status)
         ? {
-            past: {
-              attempt: ti.attempt,
-              status: ti.status,
-              startTime: ti.startTime,
-              endTime: ti.endTime,
-              ...(ti.error ? { error: ti.error.slice(0, HISTORY_ERROR_CHARS) } : {}),
-            },
+            history: [
+              ...(ti.history ?? []),
+              {
+                attempt: ti.attempt,
+                status: ti.status,
+                startTime: ti.startTime,
+                endTime: ti.endTime,
+                ...(ti.error ? { error: ti.error.slice(0, HISTORY_ERROR_CHARS) } : {}),
+              },
+            ].slice(-MAX_HISTORY),
           }
         : {}),
     });

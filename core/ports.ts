@@ -422,7 +422,11 @@ export interface ClearPlan {
     readonly counted: readonly string[];
     /** A cleared task that had finished: whether its old outcome was a success. */
     readonly oldSucceeded?: boolean;
-    /** A cleared task's attempt that the clear sets aside: kept in its attempt history. */
-    readonly past?: AttemptSummary;
+    /**
+     * A cleared task's attempt history with the attempt the clear sets aside, when it had not
+     * kept it yet (a success, a cancel), its oldest entries dropped past MAX_HISTORY: written
+     * as it is.
+     */
+    readonly history?: readonly AttemptSummary[];
   }[];
 }

@@ -911,7 +911,7 @@ export class DynamoStateStore implements StateStore {
           .set('outputKey', null);
       }
       u.set('endTime', t.status === 'skipped' || t.status === 'upstream_failed' ? at : null);
-      if (t.past) u.append('history', [t.past]);
+      if (t.history) u.set('history', t.history);
       if (t.status === 'queued') {
         const shard = progressShard(`${plan.dagId}#${plan.runId}#${t.taskId}`, DUE_SHARDS);
         u.set('queuedAt', at).set('gsi2pk', `DUE#QUEUED#${shard}`).set('gsi2sk', at);

@@ -679,7 +679,7 @@ export class MemoryStateStore implements StateStore {
           ti.outputKey = null;
         }
         ti.endTime = t.status === 'skipped' || t.status === 'upstream_failed' ? at : null;
-        if (t.past) ti.history = [...(ti.history ?? []), { ...t.past }];
+        if (t.history) ti.history = t.history.map((h) => ({ ...h }));
         if (t.status === 'queued') {
           ti.queuedAt = at;
           ti.due = { kind: 'QUEUED', at };

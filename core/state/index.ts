@@ -204,7 +204,16 @@ export function queueTask(ti: TaskInstanceState, at: Date): TaskTransition {
   return transition(
     'queue',
     ti,
-    { status: 'queued', attempt: ti.attempt + 1, leaseToken: null, retryAt: null },
+    {
+      status: 'queued',
+      attempt: ti.attempt + 1,
+      leaseToken: null,
+      retryAt: null,
+      // A new attempt: the last one's times and error are its history's, not this one's.
+      startTime: null,
+      endTime: null,
+      error: null,
+    },
     at,
   );
 }
@@ -275,12 +284,15 @@ export function attemptHistory(
     readonly startTime: string | null;
     readonly endTime: string | null;
     readonly error: string | null;
+    readonly retryBase?: number;
     readonly history?: readonly AttemptSummary[];
   },
 ): AttemptSummary[] {
   const byAttempt = new Map<number, AttemptSummary>();
   for (const h of ti.history ?? []) byAttempt.set(h.attempt, h);
-  if (ti.attempt >= 1 && ti.status !== 'pending') {
+  // Only a try of its own since its last clear: a task resolved without running (skipped,
+  // upstream_failed) keeps the attempt number of the try before the clear, which is history's.
+  if (hasTriedSinceClear(ti) && ti.status !== 'pending') {
     byAttempt.set(ti.attempt, {
       attempt: ti.attempt,
       status: ti.status,
@@ -291,6 +303,14 @@ export function attemptHistory(
   }
   return [...byAttempt.values()].sort((a, b) => a.attempt - b.attempt);
 }
+
+/** Whether the task instance's attempt number is a try made since it was last cleared. */
+export function hasTriedSinceClear(ti: { readonly attempt: number; readonly retryBase?: number }) {
+  return ti.attempt > (ti.retryBase ?? 0);
+}
+
+/** The most attempts a task's history keeps through clears; retries add at most 100 more. */
+export const MAX_HISTORY = 100;
 
 /**
  * The end of a running attempt. A failure with attempts left becomes `up_for_retry` at `retryAt`

@@ -1201,7 +1201,7 @@ export function stateStoreContract(
         });
       });
 
-      it('keeps the attempts that did not succeed, and those a clear sets aside, in order', async () => {
+      it('keeps the attempts that did not succeed, and writes the history a clear gives', async () => {
         const { run, k, ti } = await queuedTask();
         await store.transitionRun(dagId, run.runId, ['queued'], 'running', t0);
         const running = await store.transitionTask(k, claimTask(ti, 'lease-1', 60, later(1)));
@@ -1240,7 +1240,7 @@ export function stateStoreContract(
               counts: done.counts,
               counted: [],
               oldSucceeded: true,
-              past,
+              history: [...(done.history ?? []), past],
             },
           ],
         });
