@@ -1,6 +1,7 @@
 import type { Dag } from '../core/dag/schema.ts';
 import { UnrecoverableError } from '../core/errors.ts';
 import type { TaskMessage } from '../core/ports.ts';
+import { isTerminalTask } from '../core/state/index.ts';
 import {
   dateStamp,
   hasPlaceholders,
@@ -42,7 +43,13 @@ export async function renderConfig(
     [...referencedTasks(config, ids)].map(async (taskId) => {
       const ti = await deps.store.getTaskInstance({ dagId: msg.dagId, runId: msg.runId, taskId });
       const out = ti ? await readOutput(deps, ti) : undefined;
-      tasks[taskId] = out ? { output: out.output } : {};
+      // A finished task without an output (skipped on a branch not taken, a call that returned
+      // nothing) reads as null, as Airflow renders None; an unfinished one does not resolve.
+      tasks[taskId] = out
+        ? { output: out.output }
+        : ti && isTerminalTask(ti.status)
+          ? { output: null }
+          : {};
     }),
   );
   const logical = new Date(run.logicalDate);

@@ -2,7 +2,12 @@ import type { z } from 'zod';
 import { compileSchedule } from '../cron/index.ts';
 import type { Issue } from '../errors.ts';
 import { jsonValueIssues } from '../json.ts';
-import { findPlaceholders, mayHoldTemplate, TEMPLATE_ROOTS } from '../template/index.ts';
+import {
+  findPlaceholders,
+  mayHoldTemplate,
+  TEMPLATE_ROOTS,
+  taskOfPath,
+} from '../template/index.ts';
 import { buildGraph, findCycles, type TaskGraph } from './graph.ts';
 import { OperatorSchemas } from './operators.ts';
 import {
@@ -229,19 +234,10 @@ function templateIssues(
         message: `template: {{ ${p.text} }}: "${root}" exists only in a mapped task (mapOver)`,
       });
     } else if (root === 'tasks') {
-      // The longest task id that the dotted names spell (task ids may hold dots).
-      const names = p.steps.slice(1);
-      let id: string | undefined;
-      let n = names.length;
-      for (; n >= 1; n--) {
-        const parts = names.slice(0, n);
-        const candidate = parts.join('.');
-        if (parts.every((x) => typeof x === 'string') && index.has(candidate)) {
-          id = candidate;
-          break;
-        }
-      }
-      if (id === undefined) {
+      // Task ids may hold dots: the id as the renderer reads it.
+      const named = taskOfPath(p.steps, (candidate) => index.has(candidate));
+      const id = named?.id;
+      if (named === undefined || id === undefined) {
         issues.push({ ...where, message: `template: {{ ${p.text} }}: no such task` });
         continue;
       }
@@ -251,7 +247,7 @@ function templateIssues(
           ...where,
           message: `template: {{ ${p.text} }}: task "${id}" is not upstream of "${task.taskId}", so its output may not exist yet; add it to dependsOn`,
         });
-      } else if (names[n] !== 'output') {
+      } else if (p.steps[named.names + 1] !== 'output') {
         issues.push({
           ...where,
           message: `template: {{ ${p.text} }}: a task offers only its output: tasks.${id}.output`,

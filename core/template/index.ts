@@ -153,21 +153,40 @@ export function hasPlaceholders(value: unknown): boolean {
 }
 
 /**
+ * The task id that a `tasks.…` path names, and how many of its names the id takes. Task ids may
+ * hold dots, so `tasks.a.b.output` may name task `a.b`: the longest id followed by `output` is
+ * taken, else the longest id at all (a path that then reads something else than the output).
+ */
+export function taskOfPath(
+  steps: readonly PathStep[],
+  isTask: (id: string) => boolean,
+): { readonly id: string; readonly names: number } | undefined {
+  const names = steps.slice(1);
+  let longest: { id: string; names: number } | undefined;
+  for (let n = names.length; n >= 1; n--) {
+    const parts = names.slice(0, n);
+    if (!parts.every((x) => typeof x === 'string')) continue;
+    const id = parts.join('.');
+    if (!isTask(id)) continue;
+    if (names[n] === 'output') return { id, names: n };
+    longest ??= { id, names: n };
+  }
+  return longest;
+}
+
+/**
  * What the steps lead to in `scope`, or a TemplateError naming the path. A `tasks.<id>` step
- * takes the longest task id that matches, since a task id may hold dots.
+ * takes the task id as taskOfPath reads it, since a task id may hold dots.
  */
 export function resolvePath(scope: Readonly<Record<string, unknown>>, p: Placeholder): unknown {
   let value: unknown = scope;
   const steps = [...p.steps];
   if (steps[0] === 'tasks' && scope.tasks && typeof scope.tasks === 'object') {
     const tasks = scope.tasks as Record<string, unknown>;
-    for (let n = steps.length - 1; n >= 2; n--) {
-      const id = steps.slice(1, n).join('.');
-      if (steps.slice(1, n).every((s) => typeof s === 'string') && Object.hasOwn(tasks, id)) {
-        value = tasks[id];
-        steps.splice(0, n);
-        break;
-      }
+    const named = taskOfPath(steps, (id) => Object.hasOwn(tasks, id));
+    if (named) {
+      value = tasks[named.id];
+      steps.splice(0, named.names + 1);
     }
   }
   for (const step of steps) {
@@ -276,22 +295,15 @@ export function dateStamp(logicalDate: Date, timeZone: string): string {
 }
 
 /**
- * The task ids a config's placeholders read the outputs of: for each `tasks.…` path, the longest
- * of `taskIds` that its dotted names spell (task ids may hold dots).
+ * The task ids a config's placeholders read the outputs of, as taskOfPath reads each `tasks.…`
+ * path (task ids may hold dots).
  */
 export function referencedTasks(config: unknown, taskIds: ReadonlySet<string>): Set<string> {
   const out = new Set<string>();
   for (const p of findPlaceholders(config, '$').placeholders) {
     if (p.steps[0] !== 'tasks') continue;
-    const names = p.steps.slice(1);
-    for (let n = names.length; n >= 1; n--) {
-      const parts = names.slice(0, n);
-      const id = parts.join('.');
-      if (parts.every((x) => typeof x === 'string') && taskIds.has(id)) {
-        out.add(id);
-        break;
-      }
-    }
+    const named = taskOfPath(p.steps, (id) => taskIds.has(id));
+    if (named) out.add(named.id);
   }
   return out;
 }

@@ -60,6 +60,15 @@ describe('render', () => {
     expect(render('{{ tasks.a.b.output }}', scope)).toBe(7);
   });
 
+  it('prefers the id followed by output when ids overlap (tasks a and a.output)', () => {
+    const overlap = { tasks: { a: { output: 1 }, 'a.output': { output: 2 } } };
+    expect(render('{{ tasks.a.output }}', overlap)).toBe(1);
+    expect(render('{{ tasks.a.output.output }}', overlap)).toBe(2);
+    expect([...referencedTasks({ x: '{{ tasks.a.output }}' }, new Set(['a', 'a.output']))]).toEqual(
+      ['a'],
+    );
+  });
+
   it('fails with a message naming the path when it does not resolve', () => {
     expect(() => render('{{ conf.missing }}', scope)).toThrow(
       '{{ conf.missing }} does not resolve: no "missing"',

@@ -123,6 +123,26 @@ describe('templated configs', () => {
     expect(use.log).toContain('rendered config: {"output":{"files":["a.csv","b.csv"]');
   });
 
+  it('read the output of a finished upstream task that has none as null (a branch not taken)', async () => {
+    const { task } = await run({
+      tasks: [
+        { taskId: 'pick', operator: 'branch', config: { follow: 'a' } },
+        { taskId: 'a', operator: 'noop', dependsOn: ['pick'], config: { output: 'A' } },
+        { taskId: 'b', operator: 'noop', dependsOn: ['pick'] },
+        {
+          taskId: 'join',
+          operator: 'noop',
+          dependsOn: ['a', 'b'],
+          triggerRule: 'none_failed_min_one_success',
+          config: { output: { a: '{{ tasks.a.output }}', b: '{{ tasks.b.output }}' } },
+        },
+      ],
+    });
+    const join = await task('join');
+    expect(join.status).toBe('success');
+    expect(join.output).toEqual({ a: 'A', b: null });
+  });
+
   it('fail the attempt for good, naming the path, when a path does not resolve', async () => {
     // With retries left: the next attempt would render the same, so there is none.
     const { task } = await run({
