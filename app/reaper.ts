@@ -3,6 +3,7 @@ import { Metric } from '../core/metric-names.ts';
 import type { TaskMessage } from '../core/ports.ts';
 import { nextRetryAt } from '../core/retry/index.ts';
 import { finishTask, triesSoFar } from '../core/state/index.ts';
+import { continueBackfills } from './backfills.ts';
 import { loadDag } from './dags.ts';
 import { checkDeferred, checkFailed, DEFAULT_CHECK_SECONDS } from './deferred.ts';
 import type { Deps } from './deps.ts';
@@ -38,6 +39,8 @@ export interface ReapReport {
   readonly retriesQueued: number;
   readonly runsWritten: number;
   readonly runsStarted: number;
+  /** Runs created for backfills still creating theirs. */
+  readonly backfillRunsCreated: number;
 }
 
 /**
@@ -49,7 +52,8 @@ export interface ReapReport {
  *   (app/deferred.ts), and stopped once past the task's timeout;
  * - queued attempts whose message was lost: sent again (same attempt, same deduplication id, so a
  *   message that was merely slow is not doubled, and the claim is conditional anyway);
- * - retries whose timer was lost: queued.
+ * - retries whose timer was lost: queued;
+ * - backfills still creating runs: a chunk more each (app/backfills.ts).
  * Every change is a conditional write, so a reaper racing a worker or another reaper is harmless.
  */
 export async function reap(deps: Deps, opts: ReapOptions): Promise<ReapReport> {
@@ -145,6 +149,9 @@ export async function reap(deps: Deps, opts: ReapOptions): Promise<ReapReport> {
   );
   for (const dagId of dags) runsStarted += await reconcileRunSlots(deps, dagId);
 
+  // Backfills still creating runs: a chunk more of each.
+  const backfillRunsCreated = await continueBackfills(deps, opts.limit);
+
   return {
     expiredLeases,
     deferredChecked,
@@ -153,6 +160,7 @@ export async function reap(deps: Deps, opts: ReapOptions): Promise<ReapReport> {
     retriesQueued: due.length,
     runsWritten,
     runsStarted,
+    backfillRunsCreated,
   };
 }
 

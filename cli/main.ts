@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { compileSchedule, nextRuns } from '../core/cron/index.ts';
 import { type ValidationResult, validateDagText } from '../core/dag/index.ts';
+import { registerBackfill } from './backfill.ts';
 import { registerDags } from './dags.ts';
 import { registerLogs } from './logs.ts';
 import { registerRuns } from './runs.ts';
@@ -117,6 +118,7 @@ function program(io: Io, setExit: (code: number) => void): { cli: Command; sessi
 
   registerDags(cli, session);
   registerRuns(cli, session);
+  registerBackfill(cli, session);
   registerLogs(cli, session);
   registerUi(cli, session);
   return { cli, session };

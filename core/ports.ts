@@ -25,6 +25,24 @@ export interface PageRequest {
   readonly nextToken?: string | undefined;
 }
 
+/**
+ * A backfill (DESIGN.md section 11): the runs of a DAG's scheduled times in `[from, to]`, created
+ * a chunk at a time from `cursor` on; `cursor` is null once every run is created.
+ */
+export interface BackfillRecord {
+  readonly dagId: string;
+  readonly backfillId: string;
+  readonly from: string;
+  readonly to: string;
+  /** How many scheduled times the range holds: the backfill's runs. */
+  readonly runs: number;
+  /** How many of them it created; the others existed already. */
+  readonly created: number;
+  /** The next scheduled time to create a run for, at or after it; null when done creating. */
+  readonly cursor: string | null;
+  readonly createdAt: string;
+}
+
 export interface DagRecord {
   readonly dagId: string;
   readonly latestVersion: number;
@@ -198,8 +216,28 @@ export interface StateStore {
   /** Runs waiting `queued` since before `before`, across every DAG (the reaper's view). */
   findQueuedRunsBefore(before: Date, limit: number): Promise<RunRecord[]>;
   getRun(dagId: string, runId: string): Promise<RunRecord | undefined>;
-  /** Newest logical date first. */
-  listRuns(dagId: string, page?: PageRequest): Promise<Page<RunRecord>>;
+  /** Newest logical date first; only those with a logical date in `[from, to]` if given. */
+  listRuns(
+    dagId: string,
+    page?: PageRequest,
+    range?: { readonly from: string; readonly to: string },
+  ): Promise<Page<RunRecord>>;
+  /** Creates a backfill; ConflictError if one has its id. */
+  putBackfill(backfill: BackfillRecord): Promise<void>;
+  getBackfill(dagId: string, backfillId: string): Promise<BackfillRecord | undefined>;
+  /**
+   * Moves a backfill's cursor on from `expected` (ConflictError if it moved meanwhile: another
+   * worker on the same backfill), adding the runs it created; a null cursor ends its creating.
+   */
+  advanceBackfill(
+    dagId: string,
+    backfillId: string,
+    expected: string,
+    cursor: string | null,
+    created: number,
+  ): Promise<BackfillRecord>;
+  /** Backfills still creating runs, oldest first, across every DAG (the reaper's view). */
+  listCreatingBackfills(limit: number): Promise<BackfillRecord[]>;
   transitionRun(
     dagId: string,
     runId: string,

@@ -5,6 +5,7 @@ import httpHeaderNormalizer from '@middy/http-header-normalizer';
 import httpRouterHandler, { type Route } from '@middy/http-router';
 import type { APIGatewayProxyEventV2, APIGatewayProxyResultV2 } from 'aws-lambda';
 import { z } from 'zod';
+import { backfillView, createBackfill } from '../app/backfills.ts';
 import { clearTasks } from '../app/clear.ts';
 import { deleteDag, loadDag, registerDag, validateDocument } from '../app/dags.ts';
 import { readLog } from '../app/logs.ts';
@@ -94,6 +95,7 @@ const pathParams = z.object({
   dag_id: id,
   run_id: runIdSchema.optional(),
   task_id: id.optional(),
+  backfill_id: z.string().optional(),
 });
 
 function path(event: Event) {
@@ -136,6 +138,15 @@ async function liveDag(dagId: string): Promise<DagRecord> {
   if (!dag || dag.deleted) throw new NotFoundError(`DAG ${dagId} not found`);
   return dag;
 }
+
+const isoTime = z.iso.datetime({
+  offset: true,
+  error: 'must be an ISO 8601 time, such as 2026-03-01T00:00:00Z',
+});
+const backfillBody = z.strictObject({ from: isoTime, to: isoTime });
+const backfillPath = z.object({
+  backfill_id: z.string().regex(/^bf_[A-Za-z0-9_]{1,80}$/, { message: 'is not a backfill id' }),
+});
 
 const triggerBody = z.strictObject({
   conf: z.record(z.string(), z.unknown()).optional(),
@@ -382,6 +393,31 @@ const routes: Route<Event, Result>[] = [
         );
       }
       return json(200, { output: found.output });
+    },
+  },
+  {
+    method: 'POST',
+    path: '/v1/dags/{dag_id}/backfills',
+    handler: async (event: Event) => {
+      const { dagId } = path(event);
+      const body = jsonBody(event, backfillBody);
+      const { deps, env } = runtime();
+      const b = await createBackfill(
+        deps,
+        dagId,
+        { from: new Date(body.from), to: new Date(body.to) },
+        env.BACKFILL_MAX_RUNS,
+      );
+      return json(201, await backfillView(deps, dagId, b.backfillId));
+    },
+  },
+  {
+    method: 'GET',
+    path: '/v1/dags/{dag_id}/backfills/{backfill_id}',
+    handler: async (event: Event) => {
+      const { dagId } = path(event);
+      const { backfill_id } = parse(backfillPath, event.pathParameters ?? {}, ['path']);
+      return json(200, await backfillView(runtime().deps, dagId, backfill_id));
     },
   },
   {

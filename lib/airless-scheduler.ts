@@ -104,6 +104,11 @@ export interface AirlessSchedulerProps {
    */
   readonly httpAllowedNetworks?: readonly string[];
   /**
+   * The most runs one backfill may create: a larger range is refused (400), to be split.
+   * @default 10000
+   */
+  readonly maxBackfillRuns?: number;
+  /**
    * Where alarms notify.
    * @default - a new SNS topic
    */
@@ -285,6 +290,9 @@ export class AirlessScheduler extends Construct {
         : {}),
       ...(taskDefinitions.length > 0
         ? { TASK_DEFINITIONS: taskDefinitions.map((t) => t.taskDefinitionArn).join(',') }
+        : {}),
+      ...(props.maxBackfillRuns !== undefined
+        ? { BACKFILL_MAX_RUNS: String(props.maxBackfillRuns) }
         : {}),
     };
     const scheduling = {

@@ -23,6 +23,8 @@ const ROUTES: ReadonlyArray<readonly [apigw.HttpMethod, string]> = [
   [GET, '/v1/dags/{dag_id}/runs/{run_id}/tasks/{task_id}'],
   [GET, '/v1/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/logs'],
   [GET, '/v1/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/output'],
+  [POST, '/v1/dags/{dag_id}/backfills'],
+  [GET, '/v1/dags/{dag_id}/backfills/{backfill_id}'],
   [GET, '/v1/import-errors'],
   [GET, '/v1/health'],
 ];

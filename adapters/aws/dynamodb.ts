@@ -14,6 +14,7 @@ import { unmarshall } from '@aws-sdk/util-dynamodb';
 import { ConflictError, NotFoundError, ValidationError } from '../../core/errors.ts';
 import type {
   AttemptRef,
+  BackfillRecord,
   ClearPlan,
   DagRecord,
   DagVersionRecord,
@@ -127,6 +128,19 @@ export function toRun(i: Item): RunRecord {
 }
 
 /** A task instance item (a stored one, or a stream image unmarshalled) as a record. */
+function toBackfill(i: Item): BackfillRecord {
+  return {
+    dagId: i.dagId as string,
+    backfillId: i.backfillId as string,
+    from: i.from as string,
+    to: i.to as string,
+    runs: num(i.runs),
+    created: num(i.created),
+    cursor: str(i.cursor),
+    createdAt: i.createdAt as string,
+  };
+}
+
 export function toTask(i: Item): TaskInstanceRecord {
   return {
     dagId: i.dagId as string,
@@ -606,17 +620,86 @@ export class DynamoStateStore implements StateStore {
     return i ? toRun(i) : undefined;
   }
 
-  async listRuns(dagId: string, page: PageRequest = {}): Promise<Page<RunRecord>> {
+  async listRuns(
+    dagId: string,
+    page: PageRequest = {},
+    range?: { readonly from: string; readonly to: string },
+  ): Promise<Page<RunRecord>> {
     return this.#page(
       {
         IndexName: GSI1,
-        KeyConditionExpression: 'gsi1pk = :p',
-        ExpressionAttributeValues: { ':p': `RUNS#${dagId}` },
+        KeyConditionExpression: range
+          ? 'gsi1pk = :p AND gsi1sk BETWEEN :a AND :b'
+          : 'gsi1pk = :p',
+        ExpressionAttributeValues: {
+          ':p': `RUNS#${dagId}`,
+          // The sort key is `{logicalDate}#{runId}`: every run id sorts below U+FFFF.
+          ...(range ? { ':a': range.from, ':b': `${range.to}#\uffff` } : {}),
+        },
         ScanIndexForward: false,
       },
       page,
       toRun,
     );
+  }
+
+  async putBackfill(b: BackfillRecord): Promise<void> {
+    await aws(`backfill ${b.backfillId}`, () =>
+      this.db.send(
+        new PutCommand({
+          TableName: this.table,
+          Item: {
+            ...keys.backfill(b.dagId, b.backfillId),
+            type: 'BACKFILL',
+            ...b,
+            // In the sparse index of backfills still creating runs, for the reaper.
+            ...(b.cursor !== null ? { gsi3pk: 'BACKFILLS', gsi3sk: b.createdAt } : {}),
+          },
+          ConditionExpression: 'attribute_not_exists(pk)',
+        }),
+      ),
+    );
+  }
+
+  async getBackfill(dagId: string, backfillId: string): Promise<BackfillRecord | undefined> {
+    const i = await this.#get(keys.backfill(dagId, backfillId));
+    return i ? toBackfill(i) : undefined;
+  }
+
+  async advanceBackfill(
+    dagId: string,
+    backfillId: string,
+    expected: string,
+    cursor: string | null,
+    created: number,
+  ): Promise<BackfillRecord> {
+    const u = new Update().set('cursor', cursor).add('created', created);
+    // Done creating: out of the reaper's index.
+    if (cursor === null) u.set('gsi3pk', null).set('gsi3sk', null);
+    const cond = `${u.name('cursor')} = ${u.value(expected)}`;
+    return toBackfill(
+      await this.#update(
+        u.input(this.table, keys.backfill(dagId, backfillId), cond),
+        `backfill ${backfillId}`,
+        toBackfill,
+      ),
+    );
+  }
+
+  async listCreatingBackfills(limit: number): Promise<BackfillRecord[]> {
+    const res = await aws('listCreatingBackfills', () =>
+      this.db.send(
+        new QueryCommand({
+          TableName: this.table,
+          IndexName: GSI3,
+          KeyConditionExpression: 'gsi3pk = :p',
+          ExpressionAttributeValues: { ':p': 'BACKFILLS' },
+          Limit: limit,
+        }),
+      ),
+    );
+    // The index is eventually consistent: one done a moment ago may still be listed.
+    return (res.Items ?? []).map(toBackfill).filter((b) => b.cursor !== null);
   }
 
   async transitionRun(

@@ -14,6 +14,7 @@ import type { CreateTableCommandInput } from '@aws-sdk/client-dynamodb';
  * | run               | `RUN#{dagId}#{runId}`      | `RUN`              | `RUNS#{dagId}` / `{logicalDate}#{runId}` | `DUE#{CREATE,RUNQ}#{shard}` / `{since}` |
  * | task instance     | `RUN#{dagId}#{runId}`      | `TI#{taskId}`      |                                 | `DUE#{kind}#{shard}` / `{due}` |
  * | run progress shard| `RUN#{dagId}#{runId}`      | `PROGRESS#{nn}`    |                                 |                               |
+ * | backfill          | `DAG#{dagId}`              | `BACKFILL#{id}`    |                                 |                               |
  *
  * - A run, its task instances and its progress shards share one partition key, so one Query
  *   reads a run whole.
@@ -26,7 +27,8 @@ import type { CreateTableCommandInput } from '@aws-sdk/client-dynamodb';
  *   starts the second when the event that should have done it was lost.
  * - `gsi3` (sparse) is each DAG's queue of waiting runs: `QUEUED#{dagId}` / `{logicalDate}#{runId}`,
  *   present only while the run is `queued` with its tasks written. Starting the next run reads
- *   one item of it, however long the DAG's history.
+ *   one item of it, however long the DAG's history. It also holds the backfills still creating
+ *   runs, `BACKFILLS` / `{createdAt}`, for the reaper to go on with.
  * - No item is written once per task of a large run: each task instance is written for its own
  *   changes, and run progress is spread over up to 32 shard items (core/readiness).
  */
@@ -49,6 +51,10 @@ export const tableKeys = {
   task: (dagId: string, runId: string, taskId: string) => ({
     pk: `RUN#${dagId}#${runId}`,
     sk: `TI#${taskId}`,
+  }),
+  backfill: (dagId: string, backfillId: string) => ({
+    pk: `DAG#${dagId}`,
+    sk: `BACKFILL#${backfillId}`,
   }),
   progress: (dagId: string, runId: string, shard: number) => ({
     pk: `RUN#${dagId}#${runId}`,

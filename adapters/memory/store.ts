@@ -1,6 +1,7 @@
 import { ConflictError, NotFoundError, ValidationError } from '../../core/errors.ts';
 import type {
   AttemptRef,
+  BackfillRecord,
   ClearPlan,
   DagRecord,
   DagVersionRecord,
@@ -220,6 +221,7 @@ export class MemoryStateStore implements StateStore {
   /** Use counters (countUse): name → uses counted. */
   readonly #uses = new Map<string, number>();
   readonly #deferrals = new Map<string, AttemptRef>();
+  readonly #backfills = new Map<string, BackfillRecord>();
 
   async putDagVersion(
     input: NewDagVersion,
@@ -449,15 +451,58 @@ export class MemoryStateStore implements StateStore {
     return r ? toRun(r) : undefined;
   }
 
-  async listRuns(dagId: string, page: PageRequest = {}): Promise<Page<RunRecord>> {
-    const runs = [...this.#runs.values()].filter((r) => r.dagId === dagId);
+  async listRuns(
+    dagId: string,
+    page: PageRequest = {},
+    range?: { readonly from: string; readonly to: string },
+  ): Promise<Page<RunRecord>> {
+    const runs = [...this.#runs.values()].filter(
+      (r) =>
+        r.dagId === dagId &&
+        (!range || (r.logicalDate >= range.from && r.logicalDate <= range.to)),
+    );
     return paginate(
-      `RUNS#${dagId}`,
+      range ? `RUNS#${dagId}#${range.from}#${range.to}` : `RUNS#${dagId}`,
       runs.map((r) => ({ key: `${r.logicalDate}#${r.runId}`, item: r })),
       page,
       'descending',
       toRun,
     );
+  }
+
+  async putBackfill(backfill: BackfillRecord): Promise<void> {
+    const key = `${backfill.dagId}#${backfill.backfillId}`;
+    if (this.#backfills.has(key)) throw conflict(`backfill ${backfill.backfillId}`);
+    this.#backfills.set(key, { ...backfill });
+  }
+
+  async getBackfill(dagId: string, backfillId: string): Promise<BackfillRecord | undefined> {
+    const b = this.#backfills.get(`${dagId}#${backfillId}`);
+    return b ? { ...b } : undefined;
+  }
+
+  async advanceBackfill(
+    dagId: string,
+    backfillId: string,
+    expected: string,
+    cursor: string | null,
+    created: number,
+  ): Promise<BackfillRecord> {
+    const key = `${dagId}#${backfillId}`;
+    const b = this.#backfills.get(key);
+    if (!b) throw notFound(`backfill ${backfillId}`);
+    if (b.cursor !== expected) throw conflict(`backfill ${backfillId}`, { ...b });
+    const next = { ...b, cursor, created: b.created + created };
+    this.#backfills.set(key, next);
+    return { ...next };
+  }
+
+  async listCreatingBackfills(limit: number): Promise<BackfillRecord[]> {
+    return [...this.#backfills.values()]
+      .filter((b) => b.cursor !== null)
+      .sort((a, b) => a.createdAt.localeCompare(b.createdAt))
+      .slice(0, limit)
+      .map((b) => ({ ...b }));
   }
 
   async transitionRun(

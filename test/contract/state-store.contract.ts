@@ -537,6 +537,54 @@ export function stateStoreContract(
         expect((await store.getRun(dagId, run.runId))?.conf).toEqual(conf);
       });
 
+      it('lists the runs of a range of logical dates, both ends included', async () => {
+        const days = [1, 2, 3, 4, 5].map((d) => new Date(Date.UTC(2026, 2, d)));
+        for (const d of days) {
+          await store.createRun(newRun(1, { logicalDate: d, runId: scheduledRunId(d) }));
+        }
+        const range = { from: days[1]?.toISOString() ?? '', to: days[3]?.toISOString() ?? '' };
+        const seen: string[] = [];
+        let nextToken: string | undefined;
+        for (let page = 0; page < 5; page++) {
+          const res = await store.listRuns(dagId, { limit: 2, nextToken }, range);
+          seen.push(...res.items.map((r) => r.logicalDate.slice(0, 10)));
+          nextToken = res.nextToken;
+          if (!nextToken) break;
+        }
+        expect(seen).toEqual(['2026-03-04', '2026-03-03', '2026-03-02']);
+      });
+
+      it('keeps a backfill, moves its cursor only from where it is, and lists those creating', async () => {
+        const backfill = {
+          dagId,
+          backfillId: uid('bf'),
+          from: iso(0),
+          to: iso(3600),
+          runs: 2,
+          created: 0,
+          cursor: iso(0),
+          createdAt: iso(1),
+        };
+        await store.putBackfill(backfill);
+        await expect(store.putBackfill(backfill)).rejects.toBeInstanceOf(ConflictError);
+        expect(await store.getBackfill(dagId, backfill.backfillId)).toEqual(backfill);
+        expect((await store.listCreatingBackfills(100)).map((b) => b.backfillId)).toContain(
+          backfill.backfillId,
+        );
+        const moved = await store.advanceBackfill(dagId, backfill.backfillId, iso(0), iso(3600), 1);
+        expect(moved).toMatchObject({ cursor: iso(3600), created: 1 });
+        // From a cursor read before that move: refused, with nothing changed.
+        await expect(
+          store.advanceBackfill(dagId, backfill.backfillId, iso(0), null, 1),
+        ).rejects.toBeInstanceOf(ConflictError);
+        const done = await store.advanceBackfill(dagId, backfill.backfillId, iso(3600), null, 1);
+        expect(done).toMatchObject({ cursor: null, created: 2 });
+        expect((await store.listCreatingBackfills(100)).map((b) => b.backfillId)).not.toContain(
+          backfill.backfillId,
+        );
+        expect(await store.getBackfill(dagId, 'bf_none')).toBeUndefined();
+      });
+
       it('lists runs newest first, a page at a time, refusing tokens it did not give', async () => {
         const days = [3, 1, 4, 2, 5].map((d) => new Date(Date.UTC(2026, 2, d)));
         for (const d of days) {

@@ -388,6 +388,44 @@ describe('airless against the deployed local stack', () => {
     expect(none.stdout).not.toContain(ESC);
   });
 
+  it('backfill --wait creates the runs of a range, shows progress, exits 0; repeated, it creates none', async () => {
+    const dagId = uniqueDagId('cli_backfill');
+    const created = await api.request('POST', '/v1/dags', {
+      dagId,
+      schedule: { cron: '0 0 1 1 *' },
+      tasks: [{ taskId: 't', operator: 'noop' }],
+    });
+    expect(created.status).toBe(201);
+    const range = ['--from', '2020-01-01T00:00:00Z', '--to', '2022-01-01T00:00:00Z'];
+    const r = await airless(['backfill', dagId, ...range, '--wait']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^bf_\w+\n$/);
+    expect(r.stderr).toMatch(/3 runs \(3 new\), 3 done, success\n$/);
+    const again = await airless(['backfill', dagId, ...range, '--json']);
+    expect(again.code).toBe(0);
+    expect(JSON.parse(again.stdout)).toMatchObject({ runs: 3, created: 0 });
+    const bad = await airless([
+      'backfill',
+      dagId,
+      '--from',
+      '2022-01-01',
+      '--to',
+      '2020-01-01T00:00:00Z',
+    ]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('must be an ISO-8601 time with its zone');
+    const refused = await airless([
+      'backfill',
+      dagId,
+      '--from',
+      '2022-01-01T00:00:00Z',
+      '--to',
+      '2020-01-01T00:00:00Z',
+    ]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain('$.to');
+  });
+
   it('dags delete removes the DAG; then it is not found', async () => {
     const r = await airless(['dags', 'delete', ok]);
     expect(r).toMatchObject({ code: 0, stdout: `${ok} deleted\n` });

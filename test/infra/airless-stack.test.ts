@@ -22,6 +22,8 @@ const DESIGN_ROUTES = [
   'GET /v1/dags/{dag_id}/runs/{run_id}/tasks/{task_id}',
   'GET /v1/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/logs',
   'GET /v1/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/output',
+  'POST /v1/dags/{dag_id}/backfills',
+  'GET /v1/dags/{dag_id}/backfills/{backfill_id}',
   'GET /v1/import-errors',
   'GET /v1/health',
 ];

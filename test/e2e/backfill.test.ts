@@ -1,0 +1,103 @@
+import { describe, expect, it } from 'vitest';
+import { waitFor } from '../poll.ts';
+import { api, uniqueDagId } from './stack.ts';
+
+/**
+ * Backfills through the API on the local stack (DESIGN.md sections 5 and 11). Their creation in
+ * chunks, the reaper's part and maxActiveRuns are tested in test/unit/backfills.test.ts; the CLI's
+ * `airless backfill` in test/e2e/cli.test.ts.
+ */
+interface Backfill {
+  backfillId: string;
+  runs: number;
+  created: number;
+  done: number;
+  status: string;
+}
+
+describe('backfills', () => {
+  it('create the runs of the scheduled times in range, only the missing ones, and end with them', async () => {
+    const dagId = uniqueDagId('e2e_backfill');
+    const created = await api.request('POST', '/v1/dags', {
+      dagId,
+      schedule: { cron: '0 6 * * *', timezone: 'Europe/Paris' },
+      tasks: [{ taskId: 't', operator: 'noop' }],
+    });
+    expect(created.status).toBe(201);
+    // 06:00 in Paris is 05:00 UTC in March: the 3rd, 4th and 5th.
+    const first = await api.request<Backfill>('POST', `/v1/dags/${dagId}/backfills`, {
+      from: '2026-03-03T00:00:00Z',
+      to: '2026-03-05T23:59:59Z',
+    });
+    expect(first.status, first.text).toBe(201);
+    expect(first.body).toMatchObject({ runs: 3, created: 3 });
+    // Overlapping: the 5th exists, the 6th and 7th do not.
+    const second = await api.request<Backfill>('POST', `/v1/dags/${dagId}/backfills`, {
+      from: '2026-03-05T00:00:00Z',
+      to: '2026-03-07T05:00:00Z',
+    });
+    expect(second.body).toMatchObject({ runs: 3, created: 2 });
+    const runs = await api.request<{ runs: { runId: string; logicalDate: string }[] }>(
+      'GET',
+      `/v1/dags/${dagId}/runs?limit=100`,
+    );
+    expect(runs.body.runs.map((r) => r.logicalDate).sort()).toEqual(
+      [3, 4, 5, 6, 7].map((d) => `2026-03-0${d}T05:00:00.000Z`),
+    );
+    const ended = await waitFor(
+      async () =>
+        (
+          await api.request<Backfill>(
+            'GET',
+            `/v1/dags/${dagId}/backfills/${second.body.backfillId}`,
+          )
+        ).body,
+      (b) => b.status !== 'running',
+      { timeoutMs: 90_000, intervalMs: 500, what: 'the backfill to end' },
+    );
+    expect(ended).toMatchObject({ runs: 3, created: 2, done: 3, status: 'success' });
+    // Repeated: nothing new.
+    const again = await api.request<Backfill>('POST', `/v1/dags/${dagId}/backfills`, {
+      from: '2026-03-03T00:00:00Z',
+      to: '2026-03-07T05:00:00Z',
+    });
+    expect(again.body).toMatchObject({ runs: 5, created: 0 });
+  });
+
+  it('refuses bad ranges and unknown backfills, naming the field, and writes nothing', async () => {
+    const dagId = uniqueDagId('e2e_backfill_bad');
+    await api.request('POST', '/v1/dags', {
+      dagId,
+      schedule: { cron: '* * * * *' },
+      tasks: [{ taskId: 't', operator: 'noop' }],
+    });
+    const cases: [object, string][] = [
+      [{ from: '2026-03-05T00:00:00Z', to: '2026-03-01T00:00:00Z' }, '$.to'],
+      [{ from: '2026-03-05', to: '2026-03-06T00:00:00Z' }, '$.from'],
+      [{ from: '2026-03-01T00:00:00Z' }, '$.to'],
+      // Every minute for a year: past the 10,000-run limit.
+      [{ from: '2025-01-01T00:00:00Z', to: '2026-01-01T00:00:00Z' }, '$.to'],
+    ];
+    for (const [body, path] of cases) {
+      const res = await api.request<{ details: { path: string }[] }>(
+        'POST',
+        `/v1/dags/${dagId}/backfills`,
+        body,
+      );
+      expect(res.status, JSON.stringify(body)).toBe(400);
+      expect(res.body.details.map((d) => d.path)).toContain(path);
+    }
+    expect(
+      (await api.request<{ runs: unknown[] }>('GET', `/v1/dags/${dagId}/runs`)).body.runs,
+    ).toEqual([]);
+    expect((await api.request('GET', `/v1/dags/${dagId}/backfills/bf_nope`)).status).toBe(404);
+    expect(
+      (
+        await api.request('POST', `/v1/dags/${uniqueDagId('none')}/backfills`, {
+          from: '2026-03-01T00:00:00Z',
+          to: '2026-03-02T00:00:00Z',
+        })
+      ).status,
+    ).toBe(404);
+  });
+});
