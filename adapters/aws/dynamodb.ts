@@ -628,9 +628,7 @@ export class DynamoStateStore implements StateStore {
     return this.#page(
       {
         IndexName: GSI1,
-        KeyConditionExpression: range
-          ? 'gsi1pk = :p AND gsi1sk BETWEEN :a AND :b'
-          : 'gsi1pk = :p',
+        KeyConditionExpression: range ? 'gsi1pk = :p AND gsi1sk BETWEEN :a AND :b' : 'gsi1pk = :p',
         ExpressionAttributeValues: {
           ':p': `RUNS#${dagId}`,
           // The sort key is `{logicalDate}#{runId}`: every run id sorts below U+FFFF.

@@ -458,8 +458,7 @@ export class MemoryStateStore implements StateStore {
   ): Promise<Page<RunRecord>> {
     const runs = [...this.#runs.values()].filter(
       (r) =>
-        r.dagId === dagId &&
-        (!range || (r.logicalDate >= range.from && r.logicalDate <= range.to)),
+        r.dagId === dagId && (!range || (r.logicalDate >= range.from && r.logicalDate <= range.to)),
     );
     return paginate(
       range ? `RUNS#${dagId}#${range.from}#${range.to}` : `RUNS#${dagId}`,
