@@ -50,9 +50,7 @@ function timesIn(
   to: Date,
   n: number,
 ): Date[] {
-  return nextRuns(schedule.spec, schedule.timezone, new Date(from.getTime() - 1), n).filter(
-    (t) => t.getTime() <= to.getTime(),
-  );
+  return nextRuns(schedule.spec, schedule.timezone, new Date(from.getTime() - 1), n, to);
 }
 
 /**

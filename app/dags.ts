@@ -5,6 +5,7 @@ import { type Dag, ID_PATTERN, LAMBDA_MAX_TIMEOUT_SECONDS } from '../core/dag/sc
 import { type ValidationResult, validateDagText } from '../core/dag/validate.ts';
 import { type Issue, NotFoundError, ValidationError } from '../core/errors.ts';
 import type { DagVersionRecord } from '../core/ports.ts';
+import { catchUp } from './catchup.ts';
 import type { Deps } from './deps.ts';
 
 export interface LoadedDag {
@@ -183,6 +184,9 @@ export async function registerDag(
   } else {
     await deps.schedules.delete(dag.dagId);
   }
+  // The scheduled times it missed (app/catchup.ts): a new DAG with a start date in the past,
+  // or a new version after times its schedule did not fire.
+  if (created && schedule) await catchUp(deps, dag.dagId);
   return { ok: true, dagId: dag.dagId, version: version.version, created };
 }
 

@@ -6,6 +6,7 @@ import httpRouterHandler, { type Route } from '@middy/http-router';
 import type { APIGatewayProxyEventV2, APIGatewayProxyResultV2 } from 'aws-lambda';
 import { z } from 'zod';
 import { backfillView, createBackfill } from '../app/backfills.ts';
+import { catchUp } from '../app/catchup.ts';
 import { clearTasks } from '../app/clear.ts';
 import { deleteDag, loadDag, registerDag, validateDocument } from '../app/dags.ts';
 import { readLog } from '../app/logs.ts';
@@ -232,8 +233,12 @@ const routes: Route<Event, Result>[] = [
       const { deps } = runtime();
       const dag = await deps.store.setDagPaused(dagId, paused, deps.clock());
       if (dag.schedule) await deps.schedules.setEnabled(dagId, !paused);
-      // Runs triggered while paused waited `queued`: start what the slots allow.
-      if (!paused) await reconcileRunSlots(deps, dagId);
+      // Runs triggered while paused waited `queued`: start what the slots allow. Then the
+      // scheduled times missed while paused: all of them with catchup, else the latest.
+      if (!paused) {
+        await reconcileRunSlots(deps, dagId);
+        await catchUp(deps, dagId, runtime().env.BACKFILL_MAX_RUNS);
+      }
       return json(200, dagView(dag, deps.clock()));
     },
   },

@@ -391,7 +391,14 @@ export function firesAt(spec: CronSpec, tz: string, ms: number): boolean {
  * The next `n` times, strictly after `after`, at which EventBridge Scheduler fires the schedule.
  * Pure: the caller passes `after` (the clock).
  */
-export function nextRuns(spec: CronSpec, timezone: string, after: Date, n: number): Date[] {
+export function nextRuns(
+  spec: CronSpec,
+  timezone: string,
+  after: Date,
+  n: number,
+  /** Stop at this time: none later is returned, and none is computed. */
+  until?: Date,
+): Date[] {
   const job = new Cron(toUnixExpression(spec), { timezone, paused: true });
   const out: Date[] = [];
   let cursor = after;
@@ -399,6 +406,7 @@ export function nextRuns(spec: CronSpec, timezone: string, after: Date, n: numbe
   for (let i = 0; out.length < n && i < n * 4 + 64; i++) {
     const next = job.nextRun(cursor);
     if (!next) break;
+    if (until && next.getTime() > until.getTime()) break;
     if (next.getTime() > after.getTime() && firesAt(spec, timezone, next.getTime())) out.push(next);
     cursor = next;
   }

@@ -87,7 +87,16 @@ const schedule = z.strictObject({
     })
     .default('UTC')
     .describe('IANA time zone name, such as America/New_York'),
-  catchup: z.boolean().default(false),
+  catchup: z
+    .boolean()
+    .default(false)
+    .describe(
+      'On registering or unpausing the DAG: true creates the runs of every scheduled time missed since the later of startDate and its latest scheduled run; false, only the latest one (Airflow)',
+    ),
+  startDate: z.iso
+    .datetime({ offset: true, error: 'must be an ISO 8601 time, such as 2026-01-01T00:00:00Z' })
+    .optional()
+    .describe('The first scheduled time that catchup may create a run for'),
 });
 
 /** Whether an issue's path is at or inside one of the templated strings' paths. */
@@ -198,6 +207,8 @@ export interface Schedule {
   readonly cron: string;
   readonly timezone: string;
   readonly catchup: boolean;
+  /** ISO: the first scheduled time catchup may create a run for. */
+  readonly startDate?: string | undefined;
 }
 
 /** A valid DAG, with every task's settings resolved from its own, the DAG defaults and ours. */
