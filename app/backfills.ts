@@ -1,7 +1,7 @@
 import { compileSchedule, nextRuns } from '../core/cron/index.ts';
 import { ConflictError, NotFoundError, ValidationError } from '../core/errors.ts';
 import type { BackfillRecord } from '../core/ports.ts';
-import { isTerminalRun } from '../core/state/index.ts';
+import { isTerminalRun, scheduledRunId } from '../core/state/index.ts';
 import { loadDag } from './dags.ts';
 import type { Deps } from './deps.ts';
 import { triggerRun } from './runs.ts';
@@ -24,8 +24,11 @@ export interface BackfillView {
   readonly created: number;
   /** How many of them have ended. */
   readonly done: number;
-  /** `running` until every run is created and has ended; then `success`, or `failed` if any run did not succeed. */
-  readonly status: 'running' | 'success' | 'failed';
+  /**
+   * `running` until every run is created and has ended; then `success`, or `failed` if any run
+   * did not succeed; `stopped` if it ended before creating them all (its DAG deleted).
+   */
+  readonly status: 'running' | 'success' | 'failed' | 'stopped';
 }
 
 /** The DAG's schedule, for its scheduled times; a DAG without one has nothing to backfill. */
@@ -38,9 +41,13 @@ async function scheduleOf(deps: Deps, dagId: string) {
       { path: '$', message: `DAG ${dagId} has no schedule: it has no scheduled times to backfill` },
     ]);
   }
-  const compiled = compileSchedule(dag.schedule.cron, dag.schedule.timezone);
-  if (!compiled.ok) throw new ValidationError(compiled.issues);
-  return compiled;
+  return compiled(dag.schedule.cron, dag.schedule.timezone);
+}
+
+function compiled(cron: string, timezone: string) {
+  const c = compileSchedule(cron, timezone);
+  if (!c.ok) throw new ValidationError(c.issues);
+  return { ...c, cron };
 }
 
 /** The scheduled times in `[from, to]`, at most `n` of them, from `from` on. */
@@ -67,6 +74,13 @@ export async function createBackfill(
   range: { readonly from: Date; readonly to: Date },
   maxRuns = DEFAULT_MAX_BACKFILL_RUNS,
 ): Promise<BackfillRecord> {
+  const now = deps.clock();
+  if (range.to.getTime() > now.getTime()) {
+    // A future time would get its run now, under the id its scheduled fire will find.
+    throw new ValidationError([
+      { path: '$.to', message: `must not be in the future (it is now ${now.toISOString()})` },
+    ]);
+  }
   if (range.to.getTime() < range.from.getTime()) {
     throw new ValidationError([
       { path: '$.to', message: `must not be earlier than "from" (${range.from.toISOString()})` },
@@ -82,7 +96,6 @@ export async function createBackfill(
       },
     ]);
   }
-  const now = deps.clock();
   const backfill: BackfillRecord = {
     dagId,
     backfillId: `bf_${now.toISOString().replace(/[-:.]/g, '')}_${deps.newId().slice(0, 8)}`,
@@ -92,6 +105,8 @@ export async function createBackfill(
     created: 0,
     cursor: times[0]?.toISOString() ?? null,
     createdAt: now.toISOString(),
+    cron: schedule.cron,
+    timezone: schedule.timezone,
   };
   await deps.store.putBackfill(backfill);
   return continueBackfill(deps, backfill, BACKFILL_FIRST_CHUNK);
@@ -108,7 +123,7 @@ export async function continueBackfill(
   chunk: number,
 ): Promise<BackfillRecord> {
   if (backfill.cursor === null) return backfill;
-  const schedule = await scheduleOf(deps, backfill.dagId);
+  const schedule = compiled(backfill.cron, backfill.timezone);
   const to = new Date(backfill.to);
   // One more than the chunk: the time after it is the next cursor.
   const times = timesIn(schedule, new Date(backfill.cursor), to, chunk + 1);
@@ -131,23 +146,32 @@ export async function continueBackfill(
   }
 }
 
-/** The reaper's part: goes on with every backfill still creating runs, a chunk each. */
-export async function continueBackfills(deps: Deps, limit: number): Promise<number> {
+/** The reaper's part: goes on with the backfills still creating runs, at most `budget` runs a pass. */
+export async function continueBackfills(
+  deps: Deps,
+  limit: number,
+  budget = 2 * BACKFILL_REAPER_CHUNK,
+): Promise<number> {
   let created = 0;
-  for (const b of await deps.store.listCreatingBackfills(limit)) {
+  let left = budget;
+  for (const listed of await deps.store.listCreatingBackfills(limit)) {
+    if (left <= 0) break;
+    // The listing is an index, read eventually: read the backfill itself.
+    const b = await deps.store.getBackfill(listed.dagId, listed.backfillId);
+    if (!b || b.cursor === null) continue;
+    const chunk = Math.min(BACKFILL_REAPER_CHUNK, left);
+    left -= chunk;
     try {
-      const after = await continueBackfill(deps, b, BACKFILL_REAPER_CHUNK);
+      const after = await continueBackfill(deps, b, chunk);
       created += after.created - b.created;
     } catch (e) {
-      // A DAG deleted since, or its schedule removed: nothing more to create.
+      // The DAG deleted since: nothing more to create (the view says the backfill was stopped).
       if (!(e instanceof NotFoundError) && !(e instanceof ValidationError)) throw e;
-      if (b.cursor !== null) {
-        await deps.store
-          .advanceBackfill(b.dagId, b.backfillId, b.cursor, null, 0)
-          .catch((inner: unknown) => {
-            if (!(inner instanceof ConflictError)) throw inner;
-          });
-      }
+      await deps.store
+        .advanceBackfill(b.dagId, b.backfillId, b.cursor, null, 0)
+        .catch((inner: unknown) => {
+          if (!(inner instanceof ConflictError)) throw inner;
+        });
     }
   }
   return created;
@@ -161,11 +185,16 @@ export async function backfillView(
 ): Promise<BackfillView> {
   const b = await deps.store.getBackfill(dagId, backfillId);
   if (!b) throw new NotFoundError(`backfill ${backfillId} of DAG ${dagId} not found`);
+  // Its own runs: those of its times, found by their scheduled run ids (the range may hold runs
+  // of the DAG's earlier schedules, and manual runs).
+  const schedule = compiled(b.cron, b.timezone);
+  const ids = new Set(
+    timesIn(schedule, new Date(b.from), new Date(b.to), b.runs).map((t) => scheduledRunId(t)),
+  );
+  let exist = 0;
   let done = 0;
   let failed = 0;
   let nextToken: string | undefined;
-  // Runs of the range: scheduled ones are the backfill's (manual runs have other logical dates
-  // only by chance, and are left out).
   for (let page = 0; page < 100; page++) {
     const res = await deps.store.listRuns(
       dagId,
@@ -173,7 +202,8 @@ export async function backfillView(
       { from: b.from, to: b.to },
     );
     for (const r of res.items) {
-      if (r.kind !== 'scheduled') continue;
+      if (!ids.has(r.runId)) continue;
+      exist++;
       if (isTerminalRun(r.status)) {
         done++;
         if (r.status !== 'success') failed++;
@@ -182,7 +212,9 @@ export async function backfillView(
     nextToken = res.nextToken;
     if (!nextToken) break;
   }
-  const ended = b.cursor === null && done >= b.runs;
+  // Stopped before creating every run (its DAG deleted): it will not go on.
+  const stopped = b.cursor === null && exist < ids.size;
+  const ended = b.cursor === null && done >= exist;
   return {
     backfillId: b.backfillId,
     dagId,
@@ -190,7 +222,7 @@ export async function backfillView(
     to: b.to,
     runs: b.runs,
     created: b.created,
-    done: Math.min(done, b.runs),
-    status: !ended ? 'running' : failed > 0 ? 'failed' : 'success',
+    done,
+    status: stopped ? 'stopped' : !ended ? 'running' : failed > 0 ? 'failed' : 'success',
   };
 }

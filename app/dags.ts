@@ -186,7 +186,13 @@ export async function registerDag(
   }
   // The scheduled times it missed (app/catchup.ts): a new DAG with a start date in the past,
   // or a new version after times its schedule did not fire.
-  if (created && schedule) await catchUp(deps, dag.dagId);
+  // Best effort: the version is registered whatever becomes of it (a failure is logged, and an
+  // unpause catches up again).
+  if (created && schedule) {
+    await catchUp(deps, dag.dagId).catch((e: unknown) => {
+      console.error(`could not catch up ${dag.dagId}: ${(e as Error).message}`);
+    });
+  }
   return { ok: true, dagId: dag.dagId, version: version.version, created };
 }
 

@@ -41,6 +41,9 @@ export interface BackfillRecord {
   /** The next scheduled time to create a run for, at or after it; null when done creating. */
   readonly cursor: string | null;
   readonly createdAt: string;
+  /** The schedule whose times it creates, as it was when asked for: a later change of the DAG's schedule does not move them. */
+  readonly cron: string;
+  readonly timezone: string;
 }
 
 export interface DagRecord {

@@ -58,7 +58,7 @@ const env = z.object({
   // `continuations`), instead of a queue round trip each.
   WORKER_CONTINUATIONS: z.coerce.number().int().min(0).max(100).default(8),
   // The most runs one backfill may create (the maxBackfillRuns prop of AirlessScheduler).
-  BACKFILL_MAX_RUNS: z.coerce.number().int().min(1).max(1_000_000).default(10_000),
+  BACKFILL_MAX_RUNS: z.coerce.number().int().min(1).max(50_000).default(10_000),
   LEASE_SECONDS: z.coerce.number().int().min(10).default(120),
   HEARTBEAT_SECONDS: z.coerce.number().int().min(1).default(30),
   // Set only by an emulator deploy with the fault-injection switch (lib/airless-function.ts).

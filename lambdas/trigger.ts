@@ -3,6 +3,7 @@ import { MetricUnit } from '@aws-lambda-powertools/metrics';
 import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
 import middy from '@middy/core';
 import { z } from 'zod';
+import { loadDag } from '../app/dags.ts';
 import { triggerRun } from '../app/runs.ts';
 import { compileSchedule, previousRun } from '../core/cron/index.ts';
 import { Metric } from '../core/metric-names.ts';
@@ -48,6 +49,13 @@ async function lambdaHandler(event: unknown) {
   if (!scheduledTime) {
     logger.error('no scheduled time in the scheduler input', { event });
     return { ok: false };
+  }
+  // The schedule fires from its creation; its DAG's runs begin at its startDate.
+  const { dag: doc } = await loadDag(deps, dagId, dag.latestVersion);
+  const start = doc.schedule?.startDate;
+  if (start && scheduledTime.getTime() < Date.parse(start)) {
+    logger.info('skipped: before the schedule startDate', { dagId, startDate: start });
+    return { ok: true, skipped: true };
   }
   const { run, created } = await triggerRun(deps, { dagId, scheduledTime });
   logger.info('scheduled run', { dagId, runId: run.runId, created });

@@ -138,6 +138,8 @@ function toBackfill(i: Item): BackfillRecord {
     created: num(i.created),
     cursor: str(i.cursor),
     createdAt: i.createdAt as string,
+    cron: i.cron as string,
+    timezone: i.timezone as string,
   };
 }
 

@@ -267,7 +267,10 @@ export function secretValues(value: unknown, out: Set<string> = new Set()): Set<
 export function maskSecrets(value: unknown, secrets: ReadonlySet<string> = new Set()): unknown {
   if (typeof value === 'string') {
     let s = value;
-    for (const secret of secrets) s = s.split(secret).join(MASK);
+    // Longest first: a secret that holds a shorter one is masked whole.
+    for (const secret of [...secrets].sort((a, b) => b.length - a.length)) {
+      s = s.split(secret).join(MASK);
+    }
     return s;
   }
   if (typeof value === 'number' && secrets.has(String(value))) return MASK;

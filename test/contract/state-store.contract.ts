@@ -564,6 +564,8 @@ export function stateStoreContract(
           created: 0,
           cursor: iso(0),
           createdAt: iso(1),
+          cron: '0 * * * *',
+          timezone: 'UTC',
         };
         await store.putBackfill(backfill);
         await expect(store.putBackfill(backfill)).rejects.toBeInstanceOf(ConflictError);

@@ -89,6 +89,31 @@ describe('cron on EventBridge Scheduler', () => {
     expect(runs.map((r) => r.logicalDate)).toEqual(['2026-03-09T06:30:00.000Z']);
   });
 
+  it('a scheduled time before the schedule startDate creates no run; one after it does', async () => {
+    const dagId = uniqueDagId('e2e_startdate');
+    await api.request('POST', '/v1/dags', {
+      dagId,
+      schedule: { cron: '30 6 * * *', timezone: 'UTC', startDate: '2099-01-01T00:00:00Z' },
+      tasks: [{ taskId: 't', operator: 'noop' }],
+    });
+    const lambda = new LambdaClient(clientConfig());
+    const fns = (await lambda.send(new ListFunctionsCommand({}))).Functions ?? [];
+    const trigger = fns.find((f) => f.FunctionName?.includes('TriggerFunction'))?.FunctionName;
+    const fire = async (scheduledTime: string) => {
+      const res = await lambda.send(
+        new InvokeCommand({
+          FunctionName: trigger,
+          Payload: new TextEncoder().encode(JSON.stringify({ dagId, scheduledTime })),
+        }),
+      );
+      return JSON.parse(new TextDecoder().decode(res.Payload)) as { skipped?: boolean };
+    };
+    expect(await fire('2026-03-09T06:30:00Z')).toMatchObject({ ok: true, skipped: true });
+    expect((await api.request<Runs>('GET', `/v1/dags/${dagId}/runs`)).body.runs).toEqual([]);
+    expect(await fire('2099-01-01T06:30:00Z')).toMatchObject({ ok: true, created: true });
+    await api.request('PATCH', `/v1/dags/${dagId}`, { paused: true });
+  });
+
   it('a DAG scheduled every minute gets one run per minute, named by the scheduled minute; none after pause', async () => {
     const dagId = uniqueDagId('e2e_cron');
     // A second every-minute DAG that is never paused: its runs show when the scheduler has

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ManualClock, memoryDeps } from '../../adapters/memory/deps.ts';
 import { backfillView, createBackfill } from '../../app/backfills.ts';
-import { registerDag } from '../../app/dags.ts';
+import { deleteDag, registerDag } from '../../app/dags.ts';
 import { reap } from '../../app/reaper.ts';
 import { triggerRun } from '../../app/runs.ts';
 import { executeTask } from '../../app/tasks.ts';
@@ -134,6 +134,54 @@ describe('a backfill', () => {
       { path: '$.to', message: expect.stringContaining('more than 100 scheduled times') },
     ]);
     expect((await deps.store.listRuns(dagId)).items).toEqual([]);
+  });
+
+  it('keeps to the schedule it was asked under, counts only its own runs, and says when it was stopped', async () => {
+    const { deps, dagId, drain } = await setup();
+    // Hourly runs of the first day exist and have ended.
+    await createBackfill(deps, dagId, { from: hour(0), to: hour(23) });
+    await drain();
+    const b = await createBackfill(deps, dagId, { from: hour(24), to: hour(83) });
+    expect(b).toMatchObject({ runs: 60, created: 25 });
+    // The schedule becomes daily: the backfill still creates its hourly times.
+    const r = await registerDag(
+      deps,
+      JSON.stringify({
+        dagId,
+        schedule: { cron: '0 6 * * *' },
+        tasks: [{ taskId: 't', operator: 'noop' }],
+      }),
+    );
+    expect(r.ok).toBe(true);
+    await reap(deps, { queuedGraceSeconds: 60, retryGraceSeconds: 30, limit: 10 });
+    expect(await deps.store.getBackfill(dagId, b.backfillId)).toMatchObject({
+      created: 60,
+      cursor: null,
+    });
+    // A daily backfill over the first day: one time of its own, not the 24 hourly runs there.
+    const daily = await createBackfill(deps, dagId, { from: hour(0), to: hour(23) });
+    expect(daily).toMatchObject({ runs: 1, created: 0 });
+    expect(await backfillView(deps, dagId, daily.backfillId)).toMatchObject({
+      done: 1,
+      status: 'success',
+    });
+    expect(await backfillView(deps, dagId, b.backfillId)).toMatchObject({ status: 'running' });
+
+    // Deleted mid-backfill: the reaper stops it, and the view says so.
+    const big = await createBackfill(deps, dagId, { from: hour(100), to: hour(100 + 24 * 40) });
+    expect(big.cursor).not.toBeNull();
+    await deleteDag(deps, dagId);
+    await reap(deps, { queuedGraceSeconds: 60, retryGraceSeconds: 30, limit: 10 });
+    expect((await backfillView(deps, dagId, big.backfillId)).status).toBe('stopped');
+  });
+
+  it('refuses a range that reaches into the future', async () => {
+    const { deps, dagId, clock } = await setup();
+    await expect(
+      createBackfill(deps, dagId, { from: hour(0), to: new Date(clock.now().getTime() + 1000) }),
+    ).rejects.toMatchObject({
+      issues: [{ path: '$.to', message: expect.stringContaining('future') }],
+    });
   });
 
   it('refuses a DAG without a schedule, and one that does not exist', async () => {
