@@ -116,7 +116,9 @@ beforeAll(() => {
     description: 'two steps that succeed',
     tasks: [
       { taskId: 'extract', operator: 'noop' },
-      { taskId: 'load', operator: 'noop', dependsOn: ['extract'] },
+      // Long enough that `runs trigger --wait` sees the run before it ends: a chain of noops
+      // can end before the first read, and then no progress line is drawn.
+      { taskId: 'load', operator: 'noop', dependsOn: ['extract'], config: { sleepSeconds: 2 } },
     ],
   });
   write(files.failing, {
