@@ -93,11 +93,12 @@ export async function advance(
         // The only task this outcome can make ready, and the caller would run it: claim it in
         // the same write. The attempt is the one that write gives it.
         const { lease, continueWith } = options;
+        const probe =
+          queueAt.queueAt && lease && continueWith && downstream.length === 1
+            ? await taskMessage(deps, { ...dk, attempt: 0 }, dagVersion)
+            : undefined;
         const claim =
-          queueAt.queueAt &&
-          lease &&
-          downstream.length === 1 &&
-          continueWith?.(await taskMessage(deps, { ...dk, attempt: 0 }, dagVersion))
+          lease && probe && continueWith?.(probe)
             ? {
                 leaseToken: lease.token,
                 leaseExpiresAt: new Date(now.getTime() + lease.seconds * 1000).toISOString(),
@@ -112,9 +113,8 @@ export async function advance(
         );
         // Claimed under this lease: by this write, or by one whose answer was lost (its retry
         // was refused, and the outcome reads as counted already). Either way it is ours to run.
-        if (claim && task.status === 'running' && task.leaseToken === claim.leaseToken) {
-          const message = await taskMessage(deps, { ...dk, attempt: task.attempt }, dagVersion);
-          kept = { message, claimed: task };
+        if (probe && claim && task.status === 'running' && task.leaseToken === claim.leaseToken) {
+          kept = { message: { ...probe, attempt: task.attempt }, claimed: task };
           return;
         }
         if (counted && task.status === 'queued' && queueAt.queueAt) {

@@ -2,7 +2,7 @@ import { ConflictError, NotFoundError } from '../core/errors.ts';
 import type { ClearPlan, RunRecord, TaskInstanceRecord, TaskMessage } from '../core/ports.ts';
 import { counterFor, countUpstream, nextStep } from '../core/readiness/index.ts';
 import {
-  HISTORY_ERROR_CHARS,
+  attemptSummary,
   hasTriedSinceClear,
   isTerminalRun,
   isTerminalTask,
@@ -152,16 +152,9 @@ export async function clearTasks(
       // its latest attempts.
       ...(finished && hasTriedSinceClear(ti) && ti.status !== 'failed' && isTerminalTask(ti.status)
         ? {
-            history: [
-              ...(ti.history ?? []),
-              {
-                attempt: ti.attempt,
-                status: ti.status,
-                startTime: ti.startTime,
-                endTime: ti.endTime,
-                ...(ti.error ? { error: ti.error.slice(0, HISTORY_ERROR_CHARS) } : {}),
-              },
-            ].slice(-MAX_HISTORY),
+            history: [...(ti.history ?? []), attemptSummary(ti, ti.status, ti.endTime)].slice(
+              -MAX_HISTORY,
+            ),
           }
         : {}),
     });

@@ -182,7 +182,6 @@ async function runClaimed(
   let dagParams: Dag['params'] = {};
   let stored: StoredOutput | undefined;
   let started: DeferredWork | undefined;
-  let secrets: ReadonlySet<string> = new Set();
   try {
     const { dag, graph, tasks } = await loadDag(deps, msg.dagId, msg.dagVersion);
     dagParams = dag.params;
@@ -209,8 +208,7 @@ async function runClaimed(
     // Templates rendered for this attempt; a config that does not parse now never will: the
     // attempt fails for good.
     const rendered = await renderConfig(deps, msg, dag, task.config);
-    secrets = rendered.secrets;
-    log.secrets = secrets;
+    log.secrets = rendered.secrets;
     if (rendered.logged !== undefined) log.add(`rendered config: ${rendered.logged}`);
     const config = parseTaskConfig(operator, rendered.config);
     // What this deployment may touch, checked again on what the templates made of the config
@@ -244,7 +242,7 @@ async function runClaimed(
       // Stored before the outcome that names it; too large fails the attempt.
       stored = await storeOutput(deps, msg, output);
       if (output !== undefined && output !== null)
-        log.add(`output: ${JSON.stringify(maskSecrets(output, secrets)).slice(0, 4000)}`);
+        log.add(`output: ${JSON.stringify(maskSecrets(output, log.secrets)).slice(0, 4000)}`);
     }
   } catch (e) {
     // A crash on purpose ends the invocation here, as a dead process would.

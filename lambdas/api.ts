@@ -9,6 +9,7 @@ import { backfillView, createBackfill } from '../app/backfills.ts';
 import { catchUp } from '../app/catchup.ts';
 import { clearTasks } from '../app/clear.ts';
 import { deleteDag, loadDag, registerDag, validateDocument } from '../app/dags.ts';
+import type { Deps } from '../app/deps.ts';
 import { readLog } from '../app/logs.ts';
 import { readOutput } from '../app/outputs.ts';
 import { cancelRun, reconcileRunSlots, triggerRun } from '../app/runs.ts';
@@ -133,6 +134,12 @@ const runSummary = (r: RunRecord) => ({
   startTime: r.startTime,
   endTime: r.endTime,
 });
+
+async function taskInstance(deps: Deps, dagId: string, runId: string, taskId: string) {
+  const ti = await deps.store.getTaskInstance({ dagId, runId, taskId });
+  if (!ti) throw new NotFoundError(`task ${taskId} of run ${runId} not found`);
+  return ti;
+}
 
 async function liveDag(dagId: string): Promise<DagRecord> {
   const dag = await runtime().deps.store.getDag(dagId);
@@ -343,8 +350,7 @@ const routes: Route<Event, Result>[] = [
     handler: async (event: Event) => {
       const { dagId, runId, taskId } = path(event);
       const { deps } = runtime();
-      const ti = await deps.store.getTaskInstance({ dagId, runId, taskId });
-      if (!ti) throw new NotFoundError(`task ${taskId} of run ${runId} not found`);
+      const ti = await taskInstance(deps, dagId, runId, taskId);
       const executor = (await executorsOf(dagId, ti.dagVersion)).get(taskId);
       return json(200, {
         taskId,
@@ -368,8 +374,7 @@ const routes: Route<Event, Result>[] = [
         ['query'],
       );
       const { deps } = runtime();
-      const ti = await deps.store.getTaskInstance({ dagId, runId, taskId });
-      if (!ti) throw new NotFoundError(`task ${taskId} of run ${runId} not found`);
+      const ti = await taskInstance(deps, dagId, runId, taskId);
       const attempt = q.attempt ?? ti.attempt;
       const text = attempt >= 1 ? await readLog(deps, ti, attempt) : undefined;
       if (text === undefined)
@@ -387,8 +392,7 @@ const routes: Route<Event, Result>[] = [
     handler: async (event: Event) => {
       const { dagId, runId, taskId } = path(event);
       const { deps } = runtime();
-      const ti = await deps.store.getTaskInstance({ dagId, runId, taskId });
-      if (!ti) throw new NotFoundError(`task ${taskId} of run ${runId} not found`);
+      const ti = await taskInstance(deps, dagId, runId, taskId);
       const found = await readOutput(deps, ti);
       if (!found) {
         throw new NotFoundError(

@@ -304,6 +304,33 @@ export function attemptHistory(
   return [...byAttempt.values()].sort((a, b) => a.attempt - b.attempt);
 }
 
+/**
+ * An attempt as its history keeps it: its error shorter than the task instance's, since every
+ * later write of the item pays for it.
+ */
+export function attemptSummary(
+  ti: {
+    readonly attempt: number;
+    readonly startTime?: string | null;
+    readonly error?: string | null;
+  },
+  status: TaskStatus,
+  endTime: string | null,
+): AttemptSummary {
+  const e = ti.error;
+  return {
+    attempt: ti.attempt,
+    status,
+    startTime: ti.startTime ?? null,
+    endTime,
+    ...(e
+      ? {
+          error: e.length <= HISTORY_ERROR_CHARS ? e : `${e.slice(0, HISTORY_ERROR_CHARS - 1)}…`,
+        }
+      : {}),
+  };
+}
+
 /** Whether the task instance's attempt number is a try made since it was last cleared. */
 export function hasTriedSinceClear(ti: { readonly attempt: number; readonly retryBase?: number }) {
   return ti.attempt > (ti.retryBase ?? 0);
@@ -348,15 +375,7 @@ export function finishTask(
     );
   }
   const error = boundError(outcome.error);
-  // The history's copy of the error is shorter: every later write of the item pays for it.
-  const past = (status: TaskStatus): AttemptSummary => ({
-    attempt: ti.attempt,
-    status,
-    startTime: ti.startTime ?? null,
-    endTime: at.toISOString(),
-    error:
-      error.length <= HISTORY_ERROR_CHARS ? error : `${error.slice(0, HISTORY_ERROR_CHARS - 1)}…`,
-  });
+  const past = (status: TaskStatus) => attemptSummary({ ...ti, error }, status, at.toISOString());
   if (outcome.retryAt) {
     return transition(
       'finish',
