@@ -174,6 +174,7 @@ export async function clearTasks(
       runId,
       taskCount: dag.tasks.length,
       runStatus: run.status,
+      ...(reopening ? { slot: dag.maxActiveRuns } : {}),
       at: now,
       tasks: planned,
     });

@@ -8,6 +8,7 @@ import { isDeferred } from '../operators/registry.ts';
 import { loadDag } from './dags.ts';
 import type { Deps } from './deps.ts';
 import { OutputTooLargeError, storeOutput } from './outputs.ts';
+import { released } from './pools.ts';
 import { scheduleRetry } from './retries.ts';
 
 /**
@@ -112,6 +113,7 @@ export async function finishDeferred(
     if (e instanceof ConflictError) return 'stale';
     throw e;
   }
+  await released(deps, ti.gates);
   const stamp = now.toISOString();
   const lines = [
     `${stamp} ${how}`,

@@ -7,6 +7,7 @@ import { continueBackfills } from './backfills.ts';
 import { loadDag } from './dags.ts';
 import { checkDeferred, checkFailed, DEFAULT_CHECK_SECONDS } from './deferred.ts';
 import type { Deps } from './deps.ts';
+import { released, wakeGates } from './pools.ts';
 import { scheduleRetry } from './retries.ts';
 import {
   CREATION_LEASE_SECONDS,
@@ -41,6 +42,8 @@ export interface ReapReport {
   readonly runsStarted: number;
   /** Runs created for backfills still creating theirs. */
   readonly backfillRunsCreated: number;
+  /** Attempts waiting at a pool or DAG cap with a free slot, whose wake was lost. */
+  readonly waitersWoken: number;
 }
 
 /**
@@ -53,7 +56,9 @@ export interface ReapReport {
  * - queued attempts whose message was lost: sent again (same attempt, same deduplication id, so a
  *   message that was merely slow is not doubled, and the claim is conditional anyway);
  * - retries whose timer was lost: queued;
- * - backfills still creating runs: a chunk more each (app/backfills.ts).
+ * - backfills still creating runs: a chunk more each (app/backfills.ts);
+ * - attempts waiting at a pool or a DAG's maxActiveTasks while it has free slots (their wake
+ *   was lost with a worker): woken (app/pools.ts).
  * Every change is a conditional write, so a reaper racing a worker or another reaper is harmless.
  */
 export async function reap(deps: Deps, opts: ReapOptions): Promise<ReapReport> {
@@ -94,6 +99,7 @@ export async function reap(deps: Deps, opts: ReapOptions): Promise<ReapReport> {
         leaseExpiredBy: now.toISOString(),
       });
       expiredLeases++;
+      await released(deps, ti.gates);
       // Say what happened to the attempt in its log: a worker that died wrote none, or wrote
       // it and died before recording the outcome (its log then ends as if nothing went wrong).
       const ref = { dagId: ti.dagId, runId: ti.runId, taskId: ti.taskId, attempt: ti.attempt };
@@ -152,6 +158,9 @@ export async function reap(deps: Deps, opts: ReapOptions): Promise<ReapReport> {
   // Backfills still creating runs: a chunk more of each.
   const backfillRunsCreated = await continueBackfills(deps, opts.limit);
 
+  // Gates with free slots and waiters: one read per gate, a send only where a wake was lost.
+  const waitersWoken = await wakeGates(deps, opts.limit);
+
   return {
     expiredLeases,
     deferredChecked,
@@ -161,6 +170,7 @@ export async function reap(deps: Deps, opts: ReapOptions): Promise<ReapReport> {
     runsWritten,
     runsStarted,
     backfillRunsCreated,
+    waitersWoken,
   };
 }
 

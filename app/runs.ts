@@ -15,6 +15,7 @@ import { type LoadedDag, loadDag } from './dags.ts';
 import { stopDeferred } from './deferred.ts';
 import type { Deps } from './deps.ts';
 import { injectFault } from './faults.ts';
+import { released } from './pools.ts';
 
 /** The most a run's `conf` may take as JSON, far below DynamoDB's 400 KB item limit. */
 export const MAX_CONF_BYTES = 64 * 1024;
@@ -308,6 +309,7 @@ async function cancelOne(deps: Deps, task: TaskInstanceRecord, at: Date): Promis
   for (let tries = 0; current && !isTerminalTask(current.status) && tries < 5; tries++) {
     try {
       await deps.store.transitionTask(current, cancelTask(current, at));
+      if (current.status === 'running') await released(deps, current.gates);
       // A deferred attempt's external work runs on without a worker: stop it too. Best effort:
       // its end event then finds the attempt cancelled and changes nothing.
       if (current.deferred) {

@@ -1,6 +1,7 @@
 import type { Dag, Task } from '../core/dag/schema.ts';
 import { AirlessError, ConflictError, NotFoundError, UnrecoverableError } from '../core/errors.ts';
 import { Metric } from '../core/metric-names.ts';
+import { type Gate, gatesOf } from '../core/pools/index.ts';
 import type { TaskInstanceRecord, TaskMessage } from '../core/ports.ts';
 import { nextRetryAt } from '../core/retry/index.ts';
 import {
@@ -22,6 +23,7 @@ import type { Deps } from './deps.ts';
 import { InjectedCrash, injectFault } from './faults.ts';
 import { fitsInline, keepEarlierLog } from './logs.ts';
 import { storeOutput } from './outputs.ts';
+import { claimThroughGates, released } from './pools.ts';
 import { scheduleRetry } from './retries.ts';
 import { runEnded } from './runs.ts';
 import { renderConfig } from './templates.ts';
@@ -64,7 +66,9 @@ export type ExecuteOutcome =
   /** Deferred: external work started, and its end will record the outcome. */
   | 'deferred'
   /** The worker stopped and handed the attempt back to the queue. */
-  | 'handed_back';
+  | 'handed_back'
+  /** A gate (its pool, its DAG's maxActiveTasks) is full: it waits, parked, for a free slot. */
+  | 'waiting';
 
 /** Keep this long for writing the log and the outcome after a timeout. */
 const SAFETY_MS = 15_000;
@@ -104,7 +108,12 @@ export async function executeTask(
   if (claimed) current = claimed;
   else
     try {
-      current = await claim(deps, msg, opts);
+      const gates = await gatesFor(deps, msg);
+      if (gates.length > 0) {
+        const r = await claimThroughGates(deps, msg, gates, opts.leaseSeconds);
+        if (r === 'waiting') return 'waiting';
+        current = r;
+      } else current = await claim(deps, msg, opts);
     } catch (e) {
       if (e instanceof NotFoundError) return 'not_claimed';
       if (!(e instanceof ConflictError)) throw e;
@@ -122,6 +131,21 @@ export async function executeTask(
       return 'not_claimed';
     }
   return runClaimed(deps, msg, opts, current);
+}
+
+/**
+ * The gates the attempt passes (its pool, its DAG's maxActiveTasks). A DAG version that can
+ * never be read has none: the plain claim then fails the attempt for it, as for any task.
+ */
+async function gatesFor(deps: Deps, msg: TaskMessage): Promise<Gate[]> {
+  try {
+    const { dag, tasks } = await loadDag(deps, msg.dagId, msg.dagVersion);
+    const task = tasks.get(msg.taskId);
+    return task ? gatesOf(dag, task) : [];
+  } catch (e) {
+    if (e instanceof AirlessError && !e.retryable) return [];
+    throw e;
+  }
 }
 
 function claim(deps: Deps, msg: TaskMessage, opts: ExecuteOptions): Promise<TaskInstanceRecord> {
@@ -180,12 +204,14 @@ async function runClaimed(
   let task: Task | undefined;
   let dagTasks: ReadonlyMap<string, Task> | undefined;
   let dagParams: Dag['params'] = {};
+  let dagOfTask: Dag | undefined;
   let stored: StoredOutput | undefined;
   let started: DeferredWork | undefined;
   try {
     const { dag, graph, tasks } = await loadDag(deps, msg.dagId, msg.dagVersion);
     dagParams = dag.params;
     dagTasks = tasks;
+    dagOfTask = dag;
     await injectFault(deps, dag, 'worker.after-claim', msg);
     task = tasks.get(msg.taskId);
     if (!task)
@@ -265,6 +291,7 @@ async function runClaimed(
     // worker that claims it next. Work a deferred start began is found again by its name.
     try {
       await deps.store.transitionTask(msg, releaseTask(current, deps.clock()));
+      await released(deps, current.gates);
       return 'handed_back';
     } catch (e) {
       if (e instanceof ConflictError) return 'lease_lost';
@@ -294,6 +321,7 @@ async function runClaimed(
   // same time. A worker that dies between the two leaves an outcome without a log: the log
   // route then answers 404, never a log that is not there.
   const inline = error === undefined && fitsInline(text);
+  const held = current.gates;
   const [written, logged] = await Promise.allSettled([
     deps.store.transitionTask(
       msg,
@@ -320,6 +348,8 @@ async function runClaimed(
   let done: TaskInstanceRecord;
   if (written.status === 'fulfilled') {
     done = written.value;
+    // Its slots went back with the outcome: the oldest waiting attempts may start.
+    await released(deps, held);
   } else {
     if (!(written.reason instanceof ConflictError)) throw written.reason;
     // A write that landed but whose answer was lost: the SDK's retry of it is then refused.
@@ -333,6 +363,7 @@ async function runClaimed(
       current.advanceInline === true;
     if (!ours || !current) return 'lease_lost';
     done = current;
+    await released(deps, held);
   }
   if ((await injectFault(deps, faulted, 'worker.after-outcome', msg)) === 'repeat') {
     await deps.dispatcher.dispatch([msg]); // the same message delivered again, late
@@ -349,7 +380,10 @@ async function runClaimed(
       m.executor !== 'fargate' &&
       !opts.handBack?.aborted &&
       next !== undefined &&
-      opts.remainingMs() - SAFETY_MS > next.timeoutSeconds * 1000
+      opts.remainingMs() - SAFETY_MS > next.timeoutSeconds * 1000 &&
+      // A task behind a gate waits its turn there, as any other.
+      dagOfTask !== undefined &&
+      gatesOf(dagOfTask, next).length === 0
     );
   };
   const lease = { token: deps.newId(), seconds: opts.leaseSeconds };

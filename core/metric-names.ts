@@ -48,6 +48,8 @@ export const Metric = {
   DeferredStopFailed: 'DeferredStopFailed',
   /** Fargate worker, per attempt: handed back to the queue unfinished because the worker stopped. */
   TaskHandedBack: 'TaskHandedBack',
+  /** worker, per delivery: the attempt's pool or DAG cap was full; it waits for a free slot. */
+  TaskWaiting: 'TaskWaiting',
   /** worker, per claimed attempt: milliseconds from the task's message being sent to its claim. */
   TaskStartLagMs: 'TaskStartLagMs',
 

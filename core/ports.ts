@@ -5,6 +5,7 @@
  */
 import type { Issue } from './errors.ts';
 import type { AirlessEvent } from './events.ts';
+import type { Gate, GateState } from './pools/index.ts';
 import type { RunProgress, UpstreamCounts } from './readiness/index.ts';
 import type {
   AttemptSummary,
@@ -176,6 +177,23 @@ export interface TaskInstanceRecord extends TaskKey, TaskInstanceState {
   readonly advanceInline?: boolean;
 }
 
+/** A pool (DESIGN.md section 11) as listed: `used` slots held by running attempts, `queued` waiting. */
+export interface PoolRecord {
+  readonly pool: string;
+  readonly slots: number;
+  readonly used: number;
+  readonly queued: number;
+}
+
+/** A gate (core/pools) with its first waiters, oldest first. */
+export interface GateView extends GateState {
+  readonly waiters: readonly {
+    /** Where it waits (core/pools waiterOf), as its task instance's `parked` says. */
+    readonly waiter: string;
+    readonly message: TaskMessage;
+  }[];
+}
+
 /** The single source of truth. Every state change is one conditional write. */
 export interface StateStore {
   /**
@@ -341,6 +359,38 @@ export interface StateStore {
   putDeferral(name: string, ref: AttemptRef): Promise<void>;
   getDeferral(name: string): Promise<AttemptRef | undefined>;
 
+  /** Creates a pool or sets its slots; fewer than it uses lets them finish and starts none. */
+  putPool(pool: string, slots: number, at: Date): Promise<void>;
+  /** Every pool, by name, with the slots in use and the attempts waiting. */
+  listPools(): Promise<PoolRecord[]>;
+  /**
+   * Deletes a pool. NotFoundError when there is none; ConflictError while an attempt runs in it
+   * or waits for it.
+   */
+  deletePool(pool: string): Promise<void>;
+  /** A gate's slots and use, and its first `waiters` waiting attempts, read consistently. */
+  gateView(gate: string, waiters: number): Promise<GateView>;
+  /** The gates that have ever counted an attempt (the reaper's view). */
+  listGates(limit: number): Promise<string[]>;
+  /**
+   * Claims a queued attempt that passes gates (transition: core/state claimTask) and takes one
+   * slot of each gate, in one atomic write: with no room in a gate (or a pool that does not
+   * exist), nothing is written and the answer names that gate. ConflictError when the task
+   * instance moved on.
+   */
+  claimGated(
+    key: TaskKey,
+    transition: TaskTransition,
+    gates: readonly Gate[],
+  ): Promise<{ readonly claimed: TaskInstanceRecord } | { readonly full: string }>;
+  /**
+   * Parks a queued attempt at a gate until a slot frees: in one atomic write, the task instance
+   * leaves the reaper's index of queued attempts (it waits on purpose) and the gate's waiters
+   * gain it, ordered by `since` (when it became ready). One waiting elsewhere moves. False when
+   * the task instance moved on; parking where it waits already changes nothing.
+   */
+  parkTask(ti: TaskInstanceRecord, waiter: string, message: TaskMessage): Promise<boolean>;
+
   /** Running attempts whose lease expired before `now`. */
   findExpiredLeases(now: Date, limit: number): Promise<TaskInstanceRecord[]>;
   /** Attempts queued before `before` and still not claimed. */
@@ -355,6 +405,12 @@ export interface TaskMessage extends TaskKey {
   readonly dagVersion: number;
   /** Which workers run it (DESIGN.md section 9); `lambda` when absent. */
   readonly executor?: 'lambda' | 'fargate';
+  /**
+   * Sent to wake an attempt waiting at a gate (core/pools): where it waits, and a new id for
+   * each wake, so that the queue does not drop a second wake of the same attempt as a duplicate.
+   */
+  readonly waiter?: string;
+  readonly wake?: string;
 }
 
 export interface TaskDispatcher {
@@ -439,6 +495,13 @@ export interface ClearPlan {
   readonly taskCount: number;
   /** The run's status as read: a finished run reopens to `running`. */
   readonly runStatus: RunStatus;
+  /**
+   * A finished run reopening: the DAG's maxActiveRuns. The run's slot, taken before the clear,
+   * is held again in the same write, so that a release of its slot by its earlier end, landing
+   * between that take and the reopening, cannot leave it running without one (and if another
+   * run took the slot meanwhile, the clear is refused).
+   */
+  readonly slot?: number;
   readonly at: Date;
   readonly tasks: readonly {
     readonly taskId: string;

@@ -12,9 +12,10 @@ import { deleteDag, loadDag, registerDag, validateDocument } from '../app/dags.t
 import type { Deps } from '../app/deps.ts';
 import { readLog } from '../app/logs.ts';
 import { readOutput } from '../app/outputs.ts';
+import { putPool } from '../app/pools.ts';
 import { cancelRun, reconcileRunSlots, triggerRun } from '../app/runs.ts';
 import { compileSchedule, nextRuns } from '../core/cron/index.ts';
-import { ID_PATTERN, MAX_DAG_BYTES } from '../core/dag/schema.ts';
+import { ID_PATTERN, MAX_DAG_BYTES, POOL_PATTERN } from '../core/dag/schema.ts';
 import { jsonPath } from '../core/dag/validate.ts';
 import {
   AirlessError,
@@ -24,6 +25,7 @@ import {
   ValidationError,
 } from '../core/errors.ts';
 import { jsonValueIssues } from '../core/json.ts';
+import { MAX_POOL_SLOTS } from '../core/pools/index.ts';
 import type { DagRecord, RunRecord } from '../core/ports.ts';
 import { attemptHistory } from '../core/state/index.ts';
 import { awsRequestMetrics, logger, metrics, runtime } from './runtime.ts';
@@ -152,6 +154,15 @@ const isoTime = z.iso.datetime({
   error: 'must be an ISO 8601 time, such as 2026-03-01T00:00:00Z',
 });
 const backfillBody = z.strictObject({ from: isoTime, to: isoTime });
+const poolPath = z.object({
+  pool: z.string().regex(POOL_PATTERN, { message: `must match ${POOL_PATTERN.source}` }),
+});
+const poolBody = z.strictObject({
+  slots: z
+    .int({ message: 'must be a whole number of slots' })
+    .min(0)
+    .max(MAX_POOL_SLOTS, { message: `must be at most ${MAX_POOL_SLOTS}` }),
+});
 const backfillPath = z.object({
   backfill_id: z.string().regex(/^bf_[A-Za-z0-9_]{1,80}$/, { message: 'is not a backfill id' }),
 });
@@ -427,6 +438,29 @@ const routes: Route<Event, Result>[] = [
       const { dagId } = path(event);
       const { backfill_id } = parse(backfillPath, event.pathParameters ?? {}, ['path']);
       return json(200, await backfillView(runtime().deps, dagId, backfill_id));
+    },
+  },
+  {
+    method: 'PUT',
+    path: '/v1/pools/{pool}',
+    handler: async (event: Event) => {
+      const { pool } = parse(poolPath, event.pathParameters ?? {}, ['path']);
+      const body = jsonBody(event, poolBody);
+      return json(200, await putPool(runtime().deps, pool, body.slots));
+    },
+  },
+  {
+    method: 'GET',
+    path: '/v1/pools',
+    handler: async () => json(200, { pools: await runtime().deps.store.listPools() }),
+  },
+  {
+    method: 'DELETE',
+    path: '/v1/pools/{pool}',
+    handler: async (event: Event) => {
+      const { pool } = parse(poolPath, event.pathParameters ?? {}, ['path']);
+      await runtime().deps.store.deletePool(pool);
+      return { statusCode: 204, body: '' };
     },
   },
   {

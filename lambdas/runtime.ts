@@ -208,6 +208,9 @@ export function countOutcome(outcome: ExecuteOutcome): void {
     case 'handed_back':
       metrics.addMetric(Metric.TaskHandedBack, MetricUnit.Count, 1);
       return;
+    case 'waiting':
+      metrics.addMetric(Metric.TaskWaiting, MetricUnit.Count, 1);
+      return;
     default:
       outcome satisfies never;
   }

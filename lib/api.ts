@@ -6,7 +6,7 @@ import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
 
-const { GET, POST, PATCH, DELETE } = apigw.HttpMethod;
+const { GET, POST, PUT, PATCH, DELETE } = apigw.HttpMethod;
 
 /** The REST API (README, "The REST API"): method and path of each route. */
 const ROUTES: ReadonlyArray<readonly [apigw.HttpMethod, string]> = [
@@ -25,6 +25,9 @@ const ROUTES: ReadonlyArray<readonly [apigw.HttpMethod, string]> = [
   [GET, '/v1/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/output'],
   [POST, '/v1/dags/{dag_id}/backfills'],
   [GET, '/v1/dags/{dag_id}/backfills/{backfill_id}'],
+  [PUT, '/v1/pools/{pool}'],
+  [GET, '/v1/pools'],
+  [DELETE, '/v1/pools/{pool}'],
   [GET, '/v1/import-errors'],
   [GET, '/v1/health'],
 ];

@@ -134,6 +134,7 @@ export class Dashboard extends Construct {
         airless(Metric.TaskDeferred, 'deferred (external work started)'),
         airless(Metric.DeferredCompleted, 'deferred, ended by their event'),
         airless(Metric.TaskHandedBack, 'handed back by a stopping worker'),
+        airless(Metric.TaskWaiting, 'waiting for a pool slot'),
         airless(Metric.LogWriteFailed, 'logs that could not be written'),
       ]),
     );

@@ -12,21 +12,25 @@ import {
 } from '@aws-sdk/lib-dynamodb';
 import { unmarshall } from '@aws-sdk/util-dynamodb';
 import { ConflictError, NotFoundError, ValidationError } from '../../core/errors.ts';
+import { type Gate, parseWaiter, poolGate, poolOfGate } from '../../core/pools/index.ts';
 import type {
   AttemptRef,
   BackfillRecord,
   ClearPlan,
   DagRecord,
   DagVersionRecord,
+  GateView,
   ImportErrorRecord,
   NewDagVersion,
   NewRun,
   Page,
   PageRequest,
+  PoolRecord,
   RunRecord,
   StateStore,
   TaskInstanceRecord,
   TaskKey,
+  TaskMessage,
 } from '../../core/ports.ts';
 import {
   counterFor,
@@ -173,7 +177,15 @@ export function toTask(i: Item): TaskInstanceRecord {
     ...(typeof i.log === 'string' ? { log: i.log, logAttempt: num(i.logAttempt) } : {}),
     ...(i.advanceInline === true ? { advanceInline: true } : {}),
     ...(Array.isArray(i.history) ? { history: i.history as AttemptSummary[] } : {}),
+    ...(Array.isArray(i.gates) && i.gates.length > 0 ? { gates: i.gates as string[] } : {}),
+    ...(typeof i.parked === 'string' ? { parked: i.parked } : {}),
   };
+}
+
+/** A gate's waiter item's sort key: ordered by when the attempt became ready, then by task. */
+function waiterKey(waiter: string, key: TaskKey) {
+  const { gate, since } = parseWaiter(waiter);
+  return { pk: `GATE#${gate}`, sk: `WAIT#${since}#${key.dagId}#${key.runId}#${key.taskId}` };
 }
 
 /** Builds an UpdateExpression from SET, REMOVE, ADD and DELETE parts with placeholder names. */
@@ -810,6 +822,24 @@ export class DynamoStateStore implements StateStore {
   }
 
   async transitionTask(key: TaskKey, t: TaskTransition): Promise<TaskInstanceRecord> {
+    const { u, cond } = this.#taskUpdate(key, t);
+    const what = `${t.event} ${key.runId}/${key.taskId}`;
+    const input = u.input(this.table, keys.task(key.dagId, key.runId, key.taskId), cond);
+    const gates = t.release ?? [];
+    if (gates.length === 0 && !t.unpark) return toTask(await this.#update(input, what, toTask));
+    // A slot given back, or a waiter's place left, goes in the same transaction as the change.
+    await this.#transact(what, [
+      { Update: input },
+      ...gates.map((g) => ({
+        Update: new Update().add('used', -1).input(this.table, keys.gate(g)),
+      })),
+      ...(t.unpark ? [{ Delete: { TableName: this.table, Key: waiterKey(t.unpark, key) } }] : []),
+    ]);
+    return this.#readTask(key, what);
+  }
+
+  /** The update of a task-instance transition and its condition (see transitionTask). */
+  #taskUpdate(key: TaskKey, t: TaskTransition) {
     const u = new Update()
       .set('status', t.set.status)
       .set('attempt', t.set.attempt)
@@ -848,6 +878,8 @@ export class DynamoStateStore implements StateStore {
     } else {
       u.set('gsi2pk', null).set('gsi2sk', null);
     }
+    if (t.release !== undefined) u.set('gates', null);
+    if (t.unpark !== undefined) u.set('parked', null);
     const status = u.name('status');
     const attempt = u.name('attempt');
     const lease = u.name('leaseToken');
@@ -858,10 +890,269 @@ export class DynamoStateStore implements StateStore {
         ? `attribute_not_exists(${lease})`
         : `${lease} = ${u.value(t.expect.leaseToken)}`,
       ...(t.leaseExpiredBy ? [`${u.name('leaseExpiresAt')} < ${u.value(t.leaseExpiredBy)}`] : []),
+      // The slots it gives back are the ones it holds; the place it leaves is the one it has.
+      ...(t.release === undefined
+        ? []
+        : t.release.length === 0
+          ? [`attribute_not_exists(${u.name('gates')})`]
+          : [`${u.name('gates')} = ${u.value(t.release)}`]),
+      ...(t.unpark === undefined
+        ? []
+        : t.unpark === null
+          ? [`attribute_not_exists(${u.name('parked')})`]
+          : [`${u.name('parked')} = ${u.value(t.unpark)}`]),
     ].join(' AND ');
+    return { u, cond };
+  }
+
+  /**
+   * One TransactWriteItems whose first action writes a task instance: a failed condition on it
+   * throws ConflictError with the task instance as it is (NotFoundError when there is none); on
+   * another action, ConflictError with `{ index }` of that action.
+   */
+  async #transact(
+    what: string,
+    actions: NonNullable<ConstructorParameters<typeof TransactWriteCommand>[0]['TransactItems']>,
+  ): Promise<void> {
+    const [first, ...rest] = actions;
+    const items = [
+      first?.Update
+        ? { Update: { ...first.Update, ReturnValuesOnConditionCheckFailure: 'ALL_OLD' as const } }
+        : first,
+      ...rest,
+    ];
+    try {
+      await aws(what, () =>
+        this.db.send(new TransactWriteCommand({ TransactItems: items as typeof actions })),
+      );
+    } catch (e) {
+      if (!(e instanceof ConflictError)) throw e;
+      const reasons =
+        (e.cause as { CancellationReasons?: { Code?: string; Item?: unknown }[] })
+          ?.CancellationReasons ?? [];
+      const index = reasons.findIndex((r) => r.Code === 'ConditionalCheckFailed');
+      if (index > 0) throw new ConflictError(e.message, { index }, { cause: e.cause });
+      const item = reasons[0]?.Item as Record<string, AttributeValue> | undefined;
+      if (!item) throw new NotFoundError(`${what}: not found`, { cause: e });
+      throw new ConflictError(e.message, toTask(unmarshall(item)), { cause: e.cause });
+    }
+  }
+
+  async #readTask(key: TaskKey, what: string): Promise<TaskInstanceRecord> {
+    const i = await this.#get(keys.task(key.dagId, key.runId, key.taskId));
+    if (!i) throw new NotFoundError(`${what}: not found`);
+    return toTask(i);
+  }
+
+  async putPool(pool: string, slots: number, at: Date): Promise<void> {
+    const id = poolGate(pool);
+    const u = new Update()
+      .set('slots', slots)
+      .set('gsi3pk', 'GATES')
+      .set('gsi3sk', id)
+      .set('updatedAt', at.toISOString());
+    await this.#update(u.input(this.table, keys.gate(id)), `pool ${pool}`);
+  }
+
+  async listPools(): Promise<PoolRecord[]> {
+    const items = await this.#queryAll('list pools', 10, {
+      IndexName: GSI3,
+      KeyConditionExpression: 'gsi3pk = :p AND begins_with(gsi3sk, :pool)',
+      ExpressionAttributeValues: { ':p': 'GATES', ':pool': 'pool:' },
+    });
+    const pools = items.filter((i) => typeof i.slots === 'number');
+    return Promise.all(
+      pools.map(async (i) => {
+        const id = i.gsi3sk as string;
+        return {
+          pool: poolOfGate(id) as string,
+          slots: num(i.slots),
+          used: num(i.used),
+          queued: await this.#waiting(id),
+        };
+      }),
+    );
+  }
+
+  /** How many attempts wait at a gate. */
+  async #waiting(gate: string): Promise<number> {
+    let count = 0;
+    let start: Record<string, unknown> | undefined;
+    for (let page = 0; page < 100; page++) {
+      const res = await aws('count waiters', () =>
+        this.db.send(
+          new QueryCommand({
+            TableName: this.table,
+            KeyConditionExpression: 'pk = :p AND begins_with(sk, :w)',
+            ExpressionAttributeValues: { ':p': keys.gate(gate).pk, ':w': 'WAIT#' },
+            Select: 'COUNT',
+            ConsistentRead: true,
+            ...(start ? { ExclusiveStartKey: start } : {}),
+          }),
+        ),
+      );
+      count += res.Count ?? 0;
+      start = res.LastEvaluatedKey;
+      if (!start) break;
+    }
+    return count;
+  }
+
+  async deletePool(pool: string): Promise<void> {
+    const id = poolGate(pool);
+    const item = await this.#get(keys.gate(id));
+    if (!item || typeof item.slots !== 'number') throw new NotFoundError(`pool ${pool}: not found`);
+    const waiting = await this.#waiting(id);
+    if (waiting > 0 || num(item.used) > 0) {
+      throw new ConflictError(
+        `pool ${pool} has ${num(item.used)} running and ${waiting} waiting tasks`,
+      );
+    }
+    await aws(`delete pool ${pool}`, () =>
+      this.db.send(
+        new DeleteCommand({
+          TableName: this.table,
+          Key: keys.gate(id),
+          ConditionExpression:
+            'attribute_exists(slots) AND (attribute_not_exists(used) OR used = :z)',
+          ExpressionAttributeValues: { ':z': 0 },
+        }),
+      ),
+    ).catch((e: unknown) => {
+      if (e instanceof ConflictError) {
+        throw new ConflictError(`pool ${pool}: a task took one of its slots meanwhile`);
+      }
+      throw e;
+    });
+  }
+
+  async gateView(gate: string, waiters: number): Promise<GateView> {
+    // The gate item (`GATE`) sorts before its waiters (`WAIT#…`): one strongly consistent read.
+    const res = await aws('gate', () =>
+      this.db.send(
+        new QueryCommand({
+          TableName: this.table,
+          KeyConditionExpression: 'pk = :p',
+          ExpressionAttributeValues: { ':p': keys.gate(gate).pk },
+          ConsistentRead: true,
+          Limit: waiters + 1,
+        }),
+      ),
+    );
+    const items = res.Items ?? [];
+    const head = items[0]?.sk === 'GATE' ? items[0] : undefined;
+    return {
+      slots: typeof head?.slots === 'number' ? head.slots : null,
+      used: num(head?.used),
+      waiters: items
+        .filter((i) => String(i.sk).startsWith('WAIT#'))
+        .slice(0, waiters)
+        .map((i) => ({
+          waiter: i.waiter as string,
+          message: {
+            dagId: i.dagId as string,
+            runId: i.runId as string,
+            taskId: i.taskId as string,
+            attempt: num(i.attempt),
+            dagVersion: num(i.dagVersion),
+            ...(i.executor === 'fargate' ? { executor: 'fargate' as const } : {}),
+          },
+        })),
+    };
+  }
+
+  async listGates(limit: number): Promise<string[]> {
+    const items = await this.#queryAll('list gates', 10, {
+      IndexName: GSI3,
+      KeyConditionExpression: 'gsi3pk = :p',
+      ExpressionAttributeValues: { ':p': 'GATES' },
+      ProjectionExpression: 'gsi3sk',
+    });
+    return items.map((i) => i.gsi3sk as string).slice(0, limit);
+  }
+
+  async claimGated(
+    key: TaskKey,
+    t: TaskTransition,
+    gates: readonly Gate[],
+  ): Promise<{ readonly claimed: TaskInstanceRecord } | { readonly full: string }> {
     const what = `${t.event} ${key.runId}/${key.taskId}`;
-    const input = u.input(this.table, keys.task(key.dagId, key.runId, key.taskId), cond);
-    return toTask(await this.#update(input, what, toTask));
+    const { u, cond } = this.#taskUpdate(key, { ...t, unpark: t.unpark ?? null });
+    // Indexed by its lease at once: it is not under the queued key if it waited (parked).
+    const shard = progressShard(`${key.dagId}#${key.runId}#${key.taskId}`, DUE_SHARDS);
+    u.set('gsi2pk', `DUE#LEASE#${shard}`).set('gsi2sk', t.set.leaseExpiresAt);
+    u.set(
+      'gates',
+      gates.map((g) => g.id),
+    );
+    const take = (g: Gate) => {
+      const gu = new Update().add('used', 1).set('gsi3pk', 'GATES').set('gsi3sk', g.id);
+      const used = gu.name('used');
+      if (g.slots === undefined) {
+        // A pool: room under its own slots, and only if it exists.
+        const slots = gu.name('slots');
+        const c = `attribute_exists(${slots}) AND (attribute_not_exists(${used}) OR ${used} < ${slots})`;
+        return { Update: gu.input(this.table, keys.gate(g.id), c) };
+      }
+      gu.set('slots', g.slots);
+      const c = `attribute_not_exists(${used}) OR ${used} < ${gu.value(g.slots)}`;
+      return { Update: gu.input(this.table, keys.gate(g.id), c) };
+    };
+    try {
+      await this.#transact(what, [
+        { Update: u.input(this.table, keys.task(key.dagId, key.runId, key.taskId), cond) },
+        ...gates.map(take),
+        ...(t.unpark ? [{ Delete: { TableName: this.table, Key: waiterKey(t.unpark, key) } }] : []),
+      ]);
+    } catch (e) {
+      const index = (e as ConflictError).current as { index?: number } | undefined;
+      if (e instanceof ConflictError && typeof index?.index === 'number') {
+        const gate = gates[index.index - 1];
+        if (gate) return { full: gate.id };
+      }
+      throw e;
+    }
+    return { claimed: await this.#readTask(key, what) };
+  }
+
+  async parkTask(ti: TaskInstanceRecord, waiter: string, message: TaskMessage): Promise<boolean> {
+    if (ti.parked === waiter) return true;
+    const u = new Update().set('parked', waiter).set('gsi2pk', null).set('gsi2sk', null);
+    const parked = u.name('parked');
+    const cond = [
+      `${u.name('status')} = ${u.value('queued')}`,
+      `${u.name('attempt')} = ${u.value(ti.attempt)}`,
+      `attribute_not_exists(${u.name('leaseToken')})`,
+      ti.parked ? `${parked} = ${u.value(ti.parked)}` : `attribute_not_exists(${parked})`,
+    ].join(' AND ');
+    const w = waiterKey(waiter, ti);
+    try {
+      await this.#transact(`park ${ti.runId}/${ti.taskId}`, [
+        { Update: u.input(this.table, keys.task(ti.dagId, ti.runId, ti.taskId), cond) },
+        {
+          Put: {
+            TableName: this.table,
+            Item: {
+              ...w,
+              waiter,
+              dagId: message.dagId,
+              runId: message.runId,
+              taskId: message.taskId,
+              attempt: message.attempt,
+              dagVersion: message.dagVersion,
+              ...(message.executor === 'fargate' ? { executor: 'fargate' } : {}),
+            },
+          },
+        },
+        ...(ti.parked
+          ? [{ Delete: { TableName: this.table, Key: waiterKey(ti.parked, ti) } }]
+          : []),
+      ]);
+      return true;
+    } catch (e) {
+      if (e instanceof ConflictError || e instanceof NotFoundError) return false;
+      throw e;
+    }
   }
 
   async recordUpstreamOutcome(
@@ -1040,9 +1331,17 @@ export class DynamoStateStore implements StateStore {
         `${ru.name('status')} = ${ru.value(plan.runStatus)}`,
       ),
     };
+    // A reopened run holds its slot in the same write (see ClearPlan.slot).
+    const slotUpdates = [];
+    if (plan.slot !== undefined) {
+      const su = new Update().add('activeRuns', new Set([plan.runId]));
+      const active = su.name('activeRuns');
+      const cond = `attribute_exists(pk) AND (attribute_not_exists(${active}) OR contains(${active}, ${su.value(plan.runId)}) OR size(${active}) < ${su.value(plan.slot)})`;
+      slotUpdates.push({ Update: su.input(this.table, keys.dag(plan.dagId), cond) });
+    }
     // One transaction when it fits (100 actions); otherwise the run and progress first, then
     // the tasks in chunks (a documented gap: a failure midway leaves part of the clear applied).
-    const actions = [runUpdate, ...progressUpdates, ...taskUpdates];
+    const actions = [runUpdate, ...slotUpdates, ...progressUpdates, ...taskUpdates];
     const chunks: (typeof actions)[] = [];
     for (let i = 0; i < actions.length; i += MAX_TRANSACTION_ITEMS) {
       chunks.push(actions.slice(i, i + MAX_TRANSACTION_ITEMS));

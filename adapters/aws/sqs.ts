@@ -27,7 +27,7 @@ export const messageGroupId = (m: TaskMessage) =>
  * and past it the worker's conditional claim makes a late duplicate a no-op.
  */
 export const deduplicationId = (m: TaskMessage) =>
-  sha256(`${m.dagId}\n${m.runId}\n${m.taskId}\n${m.attempt}`);
+  sha256(`${m.dagId}\n${m.runId}\n${m.taskId}\n${m.attempt}${m.wake ? `\n${m.wake}` : ''}`);
 
 const messageSchema = z.strictObject({
   v: z.literal(1),
@@ -37,13 +37,17 @@ const messageSchema = z.strictObject({
   attempt: z.int().min(1),
   dagVersion: z.int().min(1),
   executor: z.enum(['lambda', 'fargate']).optional(),
+  waiter: z.string().min(1).max(1024).optional(),
+  wake: z.string().min(1).max(128).optional(),
 });
 
 /** The message body: a reference to the state, never a copy of it. */
 export function encodeTaskMessage(m: TaskMessage): string {
   const { dagId, runId, taskId, attempt, dagVersion } = m;
   const executor = m.executor === 'fargate' ? { executor: m.executor } : {};
-  return JSON.stringify({ v: 1, dagId, runId, taskId, attempt, dagVersion, ...executor });
+  // A wake (app/pools.ts) says where the attempt waits, with an id of its own.
+  const wake = m.waiter && m.wake ? { waiter: m.waiter, wake: m.wake } : {};
+  return JSON.stringify({ v: 1, dagId, runId, taskId, attempt, dagVersion, ...executor, ...wake });
 }
 
 /** Parses a queue message body with its schema; a bad body is a ValidationError naming the field. */
@@ -64,8 +68,18 @@ export function decodeMessage<T>(body: string, schema: z.ZodType<T>, what: strin
 }
 
 export function decodeTaskMessage(body: string): TaskMessage {
-  const { v: _v, executor, ...m } = decodeMessage(body, messageSchema, 'task message');
-  return executor === 'fargate' ? { ...m, executor } : m;
+  const {
+    v: _v,
+    executor,
+    waiter,
+    wake,
+    ...m
+  } = decodeMessage(body, messageSchema, 'task message');
+  return {
+    ...m,
+    ...(executor === 'fargate' ? { executor } : {}),
+    ...(waiter && wake ? { waiter, wake } : {}),
+  };
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

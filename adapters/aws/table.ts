@@ -15,6 +15,8 @@ import type { CreateTableCommandInput } from '@aws-sdk/client-dynamodb';
  * | task instance     | `RUN#{dagId}#{runId}`      | `TI#{taskId}`      |                                 | `DUE#{kind}#{shard}` / `{due}` |
  * | run progress shard| `RUN#{dagId}#{runId}`      | `PROGRESS#{nn}`    |                                 |                               |
  * | backfill          | `DAG#{dagId}`              | `BACKFILL#{id}`    |                                 |                               |
+ * | gate (pool, cap)  | `GATE#{pool:name, dag:id}` | `GATE`             |                                 |                               |
+ * | gate waiter       | `GATE#{gate}`              | `WAIT#{since}#{dagId}#{runId}#{taskId}` |            |                               |
  *
  * - A run, its task instances and its progress shards share one partition key, so one Query
  *   reads a run whole.
@@ -28,7 +30,11 @@ import type { CreateTableCommandInput } from '@aws-sdk/client-dynamodb';
  * - `gsi3` (sparse) is each DAG's queue of waiting runs: `QUEUED#{dagId}` / `{logicalDate}#{runId}`,
  *   present only while the run is `queued` with its tasks written. Starting the next run reads
  *   one item of it, however long the DAG's history. It also holds the backfills still creating
- *   runs, `BACKFILLS` / `{createdAt}`, for the reaper to go on with.
+ *   runs, `BACKFILLS` / `{createdAt}`, for the reaper to go on with, and every gate (core/pools),
+ *   `GATES` / `{gate}`, for the pool list and the reaper's look at waiting attempts.
+ * - A gate's item counts its running attempts (`used`, moved in the same transaction as each
+ *   claim and end); its waiters share its partition, after it, so one strongly consistent
+ *   Query reads the gate and its oldest waiters together.
  * - No item is written once per task of a large run: each task instance is written for its own
  *   changes, and run progress is spread over up to 32 shard items (core/readiness).
  */
@@ -56,6 +62,7 @@ export const tableKeys = {
     pk: `DAG#${dagId}`,
     sk: `BACKFILL#${backfillId}`,
   }),
+  gate: (gate: string) => ({ pk: `GATE#${gate}`, sk: 'GATE' }),
   progress: (dagId: string, runId: string, shard: number) => ({
     pk: `RUN#${dagId}#${runId}`,
     sk: `PROGRESS#${String(shard).padStart(2, '0')}`,

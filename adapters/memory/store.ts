@@ -1,19 +1,23 @@
 import { ConflictError, NotFoundError, ValidationError } from '../../core/errors.ts';
+import { type Gate, hasRoom, parseWaiter, poolGate, poolOfGate } from '../../core/pools/index.ts';
 import type {
   AttemptRef,
   BackfillRecord,
   ClearPlan,
   DagRecord,
   DagVersionRecord,
+  GateView,
   ImportErrorRecord,
   NewDagVersion,
   NewRun,
   Page,
   PageRequest,
+  PoolRecord,
   RunRecord,
   StateStore,
   TaskInstanceRecord,
   TaskKey,
+  TaskMessage,
 } from '../../core/ports.ts';
 import {
   counterFor,
@@ -111,6 +115,16 @@ interface TaskState {
   history?: AttemptSummary[];
   /** The deadline index (gsi2 in the table): present exactly while the task waits for one. */
   due: { kind: DueKind; at: string } | undefined;
+  /** The gates whose slots the running attempt holds (core/pools). */
+  gates?: string[] | null;
+  /** Where the queued attempt waits for a slot. */
+  parked?: string | null;
+}
+
+interface GateCount {
+  /** A pool's slots, or a DAG cap's as its last claim said; null for a pool not defined. */
+  slots: number | null;
+  used: number;
 }
 
 interface ProgressShard {
@@ -185,8 +199,15 @@ function toTask(t: TaskState): TaskInstanceRecord {
     ...(typeof t.log === 'string' ? { log: t.log, logAttempt: t.logAttempt ?? 0 } : {}),
     ...(t.advanceInline ? { advanceInline: true } : {}),
     ...(t.history ? { history: t.history.map((h) => ({ ...h })) } : {}),
+    ...(t.gates ? { gates: [...t.gates] } : {}),
+    ...(t.parked ? { parked: t.parked } : {}),
   };
 }
+
+const sameList = (
+  a: readonly string[] | null | undefined,
+  b: readonly string[] | null | undefined,
+) => (a ?? []).length === (b ?? []).length && (a ?? []).every((x, i) => x === (b ?? [])[i]);
 
 const byKey = <T>(key: (x: T) => string) => {
   return (a: T, b: T) => {
@@ -222,6 +243,10 @@ export class MemoryStateStore implements StateStore {
   readonly #uses = new Map<string, number>();
   readonly #deferrals = new Map<string, AttemptRef>();
   readonly #backfills = new Map<string, BackfillRecord>();
+  /** Gates by id (core/pools): pools and DAG caps, as the table's `GATE#` items. */
+  readonly #gates = new Map<string, GateCount>();
+  /** Each gate's waiting attempts, by `since#dagId#runId#taskId` (the table's sort key). */
+  readonly #waiters = new Map<string, Map<string, { waiter: string; message: TaskMessage }>>();
 
   async putDagVersion(
     input: NewDagVersion,
@@ -583,8 +608,17 @@ export class MemoryStateStore implements StateStore {
       ti.attempt === t.expect.attempt &&
       ti.leaseToken === t.expect.leaseToken &&
       // The reaper's condition: the lease it read as expired has not been renewed since.
-      (!t.leaseExpiredBy || (ti.leaseExpiresAt !== null && ti.leaseExpiresAt < t.leaseExpiredBy));
+      (!t.leaseExpiredBy || (ti.leaseExpiresAt !== null && ti.leaseExpiresAt < t.leaseExpiredBy)) &&
+      (t.release === undefined || sameList(ti.gates, t.release)) &&
+      (t.unpark === undefined || (ti.parked ?? null) === t.unpark);
     if (!matches) throw conflict(what, toTask(ti));
+    // The slots it held go back, and its place among a gate's waiters goes, in the same write.
+    for (const g of t.release ?? []) {
+      const gate = this.#gates.get(g);
+      if (gate) gate.used -= 1;
+    }
+    if (t.release) ti.gates = null;
+    if (t.unpark) this.#unpark(ti, t.unpark);
     const s = t.set;
     ti.status = s.status;
     ti.attempt = s.attempt;
@@ -769,9 +803,28 @@ export class MemoryStateStore implements StateStore {
       },
     };
 
+    // A reopened run holds its slot in the same write (see ClearPlan.slot).
+    const slotAction: Action[] =
+      plan.slot === undefined
+        ? []
+        : [
+            {
+              item: 'DAG',
+              check: () => {
+                const d = this.#dags.get(plan.dagId);
+                return (
+                  d !== undefined &&
+                  (d.activeRuns.has(plan.runId) || d.activeRuns.size < (plan.slot as number))
+                );
+              },
+              apply: () => {
+                this.#dags.get(plan.dagId)?.activeRuns.add(plan.runId);
+              },
+            },
+          ];
     // One transaction when it fits; otherwise the run and progress first, then the tasks, each
     // chunk all or nothing (the table's documented gap for very large clears).
-    const actions = [runAction, ...progressActions, ...taskActions];
+    const actions = [runAction, ...slotAction, ...progressActions, ...taskActions];
     for (let i = 0; i < actions.length; i += MAX_TRANSACTION_ITEMS) {
       const chunk = actions.slice(i, i + MAX_TRANSACTION_ITEMS);
       if (new Set(chunk.map((a) => a.item)).size < chunk.length) {
@@ -810,6 +863,109 @@ export class MemoryStateStore implements StateStore {
 
   async findRetriesDue(now: Date, limit: number): Promise<TaskInstanceRecord[]> {
     return this.#dueTasks('RETRY', now, limit);
+  }
+
+  async putPool(pool: string, slots: number, _at: Date): Promise<void> {
+    const gate = this.#gates.get(poolGate(pool));
+    if (gate) gate.slots = slots;
+    else this.#gates.set(poolGate(pool), { slots, used: 0 });
+  }
+
+  async listPools(): Promise<PoolRecord[]> {
+    return [...this.#gates.entries()]
+      .flatMap(([id, g]) => {
+        const pool = poolOfGate(id);
+        return pool !== undefined && g.slots !== null
+          ? [{ pool, slots: g.slots, used: g.used, queued: this.#waiters.get(id)?.size ?? 0 }]
+          : [];
+      })
+      .sort(byKey((p) => p.pool));
+  }
+
+  async deletePool(pool: string): Promise<void> {
+    const id = poolGate(pool);
+    const gate = this.#gates.get(id);
+    if (!gate || gate.slots === null) throw notFound(`pool ${pool}`);
+    const waiting = this.#waiters.get(id)?.size ?? 0;
+    if (gate.used > 0 || waiting > 0) {
+      throw conflict(`pool ${pool} has ${gate.used} running and ${waiting} waiting tasks`);
+    }
+    this.#gates.delete(id);
+  }
+
+  async gateView(gate: string, waiters: number): Promise<GateView> {
+    const g = this.#gates.get(gate);
+    const list = [...(this.#waiters.get(gate)?.entries() ?? [])]
+      .sort(byKey(([k]) => k))
+      .slice(0, Math.max(0, waiters))
+      .map(([, w]) => ({ waiter: w.waiter, message: { ...w.message } }));
+    return { slots: g?.slots ?? null, used: g?.used ?? 0, waiters: list };
+  }
+
+  async listGates(limit: number): Promise<string[]> {
+    return [...this.#gates.keys()].sort().slice(0, limit);
+  }
+
+  async claimGated(
+    key: TaskKey,
+    t: TaskTransition,
+    gates: readonly Gate[],
+  ): Promise<{ readonly claimed: TaskInstanceRecord } | { readonly full: string }> {
+    const what = `${t.event} ${key.runId}/${key.taskId}`;
+    const ti = this.#task(key);
+    if (!ti) throw notFound(what);
+    const matches =
+      t.event === 'claim' &&
+      ti.status === t.expect.status &&
+      ti.attempt === t.expect.attempt &&
+      ti.leaseToken === t.expect.leaseToken &&
+      (ti.parked ?? null) === (t.unpark ?? null);
+    if (!matches) throw conflict(what, toTask(ti));
+    for (const g of gates) {
+      const gate = this.#gates.get(g.id);
+      const slots = g.slots ?? gate?.slots ?? null;
+      if (!hasRoom({ slots, used: gate?.used ?? 0 })) return { full: g.id };
+    }
+    for (const g of gates) {
+      const gate = this.#gates.get(g.id);
+      if (gate) {
+        gate.used += 1;
+        if (g.slots !== undefined) gate.slots = g.slots;
+      } else this.#gates.set(g.id, { slots: g.slots ?? null, used: 1 });
+    }
+    if (t.unpark) this.#unpark(ti, t.unpark);
+    const claimed = await this.transitionTask(key, { ...t, unpark: null });
+    const state = this.#task(key) as TaskState;
+    state.gates = gates.map((g) => g.id);
+    return { claimed: { ...claimed, gates: [...state.gates] } };
+  }
+
+  async parkTask(ti: TaskInstanceRecord, waiter: string, message: TaskMessage): Promise<boolean> {
+    const t = this.#task(ti);
+    if (!t || t.status !== 'queued' || t.attempt !== ti.attempt || t.leaseToken !== null) {
+      return false;
+    }
+    if (t.parked === waiter) return true;
+    if ((t.parked ?? null) !== (ti.parked ?? null)) return false;
+    if (t.parked) this.#unpark(t, t.parked);
+    const { gate, since } = parseWaiter(waiter);
+    const list = this.#waiters.get(gate) ?? new Map();
+    this.#waiters.set(gate, list);
+    const { dagId, runId, taskId, attempt, dagVersion, executor } = message;
+    list.set(`${since}#${t.dagId}#${t.runId}#${t.taskId}`, {
+      waiter,
+      message: { dagId, runId, taskId, attempt, dagVersion, ...(executor ? { executor } : {}) },
+    });
+    t.parked = waiter;
+    // Out of the reaper's index of queued attempts: it waits on purpose, woken by a free slot.
+    t.due = undefined;
+    return true;
+  }
+
+  #unpark(t: TaskState, waiter: string): void {
+    const { gate, since } = parseWaiter(waiter);
+    this.#waiters.get(gate)?.delete(`${since}#${t.dagId}#${t.runId}#${t.taskId}`);
+    t.parked = null;
   }
 
   #task(key: TaskKey): TaskState | undefined {

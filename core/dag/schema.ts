@@ -29,6 +29,11 @@ export const TRIGGER_RULES = [
 ] as const;
 export type TriggerRule = (typeof TRIGGER_RULES)[number];
 
+/** A pool's name (core/pools). */
+export const POOL_PATTERN = /^(?!\.+$)[A-Za-z0-9_.-]{1,64}$/;
+/** The largest `maxActiveTasks`: a DAG's largest run. */
+export const MAX_ACTIVE_TASKS = 10_000;
+
 const id = (what: string) =>
   z.string().regex(ID_PATTERN, {
     error: (issue) =>
@@ -72,6 +77,13 @@ const taskSettings = {
   // tasks may run up to 7 days.
   timeoutSeconds: z.int().min(1).max(604_800).optional(),
   executor: z.enum(EXECUTORS).optional().describe('lambda (the default) or fargate'),
+  pool: z
+    .string()
+    .regex(POOL_PATTERN, { error: `pool must match ${POOL_PATTERN.source}` })
+    .optional()
+    .describe(
+      'The pool whose slots the task takes while it runs (PUT /v1/pools/{pool}); it waits queued while the pool is full',
+    ),
 };
 
 const schedule = z.strictObject({
@@ -175,6 +187,12 @@ export function dagSchema(
       tags: z.array(z.string().min(1).max(64)).max(50).optional(),
       schedule: schedule.optional(),
       maxActiveRuns: z.int().min(1).max(1000).default(16),
+      maxActiveTasks: z
+        .int()
+        .min(1)
+        .max(MAX_ACTIVE_TASKS)
+        .optional()
+        .describe('The most tasks of this DAG running at once, across its runs'),
       defaults: z.strictObject(taskSettings).default({}),
       params: z.record(z.string(), z.unknown()).default({}),
       tasks: z
@@ -201,6 +219,8 @@ export interface Task extends RetrySettings {
   readonly description?: string | undefined;
   readonly timeoutSeconds: number;
   readonly executor: Executor;
+  /** The pool whose slots its attempts take (core/pools). */
+  readonly pool?: string | undefined;
 }
 
 export interface Schedule {
@@ -219,6 +239,8 @@ export interface Dag {
   readonly tags?: readonly string[] | undefined;
   readonly schedule?: Schedule | undefined;
   readonly maxActiveRuns: number;
+  /** The most of its tasks running at once, across its runs; none when absent. */
+  readonly maxActiveTasks?: number | undefined;
   readonly params: Readonly<Record<string, unknown>>;
   readonly tasks: readonly Task[];
 }

@@ -170,6 +170,7 @@ export function validateDag(value: unknown, options: ValidateOptions = {}): Vali
         TASK_SETTING_DEFAULTS.maxRetryDelaySeconds,
       timeoutSeconds: t.timeoutSeconds ?? d.timeoutSeconds ?? TASK_SETTING_DEFAULTS.timeoutSeconds,
       executor: t.executor ?? d.executor ?? TASK_SETTING_DEFAULTS.executor,
+      pool: t.pool ?? d.pool,
     }),
   );
   if (!options.stored) {

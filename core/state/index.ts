@@ -118,6 +118,10 @@ export interface TaskInstanceState {
   readonly attempt: number;
   /** Set while an attempt is running; the fencing token of the worker that holds it. */
   readonly leaseToken: string | null;
+  /** The gates (core/pools) whose slots the running attempt holds; absent when none. */
+  readonly gates?: readonly string[] | null;
+  /** Set while a queued attempt waits at a full gate: where (core/pools waiterOf). */
+  readonly parked?: string | null;
 }
 
 /**
@@ -175,6 +179,16 @@ export interface TaskTransition {
   };
   readonly at: string;
   /**
+   * The write ends a running attempt: it gives back the slots of these gates (core/pools), in
+   * the same atomic write, and is refused unless the attempt holds exactly these.
+   */
+  readonly release?: readonly string[];
+  /**
+   * The write takes a queued attempt out of `queued`: it removes the attempt from the gate it
+   * waits at, this one (null: none), and is refused unless the attempt waits exactly there.
+   */
+  readonly unpark?: string | null;
+  /**
    * Only if the lease expired before this time (ISO): the reaper's condition, so that a worker
    * that renewed its lease after the reaper read it keeps its attempt.
    */
@@ -197,6 +211,14 @@ function transition(
     expect: { status: current.status, attempt: current.attempt, leaseToken: current.leaseToken },
     set,
     at: at.toISOString(),
+    // A gate's count moves with the attempts it counts: what a running attempt holds goes back
+    // with its end, and a waiting attempt leaves its gate's waiters with its claim or cancel.
+    ...(current.status === 'running' && set.status !== 'running'
+      ? { release: current.gates ?? [] }
+      : {}),
+    ...(current.status === 'queued' && set.status !== 'queued'
+      ? { unpark: current.parked ?? null }
+      : {}),
   };
 }
 

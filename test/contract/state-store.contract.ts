@@ -1759,5 +1759,157 @@ export function stateStoreContract(
         expect(await store.findQueuedBefore(later(2), 10)).toHaveLength(2);
       });
     });
+
+    describe('pools and gates', () => {
+      const message = (k: TaskKey) => ({
+        dagId: k.dagId,
+        runId: k.runId,
+        taskId: k.taskId,
+        attempt: 1,
+        dagVersion: 1,
+      });
+
+      /** A run of `n` tasks, every one queued (attempt 1) at `since` seconds + its index. */
+      async function queuedTasks(n: number, since = 0) {
+        const { run } = await store.createRun(newRun(n));
+        const out: TaskInstanceRecord[] = [];
+        for (let i = 0; i < n; i++) {
+          const k = key(run.runId, `t${i}`);
+          out.push(await store.transitionTask(k, queueTask(await task(k), later(since + i))));
+        }
+        return out;
+      }
+
+      it('creates, lists, resizes and deletes a pool', async () => {
+        const pool = uid('pool');
+        await store.putPool(pool, 3, t0);
+        expect((await store.listPools()).find((p) => p.pool === pool)).toEqual({
+          pool,
+          slots: 3,
+          used: 0,
+          queued: 0,
+        });
+        await store.putPool(pool, 1, t0);
+        expect((await store.listPools()).find((p) => p.pool === pool)?.slots).toBe(1);
+        await store.deletePool(pool);
+        expect((await store.listPools()).find((p) => p.pool === pool)).toBeUndefined();
+        expect(await rejection(store.deletePool(pool))).toBeInstanceOf(NotFoundError);
+      });
+
+      it('a gated claim takes a slot in the same write; a full gate writes nothing', async () => {
+        const pool = uid('pool');
+        await store.putPool(pool, 1, t0);
+        const gates = [{ id: `pool:${pool}` }];
+        const [a, b] = await queuedTasks(2);
+        if (!a || !b) throw new Error('no tasks');
+        const first = await store.claimGated(a, claimTask(a, 'la', 60, t0), gates);
+        expect('claimed' in first && first.claimed).toMatchObject({
+          status: 'running',
+          gates: [`pool:${pool}`],
+        });
+        expect(await store.claimGated(b, claimTask(b, 'lb', 60, t0), gates)).toEqual({
+          full: `pool:${pool}`,
+        });
+        expect(await task(b)).toMatchObject({ status: 'queued', leaseToken: null });
+        expect((await store.gateView(`pool:${pool}`, 5)).used).toBe(1);
+        // The end gives the slot back with the outcome, and only an end that says so.
+        const running = await task(a);
+        const stale = { ...running, gates: null };
+        expect(
+          await rejection(store.transitionTask(a, finishTask(stale, { ok: true }, later(1)))),
+        ).toBeInstanceOf(ConflictError);
+        const done = await store.transitionTask(a, finishTask(running, { ok: true }, later(1)));
+        expect(done.status).toBe('success');
+        expect(done.gates).toBeUndefined();
+        expect((await store.gateView(`pool:${pool}`, 5)).used).toBe(0);
+        const second = await store.claimGated(b, claimTask(b, 'lb', 60, t0), gates);
+        expect('claimed' in second).toBe(true);
+        // A running attempt in the reaper's view by its lease, as any claimed one.
+        expect((await store.findExpiredLeases(later(9999), 10)).map((t) => t.taskId)).toContain(
+          't1',
+        );
+      });
+
+      it('a pool that does not exist has no room; a DAG cap is made by its first claim', async () => {
+        const [a, b, c] = await queuedTasks(3);
+        if (!a || !b || !c) throw new Error('no tasks');
+        const missing = `pool:${uid('none')}`;
+        expect(await store.claimGated(a, claimTask(a, 'l', 60, t0), [{ id: missing }])).toEqual({
+          full: missing,
+        });
+        const cap = `dag:${dagId}`;
+        const gates = [{ id: cap, slots: 2 }];
+        expect('claimed' in (await store.claimGated(a, claimTask(a, 'la', 60, t0), gates))).toBe(
+          true,
+        );
+        expect('claimed' in (await store.claimGated(b, claimTask(b, 'lb', 60, t0), gates))).toBe(
+          true,
+        );
+        expect(await store.claimGated(c, claimTask(c, 'lc', 60, t0), gates)).toEqual({ full: cap });
+        expect(await store.gateView(cap, 5)).toEqual({ slots: 2, used: 2, waiters: [] });
+        expect(await store.listGates(1000)).toContain(cap);
+        // Cancelling a running attempt gives its slot back too.
+        const ra = await task(a);
+        await store.transitionTask(a, cancelTask(ra, later(1)));
+        expect((await store.gateView(cap, 5)).used).toBe(1);
+      });
+
+      it('parks a queued attempt in readiness order, out of the reaper’s view, until claimed or cancelled', async () => {
+        const pool = uid('pool');
+        await store.putPool(pool, 0, t0);
+        const gate = `pool:${pool}`;
+        const [a, b, c] = await queuedTasks(3);
+        if (!a || !b || !c) throw new Error('no tasks');
+        // Parked in another order than they became ready: listed oldest first.
+        for (const ti of [c, a, b]) {
+          expect(await store.parkTask(ti, `${gate}@${ti.queuedAt}`, message(ti))).toBe(true);
+        }
+        const view = await store.gateView(gate, 10);
+        expect(view.waiters.map((w) => w.message.taskId)).toEqual(['t0', 't1', 't2']);
+        expect(view.waiters[0]?.message).toEqual(message(a));
+        expect(await store.findQueuedBefore(later(9999), 10)).toEqual([]);
+        expect((await store.listPools()).find((p) => p.pool === pool)?.queued).toBe(3);
+        expect(await rejection(store.deletePool(pool))).toBeInstanceOf(ConflictError);
+        // Parked: a plain claim (from an old delivery) is refused; a gated one takes it out.
+        const pa = await task(a);
+        expect(pa.parked).toBe(`${gate}@${a.queuedAt}`);
+        expect(
+          await rejection(store.transitionTask(a, claimTask({ ...pa, parked: null }, 'x', 60, t0))),
+        ).toBeInstanceOf(ConflictError);
+        await store.putPool(pool, 1, t0);
+        const claimed = await store.claimGated(a, claimTask(pa, 'la', 60, t0), [{ id: gate }]);
+        expect('claimed' in claimed && claimed.claimed.parked).toBeUndefined();
+        // Cancelled while waiting: it leaves the waiters.
+        await store.transitionTask(b, cancelTask(await task(b), later(1)));
+        expect((await store.gateView(gate, 10)).waiters.map((w) => w.message.taskId)).toEqual([
+          't2',
+        ]);
+        // A park from a stale read (it moved on) writes nothing.
+        expect(await store.parkTask(b, `${gate}@${b.queuedAt}`, message(b))).toBe(false);
+      });
+
+      it('50 concurrent gated claims on a 5-slot pool: exactly 5 claim it', async () => {
+        const pool = uid('pool');
+        await store.putPool(pool, 5, t0);
+        const gates = [{ id: `pool:${pool}` }];
+        const tis = await queuedTasks(50);
+        const results = await Promise.allSettled(
+          tis.map((ti, i) => store.claimGated(ti, claimTask(ti, `l${i}`, 60, t0), gates)),
+        );
+        const claimed = results.filter((r) => r.status === 'fulfilled' && 'claimed' in r.value);
+        // A claim refused for a concurrent transaction (DynamoDB's TransactionConflict) is a
+        // retryable error: never a claim past the slots.
+        const refused = results.filter(
+          (r) => r.status === 'rejected' && !(r.reason as { retryable?: boolean }).retryable,
+        );
+        expect(refused).toEqual([]);
+        expect(claimed.length).toBe(5);
+        const running = (await store.listTaskInstances(dagId, tis[0]?.runId ?? '')).filter(
+          (t) => t.status === 'running',
+        );
+        expect(running.length).toBe(5);
+        expect((await store.gateView(`pool:${pool}`, 1)).used).toBe(5);
+      });
+    });
   });
 }

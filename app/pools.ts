@@ -1,0 +1,136 @@
+import { ConflictError, NotFoundError, ThrottledError } from '../core/errors.ts';
+import {
+  type Gate,
+  hasRoom,
+  parseWaiter,
+  poolGate,
+  waiterOf,
+  wakeable,
+} from '../core/pools/index.ts';
+import type { PoolRecord, TaskInstanceRecord, TaskMessage } from '../core/ports.ts';
+import { claimTask } from '../core/state/index.ts';
+import type { Deps } from './deps.ts';
+
+/** Waiters read per wake: as many as a pool's slots that one change can free, within reason. */
+const WAKE_BATCH = 25;
+/** Tries of a gated claim that keeps meeting a change of the same items (then the queue's retry). */
+const CLAIM_ROUNDS = 4;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The message as the queue carries a task attempt, without a wake's fields. */
+function plain(msg: TaskMessage): TaskMessage {
+  const { dagId, runId, taskId, attempt, dagVersion, executor } = msg;
+  return { dagId, runId, taskId, attempt, dagVersion, ...(executor ? { executor } : {}) };
+}
+
+/**
+ * Starts the oldest attempts waiting at a gate, as many as it has free slots: their messages go
+ * back to the queue, each with its place and a wake id of its own. Sending more than the free
+ * slots take (two wakes at once) costs a refused claim each, nothing more.
+ */
+export async function wake(deps: Deps, gate: string): Promise<number> {
+  const view = await deps.store.gateView(gate, WAKE_BATCH);
+  const n = wakeable(view, view.waiters.length);
+  if (n === 0) return 0;
+  await deps.dispatcher.dispatch(
+    view.waiters
+      .slice(0, n)
+      .map((w) => ({ ...plain(w.message), waiter: w.waiter, wake: deps.newId() })),
+  );
+  return n;
+}
+
+/**
+ * Slots were given back: wake the waiters they free. Best effort: a wake lost here (the worker
+ * died, the queue refused) is made by the reaper's next look at the gates.
+ */
+export async function released(deps: Deps, gates: readonly string[] | null | undefined) {
+  for (const gate of gates ?? []) {
+    await wake(deps, gate).catch((e: unknown) => {
+      console.error(`could not wake the tasks waiting at ${gate}: ${(e as Error).message}`);
+    });
+  }
+}
+
+/**
+ * Claims an attempt that passes gates (a pool, its DAG's `maxActiveTasks`): the claim and a slot
+ * of each gate in one write. An attempt that finds a gate full, or older attempts waiting at it,
+ * parks there, out of the queue, and its message is done with: it costs nothing while it waits,
+ * and the end of a running attempt wakes the oldest waiter. Throws as a plain claim does
+ * (ConflictError with the task instance, NotFoundError) when the attempt is not claimable.
+ */
+export async function claimThroughGates(
+  deps: Deps,
+  msg: TaskMessage,
+  gates: readonly Gate[],
+  leaseSeconds: number,
+): Promise<TaskInstanceRecord | 'waiting'> {
+  for (let round = 1; ; round++) {
+    // A woken attempt tries at once; a newcomer first looks whether others wait before it.
+    const [ti, ...views] = await Promise.all([
+      deps.store.getTaskInstance(msg),
+      ...(msg.waiter ? [] : gates.map((g) => deps.store.gateView(g.id, 1))),
+    ]);
+    if (!ti) throw new NotFoundError(`task ${msg.taskId} of run ${msg.runId}: not found`);
+    if (ti.status !== 'queued' || ti.attempt !== msg.attempt || ti.leaseToken !== null) {
+      throw new ConflictError(`claim ${msg.runId}/${msg.taskId}: it moved on`, ti);
+    }
+    // It waits, and this is not the wake of where it waits: an earlier delivery. Its wake comes.
+    if (ti.parked && ti.parked !== msg.waiter) return 'waiting';
+    const since = ti.queuedAt ?? deps.clock().toISOString();
+    let full = gates.find((g, i) => {
+      const view = views[i];
+      if (!view) return false;
+      const head = view.waiters[0];
+      const before =
+        head !== undefined &&
+        parseWaiter(head.waiter).since <= since &&
+        !(head.message.runId === msg.runId && head.message.taskId === msg.taskId);
+      return before || !hasRoom({ slots: g.slots ?? view.slots, used: view.used });
+    })?.id;
+    if (full === undefined) {
+      try {
+        const r = await deps.store.claimGated(
+          msg,
+          claimTask(ti, deps.newId(), leaseSeconds, deps.clock()),
+          gates,
+        );
+        if ('claimed' in r) return r.claimed;
+        full = r.full;
+      } catch (e) {
+        // Two claims on one gate at once (DynamoDB cancels one transaction): read again.
+        if (e instanceof ThrottledError && round < CLAIM_ROUNDS) {
+          await sleep(20 * round * (1 + deps.random()));
+          continue;
+        }
+        if (e instanceof ConflictError && round < CLAIM_ROUNDS) continue;
+        throw e;
+      }
+    }
+    if (await deps.store.parkTask(ti, waiterOf(full, since), plain(msg))) {
+      // A slot freed between the look and the park would wake nobody: look once more.
+      await wake(deps, full);
+      return 'waiting';
+    }
+    if (round >= CLAIM_ROUNDS) return 'waiting';
+  }
+}
+
+/** Pools (DESIGN.md section 5): create or resize, then start what the new slots allow. */
+export async function putPool(deps: Deps, pool: string, slots: number): Promise<PoolRecord> {
+  await deps.store.putPool(pool, slots, deps.clock());
+  await wake(deps, poolGate(pool));
+  const found = (await deps.store.listPools()).find((p) => p.pool === pool);
+  return found ?? { pool, slots, used: 0, queued: 0 };
+}
+
+/**
+ * The reaper's look at every gate: wakes the waiters that free slots let start, where the wake
+ * that should have come was lost (a worker that died between an attempt's end and its wake).
+ */
+export async function wakeGates(deps: Deps, limit: number): Promise<number> {
+  let woken = 0;
+  for (const gate of await deps.store.listGates(limit)) woken += await wake(deps, gate);
+  return woken;
+}
