@@ -365,3 +365,81 @@ describe('a gate’s count (property)', () => {
     );
   });
 });
+
+describe('a task waiting for a slot', () => {
+  /**
+   * Store calls and queue sends made for a waiting attempt, from its delivery to its claim; and
+   * what the reaper's passes meanwhile sent or changed for it.
+   */
+  async function waitCost(reaperPasses: number) {
+    const s = await setup({ slots: 1, tasks: 2 });
+    const calls: string[] = [];
+    const reaperCalls: string[] = [];
+    let counting: string[] | undefined;
+    const counted = new Proxy(s.deps.store, {
+      get(target, prop, receiver) {
+        const v = Reflect.get(target, prop, receiver);
+        if (typeof v !== 'function') return v;
+        return (...args: unknown[]) => {
+          counting?.push(String(prop));
+          return v.apply(target, args);
+        };
+      },
+    });
+    const deps: MemoryDeps = { ...s.deps, store: counted };
+    const send = deps.dispatcher.dispatch.bind(deps.dispatcher);
+    deps.dispatcher.dispatch = async (m) => {
+      if (m.length > 0) counting?.push('sqs.send');
+      return send(m);
+    };
+    const [first, second] = s.deps.dispatcher.takeAll();
+    if (!first || !second) throw new Error('two messages expected');
+    // Leases longer than the wait: only the end of the first task frees the slot.
+    const patient = { ...worker, leaseSeconds: 3600 };
+    void executeTask(deps, first, patient);
+    await flush();
+    counting = calls;
+    expect(await executeTask(deps, second, patient)).toBe('waiting');
+    counting = reaperCalls;
+    for (let pass = 0; pass < reaperPasses; pass++) {
+      s.clock.advance(10);
+      await reap(deps, { queuedGraceSeconds: 1, retryGraceSeconds: 1, limit: 100 });
+    }
+    counting = calls;
+    const [held] = s.held.values();
+    held?.('success');
+    await flush();
+    const woken = s.deps.dispatcher.take();
+    expect(woken?.taskId).toBe('t1');
+    void executeTask(deps, woken as TaskMessage, patient);
+    await flush();
+    counting = undefined;
+    expect((await s.running()).map((t) => t.taskId)).toEqual(['t1']);
+    return { calls, reaperCalls };
+  }
+
+  it('costs a bounded number of requests, however long it waits', async () => {
+    const short = await waitCost(0);
+    const long = await waitCost(20);
+    expect(long.calls).toEqual(short.calls);
+    // The reaper's passes send nothing for it and write nothing: they read the gate once each.
+    expect(long.reaperCalls).not.toContain('sqs.send');
+    expect(long.reaperCalls.filter((c) => c === 'gateView').length).toBe(20);
+    expect(long.reaperCalls.filter((c) => /transition|park|claim/.test(c))).toEqual([]);
+    // Parking (read the task and its gate, park, look again); the end of the running task (its
+    // outcome write gives the slot back: the first task's own cost), then its wake (read the
+    // gate, one send); the claim (read the task, claim with the slot).
+    expect(short.calls).toEqual([
+      'getTaskInstance',
+      'gateView',
+      'parkTask',
+      'gateView',
+      'transitionTask',
+      'gateView',
+      'sqs.send',
+      'recordTaskFinished',
+      'getTaskInstance',
+      'claimGated',
+    ]);
+  });
+});
