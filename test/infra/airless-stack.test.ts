@@ -24,6 +24,9 @@ const DESIGN_ROUTES = [
   'GET /v1/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/output',
   'POST /v1/dags/{dag_id}/backfills',
   'GET /v1/dags/{dag_id}/backfills/{backfill_id}',
+  'PUT /v1/pools/{pool}',
+  'GET /v1/pools',
+  'DELETE /v1/pools/{pool}',
   'GET /v1/import-errors',
   'GET /v1/health',
 ];
