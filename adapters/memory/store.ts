@@ -942,7 +942,7 @@ export class MemoryStateStore implements StateStore {
 
   async parkTask(ti: TaskInstanceRecord, waiter: string, message: TaskMessage): Promise<boolean> {
     const t = this.#task(ti);
-    if (!t || t.status !== 'queued' || t.attempt !== ti.attempt || t.leaseToken !== null) {
+    if (t?.status !== 'queued' || t.attempt !== ti.attempt || t.leaseToken !== null) {
       return false;
     }
     if (t.parked === waiter) return true;
