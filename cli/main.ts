@@ -5,6 +5,7 @@ import { type ValidationResult, validateDagText } from '../core/dag/index.ts';
 import { registerBackfill } from './backfill.ts';
 import { registerDags } from './dags.ts';
 import { registerLogs } from './logs.ts';
+import { registerPools } from './pools.ts';
 import { registerRuns } from './runs.ts';
 import { CliError, type Io, Session } from './session.ts';
 import { registerUi } from './ui.ts';
@@ -119,6 +120,7 @@ function program(io: Io, setExit: (code: number) => void): { cli: Command; sessi
   registerDags(cli, session);
   registerRuns(cli, session);
   registerBackfill(cli, session);
+  registerPools(cli, session);
   registerLogs(cli, session);
   registerUi(cli, session);
   return { cli, session };

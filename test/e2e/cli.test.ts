@@ -428,6 +428,30 @@ describe('airless against the deployed local stack', () => {
     expect(refused.stderr).toContain('$.to');
   });
 
+  it('pools set, list and delete; bad names and slots are usage errors', async () => {
+    const pool = `cli_pool_${Math.random().toString(36).slice(2, 10)}`;
+    const set = await airless(['pools', 'set', pool, '3']);
+    expect(set.code, set.stderr).toBe(0);
+    expect(set.stdout).toBe(`${pool}: 3 slots, 0 used, 0 waiting\n`);
+    const list = await airless(['pools', 'list']);
+    expect(list.code).toBe(0);
+    expect(list.stdout).toMatch(new RegExp(`${pool}\\s+3\\s+0\\s+0`));
+    const json = await airless(['pools', 'list', '--json']);
+    expect(JSON.parse(json.stdout).pools).toContainEqual({ pool, slots: 3, used: 0, queued: 0 });
+    for (const args of [
+      ['pools', 'set', 'no spaces!', '1'],
+      ['pools', 'set', pool, '-1'],
+      ['pools', 'set', pool, 'two'],
+    ]) {
+      const bad = await airless(args);
+      expect(bad.code, args.join(' ')).toBe(2);
+    }
+    expect((await airless(['pools', 'delete', pool])).stdout).toBe(`${pool} deleted\n`);
+    const gone = await airless(['pools', 'delete', pool]);
+    expect(gone.code).toBe(1);
+    expect(gone.stderr).toContain('not found');
+  });
+
   it('dags delete removes the DAG; then it is not found', async () => {
     const r = await airless(['dags', 'delete', ok]);
     expect(r).toMatchObject({ code: 0, stdout: `${ok} deleted\n` });
