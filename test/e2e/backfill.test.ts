@@ -153,4 +153,43 @@ describe('backfills', () => {
     expect(runs.length).toBeGreaterThanOrEqual(1);
     expect(runs.filter((t) => t < before)).toEqual([]);
   });
+  it('catchup off: pause, then unpause, runs only the latest missed time', async () => {
+    const minute = 60_000;
+    const dagId = uniqueDagId('e2e_catchup_unpause');
+    const tasks = [{ taskId: 't', operator: 'noop' }];
+    // A first version that misses nothing soon, paused at once.
+    expect(
+      (
+        await api.request('POST', '/v1/dags', {
+          dagId,
+          schedule: { cron: '0 0 1 1 *' },
+          tasks,
+        })
+      ).status,
+    ).toBe(201);
+    await api.request('PATCH', `/v1/dags/${dagId}`, { paused: true });
+    // While paused, a version whose schedule has missed ten minutes: nothing is created yet.
+    const before = Math.floor(Date.now() / minute) * minute;
+    const v2 = await api.request('POST', '/v1/dags', {
+      dagId,
+      schedule: { cron: '* * * * *', startDate: new Date(before - 10 * minute).toISOString() },
+      tasks,
+    });
+    expect(v2.status).toBe(201);
+    const runs = async () =>
+      (
+        await api.request<{ runs: { logicalDate: string; runId: string }[] }>(
+          'GET',
+          `/v1/dags/${dagId}/runs?limit=100`,
+        )
+      ).body.runs.map((r) => Date.parse(r.logicalDate));
+    expect(await runs()).toEqual([]);
+    await api.request('PATCH', `/v1/dags/${dagId}`, { paused: false });
+    const after = await runs();
+    await api.request('PATCH', `/v1/dags/${dagId}`, { paused: true });
+    // The latest missed time (the minute may have turned since \`before\`), none of the ten before.
+    expect(after.length).toBeGreaterThanOrEqual(1);
+    expect(after.filter((t) => t < before)).toEqual([]);
+    expect(after.every((t) => t % minute === 0)).toBe(true);
+  });
 });
