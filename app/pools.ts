@@ -11,8 +11,9 @@ import type { PoolRecord, TaskInstanceRecord, TaskMessage } from '../core/ports.
 import { claimTask } from '../core/state/index.ts';
 import type { Deps } from './deps.ts';
 
-/** Waiters read per wake: as many as a pool's slots that one change can free, within reason. */
+/** Waiters read per wake: more than one end frees; a pool grown more reads up to MAX_WAKE. */
 const WAKE_BATCH = 25;
+const MAX_WAKE = 1000;
 /** Tries of a gated claim that keeps meeting a change of the same items (then the queue's retry). */
 const CLAIM_ROUNDS = 4;
 
@@ -30,7 +31,11 @@ function plain(msg: TaskMessage): TaskMessage {
  * slots take (two wakes at once) costs a refused claim each, nothing more.
  */
 export async function wake(deps: Deps, gate: string): Promise<number> {
-  const view = await deps.store.gateView(gate, WAKE_BATCH);
+  let view = await deps.store.gateView(gate, WAKE_BATCH);
+  // More free slots than waiters read (a pool grown by a hundred): read as many as fit.
+  if (view.waiters.length === WAKE_BATCH && wakeable(view, WAKE_BATCH + 1) > WAKE_BATCH) {
+    view = await deps.store.gateView(gate, Math.min(MAX_WAKE, wakeable(view, MAX_WAKE)));
+  }
   const n = wakeable(view, view.waiters.length);
   if (n === 0) return 0;
   await deps.dispatcher.dispatch(
@@ -93,7 +98,7 @@ export async function claimThroughGates(
       try {
         const r = await deps.store.claimGated(
           msg,
-          claimTask(ti, deps.newId(), leaseSeconds, deps.clock()),
+          { ...claimTask(ti, deps.newId(), leaseSeconds, deps.clock()), from: ti },
           gates,
         );
         if ('claimed' in r) return r.claimed;
@@ -109,8 +114,11 @@ export async function claimThroughGates(
       }
     }
     if (await deps.store.parkTask(ti, waiterOf(full, since), plain(msg))) {
-      // A slot freed between the look and the park would wake nobody: look once more.
+      // A slot freed between the look and the park would wake nobody: look once more. Moved
+      // from another gate (woken there, full here), it leaves a slot there for the next waiter.
       await wake(deps, full);
+      const left = ti.parked ? parseWaiter(ti.parked).gate : undefined;
+      if (left !== undefined && left !== full) await wake(deps, left);
       return 'waiting';
     }
     if (round >= CLAIM_ROUNDS) return 'waiting';
@@ -119,18 +127,21 @@ export async function claimThroughGates(
 
 /** Pools (DESIGN.md section 5): create or resize, then start what the new slots allow. */
 export async function putPool(deps: Deps, pool: string, slots: number): Promise<PoolRecord> {
-  await deps.store.putPool(pool, slots, deps.clock());
+  const record = await deps.store.putPool(pool, slots, deps.clock());
   await wake(deps, poolGate(pool));
-  const found = (await deps.store.listPools()).find((p) => p.pool === pool);
-  return found ?? { pool, slots, used: 0, queued: 0 };
+  return record;
 }
 
 /**
- * The reaper's look at every gate: wakes the waiters that free slots let start, where the wake
- * that should have come was lost (a worker that died between an attempt's end and its wake).
+ * The reaper's look at the gates that have had a waiter for `graceSeconds`: wakes those that
+ * free slots let start, where the wake that should have come was lost (a worker that died
+ * between an attempt's end and its wake). One read per such gate; none for the others.
  */
-export async function wakeGates(deps: Deps, limit: number): Promise<number> {
+export async function wakeGates(deps: Deps, graceSeconds: number, limit: number): Promise<number> {
+  const before = new Date(deps.clock().getTime() - graceSeconds * 1000);
   let woken = 0;
-  for (const gate of await deps.store.listGates(limit)) woken += await wake(deps, gate);
+  for (const gate of await deps.store.findWaitingGates(before, limit)) {
+    woken += await wake(deps, gate);
+  }
   return woken;
 }

@@ -159,7 +159,7 @@ export async function reap(deps: Deps, opts: ReapOptions): Promise<ReapReport> {
   const backfillRunsCreated = await continueBackfills(deps, opts.limit);
 
   // Gates with free slots and waiters: one read per gate, a send only where a wake was lost.
-  const waitersWoken = await wakeGates(deps, opts.limit);
+  const waitersWoken = await wakeGates(deps, opts.queuedGraceSeconds, opts.limit);
 
   return {
     expiredLeases,

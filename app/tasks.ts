@@ -1,7 +1,7 @@
 import type { Dag, Task } from '../core/dag/schema.ts';
 import { AirlessError, ConflictError, NotFoundError, UnrecoverableError } from '../core/errors.ts';
 import { Metric } from '../core/metric-names.ts';
-import { type Gate, gatesOf } from '../core/pools/index.ts';
+import { type Gate, gatesOf, parseWaiter } from '../core/pools/index.ts';
 import type { TaskInstanceRecord, TaskMessage } from '../core/ports.ts';
 import { nextRetryAt } from '../core/retry/index.ts';
 import {
@@ -113,7 +113,11 @@ export async function executeTask(
         const r = await claimThroughGates(deps, msg, gates, opts.leaseSeconds);
         if (r === 'waiting') return 'waiting';
         current = r;
-      } else current = await claim(deps, msg, opts);
+      } else {
+        current = await claim(deps, msg, opts);
+        // Taken out of its gate's waiters without a slot (see claim): the next one goes on.
+        if (msg.waiter) await released(deps, [parseWaiter(msg.waiter).gate]);
+      }
     } catch (e) {
       if (e instanceof NotFoundError) return 'not_claimed';
       if (!(e instanceof ConflictError)) throw e;
@@ -149,7 +153,14 @@ async function gatesFor(deps: Deps, msg: TaskMessage): Promise<Gate[]> {
 }
 
 function claim(deps: Deps, msg: TaskMessage, opts: ExecuteOptions): Promise<TaskInstanceRecord> {
-  const expected = { status: 'queued' as const, attempt: msg.attempt, leaseToken: null };
+  // A woken attempt whose gates cannot be known (its DAG version is unreadable) is claimed out
+  // of its gate's waiters, to fail for that reason, rather than stay first in line for ever.
+  const expected = {
+    status: 'queued' as const,
+    attempt: msg.attempt,
+    leaseToken: null,
+    parked: msg.waiter ?? null,
+  };
   return deps.store.transitionTask(
     msg,
     claimTask(expected, deps.newId(), opts.leaseSeconds, deps.clock()),

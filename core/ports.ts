@@ -360,7 +360,7 @@ export interface StateStore {
   getDeferral(name: string): Promise<AttemptRef | undefined>;
 
   /** Creates a pool or sets its slots; fewer than it uses lets them finish and starts none. */
-  putPool(pool: string, slots: number, at: Date): Promise<void>;
+  putPool(pool: string, slots: number, at: Date): Promise<PoolRecord>;
   /** Every pool, by name, with the slots in use and the attempts waiting. */
   listPools(): Promise<PoolRecord[]>;
   /**
@@ -370,8 +370,11 @@ export interface StateStore {
   deletePool(pool: string): Promise<void>;
   /** A gate's slots and use, and its first `waiters` waiting attempts, read consistently. */
   gateView(gate: string, waiters: number): Promise<GateView>;
-  /** The gates that have ever counted an attempt (the reaper's view). */
-  listGates(limit: number): Promise<string[]>;
+  /**
+   * The gates with an attempt waiting since before `before` (the reaper's view, from the
+   * deadline index: its cost does not grow with the number of gates).
+   */
+  findWaitingGates(before: Date, limit: number): Promise<string[]>;
   /**
    * Claims a queued attempt that passes gates (transition: core/state claimTask) and takes one
    * slot of each gate, in one atomic write: with no room in a gate (or a pool that does not

@@ -11,7 +11,12 @@ import {
   UpdateCommand,
 } from '@aws-sdk/lib-dynamodb';
 import { unmarshall } from '@aws-sdk/util-dynamodb';
-import { ConflictError, NotFoundError, ValidationError } from '../../core/errors.ts';
+import {
+  ConflictError,
+  NotFoundError,
+  ThrottledError,
+  ValidationError,
+} from '../../core/errors.ts';
 import { type Gate, parseWaiter, poolGate, poolOfGate } from '../../core/pools/index.ts';
 import type {
   AttemptRef,
@@ -180,6 +185,67 @@ export function toTask(i: Item): TaskInstanceRecord {
     ...(Array.isArray(i.gates) && i.gates.length > 0 ? { gates: i.gates as string[] } : {}),
     ...(typeof i.parked === 'string' ? { parked: i.parked } : {}),
   };
+}
+
+/** Tries of a transaction that DynamoDB cancels for a concurrent one on the same item. */
+const TRANSACT_TRIES = 6;
+
+/** Whether a transaction was cancelled only for a concurrent one (no condition failed). */
+function conflicted(e: ThrottledError): boolean {
+  const reasons =
+    (e.cause as { CancellationReasons?: { Code?: string }[] } | undefined)?.CancellationReasons ??
+    [];
+  return (
+    reasons.some((r) => r.Code === 'TransactionConflict') &&
+    reasons.every((r) => r.Code === 'TransactionConflict' || r.Code === 'None' || !r.Code)
+  );
+}
+
+/**
+ * A task instance as a transition leaves it, from the item as its writer read it: what a
+ * transaction (which returns nothing) wrote, without reading it again (a read could see a later
+ * write, a clear say, instead of this one).
+ */
+function applied(before: TaskInstanceRecord, t: TaskTransition): TaskInstanceRecord {
+  const s = t.set;
+  const keep = <T>(v: T | undefined, old: T): T => (v === undefined ? old : v);
+  const next: Record<string, unknown> = {
+    ...before,
+    status: s.status,
+    attempt: s.attempt,
+    leaseToken: s.leaseToken,
+    leaseExpiresAt: keep(s.leaseExpiresAt, before.leaseExpiresAt),
+    retryAt: keep(s.retryAt, before.retryAt),
+    startTime: keep(s.startTime, before.startTime),
+    endTime: keep(s.endTime, before.endTime),
+    error: keep(s.error, before.error),
+    retryBase: keep(s.retryBase, before.retryBase),
+    deferred: keep(s.deferred, before.deferred),
+    output: keep(s.output, before.output),
+    outputKey: keep(s.outputKey, before.outputKey),
+    queuedAt: s.status === 'queued' ? t.at : before.queuedAt,
+  };
+  if (s.log === null) {
+    delete next.log;
+    delete next.logAttempt;
+  } else if (s.log !== undefined) {
+    next.log = s.log;
+    next.logAttempt = s.logAttempt ?? 0;
+  }
+  if (s.advanceInline) next.advanceInline = true;
+  else delete next.advanceInline;
+  if (s.past) next.history = [...(before.history ?? []), s.past];
+  if (t.release !== undefined) delete next.gates;
+  if (t.unpark !== undefined) delete next.parked;
+  return next as unknown as TaskInstanceRecord;
+}
+
+/** The writer's read of the task instance, if the transition carries a whole one. */
+function before(t: TaskTransition): TaskInstanceRecord | undefined {
+  const f = t.from as Partial<TaskInstanceRecord> | undefined;
+  return f && typeof f.dagId === 'string' && typeof f.generation === 'number'
+    ? (f as TaskInstanceRecord)
+    : undefined;
 }
 
 /** A gate's waiter item's sort key: ordered by when the attempt became ready, then by task. */
@@ -835,7 +901,8 @@ export class DynamoStateStore implements StateStore {
       })),
       ...(t.unpark ? [{ Delete: { TableName: this.table, Key: waiterKey(t.unpark, key) } }] : []),
     ]);
-    return this.#readTask(key, what);
+    const read = before(t);
+    return read ? applied(read, t) : this.#readTask(key, what);
   }
 
   /** The update of a task-instance transition and its condition (see transitionTask). */
@@ -922,9 +989,20 @@ export class DynamoStateStore implements StateStore {
       ...rest,
     ];
     try {
-      await aws(what, () =>
-        this.db.send(new TransactWriteCommand({ TransactItems: items as typeof actions })),
-      );
+      // Two transactions on one item at once (a busy gate): DynamoDB cancels one with
+      // TransactionConflict, which the SDK does not retry. The conditions make a repeat harmless.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await aws(what, () =>
+            this.db.send(new TransactWriteCommand({ TransactItems: items as typeof actions })),
+          );
+          return;
+        } catch (e) {
+          if (!(e instanceof ThrottledError) || !conflicted(e) || attempt >= TRANSACT_TRIES)
+            throw e;
+          await sleep(Math.random() * 25 * 2 ** attempt);
+        }
+      }
     } catch (e) {
       if (!(e instanceof ConflictError)) throw e;
       const reasons =
@@ -944,14 +1022,15 @@ export class DynamoStateStore implements StateStore {
     return toTask(i);
   }
 
-  async putPool(pool: string, slots: number, at: Date): Promise<void> {
+  async putPool(pool: string, slots: number, at: Date): Promise<PoolRecord> {
     const id = poolGate(pool);
     const u = new Update()
       .set('slots', slots)
       .set('gsi3pk', 'GATES')
       .set('gsi3sk', id)
       .set('updatedAt', at.toISOString());
-    await this.#update(u.input(this.table, keys.gate(id)), `pool ${pool}`);
+    const item = await this.#update(u.input(this.table, keys.gate(id)), `pool ${pool}`);
+    return { pool, slots, used: num(item.used), queued: await this.#waiting(id) };
   }
 
   async listPools(): Promise<PoolRecord[]> {
@@ -1061,14 +1140,9 @@ export class DynamoStateStore implements StateStore {
     };
   }
 
-  async listGates(limit: number): Promise<string[]> {
-    const items = await this.#queryAll('list gates', 10, {
-      IndexName: GSI3,
-      KeyConditionExpression: 'gsi3pk = :p',
-      ExpressionAttributeValues: { ':p': 'GATES' },
-      ProjectionExpression: 'gsi3sk',
-    });
-    return items.map((i) => i.gsi3sk as string).slice(0, limit);
+  async findWaitingGates(before: Date, limit: number): Promise<string[]> {
+    const items = await this.#dueItems('WAIT', before, limit);
+    return [...new Set(items.map((i) => parseWaiter(i.waiter as string).gate))];
   }
 
   async claimGated(
@@ -1086,7 +1160,7 @@ export class DynamoStateStore implements StateStore {
       gates.map((g) => g.id),
     );
     const take = (g: Gate) => {
-      const gu = new Update().add('used', 1).set('gsi3pk', 'GATES').set('gsi3sk', g.id);
+      const gu = new Update().add('used', 1);
       const used = gu.name('used');
       if (g.slots === undefined) {
         // A pool: room under its own slots, and only if it exists.
@@ -1112,7 +1186,11 @@ export class DynamoStateStore implements StateStore {
       }
       throw e;
     }
-    return { claimed: await this.#readTask(key, what) };
+    const read = before(t);
+    if (!read) return { claimed: await this.#readTask(key, what) };
+    return {
+      claimed: { ...applied(read, { ...t, unpark: null }), gates: gates.map((g) => g.id) },
+    };
   }
 
   async parkTask(ti: TaskInstanceRecord, waiter: string, message: TaskMessage): Promise<boolean> {
@@ -1134,6 +1212,9 @@ export class DynamoStateStore implements StateStore {
             TableName: this.table,
             Item: {
               ...w,
+              // In the deadline index while it waits: the reaper finds gates whose wake was lost.
+              gsi2pk: `DUE#WAIT#${progressShard(parseWaiter(waiter).gate, DUE_SHARDS)}`,
+              gsi2sk: parseWaiter(waiter).since,
               waiter,
               dagId: message.dagId,
               runId: message.runId,

@@ -865,10 +865,12 @@ export class MemoryStateStore implements StateStore {
     return this.#dueTasks('RETRY', now, limit);
   }
 
-  async putPool(pool: string, slots: number, _at: Date): Promise<void> {
-    const gate = this.#gates.get(poolGate(pool));
-    if (gate) gate.slots = slots;
-    else this.#gates.set(poolGate(pool), { slots, used: 0 });
+  async putPool(pool: string, slots: number, _at: Date): Promise<PoolRecord> {
+    const id = poolGate(pool);
+    const gate = this.#gates.get(id) ?? { slots, used: 0 };
+    gate.slots = slots;
+    this.#gates.set(id, gate);
+    return { pool, slots, used: gate.used, queued: this.#waiters.get(id)?.size ?? 0 };
   }
 
   async listPools(): Promise<PoolRecord[]> {
@@ -902,8 +904,12 @@ export class MemoryStateStore implements StateStore {
     return { slots: g?.slots ?? null, used: g?.used ?? 0, waiters: list };
   }
 
-  async listGates(limit: number): Promise<string[]> {
-    return [...this.#gates.keys()].sort().slice(0, limit);
+  async findWaitingGates(before: Date, limit: number): Promise<string[]> {
+    const at = before.toISOString();
+    const gates = [...this.#waiters.entries()]
+      .filter(([, list]) => [...list.keys()].some((k) => (k.split('#')[0] ?? '') < at))
+      .map(([gate]) => gate);
+    return gates.sort().slice(0, limit);
   }
 
   async claimGated(

@@ -189,6 +189,12 @@ export interface TaskTransition {
    */
   readonly unpark?: string | null;
   /**
+   * The task instance as the writer read it, when the write releases slots or a place: a store
+   * whose atomic write of several items returns nothing answers with it, changed as `set` says
+   * (a read after the write could see a later write instead, such as a clear).
+   */
+  readonly from?: TaskInstanceState;
+  /**
    * Only if the lease expired before this time (ISO): the reaper's condition, so that a worker
    * that renewed its lease after the reaper read it keeps its attempt.
    */
@@ -219,6 +225,7 @@ function transition(
     ...(current.status === 'queued' && set.status !== 'queued'
       ? { unpark: current.parked ?? null }
       : {}),
+    ...(current.gates?.length || current.parked ? { from: current } : {}),
   };
 }
 

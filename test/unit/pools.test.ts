@@ -17,8 +17,8 @@ import { OperatorRegistry, type RunOperator } from '../../operators/registry.ts'
  * Pools and maxActiveTasks (app/pools.ts) on the in-memory ports: a slot is taken by the write
  * that claims an attempt and given back by the write that ends it, so a gate's count is always
  * its running attempts; a full gate parks the attempt, which costs nothing until a slot frees.
- * The same store behaviour is held to DynamoDB by test/contract/state-store.contract.ts, and a
- * race of 50 claims on DynamoDB is in test/integration/pools-race.test.ts.
+ * The same store behaviour, and a race of 50 claims on a 5-slot pool, are held to DynamoDB by
+ * test/contract/state-store.contract.ts (run on the emulator by test/integration).
  */
 
 type Ending = 'success' | 'fail' | 'crash';
@@ -441,5 +441,40 @@ describe('a task waiting for a slot', () => {
       'getTaskInstance',
       'claimGated',
     ]);
+  });
+});
+
+describe('a waiting task whose DAG version can no longer be read', () => {
+  it('fails when woken, leaves the line, and the pool goes on for the others', async () => {
+    const s = await setup({ slots: 1, tasks: 1, dags: 2 });
+    const [a, b] = s.deps.dispatcher.takeAll();
+    if (!a || !b) throw new Error('two messages expected');
+    s.deliver(a);
+    await flush();
+    // A task of a version that cannot be read waits first in line (parked before b).
+    const runB = s.runs[1] as { dagId: string; runId: string };
+    const { run: other } = await triggerRun(s.deps, { dagId: runB.dagId, idempotencyKey: 'x' });
+    const queued = s.deps.dispatcher.takeAll();
+    expect(queued.length).toBe(1);
+    const unreadable = { ...(queued[0] as TaskMessage), dagVersion: 99 };
+    const ti = await s.deps.store.getTaskInstance(unreadable);
+    if (!ti) throw new Error('no task');
+    await s.deps.store.parkTask(ti, `${poolGate(s.pool)}@2026-01-01T00:00:00.000Z`, unreadable);
+    s.deliver(b); // b waits behind it
+    await flush();
+    expect(await s.deps.store.gateView(poolGate(s.pool), 5)).toMatchObject({ used: 1 });
+    // a ends: the first in line is woken, cannot know its gates, and fails for its version.
+    const [held] = s.held.values();
+    held?.('success');
+    await flush();
+    for (let i = 0; i < 5; i++) {
+      for (const m of s.deps.dispatcher.takeAll()) s.deliver(m);
+      await flush();
+    }
+    const failed = await s.deps.store.getTaskInstance({ ...unreadable, runId: other.runId });
+    expect(failed?.status).toBe('failed');
+    expect(failed?.error).toMatch(/no version 99/);
+    expect((await s.running()).map((t) => t.runId)).toEqual([runB.runId]);
+    expect((await s.deps.store.gateView(poolGate(s.pool), 5)).waiters).toEqual([]);
   });
 });

@@ -3,9 +3,9 @@ import { describe, expect, it } from 'vitest';
 import { DynamoStateStore } from '../../adapters/aws/dynamodb.ts';
 import { memoryDeps } from '../../adapters/memory/deps.ts';
 import { executeTask } from '../../app/tasks.ts';
-import { ThrottledError } from '../../core/errors.ts';
+import { NotFoundError, ThrottledError } from '../../core/errors.ts';
 import { NO_COUNTS } from '../../core/readiness/index.ts';
-import { queueTask } from '../../core/state/index.ts';
+import { finishTask, queueTask } from '../../core/state/index.ts';
 
 /**
  * DynamoDB throttling on every write path. The emulator never throttles, so this is the one place
@@ -114,5 +114,79 @@ describe('a throttled DynamoDB', () => {
         },
       ),
     ).rejects.toBeInstanceOf(ThrottledError);
+  });
+});
+
+describe('a transaction cancelled for a concurrent one (TransactionConflict)', () => {
+  /**
+   * Two transactions on one gate item at once: DynamoDB cancels one with TransactionConflict,
+   * which the SDK does not retry and the emulator never produces, hence the faked client. The
+   * end of a pooled attempt must not be lost to it: the store tries again.
+   */
+  function conflicting(times: number, reasons: { Code: string }[]) {
+    let calls = 0;
+    const client = {
+      send: async () => {
+        calls++;
+        if (calls <= times) {
+          throw Object.assign(new Error('Transaction cancelled'), {
+            name: 'TransactionCanceledException',
+            CancellationReasons: reasons,
+            $metadata: { httpStatusCode: 400 },
+          });
+        }
+        return {};
+      },
+    } as unknown as DynamoDBDocumentClient;
+    return { store: new DynamoStateStore(client, 'table'), calls: () => calls };
+  }
+  const running = {
+    ...key,
+    dagVersion: 1,
+    status: 'running' as const,
+    attempt: 1,
+    leaseToken: 'l',
+    upstreamCount: 0,
+    retryBase: 0,
+    generation: 0,
+    counts: NO_COUNTS,
+    queuedAt: null,
+    leaseExpiresAt: null,
+    retryAt: null,
+    startTime: null,
+    endTime: null,
+    error: null,
+    deferred: null,
+    output: null,
+    outputKey: null,
+    gates: ['pool:p'],
+  };
+
+  it('is tried again, and the outcome written once it goes through', async () => {
+    const { store, calls } = conflicting(3, [{ Code: 'None' }, { Code: 'TransactionConflict' }]);
+    const done = await store.transitionTask(key, finishTask(running, { ok: true }, at));
+    expect(done.status).toBe('success');
+    expect(done.gates).toBeUndefined();
+    expect(calls()).toBe(4);
+  });
+
+  it('is not tried for ever: a retryable error once it keeps happening', async () => {
+    const { store } = conflicting(100, [{ Code: 'None' }, { Code: 'TransactionConflict' }]);
+    const e = await store
+      .transitionTask(key, finishTask(running, { ok: true }, at))
+      .catch((x) => x);
+    expect(e).toBeInstanceOf(ThrottledError);
+  });
+
+  it('a failed condition is not tried again: it is a conflict', async () => {
+    const { store, calls } = conflicting(1, [
+      { Code: 'ConditionalCheckFailed' },
+      { Code: 'TransactionConflict' },
+    ]);
+    const e = await store
+      .transitionTask(key, finishTask(running, { ok: true }, at))
+      .catch((x) => x);
+    expect(e).toBeInstanceOf(NotFoundError);
+    expect(calls()).toBe(1);
   });
 });
