@@ -101,7 +101,12 @@ async function setup(opts: {
   const tasks = async () =>
     (await Promise.all(runs.map((r) => deps.store.listTaskInstances(r.dagId, r.runId)))).flat();
   const running = async () => (await tasks()).filter((t) => t.status === 'running');
-  return { deps, clock, held, pool, runs, deliver, tasks, running, outcomes };
+  /** Delivers every waiting message at once, and lets them run as far as they can. */
+  const deliverAll = async () => {
+    for (const m of deps.dispatcher.takeAll()) deliver(m);
+    await flush();
+  };
+  return { deps, clock, held, pool, runs, deliver, deliverAll, tasks, running, outcomes };
 }
 
 /** Delivers every waiting message (and those their ends send) and ends each attempt, until idle. */
@@ -124,8 +129,7 @@ async function drain(s: Awaited<ReturnType<typeof setup>>, ending: Ending = 'suc
 describe('a pool', () => {
   it('runs at most its slots at once; the others wait queued, and start as slots free', async () => {
     const s = await setup({ slots: 2, tasks: 5 });
-    for (const m of s.deps.dispatcher.takeAll()) s.deliver(m);
-    await flush();
+    await s.deliverAll();
     expect((await s.running()).length).toBe(2);
     expect((await s.tasks()).filter((t) => t.status === 'queued').length).toBe(3);
     expect(await s.deps.store.listPools()).toContainEqual({
@@ -172,8 +176,7 @@ describe('a pool', () => {
       s.held.delete(next[0]);
       next[1]('success');
       await flush();
-      for (const m of s.deps.dispatcher.takeAll()) s.deliver(m);
-      await flush();
+      await s.deliverAll();
     }
     const ready = s.runs.map((r) => r.dagId);
     // The last delivered took the free slot; then the waiters, oldest first.
@@ -182,8 +185,7 @@ describe('a pool', () => {
 
   it('shrunk below its use lets running tasks finish and starts none until under the limit', async () => {
     const s = await setup({ slots: 3, tasks: 5 });
-    for (const m of s.deps.dispatcher.takeAll()) s.deliver(m);
-    await flush();
+    await s.deliverAll();
     expect((await s.running()).length).toBe(3);
     await putPool(s.deps, s.pool, 1);
     const end = async () => {
@@ -192,8 +194,7 @@ describe('a pool', () => {
       s.held.delete(next[0]);
       next[1]('success');
       await flush();
-      for (const m of s.deps.dispatcher.takeAll()) s.deliver(m);
-      await flush();
+      await s.deliverAll();
     };
     await end();
     expect((await s.running()).length).toBe(2);
@@ -207,31 +208,26 @@ describe('a pool', () => {
 
   it('grown, starts as many waiting tasks as the new slots allow', async () => {
     const s = await setup({ slots: 1, tasks: 4 });
-    for (const m of s.deps.dispatcher.takeAll()) s.deliver(m);
-    await flush();
+    await s.deliverAll();
     expect((await s.running()).length).toBe(1);
     await putPool(s.deps, s.pool, 3);
-    for (const m of s.deps.dispatcher.takeAll()) s.deliver(m);
-    await flush();
+    await s.deliverAll();
     expect((await s.running()).length).toBe(3);
   });
 
   it('that does not exist holds its tasks until it is created', async () => {
     const s = await setup({ slots: 1, tasks: 2 });
     await s.deps.store.deletePool(s.pool);
-    for (const m of s.deps.dispatcher.takeAll()) s.deliver(m);
-    await flush();
+    await s.deliverAll();
     expect((await s.running()).length).toBe(0);
     await putPool(s.deps, s.pool, 2);
-    for (const m of s.deps.dispatcher.takeAll()) s.deliver(m);
-    await flush();
+    await s.deliverAll();
     expect((await s.running()).length).toBe(2);
   });
 
   it('cannot be deleted while tasks run or wait in it (409), and can once they are done', async () => {
     const s = await setup({ slots: 1, tasks: 2 });
-    for (const m of s.deps.dispatcher.takeAll()) s.deliver(m);
-    await flush();
+    await s.deliverAll();
     await expect(s.deps.store.deletePool(s.pool)).rejects.toThrow(/1 running and 1 waiting/);
     await drain(s);
     await s.deps.store.deletePool(s.pool);
@@ -241,8 +237,7 @@ describe('a pool', () => {
 
   it('gives a slot back when a run is cancelled, and forgets its waiting tasks', async () => {
     const s = await setup({ slots: 1, tasks: 3 });
-    for (const m of s.deps.dispatcher.takeAll()) s.deliver(m);
-    await flush();
+    await s.deliverAll();
     const run = s.runs[0] as { dagId: string; runId: string };
     await cancelRun(s.deps, run.dagId, run.runId);
     expect(await s.deps.store.listPools()).toContainEqual({
@@ -259,8 +254,7 @@ describe('maxActiveTasks', () => {
     const s = await setup({ maxActiveTasks: 2, tasks: 3 });
     const dagId = (s.runs[0] as { dagId: string }).dagId;
     await triggerRun(s.deps, { dagId, idempotencyKey: 'second' });
-    for (const m of s.deps.dispatcher.takeAll()) s.deliver(m);
-    await flush();
+    await s.deliverAll();
     expect(
       (await s.deps.store.listTaskInstances(dagId, (s.runs[0] as { runId: string }).runId)).filter(
         (t) => t.status === 'running',
@@ -468,8 +462,7 @@ describe('a waiting task whose DAG version can no longer be read', () => {
     held?.('success');
     await flush();
     for (let i = 0; i < 5; i++) {
-      for (const m of s.deps.dispatcher.takeAll()) s.deliver(m);
-      await flush();
+      await s.deliverAll();
     }
     const failed = await s.deps.store.getTaskInstance({ ...unreadable, runId: other.runId });
     expect(failed?.status).toBe('failed');
