@@ -1,5 +1,11 @@
 import type { Dag, Task } from '../core/dag/schema.ts';
-import { AirlessError, ConflictError, NotFoundError, UnrecoverableError } from '../core/errors.ts';
+import {
+  AirlessError,
+  ConflictError,
+  NotFoundError,
+  ThrottledError,
+  UnrecoverableError,
+} from '../core/errors.ts';
 import { Metric } from '../core/metric-names.ts';
 import { type Gate, gatesOf, parseWaiter } from '../core/pools/index.ts';
 import type { TaskInstanceRecord, TaskMessage } from '../core/ports.ts';
@@ -12,6 +18,7 @@ import {
   isTerminalRun,
   releaseTask,
   type StoredOutput,
+  type TaskInstanceState,
   triesSoFar,
 } from '../core/state/index.ts';
 import { maskSecrets } from '../core/template/index.ts';
@@ -72,6 +79,38 @@ export type ExecuteOutcome =
 
 /** Keep this long for writing the log and the outcome after a timeout. */
 const SAFETY_MS = 15_000;
+
+/** Tries of a write that ends this worker's attempt, while DynamoDB throttles it. */
+const ENDING_TRIES = 6;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * A write that ends this worker's attempt (its outcome, its hand-back), tried again while
+ * DynamoDB throttles it and the lease still holds. Given up, the attempt would stay `running`
+ * until the lease ran out and be run again, its result lost. Each try is conditional on the
+ * lease: a repeat of one that landed unanswered is refused with a ConflictError, as the SDK's
+ * own retry is.
+ */
+async function whileLeased<T>(
+  deps: Deps,
+  lease: TaskInstanceRecord,
+  write: () => Promise<T>,
+): Promise<T> {
+  for (let tries = 1; ; tries++) {
+    try {
+      return await write();
+    } catch (e) {
+      const wait = 50 * 2 ** tries * (0.5 + deps.random() / 2);
+      const left = Date.parse(lease.leaseExpiresAt ?? '') - deps.clock().getTime();
+      if (!(e instanceof ThrottledError) || tries >= ENDING_TRIES || !(left > wait + 1000)) {
+        throw e;
+      }
+      deps.metrics?.addMetric(Metric.TaskEndThrottled, 'Count', 1);
+      await sleep(wait);
+    }
+  }
+}
 
 class LogBuffer {
   readonly #lines: string[] = [];
@@ -152,19 +191,28 @@ async function gatesFor(deps: Deps, msg: TaskMessage): Promise<Gate[]> {
   }
 }
 
-function claim(deps: Deps, msg: TaskMessage, opts: ExecuteOptions): Promise<TaskInstanceRecord> {
+async function claim(
+  deps: Deps,
+  msg: TaskMessage,
+  opts: ExecuteOptions,
+): Promise<TaskInstanceRecord> {
+  const claimed = (ti: TaskInstanceState) =>
+    deps.store.transitionTask(msg, claimTask(ti, deps.newId(), opts.leaseSeconds, deps.clock()));
+  if (!msg.waiter) {
+    return claimed({ status: 'queued', attempt: msg.attempt, leaseToken: null });
+  }
   // A woken attempt whose gates cannot be known (its DAG version is unreadable) is claimed out
   // of its gate's waiters, to fail for that reason, rather than stay first in line for ever.
-  const expected = {
-    status: 'queued' as const,
-    attempt: msg.attempt,
-    leaseToken: null,
-    parked: msg.waiter ?? null,
-  };
-  return deps.store.transitionTask(
-    msg,
-    claimTask(expected, deps.newId(), opts.leaseSeconds, deps.clock()),
-  );
+  // From the record as read, so that the store answers with it rather than read it again.
+  const ti = await deps.store.getTaskInstance(msg);
+  if (!ti) throw new NotFoundError(`claim ${msg.runId}/${msg.taskId}: not found`);
+  const waiting =
+    ti.status === 'queued' &&
+    ti.attempt === msg.attempt &&
+    ti.leaseToken === null &&
+    ti.parked === msg.waiter;
+  if (!waiting) throw new ConflictError(`claim ${msg.runId}/${msg.taskId}: moved on`, ti);
+  return claimed(ti);
 }
 
 /** Runs a claimed attempt, records its outcome and advances from a success. */
@@ -300,13 +348,19 @@ async function runClaimed(
   if (handedBack && error !== undefined && !leaseLost) {
     // Not an outcome: the same attempt goes back to `queued`, its log to be written by the
     // worker that claims it next. Work a deferred start began is found again by its name.
+    const held = current;
     try {
-      await deps.store.transitionTask(msg, releaseTask(current, deps.clock()));
-      await released(deps, current.gates);
+      await whileLeased(deps, held, () =>
+        deps.store.transitionTask(msg, releaseTask(held, deps.clock())),
+      );
+      await released(deps, held.gates);
       return 'handed_back';
     } catch (e) {
-      if (e instanceof ConflictError) return 'lease_lost';
-      throw e;
+      if (!(e instanceof ConflictError)) throw e;
+      // A hand-back that landed unanswered (refused on its repeat) gave its slots back too.
+      const now = e.current as TaskInstanceRecord | undefined;
+      if (now?.status === 'queued' && now.attempt === msg.attempt) await released(deps, held.gates);
+      return 'lease_lost';
     }
   }
   const now = deps.clock();
@@ -333,22 +387,21 @@ async function runClaimed(
   // route then answers 404, never a log that is not there.
   const inline = error === undefined && fitsInline(text);
   const held = current.gates;
+  const ending = finishTask(
+    current,
+    error === undefined
+      ? {
+          ok: true,
+          ...(stored ? { output: stored } : {}),
+          ...(inline ? { log: text } : {}),
+          advanceInline: true,
+        }
+      : { ok: false, error, retryAt },
+    now,
+  );
+  const lease = current;
   const [written, logged] = await Promise.allSettled([
-    deps.store.transitionTask(
-      msg,
-      finishTask(
-        current,
-        error === undefined
-          ? {
-              ok: true,
-              ...(stored ? { output: stored } : {}),
-              ...(inline ? { log: text } : {}),
-              advanceInline: true,
-            }
-          : { ok: false, error, retryAt },
-        now,
-      ),
-    ),
+    whileLeased(deps, lease, () => deps.store.transitionTask(msg, ending)),
     inline ? Promise.resolve() : deps.blobs.putLog({ ...msg }, text, { ifAbsent: true }),
   ]);
   if (logged.status === 'rejected') {
@@ -363,15 +416,20 @@ async function runClaimed(
     await released(deps, held);
   } else {
     if (!(written.reason instanceof ConflictError)) throw written.reason;
-    // A write that landed but whose answer was lost: the SDK's retry of it is then refused.
-    // This attempt's success can only have been written by its lease holder: it is ours (or,
-    // after a hand-back, the next holder's), and readiness from it must not be lost with it.
+    // A write that landed but whose answer was lost: the SDK's retry of it (or ours, after
+    // throttling) is then refused. This attempt's success can only have been written by its
+    // lease holder: it is ours (or, after a hand-back, the next holder's), and readiness from it
+    // must not be lost with it. A failure is ours if it ended when and as this one did.
     const current = written.reason.current as TaskInstanceRecord | undefined;
     const ours =
-      error === undefined &&
-      current?.status === 'success' &&
-      current.attempt === msg.attempt &&
-      current.advanceInline === true;
+      current?.attempt === msg.attempt &&
+      (error === undefined
+        ? current.status === 'success' && current.advanceInline === true
+        : current.status === ending.set.status &&
+          current.error === ending.set.error &&
+          (current.status === 'failed'
+            ? current.endTime === ending.set.endTime
+            : current.retryAt === ending.set.retryAt));
     if (!ours || !current) return 'lease_lost';
     done = current;
     await released(deps, held);
@@ -397,9 +455,13 @@ async function runClaimed(
       gatesOf(dagOfTask, next).length === 0
     );
   };
-  const lease = { token: deps.newId(), seconds: opts.leaseSeconds };
   const next =
-    done.status === 'success' ? await advanceFrom(deps, done, continueWith, lease) : undefined;
+    done.status === 'success'
+      ? await advanceFrom(deps, done, continueWith, {
+          token: deps.newId(),
+          seconds: opts.leaseSeconds,
+        })
+      : undefined;
   // If this fails, the reaper finds the retry overdue and queues it.
   await scheduleRetry(deps, done);
   if (next) {

@@ -50,6 +50,8 @@ export const Metric = {
   TaskHandedBack: 'TaskHandedBack',
   /** worker, per delivery: the attempt's pool or DAG cap was full; it waits for a free slot. */
   TaskWaiting: 'TaskWaiting',
+  /** worker: a write ending an attempt (outcome, hand-back) throttled by DynamoDB, tried again. */
+  TaskEndThrottled: 'TaskEndThrottled',
   /** worker, per claimed attempt: milliseconds from the task's message being sent to its claim. */
   TaskStartLagMs: 'TaskStartLagMs',
 

@@ -136,6 +136,7 @@ export class Dashboard extends Construct {
         airless(Metric.TaskHandedBack, 'handed back by a stopping worker'),
         airless(Metric.TaskWaiting, 'waiting for a pool slot'),
         airless(Metric.LogWriteFailed, 'logs that could not be written'),
+        airless(Metric.TaskEndThrottled, 'outcome writes throttled, tried again'),
       ]),
     );
 

@@ -187,17 +187,27 @@ export function toTask(i: Item): TaskInstanceRecord {
   };
 }
 
-/** Tries of a transaction that DynamoDB cancels for a concurrent one on the same item. */
+/** Tries of a transaction that DynamoDB cancels for load or for a concurrent one. */
 const TRANSACT_TRIES = 6;
 
-/** Whether a transaction was cancelled only for a concurrent one (no condition failed). */
-function conflicted(e: ThrottledError): boolean {
+/** Cancellation reasons a repeat can get past: a concurrent transaction, or throttling. */
+const PASSING = new Set([
+  'TransactionConflict',
+  'ThrottlingError',
+  'ProvisionedThroughputExceeded',
+]);
+
+/**
+ * Whether a transaction was cancelled only for a concurrent one or for load (no condition
+ * failed): the SDK retries neither, and a repeat is harmless, its conditions being the same.
+ */
+function passing(e: ThrottledError): boolean {
   const reasons =
     (e.cause as { CancellationReasons?: { Code?: string }[] } | undefined)?.CancellationReasons ??
     [];
   return (
-    reasons.some((r) => r.Code === 'TransactionConflict') &&
-    reasons.every((r) => r.Code === 'TransactionConflict' || r.Code === 'None' || !r.Code)
+    reasons.some((r) => PASSING.has(r.Code ?? '')) &&
+    reasons.every((r) => PASSING.has(r.Code ?? '') || r.Code === 'None' || !r.Code)
   );
 }
 
@@ -990,7 +1000,8 @@ export class DynamoStateStore implements StateStore {
     ];
     try {
       // Two transactions on one item at once (a busy gate): DynamoDB cancels one with
-      // TransactionConflict, which the SDK does not retry. The conditions make a repeat harmless.
+      // TransactionConflict; a hot gate item cancels with ThrottlingError. The SDK retries
+      // neither; the conditions make a repeat harmless.
       for (let attempt = 1; ; attempt++) {
         try {
           await aws(what, () =>
@@ -998,8 +1009,7 @@ export class DynamoStateStore implements StateStore {
           );
           return;
         } catch (e) {
-          if (!(e instanceof ThrottledError) || !conflicted(e) || attempt >= TRANSACT_TRIES)
-            throw e;
+          if (!(e instanceof ThrottledError) || !passing(e) || attempt >= TRANSACT_TRIES) throw e;
           await sleep(Math.random() * 25 * 2 ** attempt);
         }
       }
@@ -1141,8 +1151,39 @@ export class DynamoStateStore implements StateStore {
   }
 
   async findWaitingGates(before: Date, limit: number): Promise<string[]> {
-    const items = await this.#dueItems('WAIT', before, limit);
-    return [...new Set(items.map((i) => parseWaiter(i.waiter as string).gate))];
+    // A gate's waiters sit together in its shard of the deadline index, oldest first
+    // (`{gate}#{since}`, parkTask). One read of one item finds the next gate and its oldest
+    // waiter; the next read starts past that gate's waiters. So the cost is one read per gate
+    // with waiters, however many wait at each: a busy pool cannot hide the others.
+    const at = before.toISOString();
+    const gates: string[] = [];
+    for (let shard = 0; shard < DUE_SHARDS; shard++) {
+      let after: string | undefined;
+      while (gates.length < limit) {
+        const res = await aws('find waiting gates', () =>
+          this.db.send(
+            new QueryCommand({
+              TableName: this.table,
+              IndexName: GSI2,
+              KeyConditionExpression: `gsi2pk = :p${after === undefined ? '' : ' AND gsi2sk > :a'}`,
+              ExpressionAttributeValues: {
+                ':p': `DUE#WAIT#${shard}`,
+                ...(after === undefined ? {} : { ':a': after }),
+              },
+              ProjectionExpression: 'waiter',
+              Limit: 1,
+            }),
+          ),
+        );
+        const item = res.Items?.[0];
+        if (!item) break;
+        const { gate, since } = parseWaiter(item.waiter as string);
+        if (since < at) gates.push(gate);
+        // Past every `{gate}#…`: '$' sorts just after '#', and no gate id holds either.
+        after = `${gate}$`;
+      }
+    }
+    return gates;
   }
 
   async claimGated(
@@ -1214,7 +1255,7 @@ export class DynamoStateStore implements StateStore {
               ...w,
               // In the deadline index while it waits: the reaper finds gates whose wake was lost.
               gsi2pk: `DUE#WAIT#${progressShard(parseWaiter(waiter).gate, DUE_SHARDS)}`,
-              gsi2sk: parseWaiter(waiter).since,
+              gsi2sk: `${parseWaiter(waiter).gate}#${parseWaiter(waiter).since}`,
               waiter,
               dagId: message.dagId,
               runId: message.runId,

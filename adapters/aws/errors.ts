@@ -48,7 +48,8 @@ export function toDomainError(e: unknown, what: string): unknown {
       const item = reasons.find((r) => r.Code === 'ConditionalCheckFailed')?.Item;
       return new ConflictError(`${what}: the item changed first`, item, { cause: e });
     }
-    if (reasons.some((r) => r.Code === 'ThrottlingError' || r.Code === 'TransactionConflict')) {
+    const load = ['ThrottlingError', 'ProvisionedThroughputExceeded', 'TransactionConflict'];
+    if (reasons.some((r) => load.includes(r.Code ?? ''))) {
       return new ThrottledError(`${what}: ${err.message ?? name}`, { cause: e });
     }
   }

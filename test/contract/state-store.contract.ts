@@ -14,7 +14,7 @@ import type {
   TaskInstanceRecord,
   TaskKey,
 } from '../../core/ports.ts';
-import { NO_COUNTS } from '../../core/readiness/index.ts';
+import { NO_COUNTS, progressShard } from '../../core/readiness/index.ts';
 import type { RunStatus, TaskStatus } from '../../core/state/index.ts';
 import {
   cancelTask,
@@ -1888,6 +1888,36 @@ export function stateStoreContract(
         ]);
         // A park from a stale read (it moved on) writes nothing.
         expect(await store.parkTask(b, `${gate}@${b.queuedAt}`, message(b))).toBe(false);
+      });
+
+      it('finds every gate with old waiters, one busy with many waiters or not', async () => {
+        // Gates that share one shard of a store that shards its deadline index by gate (DynamoDB:
+        // progressShard over 8 shards), with the busy gate's waiters the oldest: a look that
+        // counted waiters, not gates, would see only the busy one.
+        const busy = `pool:${uid('busy')}`;
+        const others: string[] = [];
+        while (others.length < 3) {
+          const g = `pool:${uid('other')}`;
+          if (progressShard(g, 8) === progressShard(busy, 8)) others.push(g);
+        }
+        // Long before any other test's waiters, so that only these are older than `before`.
+        const old = -300 * 86_400;
+        for (const ti of await queuedTasks(12, old)) {
+          expect(await store.parkTask(ti, `${busy}@${ti.queuedAt}`, message(ti))).toBe(true);
+        }
+        for (const [i, gate] of others.entries()) {
+          const [ti] = await queuedTasks(1, old + 100 + i);
+          if (!ti) throw new Error('no task');
+          expect(await store.parkTask(ti, `${gate}@${ti.queuedAt}`, message(ti))).toBe(true);
+        }
+        const before = later(old + 3600);
+        expect((await store.findWaitingGates(before, 4)).sort()).toEqual([busy, ...others].sort());
+        // Bounded by gates: as many as asked, each once.
+        const two = await store.findWaitingGates(before, 2);
+        expect(two.length).toBe(2);
+        expect(new Set(two).size).toBe(2);
+        // Waiting only since after `before`: not found.
+        expect(await store.findWaitingGates(later(old + 50), 4)).toEqual([busy]);
       });
 
       it('50 concurrent gated claims on a 5-slot pool: exactly 5 claim it', async () => {
