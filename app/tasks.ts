@@ -357,9 +357,13 @@ async function runClaimed(
       return 'handed_back';
     } catch (e) {
       if (!(e instanceof ConflictError)) throw e;
-      // A hand-back that landed unanswered (refused on its repeat) gave its slots back too.
+      // A hand-back that landed unanswered (refused on its repeat) gave its slots back too,
+      // and its message must go back, not be deleted: the attempt is queued again.
       const now = e.current as TaskInstanceRecord | undefined;
-      if (now?.status === 'queued' && now.attempt === msg.attempt) await released(deps, held.gates);
+      if (now?.status === 'queued' && now.attempt === msg.attempt && now.leaseToken === null) {
+        await released(deps, held.gates);
+        return 'handed_back';
+      }
       return 'lease_lost';
     }
   }

@@ -371,8 +371,9 @@ export interface StateStore {
   /** A gate's slots and use, and its first `waiters` waiting attempts, read consistently. */
   gateView(gate: string, waiters: number): Promise<GateView>;
   /**
-   * The gates with an attempt waiting since before `before` (the reaper's view, from the
-   * deadline index: its cost does not grow with the number of gates).
+   * Up to `limit` gates with an attempt waiting since before `before` (the reaper's view, from
+   * the deadline index: its cost grows with the gates that have waiters, not with the waiters
+   * or the idle gates, and is bounded by `limit`).
    */
   findWaitingGates(before: Date, limit: number): Promise<string[]>;
   /**

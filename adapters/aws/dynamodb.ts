@@ -1153,13 +1153,18 @@ export class DynamoStateStore implements StateStore {
   async findWaitingGates(before: Date, limit: number): Promise<string[]> {
     // A gate's waiters sit together in its shard of the deadline index, oldest first
     // (`{gate}#{since}`, parkTask). One read of one item finds the next gate and its oldest
-    // waiter; the next read starts past that gate's waiters. So the cost is one read per gate
-    // with waiters, however many wait at each: a busy pool cannot hide the others.
+    // waiter; the next read starts past that gate's waiters. So a read is one gate, however
+    // many wait at it: a busy pool cannot hide the others. Reads are bounded (gates whose
+    // waiters are all recent cost one each too), and each pass starts at a random shard, so
+    // that more than `limit` busy gates do not hide the rest pass after pass.
     const at = before.toISOString();
     const gates: string[] = [];
-    for (let shard = 0; shard < DUE_SHARDS; shard++) {
+    let reads = 2 * limit + DUE_SHARDS;
+    const first = Math.floor(Math.random() * DUE_SHARDS);
+    for (let n = 0; n < DUE_SHARDS; n++) {
+      const shard = (first + n) % DUE_SHARDS;
       let after: string | undefined;
-      while (gates.length < limit) {
+      while (gates.length < limit && reads-- > 0) {
         const res = await aws('find waiting gates', () =>
           this.db.send(
             new QueryCommand({
@@ -1179,7 +1184,7 @@ export class DynamoStateStore implements StateStore {
         if (!item) break;
         const { gate, since } = parseWaiter(item.waiter as string);
         if (since < at) gates.push(gate);
-        // Past every `{gate}#…`: '$' sorts just after '#', and no gate id holds either.
+        // Past every `{gate}#…`: '$' sorts just after '#', and before every character of an id.
         after = `${gate}$`;
       }
     }

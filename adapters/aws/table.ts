@@ -16,7 +16,7 @@ import type { CreateTableCommandInput } from '@aws-sdk/client-dynamodb';
  * | run progress shard| `RUN#{dagId}#{runId}`      | `PROGRESS#{nn}`    |                                 |                               |
  * | backfill          | `DAG#{dagId}`              | `BACKFILL#{id}`    |                                 |                               |
  * | gate (pool, cap)  | `GATE#{pool:name, dag:id}` | `GATE`             |                                 |                               |
- * | gate waiter       | `GATE#{gate}`              | `WAIT#{since}#{dagId}#{runId}#{taskId}` |            |                               |
+ * | gate waiter       | `GATE#{gate}`              | `WAIT#{since}#{dagId}#{runId}#{taskId}` |            | `DUE#WAIT#{shard}` / `{gate}#{since}` |
  *
  * - A run, its task instances and its progress shards share one partition key, so one Query
  *   reads a run whole.
@@ -27,6 +27,9 @@ import type { CreateTableCommandInput } from '@aws-sdk/client-dynamodb';
  * - `gsi2` also holds runs that wait: `DUE#CREATE` while a large run's task instances are being
  *   written, `DUE#RUNQ` while a run waits `queued` for a slot. The reaper finishes the first and
  *   starts the second when the event that should have done it was lost.
+ * - `gsi2` also holds the attempts parked at a gate: `DUE#WAIT#{shard of the gate}` /
+ *   `{gate}#{since}`, a gate's waiters together, oldest first, so that the reaper reads one item
+ *   per gate with waiters (app/pools.ts wakeGates) to repair a lost wake.
  * - `gsi3` (sparse) is each DAG's queue of waiting runs: `QUEUED#{dagId}` / `{logicalDate}#{runId}`,
  *   present only while the run is `queued` with its tasks written. Starting the next run reads
  *   one item of it, however long the DAG's history. It also holds the backfills still creating

@@ -317,6 +317,22 @@ describe('a write ending an attempt, throttled', () => {
     expect(s.deps.dispatcher.takeAll().map((m) => m.taskId)).toContain('c');
   });
 
+  it('a hand-back that landed with its answer lost is a hand-back: its message goes back', async () => {
+    const store = new Throttling(0, true);
+    const s = await setup(store, 'wait');
+    const ac = new AbortController();
+    const first = executeTask(s.deps, s.a, { ...opts(), handBack: ac.signal });
+    await vi.waitFor(async () => expect((await s.task('a'))?.status).toBe('running'));
+    Object.assign(store, { throttle: 1 });
+    ac.abort();
+    // Not 'lease_lost', whose message the worker deletes: the queued attempt would wait for
+    // the reaper.
+    expect(await first).toBe('handed_back');
+    expect(store.ends).toBe(2);
+    expect((await s.task('a'))?.status).toBe('queued');
+    expect(await s.used()).toBe(0);
+  });
+
   it('that landed with its answer lost: a success is ours, and readiness goes on', async () => {
     const store = new Throttling(1, true);
     const s = await setup(store, 'noop');
