@@ -7,6 +7,7 @@ import { type Issue, NotFoundError, ValidationError } from '../core/errors.ts';
 import type { DagVersionRecord } from '../core/ports.ts';
 import { catchUp } from './catchup.ts';
 import type { Deps } from './deps.ts';
+import { missingPools, type Warning } from './pools.ts';
 
 export interface LoadedDag {
   readonly version: DagVersionRecord;
@@ -104,6 +105,8 @@ export type RegisterResult =
       readonly dagId: string;
       readonly version: number;
       readonly created: boolean;
+      /** What was accepted but will not run as it stands (a pool that does not exist). */
+      readonly warnings: readonly Warning[];
     }
   | { readonly ok: false; readonly dagId?: string; readonly issues: ValidationError['issues'] };
 
@@ -193,7 +196,8 @@ export async function registerDag(
       console.error(`could not catch up ${dag.dagId}: ${(e as Error).message}`);
     });
   }
-  return { ok: true, dagId: dag.dagId, version: version.version, created };
+  const warnings = await missingPools(deps, dag, text);
+  return { ok: true, dagId: dag.dagId, version: version.version, created, warnings };
 }
 
 /**

@@ -1,3 +1,4 @@
+import type { Dag } from '../core/dag/schema.ts';
 import { ConflictError, NotFoundError, ThrottledError } from '../core/errors.ts';
 import {
   type Gate,
@@ -144,4 +145,39 @@ export async function wakeGates(deps: Deps, graceSeconds: number, limit: number)
     woken += await wake(deps, gate);
   }
   return woken;
+}
+
+/** Something a registration accepted but the user should hear of, at a JSON path of the file. */
+export interface Warning {
+  readonly path: string;
+  readonly message: string;
+}
+
+/**
+ * The pools a DAG names that do not exist (yet): registering it is not refused, since a pool
+ * may be created after its DAG, but its tasks wait until it is, as Airflow warns of a DAG's
+ * non-existent pool. One warning per pool, at the first place the file names it.
+ */
+export async function missingPools(deps: Deps, dag: Dag, text: string): Promise<Warning[]> {
+  const named = new Map<string, number>();
+  dag.tasks.forEach((t, i) => {
+    if (t.pool && !named.has(t.pool)) named.set(t.pool, i);
+  });
+  if (named.size === 0) return [];
+  let raw: { tasks?: { pool?: unknown }[]; defaults?: { pool?: unknown } } = {};
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    // Validated already: it parses.
+  }
+  const out: Warning[] = [];
+  for (const [pool, i] of named) {
+    if ((await deps.store.gateView(poolGate(pool), 0)).slots !== null) continue;
+    const own = raw.tasks?.[i]?.pool === pool;
+    out.push({
+      path: own ? `$.tasks[${i}].pool` : '$.defaults.pool',
+      message: `pool "${pool}" does not exist: its tasks wait until it is created (airless pools set ${pool} SLOTS)`,
+    });
+  }
+  return out;
 }

@@ -42,7 +42,9 @@ export function registerDags(cli: Command, s: Session): void {
     .command('push')
     .description(
       'Create or update DAGs from JSON files, as they are. Prints DAG_ID VERSION created or ' +
-        'unchanged; a refused file gets one FILE: PATH: MESSAGE line per problem.',
+        'unchanged; a refused file gets one FILE: PATH: MESSAGE line per problem. An accepted ' +
+        'file that will not run as it stands (a pool that does not exist) gets a ' +
+        'FILE: PATH: warning: MESSAGE line on stderr.',
     )
     .argument('<file...>', 'DAG JSON files')
     .option('--json', "print the API's JSON answer (or refusal) for each file, one a line")
@@ -61,7 +63,11 @@ export function registerDags(cli: Command, s: Session): void {
           continue;
         }
         // The file's text as it is: the API validates exactly what it will store.
-        const res = await s.send<{ dagId: string; version: number }>('POST', '/v1/dags', text);
+        const res = await s.send<{
+          dagId: string;
+          version: number;
+          warnings?: { path: string; message: string }[];
+        }>('POST', '/v1/dags', text);
         const accepted = res.status === 200 || res.status === 201;
         if (!accepted) bad = true;
         if (opts.json) {
@@ -71,6 +77,10 @@ export function registerDags(cli: Command, s: Session): void {
         if (accepted) {
           const what = res.status === 201 ? 'created' : 'unchanged';
           s.io.out(`${res.body.dagId} ${res.body.version} ${what}`);
+          // Accepted, but it will not run as it stands: said on stderr, the exit code stays 0.
+          for (const w of res.body.warnings ?? []) {
+            s.io.err(`${file}: ${w.path}: warning: ${w.message}`);
+          }
           continue;
         }
         const { message, details } = apiError(res);

@@ -8,7 +8,8 @@ import { type Session, wholeNumber } from './session.ts';
 
 interface PoolView {
   pool: string;
-  slots: number;
+  /** null: tasks wait for it, but the pool does not exist. */
+  slots: number | null;
   used: number;
   queued: number;
 }
@@ -29,7 +30,10 @@ export function registerPools(cli: Command, s: Session): void {
 
   pools
     .command('list')
-    .description('List the pools: slots, slots in use, tasks waiting')
+    .description(
+      'List the pools: slots, slots in use, tasks waiting. A pool that tasks wait for but that ' +
+        'does not exist shows "missing" slots: create it with pools set.',
+    )
     .option('--json', "print the API's JSON")
     .action(async (opts: { json?: boolean }) => {
       const res = await s.call<{ pools: PoolView[] }>('GET', '/v1/pools');
@@ -40,11 +44,16 @@ export function registerPools(cli: Command, s: Session): void {
         renderTable(
           [
             { header: 'POOL', min: 12 },
-            { header: 'SLOTS' },
+            { header: 'SLOTS', paint: (t, c) => (t === 'missing' ? c.red(t) : t) },
             { header: 'USED' },
             { header: 'WAITING' },
           ],
-          res.body.pools.map((p) => [p.pool, String(p.slots), String(p.used), String(p.queued)]),
+          res.body.pools.map((p) => [
+            p.pool,
+            p.slots === null ? 'missing' : String(p.slots),
+            String(p.used),
+            String(p.queued),
+          ]),
           style,
         ),
       );

@@ -180,7 +180,8 @@ export interface TaskInstanceRecord extends TaskKey, TaskInstanceState {
 /** A pool (DESIGN.md section 11) as listed: `used` slots held by running attempts, `queued` waiting. */
 export interface PoolRecord {
   readonly pool: string;
-  readonly slots: number;
+  /** null: tasks wait for this pool, but it does not exist (they start once it is created). */
+  readonly slots: number | null;
   readonly used: number;
   readonly queued: number;
 }

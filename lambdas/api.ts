@@ -209,7 +209,11 @@ const routes: Route<Event, Result>[] = [
       const r = await registerDag(deps, text, checked, fileKey);
       if (!r.ok) throw new ValidationError(r.issues);
       await deps.blobs.putDagFile(`${checked.dag.dagId}.json`, text);
-      return json(r.created ? 201 : 200, { dagId: r.dagId, version: r.version });
+      return json(r.created ? 201 : 200, {
+        dagId: r.dagId,
+        version: r.version,
+        ...(r.warnings.length > 0 ? { warnings: r.warnings } : {}),
+      });
     },
   },
   {

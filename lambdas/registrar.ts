@@ -49,6 +49,9 @@ async function onRecord(r: S3EventRecord) {
         created: result.created,
       });
       metrics.addMetric(Metric.DagRegistered, MetricUnit.Count, 1);
+      if (result.warnings.length > 0) {
+        logger.warn('registered with warnings', { key, warnings: result.warnings });
+      }
       return;
     }
     issues = result.issues;

@@ -187,6 +187,9 @@ export function toTask(i: Item): TaskInstanceRecord {
   };
 }
 
+/** The most pools that do not exist, but that tasks wait for, the pool list shows. */
+const MISSING_POOLS = 100;
+
 /** Tries of a transaction that DynamoDB cancels for load or for a concurrent one. */
 const TRANSACT_TRIES = 6;
 
@@ -1050,17 +1053,32 @@ export class DynamoStateStore implements StateStore {
       ExpressionAttributeValues: { ':p': 'GATES', ':pool': 'pool:' },
     });
     const pools = items.filter((i) => typeof i.slots === 'number');
-    return Promise.all(
+    const defined = await Promise.all(
       pools.map(async (i) => {
         const id = i.gsi3sk as string;
         return {
           pool: poolOfGate(id) as string,
-          slots: num(i.slots),
+          slots: num(i.slots) as number | null,
           used: num(i.used),
           queued: await this.#waiting(id),
         };
       }),
     );
+    // Pools that tasks wait for but that do not exist: found by their waiters (at most
+    // MISSING_POOLS of them, from the deadline index; one read each).
+    const known = new Set(pools.map((i) => i.gsi3sk as string));
+    const missing = (await this.findWaitingGates(new Date('9999-12-31T00:00:00Z'), MISSING_POOLS))
+      .filter((g) => poolOfGate(g) !== undefined && !known.has(g))
+      .sort();
+    const undefinedPools = await Promise.all(
+      missing.map(async (id) => ({
+        pool: poolOfGate(id) as string,
+        slots: null,
+        used: 0,
+        queued: await this.#waiting(id),
+      })),
+    );
+    return [...defined, ...undefinedPools].sort((a, b) => (a.pool < b.pool ? -1 : 1));
   }
 
   /** How many attempts wait at a gate. */

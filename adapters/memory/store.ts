@@ -875,12 +875,22 @@ export class MemoryStateStore implements StateStore {
 
   async listPools(): Promise<PoolRecord[]> {
     return [...this.#gates.entries()]
-      .flatMap(([id, g]) => {
+      .flatMap(([id, g]): PoolRecord[] => {
         const pool = poolOfGate(id);
         return pool !== undefined && g.slots !== null
           ? [{ pool, slots: g.slots, used: g.used, queued: this.#waiters.get(id)?.size ?? 0 }]
           : [];
       })
+      .concat(
+        // Pools that tasks wait for but that do not exist.
+        [...this.#waiters.entries()].flatMap(([id, list]): PoolRecord[] => {
+          const pool = poolOfGate(id);
+          const g = this.#gates.get(id);
+          return pool !== undefined && list.size > 0 && (g?.slots ?? null) === null
+            ? [{ pool, slots: null, used: g?.used ?? 0, queued: list.size }]
+            : [];
+        }),
+      )
       .sort(byKey((p) => p.pool));
   }
 

@@ -1890,6 +1890,26 @@ export function stateStoreContract(
         expect(await store.parkTask(b, `${gate}@${b.queuedAt}`, message(b))).toBe(false);
       });
 
+      it('lists a pool that tasks wait for but that does not exist, with no slots', async () => {
+        const pool = uid('nopool');
+        const [a, b] = await queuedTasks(2);
+        if (!a || !b) throw new Error('no tasks');
+        for (const ti of [a, b]) {
+          expect(await store.parkTask(ti, `pool:${pool}@${ti.queuedAt}`, message(ti))).toBe(true);
+        }
+        expect((await store.listPools()).find((p) => p.pool === pool)).toEqual({
+          pool,
+          slots: null,
+          used: 0,
+          queued: 2,
+        });
+        // Created: listed once, with its slots.
+        await store.putPool(pool, 1, t0);
+        expect((await store.listPools()).filter((p) => p.pool === pool)).toEqual([
+          { pool, slots: 1, used: 0, queued: 2 },
+        ]);
+      });
+
       it('finds every gate with old waiters, one busy with many waiters or not', async () => {
         // Gates that share one shard of a store that shards its deadline index by gate (DynamoDB:
         // progressShard over 8 shards), with the busy gate's waiters the oldest: a look that

@@ -452,6 +452,40 @@ describe('airless against the deployed local stack', () => {
     expect(gone.stderr).toContain('not found');
   });
 
+  it('a DAG naming a pool that does not exist: push warns, its task waits, pools set starts it', async () => {
+    const pool = `cli_missing_${Math.random().toString(36).slice(2, 10)}`;
+    const dagId = uniqueDagId('cli_missing_pool');
+    const file = join(dir, `${dagId}.json`);
+    writeFileSync(
+      file,
+      JSON.stringify({ dagId, tasks: [{ taskId: 'only', operator: 'noop', config: {}, pool }] }),
+    );
+    const push = await airless(['dags', 'push', file]);
+    expect(push.code, push.stderr).toBe(0);
+    expect(push.stdout).toBe(`${dagId} 1 created\n`);
+    expect(push.stderr).toBe(
+      `${file}: $.tasks[0].pool: warning: pool "${pool}" does not exist: its tasks wait until it is created (airless pools set ${pool} SLOTS)\n`,
+    );
+    const runId = lines((await airless(['runs', 'trigger', dagId])).stdout)[0] ?? '';
+    expect(runId).toMatch(/^manual__/);
+    // It waits for the pool, and the list says what for.
+    const waiting = new RegExp(`${pool}\\s+missing\\s+0\\s+1`);
+    await waitFor(
+      () => airless(['pools', 'list']),
+      (r) => waiting.test(r.stdout),
+      { timeoutMs: 60_000, intervalMs: 500, what: `pool ${pool} listed missing, 1 waiting` },
+    );
+    const view = await api.request<RunView>(
+      'GET',
+      `/v1/dags/${dagId}/runs/${encodeURIComponent(runId)}`,
+    );
+    expect(view.body.tasks.map((t) => t.status)).toEqual(['queued']);
+    expect((await airless(['pools', 'set', pool, '1'])).code).toBe(0);
+    const waited = await airless(['runs', 'wait', dagId, runId]);
+    expect(waited.code, waited.stderr).toBe(0);
+    expect(waited.stdout).toContain('success');
+  });
+
   it('dags delete removes the DAG; then it is not found', async () => {
     const r = await airless(['dags', 'delete', ok]);
     expect(r).toMatchObject({ code: 0, stdout: `${ok} deleted\n` });

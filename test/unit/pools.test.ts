@@ -220,9 +220,44 @@ describe('a pool', () => {
     await s.deps.store.deletePool(s.pool);
     await s.deliverAll();
     expect((await s.running()).length).toBe(0);
+    // Listed, so that a user sees what the tasks wait for.
+    expect(await s.deps.store.listPools()).toContainEqual({
+      pool: s.pool,
+      slots: null,
+      used: 0,
+      queued: 2,
+    });
     await putPool(s.deps, s.pool, 2);
     await s.deliverAll();
     expect((await s.running()).length).toBe(2);
+  });
+
+  it('that does not exist is a warning when a DAG naming it is registered, at its place', async () => {
+    const deps = memoryDeps();
+    const id = Math.random().toString(36).slice(2, 10);
+    await putPool(deps, `here_${id}`, 1);
+    const doc = (tasks: object[], defaults = {}) =>
+      JSON.stringify({ dagId: `warn_${id}`, defaults, tasks });
+    const noopTask = (taskId: string, pool?: string) => ({
+      taskId,
+      operator: 'noop',
+      config: {},
+      ...(pool ? { pool } : {}),
+    });
+    const r = await registerDag(
+      deps,
+      doc([noopTask('a', `here_${id}`), noopTask('b'), noopTask('c', `gone_${id}`)], {
+        pool: `absent_${id}`,
+      }),
+    );
+    if (!r.ok) throw new Error(JSON.stringify(r.issues));
+    expect(r.warnings.map((w) => w.path)).toEqual(['$.defaults.pool', '$.tasks[2].pool']);
+    expect(r.warnings[0]?.message).toMatch(new RegExp(`pool "absent_${id}" does not exist`));
+    // Once both exist: none.
+    await putPool(deps, `absent_${id}`, 1);
+    await putPool(deps, `gone_${id}`, 1);
+    const again = await registerDag(deps, doc([noopTask('a', `here_${id}`)]));
+    expect(again.ok && again.warnings).toEqual([]);
   });
 
   it('cannot be deleted while tasks run or wait in it (409), and can once they are done', async () => {
