@@ -196,7 +196,11 @@ export async function registerDag(
       console.error(`could not catch up ${dag.dagId}: ${(e as Error).message}`);
     });
   }
-  const warnings = await missingPools(deps, dag, text);
+  // Best effort too: the version is registered, whatever a look at its pools meets.
+  const warnings = await missingPools(deps, dag, text).catch((e: unknown) => {
+    console.error(`could not look at the pools of ${dag.dagId}: ${(e as Error).message}`);
+    return [];
+  });
   return { ok: true, dagId: dag.dagId, version: version.version, created, warnings };
 }
 

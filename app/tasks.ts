@@ -95,6 +95,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 async function whileLeased<T>(
   deps: Deps,
   lease: TaskInstanceRecord,
+  opts: Pick<ExecuteOptions, 'remainingMs'>,
   write: () => Promise<T>,
 ): Promise<T> {
   for (let tries = 1; ; tries++) {
@@ -103,7 +104,10 @@ async function whileLeased<T>(
     } catch (e) {
       const wait = 50 * 2 ** tries * (0.5 + deps.random() / 2);
       const left = Date.parse(lease.leaseExpiresAt ?? '') - deps.clock().getTime();
-      if (!(e instanceof ThrottledError) || tries >= ENDING_TRIES || !(left > wait + 1000)) {
+      // Within the lease, and within the worker's own time: a Lambda stopped mid-retry would
+      // send its whole batch back.
+      const time = Math.min(left, opts.remainingMs() - 5_000);
+      if (!(e instanceof ThrottledError) || tries >= ENDING_TRIES || !(time > wait + 1000)) {
         throw e;
       }
       deps.metrics?.addMetric(Metric.TaskEndThrottled, 'Count', 1);
@@ -350,7 +354,7 @@ async function runClaimed(
     // worker that claims it next. Work a deferred start began is found again by its name.
     const held = current;
     try {
-      await whileLeased(deps, held, () =>
+      await whileLeased(deps, held, opts, () =>
         deps.store.transitionTask(msg, releaseTask(held, deps.clock())),
       );
       await released(deps, held.gates);
@@ -405,7 +409,7 @@ async function runClaimed(
   );
   const lease = current;
   const [written, logged] = await Promise.allSettled([
-    whileLeased(deps, lease, () => deps.store.transitionTask(msg, ending)),
+    whileLeased(deps, lease, opts, () => deps.store.transitionTask(msg, ending)),
     inline ? Promise.resolve() : deps.blobs.putLog({ ...msg }, text, { ifAbsent: true }),
   ]);
   if (logged.status === 'rejected') {

@@ -374,7 +374,8 @@ export interface StateStore {
   /**
    * Up to `limit` gates with an attempt waiting since before `before` (the reaper's view, from
    * the deadline index: its cost grows with the gates that have waiters, not with the waiters
-   * or the idle gates, and is bounded by `limit`).
+   * or the idle gates, and is bounded by `limit`). Each call goes on after the gate where the
+   * last one stopped, wrapping round, so that every gate gets its turn.
    */
   findWaitingGates(before: Date, limit: number): Promise<string[]>;
   /**

@@ -1064,21 +1064,30 @@ export class DynamoStateStore implements StateStore {
         };
       }),
     );
-    // Pools that tasks wait for but that do not exist: found by their waiters (at most
-    // MISSING_POOLS of them, from the deadline index; one read each).
+    // Pools that tasks wait for but that do not exist: found by their waiters in the deadline
+    // index, from `pool:` on in each shard (DAG caps sort before it), the shards at once.
     const known = new Set(pools.map((i) => i.gsi3sk as string));
-    const missing = (await this.findWaitingGates(new Date('9999-12-31T00:00:00Z'), MISSING_POOLS))
-      .filter((g) => poolOfGate(g) !== undefined && !known.has(g))
-      .sort();
+    const missing: string[] = [];
+    await Promise.all(
+      Array.from({ length: DUE_SHARDS }, (_, shard) =>
+        this.#walkGates(shard, 'pool:', { reads: MISSING_POOLS + known.size + 1 }, (gate) => {
+          if (poolOfGate(gate) === undefined) return false;
+          if (!known.has(gate)) missing.push(gate);
+          return missing.length < MISSING_POOLS;
+        }),
+      ),
+    );
     const undefinedPools = await Promise.all(
-      missing.map(async (id) => ({
+      missing.slice(0, MISSING_POOLS).map(async (id) => ({
         pool: poolOfGate(id) as string,
         slots: null,
         used: 0,
         queued: await this.#waiting(id),
       })),
     );
-    return [...defined, ...undefinedPools].sort((a, b) => (a.pool < b.pool ? -1 : 1));
+    return [...defined, ...undefinedPools.filter((p) => p.queued > 0)].sort((a, b) =>
+      a.pool < b.pool ? -1 : 1,
+    );
   }
 
   /** How many attempts wait at a gate. */
@@ -1170,43 +1179,76 @@ export class DynamoStateStore implements StateStore {
 
   async findWaitingGates(before: Date, limit: number): Promise<string[]> {
     // A gate's waiters sit together in its shard of the deadline index, oldest first
-    // (`{gate}#{since}`, parkTask). One read of one item finds the next gate and its oldest
-    // waiter; the next read starts past that gate's waiters. So a read is one gate, however
-    // many wait at it: a busy pool cannot hide the others. Reads are bounded (gates whose
-    // waiters are all recent cost one each too), and each pass starts at a random shard, so
-    // that more than `limit` busy gates do not hide the rest pass after pass.
+    // (`{gate}#{since}`, parkTask): one read is one gate (#walkGates), however many wait at it,
+    // so a busy pool cannot hide the others. Each look goes on where the last one stopped (the
+    // wake cursor), shard after shard, wrapping round: however many gates have old waiters,
+    // each gets its turn. Reads are bounded (gates whose waiters are all recent cost one each).
     const at = before.toISOString();
-    const gates: string[] = [];
-    let reads = 2 * limit + DUE_SHARDS;
-    const first = Math.floor(Math.random() * DUE_SHARDS);
-    for (let n = 0; n < DUE_SHARDS; n++) {
-      const shard = (first + n) % DUE_SHARDS;
-      let after: string | undefined;
-      while (gates.length < limit && reads-- > 0) {
-        const res = await aws('find waiting gates', () =>
-          this.db.send(
-            new QueryCommand({
-              TableName: this.table,
-              IndexName: GSI2,
-              KeyConditionExpression: `gsi2pk = :p${after === undefined ? '' : ' AND gsi2sk > :a'}`,
-              ExpressionAttributeValues: {
-                ':p': `DUE#WAIT#${shard}`,
-                ...(after === undefined ? {} : { ':a': after }),
-              },
-              ProjectionExpression: 'waiter',
-              Limit: 1,
-            }),
-          ),
-        );
-        const item = res.Items?.[0];
-        if (!item) break;
-        const { gate, since } = parseWaiter(item.waiter as string);
-        if (since < at) gates.push(gate);
-        // Past every `{gate}#…`: '$' sorts just after '#', and before every character of an id.
-        after = `${gate}$`;
+    const found = new Set<string>();
+    const budget = { reads: 2 * limit + 2 * DUE_SHARDS };
+    const cursor = await this.#get(keys.wakeCursor(), false);
+    let shard = typeof cursor?.shard === 'number' ? cursor.shard % DUE_SHARDS : 0;
+    let after = typeof cursor?.after === 'string' ? cursor.after : undefined;
+    // Every shard once, and the first again up to where this look began.
+    for (let n = 0; n <= DUE_SHARDS && found.size < limit && budget.reads > 0; n++) {
+      const stopped = await this.#walkGates(shard, after, budget, (gate, since) => {
+        if (since < at) found.add(gate);
+        return found.size < limit;
+      });
+      if (stopped !== undefined) {
+        after = stopped;
+        break;
       }
+      shard = (shard + 1) % DUE_SHARDS;
+      after = undefined;
     }
-    return gates;
+    await aws('wake cursor', () =>
+      this.db.send(
+        new PutCommand({
+          TableName: this.table,
+          Item: { ...keys.wakeCursor(), shard, ...(after !== undefined ? { after } : {}) },
+        }),
+      ),
+    );
+    return [...found];
+  }
+
+  /**
+   * Walks one shard of the waiters' deadline index a gate at a time: each Query (Limit 1)
+   * answers the next gate's oldest waiter, and the next starts past that gate's waiters ('$'
+   * sorts just after '#' and before every character of an id). From after `from`, while `take`
+   * says go on and the budget lasts. Returns where it stopped (undefined: at the shard's end).
+   */
+  async #walkGates(
+    shard: number,
+    from: string | undefined,
+    budget: { reads: number },
+    take: (gate: string, since: string) => boolean,
+  ): Promise<string | undefined> {
+    let after = from;
+    for (;;) {
+      if (budget.reads-- <= 0) return after ?? '';
+      const res = await aws('find waiting gates', () =>
+        this.db.send(
+          new QueryCommand({
+            TableName: this.table,
+            IndexName: GSI2,
+            KeyConditionExpression: `gsi2pk = :p${after === undefined ? '' : ' AND gsi2sk > :a'}`,
+            ExpressionAttributeValues: {
+              ':p': `DUE#WAIT#${shard}`,
+              ...(after === undefined ? {} : { ':a': after }),
+            },
+            ProjectionExpression: 'waiter',
+            Limit: 1,
+          }),
+        ),
+      );
+      const item = res.Items?.[0];
+      if (!item) return undefined;
+      const { gate, since } = parseWaiter(item.waiter as string);
+      after = `${gate}$`;
+      if (!take(gate, since)) return after;
+    }
   }
 
   async claimGated(

@@ -17,6 +17,7 @@ import type { CreateTableCommandInput } from '@aws-sdk/client-dynamodb';
  * | backfill          | `DAG#{dagId}`              | `BACKFILL#{id}`    |                                 |                               |
  * | gate (pool, cap)  | `GATE#{pool:name, dag:id}` | `GATE`             |                                 |                               |
  * | gate waiter       | `GATE#{gate}`              | `WAIT#{since}#{dagId}#{runId}#{taskId}` |            | `DUE#WAIT#{shard}` / `{gate}#{since}` |
+ * | wake cursor       | `REAPER`                   | `WAKE_CURSOR`      |                                 |                               |
  *
  * - A run, its task instances and its progress shards share one partition key, so one Query
  *   reads a run whole.
@@ -29,7 +30,8 @@ import type { CreateTableCommandInput } from '@aws-sdk/client-dynamodb';
  *   starts the second when the event that should have done it was lost.
  * - `gsi2` also holds the attempts parked at a gate: `DUE#WAIT#{shard of the gate}` /
  *   `{gate}#{since}`, a gate's waiters together, oldest first, so that the reaper reads one item
- *   per gate with waiters (app/pools.ts wakeGates) to repair a lost wake.
+ *   per gate with waiters (app/pools.ts wakeGates) to repair a lost wake, going on each pass
+ *   where the last one stopped (the wake cursor item), so that every gate gets its turn.
  * - `gsi3` (sparse) is each DAG's queue of waiting runs: `QUEUED#{dagId}` / `{logicalDate}#{runId}`,
  *   present only while the run is `queued` with its tasks written. Starting the next run reads
  *   one item of it, however long the DAG's history. It also holds the backfills still creating
@@ -66,6 +68,8 @@ export const tableKeys = {
     sk: `BACKFILL#${backfillId}`,
   }),
   gate: (gate: string) => ({ pk: `GATE#${gate}`, sk: 'GATE' }),
+  /** Where the reaper's look at gates with waiters stopped (StateStore findWaitingGates). */
+  wakeCursor: () => ({ pk: 'REAPER', sk: 'WAKE_CURSOR' }),
   progress: (dagId: string, runId: string, shard: number) => ({
     pk: `RUN#${dagId}#${runId}`,
     sk: `PROGRESS#${String(shard).padStart(2, '0')}`,

@@ -245,6 +245,8 @@ export class MemoryStateStore implements StateStore {
   readonly #backfills = new Map<string, BackfillRecord>();
   /** Gates by id (core/pools): pools and DAG caps, as the table's `GATE#` items. */
   readonly #gates = new Map<string, GateCount>();
+  /** The gate the reaper's last look at gates with waiters stopped at (findWaitingGates). */
+  #wakeCursor: string | undefined;
   /** Each gate's waiting attempts, by `since#dagId#runId#taskId` (the table's sort key). */
   readonly #waiters = new Map<string, Map<string, { waiter: string; message: TaskMessage }>>();
 
@@ -918,8 +920,15 @@ export class MemoryStateStore implements StateStore {
     const at = before.toISOString();
     const gates = [...this.#waiters.entries()]
       .filter(([, list]) => [...list.keys()].some((k) => (k.split('#')[0] ?? '') < at))
-      .map(([gate]) => gate);
-    return gates.sort().slice(0, limit);
+      .map(([gate]) => gate)
+      .sort();
+    // Going on after the gate the last look stopped at, wrapping round, as DynamoDB's does.
+    const cursor = this.#wakeCursor;
+    const next = cursor === undefined ? 0 : gates.findIndex((g) => g > cursor);
+    const start = Math.max(next, 0);
+    const taken = [...gates.slice(start), ...gates.slice(0, start)].slice(0, limit);
+    if (taken.length === limit) this.#wakeCursor = taken[taken.length - 1];
+    return taken;
   }
 
   async claimGated(

@@ -1910,7 +1910,7 @@ export function stateStoreContract(
         ]);
       });
 
-      it('finds every gate with old waiters, one busy with many waiters or not', async () => {
+      it('finds every gate with old waiters, one busy with many waiters or not, each in turn', async () => {
         // Gates that share one shard of a store that shards its deadline index by gate (DynamoDB:
         // progressShard over 8 shards), with the busy gate's waiters the oldest: a look that
         // counted waiters, not gates, would see only the busy one.
@@ -1936,6 +1936,15 @@ export function stateStoreContract(
         const two = await store.findWaitingGates(before, 2);
         expect(two.length).toBe(2);
         expect(new Set(two).size).toBe(2);
+        // Each look goes on where the last stopped: one gate a look, every gate in turn (a
+        // look that always began at the same place would find only the first, for ever).
+        const seen = new Set<string>();
+        for (let i = 0; i < 4; i++) {
+          const found = await store.findWaitingGates(before, 1);
+          expect(found.length).toBe(1);
+          seen.add(found[0] as string);
+        }
+        expect([...seen].sort()).toEqual([busy, ...others].sort());
         // Waiting only since after `before`: not found.
         expect(await store.findWaitingGates(later(old + 50), 4)).toEqual([busy]);
       });

@@ -354,7 +354,7 @@ describe('a write ending an attempt, throttled', () => {
     }
   });
 
-  it('is not tried for ever, nor past the lease: the message comes back', async () => {
+  it('is not tried for ever, nor past the lease or the worker’s time: the message comes back', async () => {
     const store = new Throttling(100);
     const s = await setup(store, 'noop');
     await expect(executeTask(s.deps, s.a, opts())).rejects.toBeInstanceOf(ThrottledError);
@@ -366,5 +366,13 @@ describe('a write ending an attempt, throttled', () => {
     const t = await setup(short, 'noop');
     await expect(executeTask(t.deps, t.a, opts(1))).rejects.toBeInstanceOf(ThrottledError);
     expect(short.ends).toBe(1);
+
+    // Nor a worker about to be stopped (a Lambda near its end): no second try.
+    const late = new Throttling(100);
+    const u = await setup(late, 'noop');
+    await expect(
+      executeTask(u.deps, u.a, { ...opts(), remainingMs: () => 5_500 }),
+    ).rejects.toBeInstanceOf(ThrottledError);
+    expect(late.ends).toBe(1);
   });
 });
