@@ -142,7 +142,12 @@ export async function wakeGates(deps: Deps, graceSeconds: number, limit: number)
   const before = new Date(deps.clock().getTime() - graceSeconds * 1000);
   let woken = 0;
   for (const gate of await deps.store.findWaitingGates(before, limit)) {
-    woken += await wake(deps, gate);
+    // One gate that cannot be woken now does not hold up the others of this pass: the look
+    // goes on after them next time, so they would wait a whole round.
+    woken += await wake(deps, gate).catch((e: unknown) => {
+      console.error(`could not wake the tasks waiting at ${gate}: ${(e as Error).message}`);
+      return 0;
+    });
   }
   return woken;
 }

@@ -1188,8 +1188,8 @@ export class DynamoStateStore implements StateStore {
     const budget = { reads: 2 * limit + 2 * DUE_SHARDS };
     const cursor = await this.#get(keys.wakeCursor(), false);
     let shard = typeof cursor?.shard === 'number' ? cursor.shard % DUE_SHARDS : 0;
-    let after = typeof cursor?.after === 'string' ? cursor.after : undefined;
-    // Every shard once, and the first again up to where this look began.
+    let after = typeof cursor?.after === 'string' && cursor.after !== '' ? cursor.after : undefined;
+    // Every shard once, and the first again (from its start: gates seen twice count once).
     for (let n = 0; n <= DUE_SHARDS && found.size < limit && budget.reads > 0; n++) {
       const stopped = await this.#walkGates(shard, after, budget, (gate, since) => {
         if (since < at) found.add(gate);
@@ -1227,7 +1227,8 @@ export class DynamoStateStore implements StateStore {
   ): Promise<string | undefined> {
     let after = from;
     for (;;) {
-      if (budget.reads-- <= 0) return after ?? '';
+      // Out of reads: stopped here (at the shard's start, that is before its first key, '!').
+      if (budget.reads-- <= 0) return after ?? '!';
       const res = await aws('find waiting gates', () =>
         this.db.send(
           new QueryCommand({

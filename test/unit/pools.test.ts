@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { ManualClock, type MemoryDeps, memoryDeps } from '../../adapters/memory/deps.ts';
 import { registerDag } from '../../app/dags.ts';
 import { InjectedCrash } from '../../app/faults.ts';
-import { putPool } from '../../app/pools.ts';
+import { putPool, wakeGates } from '../../app/pools.ts';
 import { reap } from '../../app/reaper.ts';
 import { cancelRun, triggerRun } from '../../app/runs.ts';
 import { type ExecuteOptions, type ExecuteOutcome, executeTask } from '../../app/tasks.ts';
@@ -258,6 +258,37 @@ describe('a pool', () => {
     await putPool(deps, `gone_${id}`, 1);
     const again = await registerDag(deps, doc([noopTask('a', `here_${id}`)]));
     expect(again.ok && again.warnings).toEqual([]);
+  });
+
+  it('whose lost wake the reaper repairs, even when another gate of its pass cannot be woken', async () => {
+    const clock = new ManualClock(new Date('2026-11-28T00:00:00Z'));
+    const deps = memoryDeps({ clock: clock.now });
+    const id = Math.random().toString(36).slice(2, 10);
+    const pools = [`a_${id}`, `b_${id}`];
+    for (const pool of pools) {
+      await putPool(deps, pool, 0);
+      const dagId = `lostwake_${pool}`;
+      const r = await registerDag(
+        deps,
+        JSON.stringify({ dagId, tasks: [{ taskId: 't', operator: 'noop', config: {}, pool }] }),
+      );
+      if (!r.ok) throw new Error(JSON.stringify(r.issues));
+      await triggerRun(deps, { dagId });
+    }
+    for (const m of deps.dispatcher.takeAll()) {
+      expect(await executeTask(deps, m, worker)).toBe('waiting');
+    }
+    // Slots appear without the wake that PUT sends: a wake lost, as after a worker's death.
+    for (const pool of pools) await deps.store.putPool(pool, 1, clock.now());
+    clock.advance(600);
+    // The first gate of the pass cannot be read now.
+    const gateView = deps.store.gateView.bind(deps.store);
+    deps.store.gateView = async (gate, n) => {
+      if (gate === poolGate(pools[0] as string)) throw new Error('gate unreadable');
+      return gateView(gate, n);
+    };
+    expect(await wakeGates(deps, 120, 10)).toBe(1);
+    expect(deps.dispatcher.takeAll().map((m) => m.dagId)).toEqual([`lostwake_${pools[1]}`]);
   });
 
   it('cannot be deleted while tasks run or wait in it (409), and can once they are done', async () => {
