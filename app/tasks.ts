@@ -407,9 +407,8 @@ async function runClaimed(
       : { ok: false, error, retryAt },
     now,
   );
-  const lease = current;
   const [written, logged] = await Promise.allSettled([
-    whileLeased(deps, lease, opts, () => deps.store.transitionTask(msg, ending)),
+    whileLeased(deps, current, opts, () => deps.store.transitionTask(msg, ending)),
     inline ? Promise.resolve() : deps.blobs.putLog({ ...msg }, text, { ifAbsent: true }),
   ]);
   if (logged.status === 'rejected') {

@@ -52,7 +52,7 @@ import {
   type TaskStatus,
   type TaskTransition,
 } from '../../core/state/index.ts';
-import { aws, decodeToken, encodeToken } from './errors.ts';
+import { aws, decodeToken, encodeToken, PASSING_CANCELLATIONS } from './errors.ts';
 import { DUE_SHARDS, GSI1, GSI2, GSI3, tableKeys as keys } from './table.ts';
 
 /** The reaper's index entry of a run waiting to be written (CREATE) or started (RUNQ). */
@@ -193,13 +193,6 @@ const MISSING_POOLS = 100;
 /** Tries of a transaction that DynamoDB cancels for load or for a concurrent one. */
 const TRANSACT_TRIES = 6;
 
-/** Cancellation reasons a repeat can get past: a concurrent transaction, or throttling. */
-const PASSING = new Set([
-  'TransactionConflict',
-  'ThrottlingError',
-  'ProvisionedThroughputExceeded',
-]);
-
 /**
  * Whether a transaction was cancelled only for a concurrent one or for load (no condition
  * failed): the SDK retries neither, and a repeat is harmless, its conditions being the same.
@@ -209,8 +202,8 @@ function passing(e: ThrottledError): boolean {
     (e.cause as { CancellationReasons?: { Code?: string }[] } | undefined)?.CancellationReasons ??
     [];
   return (
-    reasons.some((r) => PASSING.has(r.Code ?? '')) &&
-    reasons.every((r) => PASSING.has(r.Code ?? '') || r.Code === 'None' || !r.Code)
+    reasons.some((r) => PASSING_CANCELLATIONS.has(r.Code ?? '')) &&
+    reasons.every((r) => PASSING_CANCELLATIONS.has(r.Code ?? '') || r.Code === 'None' || !r.Code)
   );
 }
 
@@ -1311,6 +1304,7 @@ export class DynamoStateStore implements StateStore {
       ti.parked ? `${parked} = ${u.value(ti.parked)}` : `attribute_not_exists(${parked})`,
     ].join(' AND ');
     const w = waiterKey(waiter, ti);
+    const { gate, since } = parseWaiter(waiter);
     try {
       await this.#transact(`park ${ti.runId}/${ti.taskId}`, [
         { Update: u.input(this.table, keys.task(ti.dagId, ti.runId, ti.taskId), cond) },
@@ -1320,8 +1314,8 @@ export class DynamoStateStore implements StateStore {
             Item: {
               ...w,
               // In the deadline index while it waits: the reaper finds gates whose wake was lost.
-              gsi2pk: `DUE#WAIT#${progressShard(parseWaiter(waiter).gate, DUE_SHARDS)}`,
-              gsi2sk: `${parseWaiter(waiter).gate}#${parseWaiter(waiter).since}`,
+              gsi2pk: `DUE#WAIT#${progressShard(gate, DUE_SHARDS)}`,
+              gsi2sk: `${gate}#${since}`,
               waiter,
               dagId: message.dagId,
               runId: message.runId,

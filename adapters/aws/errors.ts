@@ -7,6 +7,16 @@ import {
 } from '../../core/errors.ts';
 
 /** Error names the AWS services use for "slow down" (DynamoDB, SQS, S3, Scheduler). */
+/**
+ * Why DynamoDB cancels a transaction that a repeat can get past: a concurrent transaction on
+ * one of its items, or load. The SDK retries neither.
+ */
+export const PASSING_CANCELLATIONS: ReadonlySet<string> = new Set([
+  'TransactionConflict',
+  'ThrottlingError',
+  'ProvisionedThroughputExceeded',
+]);
+
 const THROTTLING = new Set([
   'ThrottlingException',
   'ProvisionedThroughputExceededException',
@@ -48,8 +58,7 @@ export function toDomainError(e: unknown, what: string): unknown {
       const item = reasons.find((r) => r.Code === 'ConditionalCheckFailed')?.Item;
       return new ConflictError(`${what}: the item changed first`, item, { cause: e });
     }
-    const load = ['ThrottlingError', 'ProvisionedThroughputExceeded', 'TransactionConflict'];
-    if (reasons.some((r) => load.includes(r.Code ?? ''))) {
+    if (reasons.some((r) => PASSING_CANCELLATIONS.has(r.Code ?? ''))) {
       return new ThrottledError(`${what}: ${err.message ?? name}`, { cause: e });
     }
   }
