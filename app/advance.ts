@@ -1,13 +1,20 @@
 import type { Dag } from '../core/dag/schema.ts';
 import { ConflictError, NotFoundError } from '../core/errors.ts';
+import { parseInstance } from '../core/mapping/index.ts';
 import { Metric } from '../core/metric-names.ts';
 import type { TaskInstanceRecord, TaskKey, TaskMessage } from '../core/ports.ts';
-import { countUpstream, nextStep, runOutcome } from '../core/readiness/index.ts';
+import {
+  countUpstream,
+  nextStep,
+  runOutcome,
+  type UpstreamCounts,
+} from '../core/readiness/index.ts';
 import { isTerminalTask, resolveTask, type TaskStatus } from '../core/state/index.ts';
 import { branchSkips } from './branch.ts';
 import { loadDag } from './dags.ts';
 import type { Deps } from './deps.ts';
 import { injectFault } from './faults.ts';
+import { advanceInstance } from './mapping.ts';
 import { queue, runEnded, taskMessage } from './runs.ts';
 
 /** A pending task with one upstream task, as it stands once that task's outcome is counted. */
@@ -59,6 +66,11 @@ export async function advance(
   } = {},
 ): Promise<Continued | undefined> {
   if (!isTerminalTask(status)) return undefined;
+  // A mapped task's instance: counted towards its mapped task, which its downstream tasks wait for.
+  if (parseInstance(key.taskId)) {
+    await advanceInstance(deps, key, status, generation);
+    return undefined;
+  }
   const { dag, graph, tasks } = await loadDag(deps, key.dagId, dagVersion);
   const now = deps.clock();
   const messages: TaskMessage[] = [];
@@ -79,6 +91,11 @@ export async function advance(
             await deps.store.getTaskInstance(key),
           )
         : undefined;
+    // A mapped task that expanded: its downstream tasks count each instance's outcome.
+    const weight =
+      tasks.get(key.taskId)?.mapOver !== undefined && downstream.length > 0
+        ? await mapWeight(deps, key)
+        : undefined;
     await Promise.all(
       downstream.map(async (taskId) => {
         const dk = { dagId: key.dagId, runId: key.runId, taskId };
@@ -87,7 +104,7 @@ export async function advance(
         const outcome = skip ? 'skipped' : status;
         // A task with this one upstream task, whose rule queues it on this outcome (a chain's
         // next task, a fan-out's branch): counted and queued in one write.
-        const single = (graph.upstream.get(taskId) ?? []).length === 1;
+        const single = !weight && (graph.upstream.get(taskId) ?? []).length === 1;
         const queueAt =
           !skip && single && nextStep(rule, afterOnly(outcome)) === 'queue' ? { queueAt: now } : {};
         // The only task this outcome can make ready, and the caller would run it: claim it in
@@ -109,7 +126,7 @@ export async function advance(
           key.taskId,
           outcome,
           generation,
-          { ...queueAt, ...(claim ? { claim } : {}) },
+          { ...queueAt, ...(claim ? { claim } : {}), ...(weight ? { weight } : {}) },
         );
         // Claimed under this lease: by this write, or by one whose answer was lost (its retry
         // was refused, and the outcome reads as counted already). Either way it is ours to run.
@@ -180,6 +197,21 @@ export async function advance(
     await advance(deps, t, t.status, dagVersion, t.generation, { walked });
   }
   return kept;
+}
+
+/**
+ * What a mapped task that ended after expanding adds to each downstream task: every instance's
+ * outcome, and its instances but one as upstream tasks. Undefined for one that never expanded
+ * (it failed before, or mapOver gave no items: it counts once, as any task).
+ */
+async function mapWeight(
+  deps: Deps,
+  key: TaskKey,
+): Promise<{ counts: UpstreamCounts; extraUpstream: number } | undefined> {
+  const rec = key as Partial<TaskInstanceRecord>;
+  const ti = rec.mapCounts ? rec : await deps.store.getTaskInstance(key);
+  if (!ti?.mapCounts || ti.mapLength === undefined) return undefined;
+  return { counts: ti.mapCounts, extraUpstream: ti.mapLength - 1 };
 }
 
 /** A task its caller runs itself: claimed already in the write that queued it, or still queued. */

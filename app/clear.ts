@@ -1,6 +1,6 @@
 import { ConflictError, NotFoundError } from '../core/errors.ts';
 import type { ClearPlan, RunRecord, TaskInstanceRecord, TaskMessage } from '../core/ports.ts';
-import { counterFor, countUpstream, nextStep } from '../core/readiness/index.ts';
+import { addCounts, addOutcome, counterFor, NO_COUNTS, nextStep } from '../core/readiness/index.ts';
 import {
   attemptSummary,
   hasTriedSinceClear,
@@ -118,13 +118,24 @@ export async function clearTasks(
         counted.push(`${u}#${now.generation}`);
       }
     });
-    const counts = countUpstream(upStatuses);
+    // A mapped upstream task that ended after expanding, and stays as it is, counts each of
+    // its instances (core/mapping), as readiness counted them.
+    let counts = NO_COUNTS;
+    let upstreamCount = upstream.length;
+    upstream.forEach((u, i) => {
+      const up = reach.has(u) ? undefined : instances.get(u);
+      const st = upStatuses[i] ?? 'pending';
+      if (up?.mapCounts && up.mapLength !== undefined && up.status === st) {
+        counts = addCounts(counts, up.mapCounts);
+        upstreamCount += up.mapLength - 1;
+      } else counts = addOutcome(counts, st);
+    });
     const decision = skippedByBranch
       ? 'skipped'
       : nextStep(tasks.get(id)?.triggerRule ?? 'all_success', {
           status: 'pending',
           counts,
-          upstreamCount: ti.upstreamCount,
+          upstreamCount,
         });
     const status =
       decision === 'queue'
@@ -145,6 +156,7 @@ export async function clearTasks(
       newGeneration: finished,
       generation,
       counts,
+      upstreamCount,
       counted: [...new Set(counted)],
       ...(finished ? { oldSucceeded: ti.status === 'success' || ti.status === 'skipped' } : {}),
       // A finished try leaves the task instance: its history keeps it, if the write that

@@ -1,4 +1,5 @@
 import { UnrecoverableError } from '../core/errors.ts';
+import { parseInstance } from '../core/mapping/index.ts';
 import type { AttemptRef, TaskInstanceRecord } from '../core/ports.ts';
 import type { StoredOutput } from '../core/state/index.ts';
 import type { Deps } from './deps.ts';
@@ -41,11 +42,30 @@ export async function storeOutput(
   return { key: await deps.blobs.putArtifact(ref, OUTPUT_ARTIFACT, json) };
 }
 
-/** The task's output (its successful attempt's), or undefined when it has none. */
+/**
+ * The task's output (its successful attempt's), or undefined when it has none. A mapped task's
+ * (core/mapping) is its instances' outputs in index order, null for one without, once it has
+ * ended (failed too, so that an `all_done` reducer sees what its instances made); an empty map's
+ * is the empty list.
+ */
 export async function readOutput(
   deps: Deps,
   ti: TaskInstanceRecord,
 ): Promise<{ output: unknown } | undefined> {
+  if (ti.mapAttempt !== undefined && ti.mapLength !== undefined && ti.mapCounts) {
+    const instances = (await deps.store.listMapInstances(ti)).filter(
+      (t) => t.mapAttempt === ti.mapAttempt,
+    );
+    const out: unknown[] = new Array(ti.mapLength).fill(null);
+    await Promise.all(
+      instances.map(async (t) => {
+        const i = parseInstance(t.taskId)?.mapIndex;
+        if (i !== undefined && i < out.length) out[i] = (await readOutput(deps, t))?.output ?? null;
+      }),
+    );
+    return { output: out };
+  }
+  if (ti.status === 'skipped' && ti.output !== null) return { output: JSON.parse(ti.output) };
   if (ti.status !== 'success') return undefined;
   if (ti.output !== null) return { output: JSON.parse(ti.output) };
   if (ti.outputKey === null) return undefined;

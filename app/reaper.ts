@@ -1,4 +1,5 @@
 import { ConflictError } from '../core/errors.ts';
+import { baseTaskId } from '../core/mapping/index.ts';
 import { Metric } from '../core/metric-names.ts';
 import type { TaskMessage } from '../core/ports.ts';
 import { nextRetryAt } from '../core/retry/index.ts';
@@ -88,7 +89,7 @@ export async function reap(deps: Deps, opts: ReapOptions): Promise<ReapReport> {
       continue;
     }
     const { tasks } = await loadDag(deps, ti.dagId, ti.dagVersion);
-    const task = tasks.get(ti.taskId);
+    const task = tasks.get(baseTaskId(ti.taskId));
     const retryAt = task ? nextRetryAt(task, triesSoFar(ti), now, deps.random) : null;
     const error =
       'lease expired: the worker stopped heartbeating (it crashed, hung or was stopped)';

@@ -1,5 +1,6 @@
 import { ConflictError, NotFoundError, TooLargeError, ValidationError } from '../core/errors.ts';
 import { jsonByteLength, jsonValueIssues } from '../core/json.ts';
+import { baseTaskId } from '../core/mapping/index.ts';
 import { Metric } from '../core/metric-names.ts';
 import type { NewRun, RunRecord, TaskInstanceRecord, TaskKey, TaskMessage } from '../core/ports.ts';
 import { startsImmediately } from '../core/readiness/index.ts';
@@ -216,7 +217,7 @@ async function executorOf(
   dagVersion: number,
 ): Promise<{ executor?: 'fargate' }> {
   try {
-    const task = (await loadDag(deps, key.dagId, dagVersion)).tasks.get(key.taskId);
+    const task = (await loadDag(deps, key.dagId, dagVersion)).tasks.get(baseTaskId(key.taskId));
     return task?.executor === 'fargate' ? { executor: 'fargate' } : {};
   } catch (e) {
     if (e instanceof NotFoundError || e instanceof ValidationError) return {};

@@ -6,6 +6,7 @@ import {
   ThrottledError,
   UnrecoverableError,
 } from '../core/errors.ts';
+import { baseTaskId, mapShardCount, parseInstance } from '../core/mapping/index.ts';
 import { Metric } from '../core/metric-names.ts';
 import { type Gate, gatesOf, parseWaiter } from '../core/pools/index.ts';
 import type { TaskInstanceRecord, TaskMessage } from '../core/ports.ts';
@@ -16,6 +17,7 @@ import {
   finishTask,
   heartbeatTask,
   isTerminalRun,
+  mapTask,
   releaseTask,
   type StoredOutput,
   type TaskInstanceState,
@@ -29,6 +31,7 @@ import { DEFAULT_CHECK_SECONDS, type DeferredRecord, nextCheck, workName } from 
 import type { Deps } from './deps.ts';
 import { InjectedCrash, injectFault } from './faults.ts';
 import { fitsInline, keepEarlierLog } from './logs.ts';
+import { expandMapped, renderMapItems, settleMapped } from './mapping.ts';
 import { storeOutput } from './outputs.ts';
 import { claimThroughGates, released } from './pools.ts';
 import { scheduleRetry } from './retries.ts';
@@ -72,6 +75,8 @@ export type ExecuteOutcome =
   | 'lease_lost'
   /** Deferred: external work started, and its end will record the outcome. */
   | 'deferred'
+  /** A mapped task expanded into its instances, which run on their own (core/mapping). */
+  | 'mapped'
   /** The worker stopped and handed the attempt back to the queue. */
   | 'handed_back'
   /** A gate (its pool, its DAG's maxActiveTasks) is full: it waits, parked, for a free slot. */
@@ -187,7 +192,9 @@ export async function executeTask(
 async function gatesFor(deps: Deps, msg: TaskMessage): Promise<Gate[]> {
   try {
     const { dag, tasks } = await loadDag(deps, msg.dagId, msg.dagVersion);
-    const task = tasks.get(msg.taskId);
+    const task = tasks.get(baseTaskId(msg.taskId));
+    // A mapped task's own attempt only expands it: its instances take the slots.
+    if (task?.mapOver !== undefined && !parseInstance(msg.taskId)) return [];
     return task ? gatesOf(dag, task) : [];
   } catch (e) {
     if (e instanceof AirlessError && !e.retryable) return [];
@@ -270,13 +277,16 @@ async function runClaimed(
   let dagOfTask: Dag | undefined;
   let stored: StoredOutput | undefined;
   let started: DeferredWork | undefined;
+  /** A mapped task's attempt: how many instances it expanded into. */
+  let mapped: number | undefined;
   try {
     const { dag, graph, tasks } = await loadDag(deps, msg.dagId, msg.dagVersion);
     dagParams = dag.params;
     dagTasks = tasks;
     dagOfTask = dag;
     await injectFault(deps, dag, 'worker.after-claim', msg);
-    task = tasks.get(msg.taskId);
+    const instance = parseInstance(msg.taskId);
+    task = tasks.get(instance?.taskId ?? msg.taskId);
     if (!task)
       throw new Error(`task ${msg.taskId} is not in DAG ${msg.dagId} version ${msg.dagVersion}`);
     const operator = deps.operators.get(task.operator);
@@ -292,11 +302,29 @@ async function runClaimed(
       timeoutMs,
     );
     log.add(
-      `attempt ${msg.attempt} (try ${triesSoFar(current)} of ${task.retries + 1}): ${task.operator} ${task.taskId}`,
+      `attempt ${msg.attempt} (try ${triesSoFar(current)} of ${task.retries + 1}): ${task.operator} ${msg.taskId}`,
     );
+    if (task.mapOver !== undefined && !instance) {
+      // A mapped task's own attempt: it expands into its instances, which run the operator.
+      const { items, logged } = await renderMapItems(deps, msg, dag, task);
+      if (logged !== undefined) log.add(`rendered mapOver: ${logged.slice(0, 4000)}`);
+      mapped = await expandMapped(deps, current, items);
+      log.add(
+        mapped > 0
+          ? `expanded into ${mapped} instances, ${task.taskId}[0] to ${task.taskId}[${mapped - 1}]`
+          : 'mapOver gave no items: the task is skipped',
+      );
+      throw MAPPED;
+    }
     // Templates rendered for this attempt; a config that does not parse now never will: the
     // attempt fails for good.
-    const rendered = await renderConfig(deps, msg, dag, task.config);
+    const rendered = await renderConfig(
+      deps,
+      msg,
+      dag,
+      task.config,
+      instance ? await mapScope(deps, msg, dag, task, current, instance.mapIndex) : undefined,
+    );
     log.secrets = rendered.secrets;
     if (rendered.logged !== undefined) log.add(`rendered config: ${rendered.logged}`);
     const config = parseTaskConfig(operator, rendered.config);
@@ -336,6 +364,11 @@ async function runClaimed(
   } catch (e) {
     // A crash on purpose ends the invocation here, as a dead process would.
     if (e instanceof InjectedCrash) throw e;
+    if (e === MAPPED) {
+      clearInterval(heartbeat);
+      opts.handBack?.removeEventListener('abort', onHandBack);
+      return endMapped(deps, msg, current, mapped ?? 0, log, opts);
+    }
     // Masked like the log: the error is kept with the task, its history and its events.
     error = log.mask(e instanceof Error ? e.message : String(e));
     // By name too: an operator bundled with its own copy of the class is still understood.
@@ -484,6 +517,68 @@ async function runClaimed(
     opts.onContinued?.(next.message, outcome);
   }
   return done.status as ExecuteOutcome;
+}
+
+/** Thrown past the operator's part by a mapped task's attempt, which has no operator to run. */
+const MAPPED = Symbol('mapped');
+
+/**
+ * `item` and `mapIndex` of a mapped task's instance: the item as its expansion kept it, or, when
+ * it was too large to keep, from mapOver rendered again (the upstream outputs do not change).
+ */
+async function mapScope(
+  deps: Deps,
+  msg: TaskMessage,
+  dag: Dag,
+  task: Task,
+  ti: TaskInstanceRecord,
+  mapIndex: number,
+): Promise<{ item: unknown; mapIndex: number }> {
+  if (ti.mapItem !== undefined) return { item: JSON.parse(ti.mapItem), mapIndex };
+  const { items } = await renderMapItems(deps, msg, dag, task);
+  if (mapIndex >= items.length) {
+    throw new UnrecoverableError(`mapOver now gives ${items.length} items: no item ${mapIndex}`);
+  }
+  return { item: items[mapIndex], mapIndex };
+}
+
+/**
+ * The end of a mapped task's attempt that expanded it: it gives up its lease and waits,
+ * `running`, for its instances (or is skipped, given no items). If its instances all ended
+ * first, it ends now. The log goes with the write when small, as a success's does.
+ */
+async function endMapped(
+  deps: Deps,
+  msg: TaskMessage,
+  current: TaskInstanceRecord,
+  length: number,
+  log: LogBuffer,
+  opts: ExecuteOptions,
+): Promise<ExecuteOutcome> {
+  const text = log.text();
+  const inline = fitsInline(text);
+  const shards = mapShardCount(length);
+  const [written, logged] = await Promise.allSettled([
+    whileLeased(deps, current, opts, () =>
+      deps.store.transitionTask(
+        msg,
+        mapTask(current, length, shards, inline ? text : undefined, deps.clock()),
+      ),
+    ),
+    inline ? Promise.resolve() : deps.blobs.putLog({ ...msg }, text, { ifAbsent: true }),
+  ]);
+  if (logged.status === 'rejected') deps.metrics?.addMetric(Metric.LogWriteFailed, 'Count', 1);
+  if (written.status === 'rejected') {
+    if (!(written.reason instanceof ConflictError)) throw written.reason;
+    // Landed unanswered (its repeat refused), or taken back: the reaper has it then.
+    const now = written.reason.current as TaskInstanceRecord | undefined;
+    const ours = now?.attempt === msg.attempt && now.leaseToken === null;
+    if (!ours || !now) return 'lease_lost';
+    await settleMapped(deps, now);
+    return 'mapped';
+  }
+  await settleMapped(deps, written.value);
+  return 'mapped';
 }
 
 /**

@@ -1,5 +1,6 @@
 import type { Dag } from '../core/dag/schema.ts';
 import { UnrecoverableError } from '../core/errors.ts';
+import { baseTaskId } from '../core/mapping/index.ts';
 import type { TaskMessage } from '../core/ports.ts';
 import { isTerminalTask } from '../core/state/index.ts';
 import {
@@ -33,6 +34,8 @@ export async function renderConfig(
   msg: TaskMessage,
   dag: Dag,
   config: unknown,
+  /** A mapped task's instance (core/mapping): its item and index. */
+  mapScope?: { readonly item: unknown; readonly mapIndex: number },
 ): Promise<RenderedConfig> {
   if (!hasPlaceholders(config)) return { config, secrets: new Set() };
   const run = await deps.store.getRun(msg.dagId, msg.runId);
@@ -58,11 +61,12 @@ export async function renderConfig(
     params: dag.params,
     dagId: msg.dagId,
     runId: msg.runId,
-    taskId: msg.taskId,
+    taskId: baseTaskId(msg.taskId),
     attempt: msg.attempt,
     logicalDate: logical.toISOString(),
     ds: dateStamp(logical, dag.schedule?.timezone ?? 'UTC'),
     tasks,
+    ...(mapScope ? { item: mapScope.item, mapIndex: mapScope.mapIndex } : {}),
   };
   let rendered: unknown;
   try {

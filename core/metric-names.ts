@@ -38,6 +38,8 @@ export const Metric = {
   TaskNotClaimed: 'TaskNotClaimed',
   /** worker, per attempt of a deferred operator: its external work started, no worker holds it. */
   TaskDeferred: 'TaskDeferred',
+  /** worker, per attempt of a mapped task: it expanded into its instances (core/mapping). */
+  TaskMapped: 'TaskMapped',
   /** reaper: deferred attempts whose end event was late, whose external work it asked about. */
   DeferredChecked: 'DeferredChecked',
   /** reaper: deferred attempts whose check failed (throttled, access denied): tried next pass. */

@@ -175,6 +175,19 @@ export interface TaskInstanceRecord extends TaskKey, TaskInstanceState {
   readonly logAttempt?: number | null;
   /** The last write was an outcome whose writer advances readiness itself (core/state). */
   readonly advanceInline?: boolean;
+  /**
+   * Dynamic mapping (core/mapping). On a mapped task's own instance: the attempt that expanded
+   * it, how many instances it has, over how many count shards, and once it has ended, their
+   * outcomes. On an instance: the mapped task's attempt that created it.
+   */
+  readonly mapAttempt?: number;
+  readonly mapLength?: number;
+  readonly mapShards?: number;
+  readonly mapCounts?: UpstreamCounts;
+  /** On a mapped task's own instance: how many count shards of `mapAttempt` are complete. */
+  readonly mapDone?: number;
+  /** On an instance: its item as JSON, when small enough to keep (core/mapping MAX_INLINE_ITEM_BYTES). */
+  readonly mapItem?: string;
 }
 
 /** A pool (DESIGN.md section 11) as listed: `used` slots held by running attempts, `queued` waiting. */
@@ -319,6 +332,12 @@ export interface StateStore {
        * write where queuing and then claiming take two. The claim's start time is `queueAt`.
        */
       readonly claim?: { readonly leaseToken: string; readonly leaseExpiresAt: string };
+      /**
+       * The upstream task is a mapped task that has ended (core/mapping): its downstream task
+       * counts each instance's outcome, `counts`, in place of one for the task, and has
+       * `extraUpstream` more upstream tasks (its instances but one). `status` is ignored.
+       */
+      readonly weight?: { readonly counts: UpstreamCounts; readonly extraUpstream: number };
     },
   ): Promise<{ task: TaskInstanceRecord; counted: boolean }>;
   /**
@@ -396,6 +415,44 @@ export interface StateStore {
    * the task instance moved on; parking where it waits already changes nothing.
    */
   parkTask(ti: TaskInstanceRecord, waiter: string, message: TaskMessage): Promise<boolean>;
+
+  /**
+   * Expands a mapped task's running attempt into `length` instances (core/mapping), each
+   * `queued` with its first attempt (or, where an earlier expansion left one, its next), and
+   * the count shards of this attempt, in batches. Safe to repeat for the same attempt: what this
+   * attempt wrote already is left as it is. Answers the instances of this attempt as they stand.
+   * `items` holds each item as JSON to keep with its instance, or null for one too large to keep.
+   */
+  expandMap(
+    parent: TaskInstanceRecord,
+    items: readonly (string | null)[],
+    at: Date,
+  ): Promise<TaskInstanceRecord[]>;
+  /**
+   * Counts a finished instance's outcome on its count shard, once per instance and generation:
+   * true when the shard's instances have all finished (now or before).
+   */
+  recordMapOutcome(
+    instance: TaskKey,
+    mapIndex: number,
+    mapAttempt: number,
+    mapLength: number,
+    status: TaskStatus,
+    generation: number,
+  ): Promise<boolean>;
+  /**
+   * Marks a complete count shard on the mapped task's own instance (harmless to repeat), and
+   * answers that instance as it stands; undefined when it does not exist.
+   */
+  markMapShardDone(
+    parent: TaskKey,
+    mapAttempt: number,
+    shard: number,
+  ): Promise<TaskInstanceRecord | undefined>;
+  /** The outcomes counted on the count shards of a mapped task's attempt, summed. */
+  mapOutcomes(parent: TaskKey, mapAttempt: number): Promise<UpstreamCounts>;
+  /** Every instance of a mapped task (of any expansion), by map index. */
+  listMapInstances(parent: TaskKey): Promise<TaskInstanceRecord[]>;
 
   /** Running attempts whose lease expired before `now`. */
   findExpiredLeases(now: Date, limit: number): Promise<TaskInstanceRecord[]>;
@@ -528,6 +585,11 @@ export interface ClearPlan {
     readonly newGeneration: boolean;
     readonly generation: number;
     readonly counts: UpstreamCounts;
+    /**
+     * Its upstream tasks as `counts` counts them: a mapped upstream task that has ended counts
+     * each of its instances (core/mapping). Absent: left as it is.
+     */
+    readonly upstreamCount?: number;
     /** `upstreamId#generation` of outcomes already in `counts`, and of the cleared ones. */
     readonly counted: readonly string[];
     /** A cleared task that had finished: whether its old outcome was a success. */

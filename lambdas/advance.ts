@@ -52,7 +52,15 @@ async function handle(r: DynamoDBRecord) {
   // An outcome whose writer advanced readiness itself (a worker's success, a resolution) is
   // not this function's: the filter drops it, and this is the check that counts.
   if (now.type === 'TI' && status && isTerminalTask(status) && !unchanged && !now.advanceInline) {
-    const key = { dagId: String(now.dagId), runId: String(now.runId), taskId: String(now.taskId) };
+    const key = {
+      dagId: String(now.dagId),
+      runId: String(now.runId),
+      taskId: String(now.taskId),
+      // A mapped task's instance: which expansion it counts towards (core/mapping).
+      ...(typeof now.mapAttempt === 'number' && typeof now.mapLength === 'number'
+        ? { mapAttempt: now.mapAttempt, mapLength: now.mapLength }
+        : {}),
+    };
     await advance(deps, key, status, Number(now.dagVersion), Number(now.generation ?? 0));
     logger.debug('advanced', { ...key, status });
   }

@@ -25,8 +25,9 @@ import {
   ValidationError,
 } from '../core/errors.ts';
 import { jsonValueIssues } from '../core/json.ts';
+import { instanceId, MAX_MAP_LENGTH, parseInstance } from '../core/mapping/index.ts';
 import { MAX_POOL_SLOTS } from '../core/pools/index.ts';
-import type { DagRecord, RunRecord } from '../core/ports.ts';
+import type { DagRecord, RunRecord, TaskInstanceRecord } from '../core/ports.ts';
 import { attemptHistory } from '../core/state/index.ts';
 import { awsRequestMetrics, logger, metrics, runtime } from './runtime.ts';
 
@@ -137,10 +138,66 @@ const runSummary = (r: RunRecord) => ({
   endTime: r.endTime,
 });
 
-async function taskInstance(deps: Deps, dagId: string, runId: string, taskId: string) {
-  const ti = await deps.store.getTaskInstance({ dagId, runId, taskId });
-  if (!ti) throw new NotFoundError(`task ${taskId} of run ${runId} not found`);
+/** `?mapIndex=N`: one instance of a mapped task (core/mapping). */
+const mapIndexQuery = z.object({
+  mapIndex: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .max(MAX_MAP_LENGTH - 1)
+    .optional(),
+});
+
+function mapIndexOf(event: Event): number | undefined {
+  const q = event.queryStringParameters ?? {};
+  return parse(mapIndexQuery, { mapIndex: q.mapIndex }, ['query']).mapIndex;
+}
+
+async function taskInstance(
+  deps: Deps,
+  dagId: string,
+  runId: string,
+  taskId: string,
+  mapIndex?: number,
+) {
+  const id = mapIndex === undefined ? taskId : instanceId(taskId, mapIndex);
+  const ti = await deps.store.getTaskInstance({ dagId, runId, taskId: id });
+  if (!ti) {
+    throw new NotFoundError(
+      mapIndex === undefined
+        ? `task ${taskId} of run ${runId} not found`
+        : `task ${taskId} of run ${runId} has no mapped instance ${mapIndex}`,
+    );
+  }
+  // An instance of an earlier expansion (the mapped task ran again with fewer items) is gone.
+  if (mapIndex !== undefined) {
+    const parent = await deps.store.getTaskInstance({ dagId, runId, taskId });
+    if (parent?.mapAttempt !== ti.mapAttempt) {
+      throw new NotFoundError(`task ${taskId} of run ${runId} has no mapped instance ${mapIndex}`);
+    }
+  }
   return ti;
+}
+
+/**
+ * The task instances of a run view: each DAG task, then its mapped instances (of its current
+ * expansion) in index order, with their `mapIndex`.
+ */
+function runTasks(tasks: readonly TaskInstanceRecord[]) {
+  const current = new Map<string, number | undefined>();
+  for (const t of tasks) if (!parseInstance(t.taskId)) current.set(t.taskId, t.mapAttempt);
+  const key = (t: TaskInstanceRecord) => {
+    const inst = parseInstance(t.taskId);
+    return { base: inst?.taskId ?? t.taskId, index: inst ? inst.mapIndex : -1 };
+  };
+  return tasks
+    .filter((t) => {
+      const inst = parseInstance(t.taskId);
+      return !inst || current.get(inst.taskId) === t.mapAttempt;
+    })
+    .map((t) => ({ t, k: key(t) }))
+    .sort((a, b) => (a.k.base === b.k.base ? a.k.index - b.k.index : a.k.base < b.k.base ? -1 : 1))
+    .map(({ t, k }) => ({ t, taskId: k.base, mapIndex: k.index >= 0 ? k.index : undefined }));
 }
 
 async function liveDag(dagId: string): Promise<DagRecord> {
@@ -321,11 +378,15 @@ const routes: Route<Event, Result>[] = [
         dagVersion: run.dagVersion,
         conf: run.conf,
         ...(run.error ? { error: run.error } : {}),
-        tasks: tasks.map((t) => ({
-          taskId: t.taskId,
+        tasks: runTasks(tasks).map(({ t, taskId, mapIndex }) => ({
+          taskId,
+          ...(mapIndex !== undefined ? { mapIndex } : {}),
           status: t.status,
           attempt: t.attempt,
-          ...(executors.has(t.taskId) ? { executor: executors.get(t.taskId) } : {}),
+          ...(executors.has(taskId) ? { executor: executors.get(taskId) } : {}),
+          ...(t.mapLength !== undefined && mapIndex === undefined
+            ? { mapLength: t.mapLength }
+            : {}),
           queuedAt: t.queuedAt,
           startTime: t.startTime,
           endTime: t.endTime,
@@ -356,6 +417,12 @@ const routes: Route<Event, Result>[] = [
     path: '/v1/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/clear',
     handler: async (event: Event) => {
       const { dagId, runId, taskId } = path(event);
+      if (mapIndexOf(event) !== undefined) {
+        throw new HttpError(
+          409,
+          'clearing one mapped instance is not supported yet: clear the mapped task, which runs all its instances again',
+        );
+      }
       return json(200, runSummary(await clearTasks(runtime().deps, dagId, runId, taskId)));
     },
   },
@@ -365,10 +432,15 @@ const routes: Route<Event, Result>[] = [
     handler: async (event: Event) => {
       const { dagId, runId, taskId } = path(event);
       const { deps } = runtime();
-      const ti = await taskInstance(deps, dagId, runId, taskId);
+      const mapIndex = mapIndexOf(event);
+      const ti = await taskInstance(deps, dagId, runId, taskId, mapIndex);
       const executor = (await executorsOf(dagId, ti.dagVersion)).get(taskId);
       return json(200, {
         taskId,
+        ...(mapIndex !== undefined ? { mapIndex } : {}),
+        ...(ti.mapLength !== undefined && mapIndex === undefined
+          ? { mapLength: ti.mapLength }
+          : {}),
         status: ti.status,
         attempt: ti.attempt,
         ...(executor ? { executor } : {}),
@@ -384,12 +456,14 @@ const routes: Route<Event, Result>[] = [
     handler: async (event: Event) => {
       const { dagId, runId, taskId } = path(event);
       const q = parse(
-        z.object({ attempt: z.coerce.number().int().min(1).optional() }),
+        z
+          .object({ attempt: z.coerce.number().int().min(1).optional() })
+          .extend(mapIndexQuery.shape),
         event.queryStringParameters ?? {},
         ['query'],
       );
       const { deps } = runtime();
-      const ti = await taskInstance(deps, dagId, runId, taskId);
+      const ti = await taskInstance(deps, dagId, runId, taskId, q.mapIndex);
       const attempt = q.attempt ?? ti.attempt;
       const text = attempt >= 1 ? await readLog(deps, ti, attempt) : undefined;
       if (text === undefined)
@@ -407,7 +481,7 @@ const routes: Route<Event, Result>[] = [
     handler: async (event: Event) => {
       const { dagId, runId, taskId } = path(event);
       const { deps } = runtime();
-      const ti = await taskInstance(deps, dagId, runId, taskId);
+      const ti = await taskInstance(deps, dagId, runId, taskId, mapIndexOf(event));
       const found = await readOutput(deps, ti);
       if (!found) {
         throw new NotFoundError(

@@ -205,6 +205,9 @@ export function countOutcome(outcome: ExecuteOutcome): void {
     case 'deferred':
       metrics.addMetric(Metric.TaskDeferred, MetricUnit.Count, 1);
       return;
+    case 'mapped':
+      metrics.addMetric(Metric.TaskMapped, MetricUnit.Count, 1);
+      return;
     case 'handed_back':
       metrics.addMetric(Metric.TaskHandedBack, MetricUnit.Count, 1);
       return;

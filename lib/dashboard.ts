@@ -132,6 +132,7 @@ export class Dashboard extends Construct {
         airless(Metric.TaskLeaseLost, 'lease lost'),
         airless(Metric.TaskNotClaimed, 'duplicate messages'),
         airless(Metric.TaskDeferred, 'deferred (external work started)'),
+        airless(Metric.TaskMapped, 'mapped tasks expanded'),
         airless(Metric.DeferredCompleted, 'deferred, ended by their event'),
         airless(Metric.TaskHandedBack, 'handed back by a stopping worker'),
         airless(Metric.TaskWaiting, 'waiting for a pool slot'),

@@ -17,6 +17,15 @@ import {
   ThrottledError,
   ValidationError,
 } from '../../core/errors.ts';
+import {
+  baseTaskId,
+  instanceId,
+  mapShard,
+  mapShardCount,
+  mapShardSize,
+  parseInstance,
+  sumCounts,
+} from '../../core/mapping/index.ts';
 import { type Gate, parseWaiter, poolGate, poolOfGate } from '../../core/pools/index.ts';
 import type {
   AttemptRef,
@@ -184,6 +193,28 @@ export function toTask(i: Item): TaskInstanceRecord {
     ...(Array.isArray(i.history) ? { history: i.history as AttemptSummary[] } : {}),
     ...(Array.isArray(i.gates) && i.gates.length > 0 ? { gates: i.gates as string[] } : {}),
     ...(typeof i.parked === 'string' ? { parked: i.parked } : {}),
+    ...(typeof i.mapAttempt === 'number' ? { mapAttempt: i.mapAttempt } : {}),
+    ...(typeof i.mapLength === 'number' ? { mapLength: i.mapLength } : {}),
+    ...(typeof i.mapShards === 'number'
+      ? {
+          mapShards: i.mapShards,
+          mapDone: [...((i.mapDone as Set<string> | undefined) ?? [])].filter((d) =>
+            d.startsWith(`${i.mapAttempt}#`),
+          ).length,
+        }
+      : {}),
+    ...(typeof i.mapItem === 'string' ? { mapItem: i.mapItem } : {}),
+    ...(i.mapCounts && typeof i.mapCounts === 'object'
+      ? { mapCounts: i.mapCounts as UpstreamCounts }
+      : {}),
+  };
+}
+
+/** The sort key of a count shard of a mapped task's attempt (core/mapping). */
+function mapShardKey(dagId: string, runId: string, taskId: string, attempt: number, shard: number) {
+  return {
+    pk: `RUN#${dagId}#${runId}`,
+    sk: `MAP#${taskId}#${String(attempt).padStart(6, '0')}#${String(shard).padStart(2, '0')}`,
   };
 }
 
@@ -931,6 +962,13 @@ export class DynamoStateStore implements StateStore {
       .set('advanceInline', t.set.advanceInline ? true : null)
       .set('updatedAt', t.at);
     if (t.set.past) u.append('history', [t.set.past]);
+    if (t.set.mapped) {
+      u.set('mapAttempt', t.set.attempt)
+        .set('mapLength', t.set.mapped.length)
+        .set('mapShards', t.set.mapped.shards)
+        .set('mapCounts', null);
+    }
+    if (t.set.mapCounts) u.set('mapCounts', t.set.mapCounts);
     if (t.set.status === 'queued') u.set('queuedAt', t.at);
     // Keep the deadline index in step: an item is in it only while it waits for a deadline.
     // Except at a claim: moving the entry from the queued key to the lease key costs the index
@@ -1345,12 +1383,36 @@ export class DynamoStateStore implements StateStore {
     options: {
       readonly queueAt?: Date;
       readonly claim?: { readonly leaseToken: string; readonly leaseExpiresAt: string };
+      readonly weight?: { readonly counts: UpstreamCounts; readonly extraUpstream: number };
     } = {},
   ): Promise<{ task: TaskInstanceRecord; counted: boolean }> {
     const counter = counterFor(status);
-    if (!counter) throw new Error(`recordUpstreamOutcome: "${status}" is not a finished status`);
+    if (!counter && !options.weight)
+      throw new Error(`recordUpstreamOutcome: "${status}" is not a finished status`);
     const entry = `${upstreamTaskId}#${generation}`;
     const key = keys.task(downstream.dagId, downstream.runId, downstream.taskId);
+    const { weight } = options;
+    if (weight) {
+      // A mapped task's instances, counted in one write (core/mapping).
+      const u = new Update().add('countedUpstream', new Set([entry]));
+      for (const [k, attr] of Object.entries(COUNTER)) {
+        const n = weight.counts[k as keyof UpstreamCounts];
+        if (n) u.add(attr, n);
+      }
+      if (weight.extraUpstream) u.add('upstreamCount', weight.extraUpstream);
+      const counted = u.name('countedUpstream');
+      const cond = `attribute_exists(pk) AND (attribute_not_exists(${counted}) OR NOT contains(${counted}, ${u.value(entry)}))`;
+      try {
+        const item = await this.#update(u.input(this.table, key, cond), 'count a map', toTask);
+        return { task: toTask(item), counted: true };
+      } catch (e) {
+        if (e instanceof ConflictError && e.current) {
+          return { task: e.current as TaskInstanceRecord, counted: false };
+        }
+        throw e;
+      }
+    }
+    if (!counter) throw new Error('unreachable');
     if (options.queueAt) {
       // Count and queue in one write, as queueTask would: only while the task is pending with
       // nothing counted. Refused, the outcome was counted already (a duplicate) or the task is
@@ -1408,6 +1470,170 @@ export class DynamoStateStore implements StateStore {
     }
   }
 
+  async expandMap(
+    parent: TaskInstanceRecord,
+    items: readonly (string | null)[],
+    at: Date,
+  ): Promise<TaskInstanceRecord[]> {
+    const length = items.length;
+    const { dagId, runId, taskId } = parent;
+    const mapAttempt = parent.attempt;
+    const shards = mapShardCount(length);
+    const stamp = at.toISOString();
+    const existing = new Map((await this.listMapInstances(parent)).map((t) => [t.taskId, t]));
+    // This attempt's shards, unless it wrote them already (a repeat after a hand-back): a
+    // repeat must not reset what its instances counted.
+    const first = await this.#get(mapShardKey(dagId, runId, taskId, mapAttempt, 0));
+    const writes: Item[] = first
+      ? []
+      : Array.from({ length: shards }, (_, sh) => ({
+          ...mapShardKey(dagId, runId, taskId, mapAttempt, sh),
+          type: 'MAP',
+          total: mapShardSize(length, shards, sh),
+          finished: 0,
+          cSuccess: 0,
+          cFailed: 0,
+          cUpstreamFailed: 0,
+          cSkipped: 0,
+        }));
+    const out: TaskInstanceRecord[] = [];
+    for (let i = 0; i < length; i++) {
+      const id = instanceId(taskId, i);
+      const old = existing.get(id);
+      if (old?.mapAttempt === mapAttempt) {
+        out.push(old);
+        continue;
+      }
+      // An earlier expansion's instance (the mapped task was cleared or retried): its attempt
+      // numbers go on, so that its logs and history stay its own.
+      const item: Item = {
+        ...keys.task(dagId, runId, id),
+        type: 'TI',
+        dagId,
+        runId,
+        taskId: id,
+        dagVersion: parent.dagVersion,
+        status: 'queued',
+        attempt: (old?.attempt ?? 0) + 1,
+        retryBase: old?.attempt ?? 0,
+        generation: old ? old.generation + 1 : 0,
+        upstreamCount: 0,
+        cSuccess: 0,
+        cFailed: 0,
+        cUpstreamFailed: 0,
+        cSkipped: 0,
+        queuedAt: stamp,
+        createdAt: stamp,
+        updatedAt: stamp,
+        mapAttempt,
+        mapLength: length,
+        ...(typeof items[i] === 'string' ? { mapItem: items[i] } : {}),
+        ...(old?.history ? { history: old.history } : {}),
+        gsi2pk: `DUE#QUEUED#${progressShard(`${dagId}#${runId}#${id}`, DUE_SHARDS)}`,
+        gsi2sk: stamp,
+      };
+      writes.push(item);
+      out.push(toTask(item));
+    }
+    // Shards first (they are first in the list): an instance never ends before its shard exists.
+    await this.#batchPut(writes);
+    return out;
+  }
+
+  async recordMapOutcome(
+    instance: TaskKey,
+    mapIndex: number,
+    mapAttempt: number,
+    mapLength: number,
+    status: TaskStatus,
+    generation: number,
+  ): Promise<boolean> {
+    const counter = counterFor(status);
+    if (!counter) throw new Error(`recordMapOutcome: "${status}" is not a finished status`);
+    const shard = mapShard(mapIndex, mapShardCount(mapLength));
+    const key = mapShardKey(
+      instance.dagId,
+      instance.runId,
+      baseTaskId(instance.taskId),
+      mapAttempt,
+      shard,
+    );
+    const entry = `${mapIndex}#${generation}`;
+    const u = new Update()
+      .add(COUNTER[counter], 1)
+      .add('finished', 1)
+      .add('counted', new Set([entry]));
+    const counted = u.name('counted');
+    const cond = `attribute_exists(pk) AND (attribute_not_exists(${counted}) OR NOT contains(${counted}, ${u.value(entry)}))`;
+    let item: Item;
+    try {
+      item = await this.#update(u.input(this.table, key, cond), 'recordMapOutcome');
+    } catch (e) {
+      if (!(e instanceof ConflictError) || !e.current) throw e;
+      item = e.current as Item;
+    }
+    return num(item.finished) >= num(item.total);
+  }
+
+  async markMapShardDone(
+    parent: TaskKey,
+    mapAttempt: number,
+    shard: number,
+  ): Promise<TaskInstanceRecord | undefined> {
+    const u = new Update().add('mapDone', new Set([`${mapAttempt}#${shard}`]));
+    try {
+      return toTask(
+        await this.#update(
+          u.input(
+            this.table,
+            keys.task(parent.dagId, parent.runId, parent.taskId),
+            'attribute_exists(pk)',
+          ),
+          'markMapShardDone',
+        ),
+      );
+    } catch (e) {
+      if (e instanceof NotFoundError) return undefined;
+      throw e;
+    }
+  }
+
+  async mapOutcomes(parent: TaskKey, mapAttempt: number): Promise<UpstreamCounts> {
+    const items = await this.#queryAll('mapOutcomes', 10, {
+      KeyConditionExpression: 'pk = :p AND begins_with(sk, :s)',
+      ExpressionAttributeValues: {
+        ':p': keys.run(parent.dagId, parent.runId).pk,
+        ':s': `MAP#${parent.taskId}#${String(mapAttempt).padStart(6, '0')}#`,
+      },
+      ProjectionExpression: 'cSuccess, cFailed, cUpstreamFailed, cSkipped',
+      ConsistentRead: true,
+    });
+    return sumCounts(
+      items.map((i) => ({
+        success: num(i.cSuccess),
+        failed: num(i.cFailed),
+        upstreamFailed: num(i.cUpstreamFailed),
+        skipped: num(i.cSkipped),
+      })),
+    );
+  }
+
+  async listMapInstances(parent: TaskKey): Promise<TaskInstanceRecord[]> {
+    const items = await this.#queryAll('listMapInstances', 100, {
+      KeyConditionExpression: 'pk = :p AND begins_with(sk, :t)',
+      ExpressionAttributeValues: {
+        ':p': keys.run(parent.dagId, parent.runId).pk,
+        ':t': `TI#${parent.taskId}[`,
+      },
+      ConsistentRead: true,
+    });
+    const index = (t: TaskInstanceRecord) => parseInstance(t.taskId)?.mapIndex ?? 0;
+    return items
+      .map(toTask)
+      .filter((t) => parseInstance(t.taskId)?.taskId === parent.taskId)
+      .sort((a, b) => index(a) - index(b));
+  }
+
   async recordTaskFinished(
     key: TaskKey,
     succeeded: boolean,
@@ -1450,6 +1676,7 @@ export class DynamoStateStore implements StateStore {
         .set(COUNTER.failed, t.counts.failed)
         .set(COUNTER.upstreamFailed, t.counts.upstreamFailed)
         .set(COUNTER.skipped, t.counts.skipped)
+        .set('upstreamCount', t.upstreamCount)
         // An empty string set is not allowed: none counted is an absent attribute.
         .set('countedUpstream', t.counted.length > 0 ? new Set(t.counted) : null)
         // The clear's own writes are advanced by the stream: a status it resolves at once
@@ -1464,7 +1691,9 @@ export class DynamoStateStore implements StateStore {
           .set('error', null)
           .set('deferred', null)
           .set('output', null)
-          .set('outputKey', null);
+          .set('outputKey', null)
+          // A mapped task runs again: its next attempt expands it afresh.
+          .set('mapCounts', null);
       }
       u.set('endTime', t.status === 'skipped' || t.status === 'upstream_failed' ? at : null);
       if (t.history) u.set('history', t.history);

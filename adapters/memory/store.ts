@@ -1,4 +1,12 @@
 import { ConflictError, NotFoundError, ValidationError } from '../../core/errors.ts';
+import {
+  baseTaskId,
+  instanceId,
+  mapShard,
+  mapShardCount,
+  mapShardSize,
+  parseInstance,
+} from '../../core/mapping/index.ts';
 import { type Gate, hasRoom, parseWaiter, poolGate, poolOfGate } from '../../core/pools/index.ts';
 import type {
   AttemptRef,
@@ -20,7 +28,9 @@ import type {
   TaskMessage,
 } from '../../core/ports.ts';
 import {
+  addCounts,
   counterFor,
+  NO_COUNTS,
   progressShard,
   progressShardCount,
   type RunProgress,
@@ -91,7 +101,7 @@ interface TaskState {
   readonly runId: string;
   readonly taskId: string;
   readonly dagVersion: number;
-  readonly upstreamCount: number;
+  upstreamCount: number;
   status: TaskStatus;
   attempt: number;
   leaseToken: string | null;
@@ -119,6 +129,21 @@ interface TaskState {
   gates?: string[] | null;
   /** Where the queued attempt waits for a slot. */
   parked?: string | null;
+  /** Dynamic mapping (see TaskInstanceRecord). */
+  mapAttempt?: number;
+  mapLength?: number;
+  mapShards?: number;
+  mapCounts?: UpstreamCounts;
+  /** `{mapAttempt}#{shard}` of each complete count shard. */
+  mapDone?: Set<string>;
+  mapItem?: string;
+}
+
+/** One count shard of a mapped task's attempt (core/mapping). */
+interface MapShard {
+  total: number;
+  counts: UpstreamCounts;
+  counted: Set<string>;
 }
 
 interface GateCount {
@@ -201,6 +226,16 @@ function toTask(t: TaskState): TaskInstanceRecord {
     ...(t.history ? { history: t.history.map((h) => ({ ...h })) } : {}),
     ...(t.gates ? { gates: [...t.gates] } : {}),
     ...(t.parked ? { parked: t.parked } : {}),
+    ...(t.mapAttempt !== undefined ? { mapAttempt: t.mapAttempt } : {}),
+    ...(t.mapLength !== undefined ? { mapLength: t.mapLength } : {}),
+    ...(t.mapShards !== undefined ? { mapShards: t.mapShards } : {}),
+    ...(t.mapCounts ? { mapCounts: { ...t.mapCounts } } : {}),
+    ...(t.mapItem !== undefined ? { mapItem: t.mapItem } : {}),
+    ...(t.mapShards !== undefined
+      ? {
+          mapDone: [...(t.mapDone ?? [])].filter((d) => d.startsWith(`${t.mapAttempt}#`)).length,
+        }
+      : {}),
   };
 }
 
@@ -239,6 +274,8 @@ export class MemoryStateStore implements StateStore {
   readonly #tasks = new Map<string, Map<string, TaskState>>();
   /** run key → shard number → progress shard. */
   readonly #progress = new Map<string, Map<number, ProgressShard>>();
+  /** run key → `{taskId}#{mapAttempt}#{shard}` → a mapped task's count shard. */
+  readonly #mapShards = new Map<string, Map<string, MapShard>>();
   /** Use counters (countUse): name → uses counted. */
   readonly #uses = new Map<string, number>();
   readonly #deferrals = new Map<string, AttemptRef>();
@@ -639,6 +676,13 @@ export class MemoryStateStore implements StateStore {
     if (s.logAttempt !== undefined) ti.logAttempt = s.logAttempt;
     ti.advanceInline = s.advanceInline === true;
     if (s.past) ti.history = [...(ti.history ?? []), { ...s.past }];
+    if (s.mapped) {
+      ti.mapAttempt = s.attempt;
+      ti.mapLength = s.mapped.length;
+      ti.mapShards = s.mapped.shards;
+      delete ti.mapCounts;
+    }
+    if (s.mapCounts) ti.mapCounts = { ...s.mapCounts };
     if (s.status === 'queued') ti.queuedAt = t.at;
     // Keep the deadline index in step: a task is in it only while it waits for a deadline.
     const kind = DUE_KIND[s.status];
@@ -656,15 +700,25 @@ export class MemoryStateStore implements StateStore {
     options: {
       readonly queueAt?: Date;
       readonly claim?: { readonly leaseToken: string; readonly leaseExpiresAt: string };
+      readonly weight?: { readonly counts: UpstreamCounts; readonly extraUpstream: number };
     } = {},
   ): Promise<{ task: TaskInstanceRecord; counted: boolean }> {
     const counter = counterFor(status);
-    if (!counter) throw new Error(`recordUpstreamOutcome: "${status}" is not a finished status`);
+    if (!counter && !options.weight)
+      throw new Error(`recordUpstreamOutcome: "${status}" is not a finished status`);
     const ti = this.#task(downstream);
     if (!ti) throw notFound('recordUpstreamOutcome');
     const entry = `${upstreamTaskId}#${generation}`;
     // Counted already: a duplicate event. Answer with the counts as they stand.
     if (ti.counted.has(entry)) return { task: toTask(ti), counted: false };
+    const { weight } = options;
+    if (weight) {
+      ti.counts = addCounts(ti.counts, weight.counts);
+      ti.upstreamCount += weight.extraUpstream;
+      ti.counted.add(entry);
+      return { task: toTask(ti), counted: true };
+    }
+    if (!counter) throw new Error('unreachable');
     const queue = options.queueAt && ti.status === 'pending' && ti.counted.size === 0;
     ti.counts = { ...ti.counts, [counter]: ti.counts[counter] + 1 };
     ti.counted.add(entry);
@@ -686,6 +740,127 @@ export class MemoryStateStore implements StateStore {
       }
     }
     return { task: toTask(ti), counted: true };
+  }
+
+  async expandMap(
+    parent: TaskInstanceRecord,
+    items: readonly (string | null)[],
+    at: Date,
+  ): Promise<TaskInstanceRecord[]> {
+    const length = items.length;
+    const rk = runKey(parent.dagId, parent.runId);
+    const tasks = this.#tasks.get(rk);
+    if (!tasks) throw notFound('expandMap');
+    const mapAttempt = parent.attempt;
+    const shards = mapShardCount(length);
+    const byShard = this.#mapShards.get(rk) ?? new Map<string, MapShard>();
+    this.#mapShards.set(rk, byShard);
+    for (let sh = 0; sh < shards; sh++) {
+      const k = `${parent.taskId}#${mapAttempt}#${sh}`;
+      if (!byShard.has(k)) {
+        byShard.set(k, {
+          total: mapShardSize(length, shards, sh),
+          counts: { ...NO_COUNTS },
+          counted: new Set(),
+        });
+      }
+    }
+    const stamp = at.toISOString();
+    const out: TaskInstanceRecord[] = [];
+    for (let i = 0; i < length; i++) {
+      const id = instanceId(parent.taskId, i);
+      const old = tasks.get(id);
+      if (old?.mapAttempt === mapAttempt) {
+        out.push(toTask(old));
+        continue;
+      }
+      const t: TaskState = {
+        dagId: parent.dagId,
+        runId: parent.runId,
+        taskId: id,
+        dagVersion: parent.dagVersion,
+        upstreamCount: 0,
+        status: 'queued',
+        attempt: (old?.attempt ?? 0) + 1,
+        leaseToken: null,
+        retryBase: old?.attempt ?? 0,
+        generation: old ? old.generation + 1 : 0,
+        counts: { ...NO_COUNTS },
+        counted: new Set(),
+        queuedAt: stamp,
+        leaseExpiresAt: null,
+        retryAt: null,
+        startTime: null,
+        endTime: null,
+        error: null,
+        deferred: null,
+        output: null,
+        outputKey: null,
+        ...(old?.history ? { history: old.history } : {}),
+        due: { kind: 'QUEUED', at: stamp },
+        mapAttempt,
+        mapLength: length,
+        ...(typeof items[i] === 'string' ? { mapItem: items[i] as string } : {}),
+      };
+      tasks.set(id, t);
+      out.push(toTask(t));
+    }
+    return out;
+  }
+
+  async recordMapOutcome(
+    instance: TaskKey,
+    mapIndex: number,
+    mapAttempt: number,
+    mapLength: number,
+    status: TaskStatus,
+    generation: number,
+  ): Promise<boolean> {
+    const counter = counterFor(status);
+    if (!counter) throw new Error(`recordMapOutcome: "${status}" is not a finished status`);
+    const shard = mapShard(mapIndex, mapShardCount(mapLength));
+    const parent = baseTaskId(instance.taskId);
+    const sh = this.#mapShards
+      .get(runKey(instance.dagId, instance.runId))
+      ?.get(`${parent}#${mapAttempt}#${shard}`);
+    if (!sh) throw notFound('recordMapOutcome');
+    const entry = `${mapIndex}#${generation}`;
+    if (!sh.counted.has(entry)) {
+      sh.counted.add(entry);
+      sh.counts = { ...sh.counts, [counter]: sh.counts[counter] + 1 };
+    }
+    return sh.counted.size >= sh.total;
+  }
+
+  async markMapShardDone(
+    parent: TaskKey,
+    mapAttempt: number,
+    shard: number,
+  ): Promise<TaskInstanceRecord | undefined> {
+    const t = this.#task(parent);
+    if (!t) return undefined;
+    t.mapDone = t.mapDone ?? new Set();
+    t.mapDone.add(`${mapAttempt}#${shard}`);
+    return toTask(t);
+  }
+
+  async mapOutcomes(parent: TaskKey, mapAttempt: number): Promise<UpstreamCounts> {
+    const prefix = `${parent.taskId}#${mapAttempt}#`;
+    let sum = { ...NO_COUNTS };
+    for (const [k, sh] of this.#mapShards.get(runKey(parent.dagId, parent.runId)) ?? []) {
+      if (k.startsWith(prefix)) sum = addCounts(sum, sh.counts);
+    }
+    return sum;
+  }
+
+  async listMapInstances(parent: TaskKey): Promise<TaskInstanceRecord[]> {
+    const out: TaskInstanceRecord[] = [];
+    for (const t of this.#tasks.get(runKey(parent.dagId, parent.runId))?.values() ?? []) {
+      if (parseInstance(t.taskId)?.taskId === parent.taskId) out.push(toTask(t));
+    }
+    return out.sort(
+      (a, b) => (parseInstance(a.taskId)?.mapIndex ?? 0) - (parseInstance(b.taskId)?.mapIndex ?? 0),
+    );
   }
 
   async finishedTasks(dagId: string, runId: string): Promise<ReadonlySet<string>> {
@@ -746,6 +921,7 @@ export class MemoryStateStore implements StateStore {
         ti.attempt = t.attempt;
         ti.generation = t.generation;
         ti.counts = { ...t.counts };
+        if (t.upstreamCount !== undefined) ti.upstreamCount = t.upstreamCount;
         ti.counted = new Set(t.counted);
         ti.advanceInline = false;
         if (t.newGeneration) {
@@ -757,6 +933,7 @@ export class MemoryStateStore implements StateStore {
           ti.deferred = null;
           ti.output = null;
           ti.outputKey = null;
+          delete ti.mapCounts;
         }
         ti.endTime = t.status === 'skipped' || t.status === 'upstream_failed' ? at : null;
         if (t.history) ti.history = t.history.map((h) => ({ ...h }));

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { canonicalTimeZone } from '../cron/index.ts';
+import { DEFAULT_MAX_MAP_LENGTH, MAX_MAP_LENGTH } from '../mapping/index.ts';
 import { mayHoldTemplate } from '../template/index.ts';
 import { OperatorSchemas } from './operators.ts';
 
@@ -162,6 +163,20 @@ function taskSchema(operator: string, config: z.ZodType, templates: boolean) {
     dependsOn: z.array(z.string()).default([]),
     triggerRule: z.enum(TRIGGER_RULES).default('all_success'),
     description: z.string().max(1024).optional(),
+    mapOver: z
+      .union([z.string(), z.array(z.unknown())])
+      .optional()
+      .describe(
+        'Dynamic mapping: a list, or one placeholder that renders to a list ("{{ tasks.list.output.files }}"); the task runs once per item, with {{ item }} and {{ mapIndex }} in its config',
+      ),
+    maxMapLength: z
+      .int()
+      .min(1)
+      .max(MAX_MAP_LENGTH)
+      .optional()
+      .describe(
+        `The most items mapOver may give (default ${DEFAULT_MAX_MAP_LENGTH}); more fails the task`,
+      ),
     ...taskSettings,
   });
 }
@@ -221,6 +236,10 @@ export interface Task extends RetrySettings {
   readonly executor: Executor;
   /** The pool whose slots its attempts take (core/pools). */
   readonly pool?: string | undefined;
+  /** Dynamic mapping (core/mapping): a list, or a placeholder that renders to one. */
+  readonly mapOver?: unknown;
+  /** With mapOver: the most items it may give. */
+  readonly maxMapLength?: number | undefined;
 }
 
 export interface Schedule {

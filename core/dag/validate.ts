@@ -2,9 +2,11 @@ import type { z } from 'zod';
 import { compileSchedule } from '../cron/index.ts';
 import type { Issue } from '../errors.ts';
 import { jsonValueIssues } from '../json.ts';
+import { DEFAULT_MAX_MAP_LENGTH } from '../mapping/index.ts';
 import {
   findPlaceholders,
   mayHoldTemplate,
+  parseTemplate,
   TEMPLATE_ROOTS,
   taskOfPath,
 } from '../template/index.ts';
@@ -171,8 +173,12 @@ export function validateDag(value: unknown, options: ValidateOptions = {}): Vali
       timeoutSeconds: t.timeoutSeconds ?? d.timeoutSeconds ?? TASK_SETTING_DEFAULTS.timeoutSeconds,
       executor: t.executor ?? d.executor ?? TASK_SETTING_DEFAULTS.executor,
       pool: t.pool ?? d.pool,
+      ...(t.mapOver !== undefined
+        ? { mapOver: t.mapOver, maxMapLength: t.maxMapLength ?? DEFAULT_MAX_MAP_LENGTH }
+        : {}),
     }),
   );
+  issues.push(...doc.tasks.flatMap((t, i) => mappingIssues(t, i, operators)));
   if (!options.stored) {
     tasks.forEach((t, i) => {
       if (t.executor !== 'lambda' || t.timeoutSeconds <= LAMBDA_MAX_TIMEOUT_SECONDS) return;
@@ -211,15 +217,76 @@ export function validateDag(value: unknown, options: ValidateOptions = {}): Vali
   return { ok: true, dag: { ...rest, tasks } as Dag, graph };
 }
 
-/** The template problems of one task's config (core/template). */
+/** What a task's mapping settings may not be (core/mapping). */
+function mappingIssues(
+  t: { mapOver?: unknown; maxMapLength?: number | undefined; operator: string },
+  i: number,
+  operators: OperatorSchemas,
+): Issue[] {
+  const at = `$.tasks[${i}]`;
+  if (t.mapOver === undefined) {
+    return t.maxMapLength === undefined
+      ? []
+      : [{ path: `${at}.maxMapLength`, message: 'applies only to a mapped task: set mapOver too' }];
+  }
+  if (t.operator === 'branch') {
+    return [{ path: `${at}.mapOver`, message: 'a branch cannot be mapped: it chooses once' }];
+  }
+  if (operators.isDeferred(t.operator)) {
+    return [
+      {
+        path: `${at}.mapOver`,
+        message: `"${t.operator}" cannot be mapped yet: map a lambda or http task that starts it`,
+      },
+    ];
+  }
+  const max = t.maxMapLength ?? DEFAULT_MAX_MAP_LENGTH;
+  if (Array.isArray(t.mapOver)) {
+    return t.mapOver.length > max
+      ? [
+          {
+            path: `${at}.mapOver`,
+            message: `${t.mapOver.length} items, more than maxMapLength ${max}`,
+          },
+        ]
+      : [];
+  }
+  const s = String(t.mapOver);
+  let whole = false;
+  try {
+    const parts = parseTemplate(s);
+    whole = parts.length === 1 && 'placeholder' in (parts[0] as object);
+  } catch {
+    return []; // its syntax error is reported with the other templates'
+  }
+  return whole
+    ? []
+    : [
+        {
+          path: `${at}.mapOver`,
+          message:
+            'must be a list, or exactly one placeholder that renders to a list, such as "{{ tasks.list.output.files }}"',
+        },
+      ];
+}
+
+/** The template problems of one task's config and mapOver (core/template). */
 function templateIssues(
   task: Task,
   i: number,
   graph: TaskGraph,
   index: ReadonlyMap<string, number>,
 ): Issue[] {
-  const { placeholders, errors } = findPlaceholders(task.config, `$.tasks[${i}].config`);
-  const issues: Issue[] = errors.map((e) => ({ path: e.at, message: `template: ${e.message}` }));
+  const found = findPlaceholders(task.config, `$.tasks[${i}].config`);
+  const over =
+    typeof task.mapOver === 'string'
+      ? findPlaceholders(task.mapOver, `$.tasks[${i}].mapOver`)
+      : { placeholders: [], errors: [] };
+  const placeholders = [...found.placeholders, ...over.placeholders];
+  const issues: Issue[] = [...found.errors, ...over.errors].map((e) => ({
+    path: e.at,
+    message: `template: ${e.message}`,
+  }));
   let upstream: Set<string> | undefined;
   for (const p of placeholders) {
     const [root] = p.steps;
@@ -229,10 +296,16 @@ function templateIssues(
         ...where,
         message: `template: {{ ${p.text} }}: unknown name "${root}"; expected one of: ${TEMPLATE_ROOTS.join(', ')}`,
       });
-    } else if (root === 'item' || root === 'mapIndex') {
+    } else if (
+      (root === 'item' || root === 'mapIndex') &&
+      (task.mapOver === undefined || p.at.startsWith(`$.tasks[${i}].mapOver`))
+    ) {
       issues.push({
         ...where,
-        message: `template: {{ ${p.text} }}: "${root}" exists only in a mapped task (mapOver)`,
+        message:
+          task.mapOver === undefined
+            ? `template: {{ ${p.text} }}: "${root}" exists only in a mapped task (mapOver)`
+            : `template: {{ ${p.text} }}: "${root}" is what mapOver gives: it cannot be used in mapOver itself`,
       });
     } else if (root === 'tasks') {
       // Task ids may hold dots: the id as the renderer reads it.

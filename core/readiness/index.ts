@@ -50,6 +50,16 @@ export function addOutcome(counts: UpstreamCounts, status: TaskStatus): Upstream
   return k ? { ...counts, [k]: counts[k] + 1 } : counts;
 }
 
+/** Two sets of counts together. */
+export function addCounts(a: UpstreamCounts, b: UpstreamCounts): UpstreamCounts {
+  return {
+    success: a.success + b.success,
+    failed: a.failed + b.failed,
+    upstreamFailed: a.upstreamFailed + b.upstreamFailed,
+    skipped: a.skipped + b.skipped,
+  };
+}
+
 /** Counts from a full list of upstream statuses (run creation, clear). O(in-degree). */
 export function countUpstream(statuses: readonly TaskStatus[]): UpstreamCounts {
   return statuses.reduce(addOutcome, NO_COUNTS);

@@ -1,4 +1,5 @@
 import { InvalidTransitionError } from '../errors.ts';
+import type { UpstreamCounts } from '../readiness/index.ts';
 
 /** The statuses, lowercase, in Airflow's words (docs/architecture.md). */
 export const RUN_STATUSES = ['queued', 'running', 'success', 'failed', 'cancelled'] as const;
@@ -57,6 +58,11 @@ export const TASK_TRANSITIONS = {
   release: { from: ['running'], to: ['queued'] },
   /** The worker reports the outcome, or the reaper finds the lease expired. */
   finish: { from: ['running'], to: ['success', 'failed', 'up_for_retry'] },
+  /**
+   * A mapped task's attempt expanded it into its instances (core/mapping): it stays running,
+   * with no lease, until they have all finished; or, given no items, it is skipped.
+   */
+  map: { from: ['running'], to: ['running', 'skipped'] },
   /** Readiness decides the trigger rule can never be met. */
   resolve: { from: ['pending'], to: ['skipped', 'upstream_failed'] },
   /** The run is cancelled: unfinished tasks stop where they are. */
@@ -176,6 +182,10 @@ export interface TaskTransition {
     readonly advanceInline?: boolean;
     /** An attempt this write ends without success: appended to the task's attempt history. */
     readonly past?: AttemptSummary;
+    /** A mapped task's expansion (core/mapping): how many instances, over how many shards. */
+    readonly mapped?: { readonly length: number; readonly shards: number };
+    /** A mapped task's end: its instances' outcomes, which its downstream tasks count. */
+    readonly mapCounts?: UpstreamCounts;
   };
   readonly at: string;
   /**
@@ -533,6 +543,77 @@ export function clearTask(ti: TaskInstanceState, at: Date): TaskTransition {
       deferred: null,
       output: null,
       outputKey: null,
+    },
+    at,
+  );
+}
+
+/**
+ * A mapped task's attempt gave `length` items (core/mapping): with some, it stays running, its
+ * lease given up (its instances hold their own), until they have all finished; with none, it is
+ * skipped, its output the empty list.
+ */
+export function mapTask(
+  ti: TaskInstanceState,
+  length: number,
+  shards: number,
+  log: string | undefined,
+  at: Date,
+): TaskTransition {
+  const logged = log !== undefined ? { log, logAttempt: ti.attempt } : {};
+  if (length === 0) {
+    return transition(
+      'map',
+      ti,
+      {
+        status: 'skipped',
+        attempt: ti.attempt,
+        leaseToken: null,
+        leaseExpiresAt: null,
+        endTime: at.toISOString(),
+        output: '[]',
+        ...logged,
+      },
+      at,
+    );
+  }
+  return transition(
+    'map',
+    ti,
+    {
+      status: 'running',
+      attempt: ti.attempt,
+      leaseToken: null,
+      leaseExpiresAt: null,
+      mapped: { length, shards },
+      ...logged,
+    },
+    at,
+  );
+}
+
+/**
+ * A mapped task ends once all its instances have: `success` when they all succeeded, `failed`
+ * otherwise (core/mapping mappedOutcome), their counts kept for its downstream tasks.
+ */
+export function finishMapped(
+  ti: TaskInstanceState,
+  status: 'success' | 'failed',
+  counts: UpstreamCounts,
+  at: Date,
+): TaskTransition {
+  return transition(
+    'finish',
+    ti,
+    {
+      status,
+      attempt: ti.attempt,
+      leaseToken: null,
+      endTime: at.toISOString(),
+      mapCounts: counts,
+      ...(status === 'failed'
+        ? { error: `${counts.failed + counts.upstreamFailed} mapped instances did not succeed` }
+        : {}),
     },
     at,
   );

@@ -1972,5 +1972,109 @@ export function stateStoreContract(
         expect((await store.gateView(`pool:${pool}`, 1)).used).toBe(5);
       });
     });
+
+    describe('dynamic mapping', () => {
+      /** A run whose task t0 is running: the mapped task's attempt, about to expand. */
+      async function mappedRun() {
+        const { run } = await store.createRun(newRun(2));
+        const k = key(run.runId);
+        const queued = await store.transitionTask(k, queueTask(await task(k), t0));
+        const parent = await store.transitionTask(k, claimTask(queued, 'lp', 60, t0));
+        return { run, k, parent };
+      }
+
+      it('expands into queued instances once per attempt, keeping small items', async () => {
+        const { run, k, parent } = await mappedRun();
+        const items = Array.from({ length: 450 }, (_, i) => (i === 7 ? null : JSON.stringify(i)));
+        const made = await store.expandMap(parent, items, later(1));
+        expect(made).toHaveLength(450);
+        expect(made[3]).toMatchObject({
+          taskId: 't0[3]',
+          status: 'queued',
+          attempt: 1,
+          mapAttempt: 1,
+          mapLength: 450,
+          mapItem: '3',
+        });
+        expect(made[7]?.mapItem).toBeUndefined();
+        const listed = await store.listMapInstances(k);
+        expect(listed.map((t) => t.taskId).slice(0, 3)).toEqual(['t0[0]', 't0[1]', 't0[2]']);
+        expect(listed).toHaveLength(450);
+        // Queued, so in the reaper's view of unsent attempts.
+        const lost = await store.findQueuedBefore(later(2), 1000);
+        expect(lost.filter((t) => t.runId === run.runId)).toHaveLength(450);
+        // A repeat for the same attempt leaves what it wrote alone (here: an instance running).
+        const i0 = await task(key(run.runId, 't0[0]'));
+        await store.transitionTask(i0, claimTask(i0, 'li', 60, later(1)));
+        await store.recordMapOutcome(key(run.runId, 't0[1]'), 1, 1, 450, 'success', 0);
+        const again = await store.expandMap(parent, items, later(3));
+        expect(again[0]).toMatchObject({ status: 'running', attempt: 1 });
+        expect(await store.mapOutcomes(k, 1)).toEqual({ ...NO_COUNTS, success: 1 });
+      });
+
+      it('counts each instance once on its shard, and says when the shard is complete', async () => {
+        const { run, k, parent } = await mappedRun();
+        await store.expandMap(parent, ['1', '2', '3'], later(1));
+        const at = (i: number) => key(run.runId, `t0[${i}]`);
+        expect(await store.recordMapOutcome(at(0), 0, 1, 3, 'success', 0)).toBe(false);
+        expect(await store.recordMapOutcome(at(0), 0, 1, 3, 'success', 0)).toBe(false);
+        expect(await store.recordMapOutcome(at(1), 1, 1, 3, 'failed', 0)).toBe(false);
+        expect(await store.recordMapOutcome(at(2), 2, 1, 3, 'cancelled', 0)).toBe(true);
+        expect(await store.recordMapOutcome(at(2), 2, 1, 3, 'cancelled', 0)).toBe(true);
+        expect(await store.mapOutcomes(k, 1)).toEqual({ ...NO_COUNTS, success: 1, failed: 2 });
+        // The mapped task learns of complete shards, once each.
+        const { mapTask } = await import('../../core/state/index.ts');
+        const waiting = await store.transitionTask(k, mapTask(parent, 3, 1, undefined, later(2)));
+        expect(waiting).toMatchObject({
+          status: 'running',
+          leaseToken: null,
+          mapAttempt: 1,
+          mapShards: 1,
+          mapDone: 0,
+        });
+        expect(
+          (await store.findExpiredLeases(later(3600), 100)).some((t) => t.taskId === 't0'),
+        ).toBe(false);
+        expect((await store.markMapShardDone(k, 1, 0))?.mapDone).toBe(1);
+        expect((await store.markMapShardDone(k, 1, 0))?.mapDone).toBe(1);
+        // An older attempt's shard does not count for this one.
+        expect((await store.markMapShardDone(k, 0, 0))?.mapDone).toBe(1);
+        expect(await store.markMapShardDone(key(run.runId, 'nope'), 1, 0)).toBeUndefined();
+      });
+
+      it('continues an earlier expansion’s instances with their next attempt', async () => {
+        const { k, parent } = await mappedRun();
+        await store.expandMap(parent, ['1', '2'], later(1));
+        // The mapped task's next attempt (retried or cleared) expands again.
+        const next = { ...parent, attempt: 2 };
+        const made = await store.expandMap(next, ['1'], later(2));
+        expect(made[0]).toMatchObject({
+          attempt: 2,
+          retryBase: 1,
+          generation: 1,
+          mapAttempt: 2,
+          mapLength: 1,
+        });
+        const all = await store.listMapInstances(k);
+        expect(all.map((t) => [t.taskId, t.mapAttempt])).toEqual([
+          ['t0[0]', 2],
+          ['t0[1]', 1],
+        ]);
+      });
+
+      it('counts a mapped upstream task’s instances downstream in one write, once', async () => {
+        const { run } = await store.createRun(newRun(2));
+        const d = key(run.runId, 't1');
+        const weight = { counts: { ...NO_COUNTS, success: 3, failed: 1 }, extraUpstream: 3 };
+        const first = await store.recordUpstreamOutcome(d, 't0', 'failed', 0, { weight });
+        expect(first.counted).toBe(true);
+        expect(first.task).toMatchObject({ upstreamCount: 4, status: 'pending' });
+        expect(first.task.counts).toEqual({ ...NO_COUNTS, success: 3, failed: 1 });
+        const again = await store.recordUpstreamOutcome(d, 't0', 'failed', 0, { weight });
+        expect(again.counted).toBe(false);
+        expect((await task(d)).counts).toEqual({ ...NO_COUNTS, success: 3, failed: 1 });
+        expect((await task(d)).upstreamCount).toBe(4);
+      });
+    });
   });
 }

@@ -1,0 +1,522 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { memoryDeps } from '../../adapters/memory/deps.ts';
+import { advance } from '../../app/advance.ts';
+import { clearTasks } from '../../app/clear.ts';
+import { registerDag } from '../../app/dags.ts';
+import { readOutput } from '../../app/outputs.ts';
+import { onRetryTimer } from '../../app/retries.ts';
+import { cancelRun, triggerRun } from '../../app/runs.ts';
+import { executeTask } from '../../app/tasks.ts';
+import { TRIGGER_RULES } from '../../core/dag/schema.ts';
+import { validateDag } from '../../core/dag/validate.ts';
+import {
+  instanceId,
+  mapItems,
+  mapShard,
+  mapShardCount,
+  mapShardSize,
+  parseInstance,
+} from '../../core/mapping/index.ts';
+import type { TaskMessage } from '../../core/ports.ts';
+import { addCounts, countUpstream, decide, NO_COUNTS } from '../../core/readiness/index.ts';
+import { isTerminalTask, type TaskStatus } from '../../core/state/index.ts';
+
+/**
+ * Dynamic task mapping (core/mapping, app/mapping.ts) on the in-memory ports: expansion,
+ * instances with their own attempts, the mapped task's end, its downstream tasks counting each
+ * instance, its output, cancel and clear. test/e2e/mapping.test.ts runs maps on the emulator.
+ */
+const opts = { leaseSeconds: 60, heartbeatSeconds: 30, remainingMs: () => 900_000 };
+
+async function setup(tasks: object[], conf: Record<string, unknown> = {}) {
+  const deps = memoryDeps();
+  const dagId = `map_${Math.random().toString(36).slice(2, 10)}`;
+  const r = await registerDag(deps, JSON.stringify({ dagId, tasks }));
+  if (!r.ok) throw new Error(JSON.stringify(r.issues));
+  const { run } = await triggerRun(deps, { dagId, conf });
+  const runId = run.runId;
+  /** Every attempt run once (counted per instance id and attempt), for exactly-once checks. */
+  const ran = new Map<string, number>();
+  /**
+   * Runs to quiescence: workers take messages, the "stream" advances every terminal outcome
+   * that its writer did not advance itself (delivered twice, as a stream may), retries come due.
+   */
+  const drain = async () => {
+    for (let round = 0; round < 200; round++) {
+      let moved = false;
+      while (deps.dispatcher.waiting.length > 0) {
+        const m = deps.dispatcher.take() as TaskMessage;
+        const outcome = await executeTask(deps, m, opts);
+        if (outcome !== 'not_claimed') {
+          const k = `${m.taskId}@${m.attempt}`;
+          ran.set(k, (ran.get(k) ?? 0) + 1);
+        }
+        moved = true;
+      }
+      for (const t of await deps.store.listTaskInstances(dagId, runId)) {
+        if (isTerminalTask(t.status) && !t.advanceInline) {
+          await advance(deps, t, t.status, t.dagVersion, t.generation);
+          await advance(deps, t, t.status, t.dagVersion, t.generation);
+        }
+        if (t.status === 'up_for_retry') {
+          const r = await onRetryTimer(deps, {
+            dagId,
+            runId,
+            taskId: t.taskId,
+            failedAttempt: t.attempt,
+            dagVersion: t.dagVersion,
+            retryAt: new Date(0).toISOString(),
+          });
+          if (r === 'queued') moved = true;
+        }
+      }
+      if (!moved && deps.dispatcher.waiting.length === 0) return;
+    }
+    throw new Error('did not settle');
+  };
+  const statuses = async () =>
+    Object.fromEntries(
+      (await deps.store.listTaskInstances(dagId, runId)).map((t) => [t.taskId, t.status]),
+    );
+  const task = (taskId: string) => deps.store.getTaskInstance({ dagId, runId, taskId });
+  const runStatus = async () => (await deps.store.getRun(dagId, runId))?.status;
+  const output = async (taskId: string) => {
+    const ti = await task(taskId);
+    return ti ? (await readOutput(deps, ti))?.output : undefined;
+  };
+  return { deps, dagId, runId, drain, statuses, task, runStatus, output, ran };
+}
+
+const list = (items: unknown[]) => ({
+  taskId: 'list',
+  operator: 'noop',
+  config: { output: { items } },
+});
+
+describe('core/mapping', () => {
+  it('names instances so that no task id can clash, and reads them back', () => {
+    fc.assert(
+      fc.property(
+        fc.stringMatching(/^[A-Za-z0-9_.-]{1,40}$/),
+        fc.integer({ min: 0, max: 9999 }),
+        (taskId, i) => {
+          expect(parseInstance(instanceId(taskId, i))).toEqual({ taskId, mapIndex: i });
+          expect(parseInstance(taskId)).toBeUndefined();
+        },
+      ),
+    );
+  });
+
+  it('spreads a map over shards whose sizes add up, none much larger than 200', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 10_000 }), (n) => {
+        const shards = mapShardCount(n);
+        const sizes = Array.from({ length: shards }, (_, s) => mapShardSize(n, shards, s));
+        expect(sizes.reduce((a, b) => a + b, 0)).toBe(n);
+        const counted = new Array<number>(shards).fill(0);
+        for (let i = 0; i < n; i++) {
+          const sh = mapShard(i, shards);
+          counted[sh] = (counted[sh] ?? 0) + 1;
+        }
+        expect(counted).toEqual(sizes);
+        expect(Math.max(...sizes)).toBeLessThanOrEqual(Math.max(200, Math.ceil(n / 32)));
+      }),
+    );
+  });
+
+  it('takes a list up to the limit, and says why it takes anything else', () => {
+    expect(mapItems([1, 2], 2)).toEqual({ items: [1, 2] });
+    expect(mapItems([1, 2, 3], 2)).toMatchObject({ error: expect.stringMatching(/3 items.*2/) });
+    expect(mapItems({ a: 1 }, 5)).toMatchObject({
+      error: expect.stringMatching(/list, got object/),
+    });
+    expect(mapItems(null, 5)).toMatchObject({ error: expect.stringMatching(/got null/) });
+  });
+});
+
+describe('mapOver registration', () => {
+  const dag = (t: object) => ({
+    dagId: 'm',
+    tasks: [list([1]), { taskId: 'each', operator: 'noop', dependsOn: ['list'], ...t }],
+  });
+  const issues = (t: object) => {
+    const r = validateDag(dag(t));
+    return r.ok ? [] : r.issues;
+  };
+
+  it('accepts one placeholder or a list, and item/mapIndex in a mapped config', () => {
+    expect(issues({ mapOver: '{{ tasks.list.output.items }}' })).toEqual([]);
+    expect(issues({ mapOver: [1, 2], config: { output: '{{ item }}-{{ mapIndex }}' } })).toEqual(
+      [],
+    );
+  });
+
+  it('refuses what cannot be a list, or names no upstream task, with the JSON path', () => {
+    expect(issues({ mapOver: 'x {{ conf.a }}' })).toMatchObject([
+      { path: '$.tasks[1].mapOver', message: expect.stringMatching(/exactly one placeholder/) },
+    ]);
+    expect(issues({ mapOver: '{{ tasks.nope.output }}' })).toMatchObject([
+      { path: '$.tasks[1].mapOver', message: expect.stringMatching(/no such task/) },
+    ]);
+    expect(issues({ mapOver: '{{ item }}' })).toMatchObject([
+      { path: '$.tasks[1].mapOver', message: expect.stringMatching(/cannot be used in mapOver/) },
+    ]);
+    expect(issues({ mapOver: '{{ conf.a' })).toMatchObject([
+      { path: '$.tasks[1].mapOver', message: expect.stringMatching(/template/) },
+    ]);
+    expect(issues({ mapOver: 5 })[0]?.path).toBe('$.tasks[1].mapOver');
+    expect(issues({ mapOver: [1, 2, 3], maxMapLength: 2 })).toMatchObject([
+      { path: '$.tasks[1].mapOver', message: expect.stringMatching(/3 items/) },
+    ]);
+    expect(issues({ maxMapLength: 5 })).toMatchObject([{ path: '$.tasks[1].maxMapLength' }]);
+    expect(issues({ mapOver: [1], maxMapLength: 10_001 })[0]?.path).toBe('$.tasks[1].maxMapLength');
+    expect(issues({ config: { output: '{{ item }}' } })[0]?.message).toMatch(/only in a mapped/);
+    const branch = validateDag({
+      dagId: 'b',
+      tasks: [
+        { taskId: 'b', operator: 'branch', config: { follow: 'x' }, mapOver: [1] },
+        { taskId: 'x', operator: 'noop', dependsOn: ['b'] },
+      ],
+    });
+    expect(branch.ok ? [] : branch.issues).toMatchObject([{ path: '$.tasks[0].mapOver' }]);
+  });
+});
+
+describe('mapped tasks', () => {
+  it('runs one instance per item with item and mapIndex, and the reducer gets their outputs in order', async () => {
+    const items = ['a', 'b', 'c', 'd', 'e'];
+    const s = await setup([
+      list(items),
+      {
+        taskId: 'each',
+        operator: 'noop',
+        dependsOn: ['list'],
+        mapOver: '{{ tasks.list.output.items }}',
+        config: { output: { got: '{{ item }}', at: '{{ mapIndex }}' } },
+      },
+      {
+        taskId: 'reduce',
+        operator: 'noop',
+        dependsOn: ['each'],
+        config: { output: '{{ tasks.each.output }}' },
+      },
+    ]);
+    await s.drain();
+    expect(await s.runStatus()).toBe('success');
+    const expected = items.map((got, at) => ({ got, at }));
+    expect(await s.output('each')).toEqual(expected);
+    expect(await s.output('reduce')).toEqual(expected);
+    expect((await s.task('each'))?.mapCounts).toEqual({
+      success: 5,
+      failed: 0,
+      upstreamFailed: 0,
+      skipped: 0,
+    });
+    // Each instance ran once, its first attempt; the mapped task itself once.
+    for (let i = 0; i < items.length; i++) expect(s.ran.get(`each[${i}]@1`)).toBe(1);
+    expect(s.ran.get('each@1')).toBe(1);
+    expect([...s.ran.values()].every((n) => n === 1)).toBe(true);
+    // The reducer counted every instance: 5 upstream tasks, all successes.
+    const reduce = await s.task('reduce');
+    expect(reduce?.upstreamCount).toBe(5);
+    expect(reduce?.counts.success).toBe(5);
+  });
+
+  it('skips a task whose list is empty, and its all_success downstream task', async () => {
+    const s = await setup([
+      list([]),
+      {
+        taskId: 'each',
+        operator: 'noop',
+        dependsOn: ['list'],
+        mapOver: '{{ tasks.list.output.items }}',
+      },
+      { taskId: 'after', operator: 'noop', dependsOn: ['each'] },
+      {
+        taskId: 'sum',
+        operator: 'noop',
+        dependsOn: ['each'],
+        triggerRule: 'all_done',
+        config: { output: '{{ tasks.each.output }}' },
+      },
+    ]);
+    await s.drain();
+    expect(await s.statuses()).toEqual({
+      list: 'success',
+      each: 'skipped',
+      after: 'skipped',
+      sum: 'success',
+    });
+    expect(await s.output('sum')).toEqual([]);
+    expect(await s.runStatus()).toBe('success');
+  });
+
+  it('retries a failing instance on its own, and an all_done reducer sees null for it', async () => {
+    const s = await setup([
+      list([{ fail: 0 }, { fail: 1 }, { fail: 9 }, { fail: 0 }]),
+      {
+        taskId: 'each',
+        operator: 'noop',
+        dependsOn: ['list'],
+        mapOver: '{{ tasks.list.output.items }}',
+        retries: 2,
+        retryDelaySeconds: 0,
+        config: { failAttempts: '{{ item.fail }}', output: '{{ mapIndex }}' },
+      },
+      {
+        taskId: 'reduce',
+        operator: 'noop',
+        dependsOn: ['each'],
+        triggerRule: 'all_done',
+        config: { output: '{{ tasks.each.output }}' },
+      },
+      { taskId: 'strict', operator: 'noop', dependsOn: ['each'] },
+      { taskId: 'one', operator: 'noop', dependsOn: ['each'], triggerRule: 'one_failed' },
+    ]);
+    await s.drain();
+    const st = await s.statuses();
+    expect(st).toMatchObject({
+      'each[0]': 'success',
+      'each[1]': 'success',
+      'each[2]': 'failed',
+      'each[3]': 'success',
+      each: 'failed',
+      reduce: 'success',
+      strict: 'upstream_failed',
+      one: 'success',
+    });
+    expect((await s.task('each[1]'))?.attempt).toBe(2);
+    expect((await s.task('each[2]'))?.attempt).toBe(3);
+    expect(await s.output('reduce')).toEqual([0, 1, null, 3]);
+    expect(await s.runStatus()).toBe('failed');
+    expect((await s.task('each'))?.error).toMatch(/1 mapped instances did not succeed/);
+  });
+
+  it('fails a list longer than maxMapLength with a clear message, and one that is not a list', async () => {
+    const s = await setup([
+      list([1, 2, 3]),
+      {
+        taskId: 'each',
+        operator: 'noop',
+        dependsOn: ['list'],
+        mapOver: '{{ tasks.list.output.items }}',
+        maxMapLength: 2,
+        retries: 3,
+      },
+      {
+        taskId: 'notlist',
+        operator: 'noop',
+        dependsOn: ['list'],
+        mapOver: '{{ tasks.list.output.items[0] }}',
+      },
+    ]);
+    await s.drain();
+    const each = await s.task('each');
+    expect(each?.status).toBe('failed');
+    expect(each?.attempt).toBe(1); // not retried: the same list would come again
+    expect(each?.error).toMatch(/3 items, more than maxMapLength 2/);
+    expect((await s.task('notlist'))?.error).toMatch(/must render to a list, got number/);
+    expect((await s.statuses())['each[0]']).toBeUndefined();
+  });
+
+  it('maps over a literal list and over conf, with no upstream task', async () => {
+    const s = await setup(
+      [
+        { taskId: 'lit', operator: 'noop', mapOver: [10, 20], config: { output: '{{ item }}' } },
+        {
+          taskId: 'c',
+          operator: 'noop',
+          mapOver: '{{ conf.xs }}',
+          config: { output: '{{ item }}' },
+        },
+      ],
+      { xs: ['p', 'q', 'r'] },
+    );
+    await s.drain();
+    expect(await s.output('lit')).toEqual([10, 20]);
+    expect(await s.output('c')).toEqual(['p', 'q', 'r']);
+    expect(await s.runStatus()).toBe('success');
+  });
+
+  it('ends the mapped task once, however often its instances’ outcomes are delivered', async () => {
+    const s = await setup([
+      list(Array.from({ length: 450 }, (_, i) => i)),
+      {
+        taskId: 'each',
+        operator: 'noop',
+        dependsOn: ['list'],
+        mapOver: '{{ tasks.list.output.items }}',
+      },
+      { taskId: 'after', operator: 'noop', dependsOn: ['each'] },
+    ]);
+    await s.drain();
+    expect(await s.runStatus()).toBe('success');
+    // Deliver every instance's outcome again: nothing is counted twice.
+    for (const t of await s.deps.store.listMapInstances({
+      dagId: s.dagId,
+      runId: s.runId,
+      taskId: 'each',
+    })) {
+      await advance(s.deps, t, t.status, t.dagVersion, t.generation);
+    }
+    const each = await s.task('each');
+    expect(each?.mapShards).toBe(3);
+    expect(each?.mapCounts?.success).toBe(450);
+    const after = await s.task('after');
+    expect(after).toMatchObject({ status: 'success', attempt: 1, upstreamCount: 450 });
+    expect(after?.counts.success).toBe(450);
+  });
+
+  it('cancels the instances with the run', async () => {
+    const s = await setup([
+      list([1, 2, 3]),
+      {
+        taskId: 'each',
+        operator: 'noop',
+        dependsOn: ['list'],
+        mapOver: '{{ tasks.list.output.items }}',
+      },
+    ]);
+    // Run the list and the expansion only.
+    for (let i = 0; i < 2; i++) {
+      await executeTask(s.deps, s.deps.dispatcher.take() as TaskMessage, opts);
+    }
+    expect((await s.task('each'))?.status).toBe('running');
+    expect(s.deps.dispatcher.waiting).toHaveLength(3);
+    await cancelRun(s.deps, s.dagId, s.runId);
+    await s.drain();
+    expect(await s.statuses()).toEqual({
+      list: 'success',
+      each: 'cancelled',
+      'each[0]': 'cancelled',
+      'each[1]': 'cancelled',
+      'each[2]': 'cancelled',
+    });
+    expect(await s.runStatus()).toBe('cancelled');
+  });
+
+  it('runs every instance again when the mapped task is cleared, and counts them afresh downstream', async () => {
+    const s = await setup([
+      list(['x', 'y']),
+      {
+        taskId: 'each',
+        operator: 'noop',
+        dependsOn: ['list'],
+        mapOver: '{{ tasks.list.output.items }}',
+        config: { output: '{{ item }}' },
+      },
+      {
+        taskId: 'reduce',
+        operator: 'noop',
+        dependsOn: ['each'],
+        config: { output: '{{ tasks.each.output }}' },
+      },
+    ]);
+    await s.drain();
+    expect(await s.runStatus()).toBe('success');
+    await clearTasks(s.deps, s.dagId, s.runId, 'each');
+    await s.drain();
+    expect(await s.runStatus()).toBe('success');
+    expect(await s.output('reduce')).toEqual(['x', 'y']);
+    // New attempts: the instances' logs and history stay apart.
+    expect((await s.task('each[0]'))?.attempt).toBe(2);
+    expect((await s.task('each'))?.attempt).toBe(2);
+    const reduce = await s.task('reduce');
+    expect(reduce).toMatchObject({ status: 'success', attempt: 2, upstreamCount: 2 });
+    expect(reduce?.counts.success).toBe(2);
+  });
+
+  it('keeps a finished mapped task’s counts when a task beside it is cleared', async () => {
+    const s = await setup([
+      { taskId: 'lit', operator: 'noop', mapOver: [1, 2, 3] },
+      { taskId: 'other', operator: 'noop' },
+      { taskId: 'join', operator: 'noop', dependsOn: ['lit', 'other'] },
+    ]);
+    await s.drain();
+    expect(await s.runStatus()).toBe('success');
+    await clearTasks(s.deps, s.dagId, s.runId, 'other');
+    const join = await s.task('join');
+    expect(join).toMatchObject({ status: 'pending', upstreamCount: 4 });
+    expect(join?.counts.success).toBe(3);
+    await s.drain();
+    expect(await s.task('join')).toMatchObject({ status: 'success', attempt: 2 });
+  });
+});
+
+describe('readiness with a mapped upstream task', () => {
+  // Every rule, against maps of none, one and several instances with every mix of outcomes
+  // that matters, beside a plain upstream task that ends before or after the map.
+  const maps: boolean[][] = [
+    [],
+    [true],
+    [false],
+    [true, true, true],
+    [true, false, true],
+    [false, false],
+  ];
+  it('decides as if each instance were an upstream task of its own (the truth table, mapped)', async () => {
+    let checked = 0;
+    for (const rule of TRIGGER_RULES)
+      for (const instancesOk of maps)
+        for (const otherOk of [true, false])
+          for (const late of [true, false]) {
+            const s = await setup([
+              {
+                taskId: 'm',
+                operator: 'noop',
+                mapOver: instancesOk.map((ok) => (ok ? 0 : 1)),
+                config: { failAttempts: '{{ item }}' },
+              },
+              // Behind a chain, `o` ends after the map; otherwise before it.
+              { taskId: 'o0', operator: 'noop' },
+              {
+                taskId: 'o',
+                operator: 'noop',
+                dependsOn: late ? ['o0'] : [],
+                config: { failAttempts: otherOk ? 0 : 1 },
+              },
+              { taskId: 'd', operator: 'noop', dependsOn: ['m', 'o'], triggerRule: rule },
+            ]);
+            await s.drain();
+            // The model: `d` decides on each arrival, as readiness does; the map's instances
+            // arrive together, in one write once every one has finished (or the empty map's
+            // `skipped`), and `o` before or after them: either order may happen.
+            const mapEvent = {
+              counts: countUpstream(
+                instancesOk.length === 0
+                  ? ['skipped']
+                  : instancesOk.map((ok): TaskStatus => (ok ? 'success' : 'failed')),
+              ),
+              extra: Math.max(0, instancesOk.length - 1),
+            };
+            const otherEvent = {
+              counts: countUpstream([otherOk ? 'success' : 'failed']),
+              extra: 0,
+            };
+            const settle = (events: (typeof mapEvent)[]) => {
+              let counts = NO_COUNTS;
+              let upstream = 2;
+              for (const e of events) {
+                counts = addCounts(counts, e.counts);
+                upstream += e.extra;
+                const d = decide(rule, counts, upstream);
+                if (d !== 'wait') return d === 'queue' ? 'success' : d;
+              }
+              return 'pending';
+            };
+            const possible = new Set([
+              settle([mapEvent, otherEvent]),
+              settle([otherEvent, mapEvent]),
+            ]);
+            const got = (await s.task('d'))?.status;
+            if (!possible.has(got as never)) {
+              throw new Error(
+                `${rule}, instances ${JSON.stringify(instancesOk)}, other ${otherOk ? 'success' : 'failed'}${late ? ' (late)' : ''}: d is ${got}, expected one of ${[...possible].join(', ')}`,
+              );
+            }
+            checked++;
+          }
+    expect(checked).toBe(TRIGGER_RULES.length * maps.length * 4);
+  });
+});
