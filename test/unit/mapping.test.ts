@@ -1,10 +1,12 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { memoryDeps } from '../../adapters/memory/deps.ts';
+import { ManualClock, memoryDeps } from '../../adapters/memory/deps.ts';
 import { advance } from '../../app/advance.ts';
 import { clearTasks } from '../../app/clear.ts';
 import { registerDag } from '../../app/dags.ts';
+import { expandMapped } from '../../app/mapping.ts';
 import { readOutput } from '../../app/outputs.ts';
+import { reap } from '../../app/reaper.ts';
 import { onRetryTimer } from '../../app/retries.ts';
 import { cancelRun, triggerRun } from '../../app/runs.ts';
 import { executeTask } from '../../app/tasks.ts';
@@ -18,9 +20,9 @@ import {
   mapShardSize,
   parseInstance,
 } from '../../core/mapping/index.ts';
-import type { TaskMessage } from '../../core/ports.ts';
+import type { TaskInstanceRecord, TaskMessage } from '../../core/ports.ts';
 import { addCounts, countUpstream, decide, NO_COUNTS } from '../../core/readiness/index.ts';
-import { isTerminalTask, type TaskStatus } from '../../core/state/index.ts';
+import { claimTask, isTerminalTask, type TaskStatus } from '../../core/state/index.ts';
 
 /**
  * Dynamic task mapping (core/mapping, app/mapping.ts) on the in-memory ports: expansion,
@@ -29,8 +31,11 @@ import { isTerminalTask, type TaskStatus } from '../../core/state/index.ts';
  */
 const opts = { leaseSeconds: 60, heartbeatSeconds: 30, remainingMs: () => 900_000 };
 
-async function setup(tasks: object[], conf: Record<string, unknown> = {}) {
-  const deps = memoryDeps();
+async function setup(
+  tasks: object[],
+  conf: Record<string, unknown> = {},
+  deps: ReturnType<typeof memoryDeps> = memoryDeps(),
+) {
   const dagId = `map_${Math.random().toString(36).slice(2, 10)}`;
   const r = await registerDag(deps, JSON.stringify({ dagId, tasks }));
   if (!r.ok) throw new Error(JSON.stringify(r.issues));
@@ -441,6 +446,104 @@ describe('mapped tasks', () => {
     expect(join?.counts.success).toBe(3);
     await s.drain();
     expect(await s.task('join')).toMatchObject({ status: 'success', attempt: 2 });
+  });
+});
+
+describe('the reaper and mapped tasks', () => {
+  const REAP = { queuedGraceSeconds: 60, retryGraceSeconds: 30, limit: 100 };
+
+  it('retries a mapped task whose worker died while expanding it, counting only the new expansion', async () => {
+    const clock = new ManualClock(new Date('2026-06-01T00:00:00Z'));
+    const s = await setup(
+      [
+        list(['a', 'b']),
+        {
+          taskId: 'each',
+          operator: 'noop',
+          dependsOn: ['list'],
+          mapOver: '{{ tasks.list.output.items }}',
+          retries: 1,
+          retryDelaySeconds: 0,
+          config: { output: '{{ item }}' },
+        },
+      ],
+      {},
+      memoryDeps({ clock: clock.now }),
+    );
+    await executeTask(s.deps, s.deps.dispatcher.take() as TaskMessage, opts); // list
+    // The mapped task's worker claims and expands it, then dies before giving up its lease.
+    const m = s.deps.dispatcher.take() as TaskMessage;
+    const claimed = await s.deps.store.transitionTask(
+      m,
+      claimTask((await s.task('each')) as TaskInstanceRecord, 'dead', 60, clock.now()),
+    );
+    await expandMapped(s.deps, claimed, ['a', 'b']);
+    expect(s.deps.dispatcher.waiting).toHaveLength(2);
+    clock.advance(120);
+    const report = await reap(s.deps, REAP);
+    expect(report.expiredLeases).toBe(1);
+    expect((await s.task('each'))?.status).toBe('up_for_retry');
+    await s.drain();
+    expect(await s.runStatus()).toBe('success');
+    // Attempt 2 expanded again: the instances went on to their attempt 2, and the mapped task
+    // counted only those. (Attempt 1's instances ran too, before the retry replaced them: each
+    // attempt once, its outcome counted towards the attempt of the mapped task that made it.)
+    expect(await s.output('each')).toEqual(['a', 'b']);
+    expect((await s.task('each[0]'))?.attempt).toBe(2);
+    expect((await s.task('each'))?.mapCounts?.success).toBe(2);
+    expect(s.ran.get('each[0]@2')).toBe(1);
+    expect([...s.ran.values()].every((n) => n === 1)).toBe(true);
+  });
+
+  it('takes back an instance whose worker died, and retries it by its task’s policy', async () => {
+    const clock = new ManualClock(new Date('2026-06-01T00:00:00Z'));
+    const s = await setup(
+      [
+        {
+          taskId: 'each',
+          operator: 'noop',
+          mapOver: [1, 2],
+          retries: 1,
+          retryDelaySeconds: 0,
+        },
+      ],
+      {},
+      memoryDeps({ clock: clock.now }),
+    );
+    await executeTask(s.deps, s.deps.dispatcher.take() as TaskMessage, opts); // expands
+    const i0 = s.deps.dispatcher.take() as TaskMessage;
+    expect(i0.taskId).toBe('each[0]');
+    const ti = (await s.task('each[0]')) as TaskInstanceRecord;
+    await s.deps.store.transitionTask(i0, claimTask(ti, 'dead', 60, clock.now()));
+    clock.advance(120);
+    expect((await reap(s.deps, REAP)).expiredLeases).toBe(1);
+    expect((await s.task('each[0]'))?.status).toBe('up_for_retry');
+    await s.drain();
+    expect(await s.statuses()).toEqual({
+      each: 'success',
+      'each[0]': 'success',
+      'each[1]': 'success',
+    });
+    expect((await s.task('each[0]'))?.attempt).toBe(2);
+    expect(await s.runStatus()).toBe('success');
+  });
+
+  it('sends again an instance whose message was lost', async () => {
+    const clock = new ManualClock(new Date('2026-06-01T00:00:00Z'));
+    const s = await setup(
+      [{ taskId: 'each', operator: 'noop', mapOver: [1, 2, 3] }],
+      {},
+      memoryDeps({ clock: clock.now }),
+    );
+    await executeTask(s.deps, s.deps.dispatcher.take() as TaskMessage, opts);
+    expect(s.deps.dispatcher.drop(1)?.taskId).toBe('each[1]');
+    await s.drain();
+    expect((await s.task('each'))?.status).toBe('running');
+    clock.advance(120);
+    expect((await reap(s.deps, REAP)).redispatched).toBe(1);
+    await s.drain();
+    expect(await s.runStatus()).toBe('success');
+    expect((await s.task('each[1]'))?.attempt).toBe(1);
   });
 });
 
