@@ -144,16 +144,31 @@ describe('a pipeline that passes data and branches', () => {
 });
 
 describe('the example DAG report_by_region', () => {
-  it('runs as written: the full report, chosen by an upstream output, then publish', async () => {
+  it('runs as written: a region loaded per file (mapped), the full report chosen by an upstream output, then publish', async () => {
     const doc = JSON.parse(readFileSync('examples/dags/report_by_region.json', 'utf8'));
     const { dagId, runId } = await createAndTrigger({ ...doc, dagId: uniqueDagId('e2e_example') });
     const run = await waitForRun(dagId, runId);
     expect(run.status).toBe('success');
     expect(statuses(run)).toMatchObject({
+      load_region: 'success',
       full_report: 'success',
       quick_report: 'skipped',
       publish: 'success',
     });
+    // One instance per file, and the summary got their outputs in order.
+    const mapped = run.tasks.filter(
+      (t) => t.taskId === 'load_region' && (t as { mapIndex?: number }).mapIndex !== undefined,
+    );
+    expect(mapped.map((t) => t.status)).toEqual(['success', 'success', 'success']);
+    const summary = await api.request<{ output: { loaded: { file: string; part: number }[] } }>(
+      'GET',
+      `${runPath(dagId, runId)}/tasks/summarize/output`,
+    );
+    expect(summary.body.output.loaded.map((l) => [l.file.split('/').at(-1), l.part])).toEqual([
+      ['eu.csv', 0],
+      ['us.csv', 1],
+      ['apac.csv', 2],
+    ]);
     const out = await api.request<{ output: string }>(
       'GET',
       `${runPath(dagId, runId)}/tasks/publish/output`,

@@ -276,6 +276,33 @@ describe('web UI', () => {
       .waitFor();
   });
 
+  it('lists a mapped task’s instances by index, each with its own log and no clear of its own', async () => {
+    const dagId = uniqueDagId('ui_mapped');
+    await push({
+      dagId,
+      tasks: [
+        { taskId: 'each', operator: 'noop', mapOver: ['a', 'b'], config: { output: '{{ item }}' } },
+      ],
+    });
+    try {
+      const { body } = await api.request<{ runId: string }>('POST', `/v1/dags/${dagId}/runs`, {});
+      expect((await waitForRun(dagId, body.runId)).status).toBe('success');
+      await open(`/dags/${dagId}/runs/${enc(body.runId)}`);
+      await page.locator('.page-head .badge', { hasText: 'success' }).waitFor();
+      expect(await page.locator('tr[data-task="each"]').textContent()).toContain('mapped: 2');
+      const row = page.locator('tr[data-task="each[1]"]');
+      expect(await row.locator('.badge').textContent()).toContain('success');
+      expect(await row.getByRole('button', { name: /^Clear/ }).count()).toBe(0);
+      await row.getByRole('button', { name: 'Log' }).click();
+      const log = page.locator('[id="log-each[1]"] pre.log-text');
+      await log.waitFor();
+      expect(await log.textContent()).toContain('each[1]');
+      expect(await log.textContent()).toContain('"b"');
+    } finally {
+      await api.request('DELETE', `/v1/dags/${dagId}`);
+    }
+  });
+
   it('lists import errors', async () => {
     await waitFor(
       () => api.request<{ importErrors: { key: string }[] }>('GET', '/v1/import-errors?limit=100'),

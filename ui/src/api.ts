@@ -32,6 +32,10 @@ export interface RunSummary {
 
 export interface TaskInstance {
   taskId: string;
+  /** An instance of a mapped task (DESIGN.md section 10), listed after its task. */
+  mapIndex?: number;
+  /** On a mapped task: how many instances it expanded into. */
+  mapLength?: number;
   status: string;
   attempt: number;
   startTime: string | null;

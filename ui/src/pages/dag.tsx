@@ -213,7 +213,10 @@ export function DagPage(props: { dagId: string }) {
     dagOverride?.dagId === dagId ? { ...loaded.data.dag, ...dagOverride } : loaded.data.dag;
   const { runs } = loaded.data;
   const graphRun = runs.find((r) => r.runId === selected) ?? runs[0];
-  const statuses = new Map(graphRun?.tasks.map((t) => [t.taskId, t.status]) ?? []);
+  // A mapped task's own status, not its instances' (listed after it, with a mapIndex).
+  const statuses = new Map(
+    graphRun?.tasks.filter((t) => t.mapIndex === undefined).map((t) => [t.taskId, t.status]) ?? [],
+  );
 
   return (
     <section>

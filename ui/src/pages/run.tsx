@@ -22,6 +22,10 @@ const REFRESH_MS = 1500;
 /** Where a task's last error is still news; a task that succeeded later has moved past it. */
 const FAILING = new Set(['failed', 'up_for_retry']);
 
+/** A task's name in the run view: a mapped instance's with its index, `load[3]`. */
+const taskName = (t: TaskInstance) =>
+  t.mapIndex === undefined ? t.taskId : `${t.taskId}[${t.mapIndex}]`;
+
 function LogView(props: { dagId: string; runId: string; task: TaskInstance }) {
   const { dagId, runId, task } = props;
   const latest = Math.max(task.attempt, 1);
@@ -33,9 +37,11 @@ function LogView(props: { dagId: string; runId: string; task: TaskInstance }) {
   const loaded = useLoad(
     async () => ({
       attempt,
-      text: await apiText(`${taskPath(dagId, runId, task.taskId)}/logs?attempt=${attempt}`),
+      text: await apiText(
+        `${taskPath(dagId, runId, task.taskId)}/logs?attempt=${attempt}${task.mapIndex === undefined ? '' : `&mapIndex=${task.mapIndex}`}`,
+      ),
     }),
-    [dagId, runId, task.taskId, attempt, task.attempt, task.status],
+    [dagId, runId, task.taskId, task.mapIndex, attempt, task.attempt, task.status],
   );
   // Another attempt's text is never shown under this attempt's tab while it loads.
   const log = {
@@ -45,9 +51,9 @@ function LogView(props: { dagId: string; runId: string; task: TaskInstance }) {
   };
   const attempts = Array.from({ length: latest }, (_, i) => i + 1);
   return (
-    <div class="log" id={`log-${task.taskId}`}>
+    <div class="log" id={`log-${taskName(task)}`}>
       <fieldset class="tabs">
-        <legend class="visually-hidden">Attempts of {task.taskId}</legend>
+        <legend class="visually-hidden">Attempts of {taskName(task)}</legend>
         {attempts.map((n) => (
           <button
             key={n}
@@ -218,14 +224,18 @@ export function RunPage(props: { dagId: string; runId: string }) {
             <tbody>
               {tasks.map((t) => {
                 const ms = durationMs(t.startTime, t.endTime);
-                const isOpen = open === t.taskId;
+                const name = taskName(t);
+                const isOpen = open === name;
                 return [
-                  <tr key={t.taskId} data-task={t.taskId}>
+                  <tr key={name} data-task={name}>
                     <td>
                       <StatusBadge status={t.status} />
                     </td>
                     <td>
-                      <strong>{t.taskId}</strong>
+                      <strong>{name}</strong>
+                      {t.mapLength !== undefined && (
+                        <span class="muted small"> mapped: {t.mapLength}</span>
+                      )}
                       {t.error && FAILING.has(t.status) && (
                         <div class="inline-error small">{t.error}</div>
                       )}
@@ -241,27 +251,32 @@ export function RunPage(props: { dagId: string; runId: string }) {
                         type="button"
                         class="btn small"
                         aria-expanded={isOpen}
-                        aria-controls={`log-${t.taskId}`}
-                        onClick={() => setOpen(isOpen ? undefined : t.taskId)}
+                        aria-controls={`log-${name}`}
+                        onClick={() => setOpen(isOpen ? undefined : name)}
                       >
                         {isOpen ? 'Hide log' : 'Log'}
                       </button>
-                      <button
-                        type="button"
-                        class="btn small"
-                        disabled={busy}
-                        aria-label={`Clear ${t.taskId}`}
-                        title="Run this task again, and every task that depends on it"
-                        onClick={() =>
-                          void act(`clear ${t.taskId}`, `${taskPath(dagId, runId, t.taskId)}/clear`)
-                        }
-                      >
-                        Clear
-                      </button>
+                      {t.mapIndex === undefined && (
+                        <button
+                          type="button"
+                          class="btn small"
+                          disabled={busy}
+                          aria-label={`Clear ${t.taskId}`}
+                          title="Run this task again, and every task that depends on it"
+                          onClick={() =>
+                            void act(
+                              `clear ${t.taskId}`,
+                              `${taskPath(dagId, runId, t.taskId)}/clear`,
+                            )
+                          }
+                        >
+                          Clear
+                        </button>
+                      )}
                     </td>
                   </tr>,
                   isOpen && (
-                    <tr key={`${t.taskId}-log`} class="log-row">
+                    <tr key={`${name}-log`} class="log-row">
                       <td colSpan={7} class="log-cell">
                         <LogView dagId={dagId} runId={runId} task={t} />
                       </td>
