@@ -4,6 +4,8 @@
 //   - the task-to-task lag along the chain (start of a task − end of its upstream), p50 and p95;
 //   - the AWS requests the stack spent per task, read from the Lambdas' own reports
 //     (lambdas/runtime.ts logs the requests of every invocation);
+//   - the AWS requests per task of a 200-wide fan-out written out (root → 200 tasks → sink),
+//     against the same work as a mapped task (list → mapOver of 200 → sink), in the same run;
 //   - how long the API takes to answer the trigger of a 10,000-task DAG, against the trigger of
 //     a 1-task DAG, and how long until its task instances are all written (off the request path).
 import {
@@ -159,6 +161,39 @@ console.log(
     ` (late by ${retryDelays.map((d) => `${d - RETRY_DELAY * 1000} ms`).join(', ')})`,
 );
 if (total === 0) console.log("  (no request reports found in the emulator's CloudWatch Logs)");
+
+// Mapping must not raise requests per task: the same 200-wide work written out as 200 tasks,
+// then as one task mapped over a list of 200 (plus the mapped task's own expanding attempt).
+const FAN = 200;
+const settle = () => new Promise((r) => setTimeout(r, 3000));
+const fanIds = Array.from({ length: FAN }, (_, i) => `w${String(i).padStart(3, '0')}`);
+const fan = await run(`bench_fan_${suffix}`, [
+  { taskId: 'root', operator: 'noop' },
+  ...fanIds.map((taskId) => ({ taskId, operator: 'noop', dependsOn: ['root'] })),
+  { taskId: 'sink', operator: 'noop', dependsOn: fanIds },
+]);
+if (fan.view.status !== 'success') throw new Error(`fan-out run ended ${fan.view.status}`);
+await settle();
+const fanRequests = await requestsSince(fan.t0);
+const mapped = await run(`bench_map_${suffix}`, [
+  { taskId: 'root', operator: 'noop', config: { output: fanIds } },
+  { taskId: 'each', operator: 'noop', dependsOn: ['root'], mapOver: '{{ tasks.root.output }}' },
+  { taskId: 'sink', operator: 'noop', dependsOn: ['each'] },
+]);
+if (mapped.view.status !== 'success') throw new Error(`mapped run ended ${mapped.view.status}`);
+await settle();
+const mapRequests = await requestsSince(mapped.t0);
+const sum = (r: Record<string, number>) => Object.values(r).reduce((a, b) => a + b, 0);
+const perFan = sum(fanRequests) / (FAN + 2);
+const perMap = sum(mapRequests) / (FAN + 2);
+console.log(`\n${FAN}-wide fan-out, root → ${FAN} → sink: written out, and as a mapped task`);
+console.log(
+  `  written out: ${JSON.stringify(fanRequests)} = ${sum(fanRequests)}, ${perFan.toFixed(2)} per task; ${(ms(fan.view.startTime, fan.view.endTime) / 1000).toFixed(2)} s`,
+);
+console.log(
+  `  mapped:      ${JSON.stringify(mapRequests)} = ${sum(mapRequests)}, ${perMap.toFixed(2)} per task (per mapped instance, root and sink); ${(ms(mapped.view.startTime, mapped.view.endTime) / 1000).toFixed(2)} s`,
+);
+console.log(`    ratio mapped / written out, requests per task: ${(perMap / perFan).toFixed(2)}`);
 
 // The trigger of a 10,000-task DAG, paused so that its tasks do not run: the API answers once the
 // run item exists; the task instances are written after, by the advance function.
