@@ -1,4 +1,6 @@
-import { ConflictError, NotFoundError } from '../core/errors.ts';
+import type { Task } from '../core/dag/schema.ts';
+import { ConflictError, NotFoundError, ValidationError } from '../core/errors.ts';
+import { instanceId } from '../core/mapping/index.ts';
 import type { ClearPlan, RunRecord, TaskInstanceRecord, TaskMessage } from '../core/ports.ts';
 import { addCounts, addOutcome, counterFor, NO_COUNTS, nextStep } from '../core/readiness/index.ts';
 import {
@@ -31,6 +33,13 @@ export async function clearTasks(
   dagId: string,
   runId: string,
   taskId: string,
+  /**
+   * `mapIndex`: clear one instance of a mapped task (core/mapping) and what depends on the
+   * mapped task, as Airflow clears one mapped task instance: the instance runs again on its
+   * next attempt, the mapped task waits for it (reopened, if it had ended), and its downstream
+   * tasks are cleared to count it afresh. The other instances are left as they are.
+   */
+  options: { readonly mapIndex?: number } = {},
 ): Promise<RunRecord> {
   let run = await deps.store.getRun(dagId, runId);
   if (!run) throw new NotFoundError(`run ${runId} of DAG ${dagId} not found`);
@@ -39,14 +48,43 @@ export async function clearTasks(
   let instances = new Map(
     (await deps.store.listTaskInstances(dagId, runId)).map((t) => [t.taskId, t]),
   );
+  if (run.status === 'queued' || !run.tasksWritten) {
+    throw new ConflictError(`run ${runId} has not started: nothing to clear`);
+  }
+  const one =
+    options.mapIndex === undefined
+      ? undefined
+      : await instancePart(deps, run, tasks.get(taskId), instances, taskId, options.mapIndex);
+  if (one?.waiting) {
+    // The mapped task still waits for its instances: only this one changes.
+    try {
+      await deps.store.clearTasks({
+        dagId,
+        runId,
+        taskCount: dag.tasks.length,
+        runStatus: run.status,
+        at: deps.clock(),
+        tasks: [],
+        instance: one,
+      });
+    } catch (e) {
+      if (e instanceof ConflictError) throw changedMeanwhile(runId, e);
+      throw e;
+    }
+    await deps.dispatcher.dispatch([
+      await taskMessage(
+        deps,
+        { dagId, runId, taskId: one.taskId, attempt: one.attempt },
+        run.dagVersion,
+      ),
+    ]);
+    return (await deps.store.getRun(dagId, runId)) ?? run;
+  }
   const root = instances.get(taskId);
   if (!root || !isTerminalTask(root.status)) {
     throw new ConflictError(
       `task ${taskId} is ${root?.status ?? 'missing'}: only a finished task can be cleared`,
     );
-  }
-  if (run.status === 'queued' || !run.tasksWritten) {
-    throw new ConflictError(`run ${runId} has not started: nothing to clear`);
   }
 
   // The task and everything downstream of it, in topological order (breadth-first from the
@@ -137,8 +175,11 @@ export async function clearTasks(
           counts,
           upstreamCount,
         });
-    const status =
-      decision === 'queue'
+    // The mapped task of an instance cleared alone waits again for its instances.
+    const reopened = one !== undefined && id === taskId;
+    const status = reopened
+      ? 'running'
+      : decision === 'queue'
         ? 'queued'
         : decision === 'skipped' || decision === 'upstream_failed'
           ? decision
@@ -162,7 +203,11 @@ export async function clearTasks(
       // A finished try leaves the task instance: its history keeps it, if the write that
       // ended it did not (a failure's did). Bounded: a task cleared again and again keeps
       // its latest attempts.
-      ...(finished && hasTriedSinceClear(ti) && ti.status !== 'failed' && isTerminalTask(ti.status)
+      ...(!reopened &&
+      finished &&
+      hasTriedSinceClear(ti) &&
+      ti.status !== 'failed' &&
+      isTerminalTask(ti.status)
         ? {
             history: [...(ti.history ?? []), attemptSummary(ti, ti.status, ti.endTime)].slice(
               -MAX_HISTORY,
@@ -189,28 +234,106 @@ export async function clearTasks(
       ...(reopening ? { slot: dag.maxActiveRuns } : {}),
       at: now,
       tasks: planned,
+      ...(one ? { instance: one } : {}),
     });
   } catch (e) {
     if (reopening) await deps.store.releaseRunSlot(dagId, runId);
-    if (e instanceof ConflictError) {
-      throw new ConflictError(
-        `run ${runId} changed while it was being cleared (another clear, or a task moved on); nothing was changed: try again`,
-        undefined,
-        { cause: e },
-      );
-    }
+    if (e instanceof ConflictError) throw changedMeanwhile(runId, e);
     throw e;
   }
   const messages: TaskMessage[] = await Promise.all(
-    planned
-      .filter((t) => t.status === 'queued')
-      .map((t) =>
-        taskMessage(deps, { dagId, runId, taskId: t.taskId, attempt: t.attempt }, run.dagVersion),
-      ),
+    [
+      ...planned.filter((t) => t.status === 'queued'),
+      ...(one ? [{ taskId: one.taskId, attempt: one.attempt }] : []),
+    ].map((t) =>
+      taskMessage(deps, { dagId, runId, taskId: t.taskId, attempt: t.attempt }, run.dagVersion),
+    ),
   );
   // If this send is lost, the reaper finds them queued and sends them again.
   await deps.dispatcher.dispatch(messages);
   return (await deps.store.getRun(dagId, runId)) ?? run;
+}
+
+function changedMeanwhile(runId: string, e: ConflictError): ConflictError {
+  return new ConflictError(
+    `run ${runId} changed while it was being cleared (another clear, or a task moved on); nothing was changed: try again`,
+    undefined,
+    { cause: e },
+  );
+}
+
+/**
+ * What clearing instance `mapIndex` of mapped task `taskId` changes beyond the DAG's tasks
+ * (ClearPlan.instance), from what was read: refused unless the instance is of the task's current
+ * expansion and finished, and the task waits for its instances or ended after them.
+ */
+async function instancePart(
+  deps: Deps,
+  run: RunRecord,
+  task: Task | undefined,
+  instances: ReadonlyMap<string, TaskInstanceRecord>,
+  taskId: string,
+  mapIndex: number,
+): Promise<NonNullable<ClearPlan['instance']>> {
+  if (task?.mapOver === undefined) {
+    throw new ValidationError([
+      { path: 'mapIndex', message: `task ${taskId} is not mapped: clear it without mapIndex` },
+    ]);
+  }
+  const parent = instances.get(taskId);
+  const inst = instances.get(instanceId(taskId, mapIndex));
+  const { mapAttempt, mapLength } = parent ?? {};
+  if (
+    !parent ||
+    !inst ||
+    mapAttempt === undefined ||
+    mapLength === undefined ||
+    inst.mapAttempt !== mapAttempt
+  ) {
+    throw new NotFoundError(
+      `task ${taskId} of run ${run.runId} has no mapped instance ${mapIndex}`,
+    );
+  }
+  if (!isTerminalTask(inst.status)) {
+    throw new ConflictError(
+      `instance ${mapIndex} of task ${taskId} is ${inst.status}: only a finished instance can be cleared`,
+    );
+  }
+  const waiting =
+    parent.status === 'running' && parent.leaseToken === null && parent.attempt === mapAttempt;
+  if (!waiting && !(isTerminalTask(parent.status) && parent.mapCounts)) {
+    throw new ConflictError(
+      `task ${taskId} is ${parent.status}: clear the mapped task, which runs all its instances again`,
+    );
+  }
+  const counted = (await deps.store.mapOutcomeCounted(
+    inst,
+    mapIndex,
+    mapAttempt,
+    mapLength,
+    inst.generation,
+  ))
+    ? counterFor(inst.status)
+    : undefined;
+  return {
+    taskId: inst.taskId,
+    parentTaskId: taskId,
+    expect: { status: inst.status, attempt: inst.attempt, generation: inst.generation },
+    attempt: inst.attempt + 1,
+    generation: inst.generation + 1,
+    ...(hasTriedSinceClear(inst) && inst.status !== 'failed'
+      ? {
+          history: [...(inst.history ?? []), attemptSummary(inst, inst.status, inst.endTime)].slice(
+            -MAX_HISTORY,
+          ),
+        }
+      : {}),
+    mapAttempt,
+    mapLength,
+    mapIndex,
+    ...(counted ? { counted } : {}),
+    waiting,
+  };
 }
 
 /** The tasks of `subset` with each after all of its upstream tasks in the subset (Kahn). */

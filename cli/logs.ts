@@ -1,4 +1,4 @@
-// `airless logs DAG RUN TASK [--attempt N] [--follow]`.
+// `airless logs DAG RUN TASK [--attempt N] [--map-index N] [--follow]`.
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Command } from 'commander';
 import type { RunView, TaskView } from './format.ts';
@@ -20,10 +20,17 @@ export function attemptFinished(task: Pick<TaskView, 'status' | 'attempt'>, atte
   return task.status === 'up_for_retry' && task.attempt === attempt;
 }
 
-async function taskOf(s: Session, dag: string, run: string, task: string): Promise<TaskView> {
+async function taskOf(
+  s: Session,
+  dag: string,
+  run: string,
+  task: string,
+  mapIndex: number | undefined,
+): Promise<TaskView> {
   const res = await s.call<RunView>('GET', runPath(dag, run));
-  const t = res.body.tasks.find((x) => x.taskId === task);
-  if (!t) throw new CliError(`task ${task} is not in run ${run} of DAG ${dag}`);
+  const t = res.body.tasks.find((x) => x.taskId === task && x.mapIndex === mapIndex);
+  const name = mapIndex === undefined ? task : `${task}[${mapIndex}]`;
+  if (!t) throw new CliError(`task ${name} is not in run ${run} of DAG ${dag}`);
   return t;
 }
 
@@ -35,6 +42,7 @@ export function registerLogs(cli: Command, s: Session): void {
     .argument('<run>', 'the run id')
     .argument('<task>', 'the task id')
     .option('--attempt <n>', 'which attempt (default: the latest)', wholeNumber(1, 10_000))
+    .option('--map-index <n>', 'one instance of a mapped task', wholeNumber(0, 9_999))
     .option('--follow', 'print new text as it comes, until the attempt has finished')
     .option(
       '--timeout <seconds>',
@@ -47,10 +55,15 @@ export function registerLogs(cli: Command, s: Session): void {
         dag: string,
         run: string,
         task: string,
-        opts: { attempt?: number; follow?: boolean; timeout: number },
+        opts: { attempt?: number; mapIndex?: number; follow?: boolean; timeout: number },
       ) => {
-        const logPath = (attempt: number | undefined) =>
-          `${taskPath(dag, run, task)}/logs${attempt ? `?attempt=${attempt}` : ''}`;
+        const logPath = (attempt: number | undefined) => {
+          const q = [
+            ...(attempt ? [`attempt=${attempt}`] : []),
+            ...(opts.mapIndex === undefined ? [] : [`mapIndex=${opts.mapIndex}`]),
+          ];
+          return `${taskPath(dag, run, task)}/logs${q.length ? `?${q.join('&')}` : ''}`;
+        };
         const print = (text: string) => {
           if (text) s.io.write(text);
         };
@@ -70,7 +83,7 @@ export function registerLogs(cli: Command, s: Session): void {
         for (;;) {
           // Read the status before the log: a worker stores the log before it records the end,
           // so an attempt seen finished here has its whole log in the read that follows.
-          const t = await taskOf(s, dag, run, task);
+          const t = await taskOf(s, dag, run, task, opts.mapIndex);
           attempt ??= Math.max(t.attempt, 1);
           let finished = attemptFinished(t, attempt);
           const res = await s.send('GET', logPath(attempt));

@@ -144,10 +144,19 @@ export function registerRuns(cli: Command, s: Session): void {
     .argument('<dag>', 'the DAG id')
     .argument('<run>', 'the run id')
     .argument('<task>', 'the task id')
+    .option(
+      '--map-index <n>',
+      'one instance of a mapped task: run it again alone (and what depends on its task)',
+      wholeNumber(0, 9_999),
+    )
     .option('--json', "print the API's JSON")
-    .action(async (dag: string, run: string, task: string, opts: JsonOpt) => {
-      const res = await s.call<RunSummary>('POST', `${taskPath(dag, run, task)}/clear`);
-      if (opts.json) return s.printJson(res);
-      s.io.out(`${task} cleared; run ${res.body.runId} is ${res.body.status}`);
-    });
+    .action(
+      async (dag: string, run: string, task: string, opts: JsonOpt & { mapIndex?: number }) => {
+        const one = opts.mapIndex === undefined ? '' : `?mapIndex=${opts.mapIndex}`;
+        const res = await s.call<RunSummary>('POST', `${taskPath(dag, run, task)}/clear${one}`);
+        if (opts.json) return s.printJson(res);
+        const name = opts.mapIndex === undefined ? task : `${task}[${opts.mapIndex}]`;
+        s.io.out(`${name} cleared; run ${res.body.runId} is ${res.body.status}`);
+      },
+    );
 }

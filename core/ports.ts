@@ -453,6 +453,14 @@ export interface StateStore {
   mapOutcomes(parent: TaskKey, mapAttempt: number): Promise<UpstreamCounts>;
   /** Every instance of a mapped task (of any expansion), by map index. */
   listMapInstances(parent: TaskKey): Promise<TaskInstanceRecord[]>;
+  /** Whether an instance's outcome of this generation is counted on its shard (see ClearPlan). */
+  mapOutcomeCounted(
+    instance: TaskKey,
+    mapIndex: number,
+    mapAttempt: number,
+    mapLength: number,
+    generation: number,
+  ): Promise<boolean>;
 
   /** Running attempts whose lease expired before `now`. */
   findExpiredLeases(now: Date, limit: number): Promise<TaskInstanceRecord[]>;
@@ -578,8 +586,11 @@ export interface ClearPlan {
       readonly generation: number;
       readonly counts: UpstreamCounts;
     };
-    /** The cleared status: pending, or decided at once (queued with the next attempt, …). */
-    readonly status: 'pending' | 'queued' | 'skipped' | 'upstream_failed';
+    /**
+     * The cleared status: pending, or decided at once (queued with the next attempt, …); or
+     * `running` for a mapped task reopened to wait for an instance cleared alone.
+     */
+    readonly status: 'pending' | 'queued' | 'skipped' | 'upstream_failed' | 'running';
     readonly attempt: number;
     /** Whether this is a new generation (the task had finished) or a pending task re-counted. */
     readonly newGeneration: boolean;
@@ -601,4 +612,29 @@ export interface ClearPlan {
      */
     readonly history?: readonly AttemptSummary[];
   }[];
+  /**
+   * Clearing one instance of a mapped task (core/mapping): it is queued again with its next
+   * attempt, its old outcome taken off its count shard (or, not counted yet, marked counted so
+   * that its late event changes nothing), and its shard no longer done on the mapped task. The
+   * mapped task is in `tasks` (reopened `running`, with its downstream tasks) when it had
+   * ended, or `waiting` when it still waits for its instances.
+   */
+  readonly instance?: {
+    readonly taskId: string;
+    readonly parentTaskId: string;
+    readonly expect: {
+      readonly status: TaskStatus;
+      readonly attempt: number;
+      readonly generation: number;
+    };
+    readonly attempt: number;
+    readonly generation: number;
+    readonly history?: readonly AttemptSummary[];
+    readonly mapAttempt: number;
+    readonly mapLength: number;
+    readonly mapIndex: number;
+    /** Its old outcome as counted on its shard; undefined when it is not counted there yet. */
+    readonly counted?: keyof UpstreamCounts;
+    readonly waiting: boolean;
+  };
 }

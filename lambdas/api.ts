@@ -417,13 +417,19 @@ const routes: Route<Event, Result>[] = [
     path: '/v1/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/clear',
     handler: async (event: Event) => {
       const { dagId, runId, taskId } = path(event);
-      if (mapIndexOf(event) !== undefined) {
-        throw new HttpError(
-          409,
-          'clearing one mapped instance is not supported yet: clear the mapped task, which runs all its instances again',
-        );
-      }
-      return json(200, runSummary(await clearTasks(runtime().deps, dagId, runId, taskId)));
+      const mapIndex = mapIndexOf(event);
+      return json(
+        200,
+        runSummary(
+          await clearTasks(
+            runtime().deps,
+            dagId,
+            runId,
+            taskId,
+            mapIndex === undefined ? {} : { mapIndex },
+          ),
+        ),
+      );
     },
   },
   {

@@ -1713,8 +1713,15 @@ export class DynamoStateStore implements StateStore {
           (k) => `${u.name(COUNTER[k])} = ${u.value(t.expect.counts[k])}`,
         ),
       ].join(' AND ');
+      // A mapped task reopened for one instance: that instance's shard is no longer done.
+      const inst = plan.instance;
+      if (inst && t.taskId === inst.parentTaskId) {
+        const shard = mapShard(inst.mapIndex, mapShardCount(inst.mapLength));
+        u.delete('mapDone', new Set([`${inst.mapAttempt}#${shard}`]));
+      }
       return { Update: u.input(this.table, keys.task(plan.dagId, plan.runId, t.taskId), cond) };
     });
+    const instanceUpdates = plan.instance ? this.#clearInstance(plan) : [];
     const bumps = new Map<number, { total: number; succeeded: number }>();
     for (const t of plan.tasks) {
       if (t.oldSucceeded === undefined) continue;
@@ -1752,7 +1759,13 @@ export class DynamoStateStore implements StateStore {
     }
     // One transaction when it fits (100 actions); otherwise the run and progress first, then
     // the tasks in chunks (a documented gap: a failure midway leaves part of the clear applied).
-    const actions = [runUpdate, ...slotUpdates, ...progressUpdates, ...taskUpdates];
+    const actions = [
+      runUpdate,
+      ...slotUpdates,
+      ...progressUpdates,
+      ...taskUpdates,
+      ...instanceUpdates,
+    ];
     const chunks: (typeof actions)[] = [];
     for (let i = 0; i < actions.length; i += MAX_TRANSACTION_ITEMS) {
       chunks.push(actions.slice(i, i + MAX_TRANSACTION_ITEMS));
@@ -1762,6 +1775,98 @@ export class DynamoStateStore implements StateStore {
         this.db.send(new TransactWriteCommand({ TransactItems: chunk as never })),
       );
     }
+  }
+
+  /** The writes of a ClearPlan's one instance: the instance, its shard, its waiting task. */
+  #clearInstance(plan: ClearPlan) {
+    const inst = plan.instance;
+    if (!inst) return [];
+    const at = plan.at.toISOString();
+    const { mapIndex, mapAttempt, mapLength } = inst;
+    const iu = new Update()
+      .set('status', 'queued')
+      .set('attempt', inst.attempt)
+      .set('generation', inst.generation)
+      .set('retryBase', inst.expect.attempt)
+      .set('leaseExpiresAt', null)
+      .set('retryAt', null)
+      .set('startTime', null)
+      .set('endTime', null)
+      .set('error', null)
+      .set('deferred', null)
+      .set('output', null)
+      .set('outputKey', null)
+      .set('advanceInline', null)
+      .set('queuedAt', at)
+      .set('updatedAt', at)
+      .set(
+        'gsi2pk',
+        `DUE#QUEUED#${progressShard(`${plan.dagId}#${plan.runId}#${inst.taskId}`, DUE_SHARDS)}`,
+      )
+      .set('gsi2sk', at);
+    if (inst.history) iu.set('history', inst.history);
+    const icond = [
+      `${iu.name('status')} = ${iu.value(inst.expect.status)}`,
+      `${iu.name('attempt')} = ${iu.value(inst.expect.attempt)}`,
+      `${iu.name('generation')} = ${iu.value(inst.expect.generation)}`,
+      `${iu.name('mapAttempt')} = ${iu.value(mapAttempt)}`,
+      `attribute_not_exists(${iu.name('leaseToken')})`,
+    ].join(' AND ');
+    const shard = mapShard(mapIndex, mapShardCount(mapLength));
+    const entry = `${mapIndex}#${inst.expect.generation}`;
+    const su = new Update();
+    const counted = su.name('counted');
+    let scond: string;
+    if (inst.counted) {
+      su.add('finished', -1).add(COUNTER[inst.counted], -1);
+      scond = `contains(${counted}, ${su.value(entry)})`;
+    } else {
+      // Not counted yet: marked counted, so that its late event counts nothing.
+      su.add('counted', new Set([entry]));
+      scond = `attribute_exists(pk) AND (attribute_not_exists(${counted}) OR NOT contains(${counted}, ${su.value(entry)}))`;
+    }
+    const actions: { Update: ReturnType<Update['input']> }[] = [
+      {
+        Update: iu.input(this.table, keys.task(plan.dagId, plan.runId, inst.taskId), icond),
+      },
+      {
+        Update: su.input(
+          this.table,
+          mapShardKey(plan.dagId, plan.runId, inst.parentTaskId, mapAttempt, shard),
+          scond,
+        ),
+      },
+    ];
+    if (inst.waiting) {
+      const pu = new Update()
+        .delete('mapDone', new Set([`${mapAttempt}#${shard}`]))
+        .set('updatedAt', at);
+      const pcond = [
+        `${pu.name('status')} = ${pu.value('running')}`,
+        `${pu.name('attempt')} = ${pu.value(mapAttempt)}`,
+        `${pu.name('mapAttempt')} = ${pu.value(mapAttempt)}`,
+        `attribute_not_exists(${pu.name('leaseToken')})`,
+      ].join(' AND ');
+      actions.push({
+        Update: pu.input(this.table, keys.task(plan.dagId, plan.runId, inst.parentTaskId), pcond),
+      });
+    }
+    return actions;
+  }
+
+  async mapOutcomeCounted(
+    instance: TaskKey,
+    mapIndex: number,
+    mapAttempt: number,
+    mapLength: number,
+    generation: number,
+  ): Promise<boolean> {
+    const shard = mapShard(mapIndex, mapShardCount(mapLength));
+    const item = await this.#get(
+      mapShardKey(instance.dagId, instance.runId, baseTaskId(instance.taskId), mapAttempt, shard),
+    );
+    const counted = item?.counted as Set<string> | undefined;
+    return counted?.has(`${mapIndex}#${generation}`) === true;
   }
 
   async countUse(name: string, max: number): Promise<boolean> {

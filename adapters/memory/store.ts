@@ -142,6 +142,8 @@ interface TaskState {
 /** One count shard of a mapped task's attempt (core/mapping). */
 interface MapShard {
   total: number;
+  /** Outcomes counted, less those a clear took off (their entries stay in `counted`). */
+  finished: number;
   counts: UpstreamCounts;
   counted: Set<string>;
 }
@@ -760,6 +762,7 @@ export class MemoryStateStore implements StateStore {
       if (!byShard.has(k)) {
         byShard.set(k, {
           total: mapShardSize(length, shards, sh),
+          finished: 0,
           counts: { ...NO_COUNTS },
           counted: new Set(),
         });
@@ -827,9 +830,10 @@ export class MemoryStateStore implements StateStore {
     const entry = `${mapIndex}#${generation}`;
     if (!sh.counted.has(entry)) {
       sh.counted.add(entry);
+      sh.finished += 1;
       sh.counts = { ...sh.counts, [counter]: sh.counts[counter] + 1 };
     }
-    return sh.counted.size >= sh.total;
+    return sh.finished >= sh.total;
   }
 
   async markMapShardDone(
@@ -1003,7 +1007,13 @@ export class MemoryStateStore implements StateStore {
           ];
     // One transaction when it fits; otherwise the run and progress first, then the tasks, each
     // chunk all or nothing (the table's documented gap for very large clears).
-    const actions = [runAction, ...slotAction, ...progressActions, ...taskActions];
+    const actions = [
+      runAction,
+      ...slotAction,
+      ...progressActions,
+      ...taskActions,
+      ...this.#clearInstance(plan),
+    ];
     for (let i = 0; i < actions.length; i += MAX_TRANSACTION_ITEMS) {
       const chunk = actions.slice(i, i + MAX_TRANSACTION_ITEMS);
       if (new Set(chunk.map((a) => a.item)).size < chunk.length) {
@@ -1012,6 +1022,115 @@ export class MemoryStateStore implements StateStore {
       if (!chunk.every((a) => a.check())) throw conflict('clearTasks');
       for (const a of chunk) a.apply();
     }
+  }
+
+  /** A ClearPlan's one instance (see ClearPlan.instance), as the table's transaction does it. */
+  #clearInstance(plan: ClearPlan): { item: string; check: () => boolean; apply: () => void }[] {
+    const inst = plan.instance;
+    if (!inst) return [];
+    const at = plan.at.toISOString();
+    const key = runKey(plan.dagId, plan.runId);
+    const shard = mapShard(inst.mapIndex, mapShardCount(inst.mapLength));
+    const entry = `${inst.mapIndex}#${inst.expect.generation}`;
+    const done = `${inst.mapAttempt}#${shard}`;
+    const get = (taskId: string) => this.#task({ dagId: plan.dagId, runId: plan.runId, taskId });
+    const sh = () =>
+      this.#mapShards.get(key)?.get(`${inst.parentTaskId}#${inst.mapAttempt}#${shard}`);
+    const actions = [
+      {
+        item: `TI#${inst.taskId}`,
+        check: () => {
+          const t = get(inst.taskId);
+          return (
+            t !== undefined &&
+            t.status === inst.expect.status &&
+            t.attempt === inst.expect.attempt &&
+            t.generation === inst.expect.generation &&
+            t.mapAttempt === inst.mapAttempt &&
+            t.leaseToken === null
+          );
+        },
+        apply: () => {
+          const t = get(inst.taskId);
+          if (!t) return;
+          t.status = 'queued';
+          t.attempt = inst.attempt;
+          t.generation = inst.generation;
+          t.retryBase = inst.expect.attempt;
+          t.leaseExpiresAt = null;
+          t.retryAt = null;
+          t.startTime = null;
+          t.endTime = null;
+          t.error = null;
+          t.deferred = null;
+          t.output = null;
+          t.outputKey = null;
+          t.advanceInline = false;
+          t.queuedAt = at;
+          t.due = { kind: 'QUEUED', at };
+          if (inst.history) t.history = inst.history.map((h) => ({ ...h }));
+        },
+      },
+      {
+        item: `MAP#${inst.parentTaskId}#${inst.mapAttempt}#${shard}`,
+        check: () => {
+          const m = sh();
+          return m !== undefined && m.counted.has(entry) === (inst.counted !== undefined);
+        },
+        apply: () => {
+          const m = sh();
+          if (!m) return;
+          // The entry stays counted either way: the old outcome's late event counts nothing.
+          if (inst.counted) {
+            m.finished -= 1;
+            m.counts = { ...m.counts, [inst.counted]: m.counts[inst.counted] - 1 };
+          } else m.counted.add(entry);
+        },
+      },
+    ];
+    if (inst.waiting) {
+      actions.push({
+        item: `TI#${inst.parentTaskId}`,
+        check: () => {
+          const p = get(inst.parentTaskId);
+          return (
+            p !== undefined &&
+            p.status === 'running' &&
+            p.attempt === inst.mapAttempt &&
+            p.mapAttempt === inst.mapAttempt &&
+            p.leaseToken === null
+          );
+        },
+        apply: () => {
+          get(inst.parentTaskId)?.mapDone?.delete(done);
+        },
+      });
+    } else {
+      // The reopened mapped task is among the plan's tasks: its shard is no longer done.
+      const reopen = actions[0];
+      const apply = reopen?.apply;
+      if (reopen && apply) {
+        reopen.apply = () => {
+          apply();
+          get(inst.parentTaskId)?.mapDone?.delete(done);
+        };
+      }
+    }
+    return actions;
+  }
+
+  async mapOutcomeCounted(
+    instance: TaskKey,
+    mapIndex: number,
+    mapAttempt: number,
+    mapLength: number,
+    generation: number,
+  ): Promise<boolean> {
+    const shard = mapShard(mapIndex, mapShardCount(mapLength));
+    const m = this.#mapShards
+      .get(runKey(instance.dagId, instance.runId))
+      ?.get(`${baseTaskId(instance.taskId)}#${mapAttempt}#${shard}`);
+    return m?.counted.has(`${mapIndex}#${generation}`) === true;
   }
 
   async countUse(name: string, max: number): Promise<boolean> {

@@ -2062,6 +2062,61 @@ export function stateStoreContract(
         ]);
       });
 
+      it('clears one instance in one write: queued again, its count taken off, its shard not done', async () => {
+        const { run, k, parent } = await mappedRun();
+        await store.expandMap(parent, ['1', '2'], later(1));
+        const { mapTask } = await import('../../core/state/index.ts');
+        await store.transitionTask(k, mapTask(parent, 2, 1, undefined, later(1)));
+        const ik = key(run.runId, 't0[0]');
+        const i0 = await task(ik);
+        const ran = await store.transitionTask(ik, claimTask(i0, 'w', 60, later(2)));
+        const done = await store.transitionTask(ik, finishTask(ran, { ok: true }, later(3)));
+        await store.recordMapOutcome(ik, 0, 1, 2, 'success', 0);
+        expect(await store.mapOutcomeCounted(ik, 0, 1, 2, 0)).toBe(true);
+        expect(await store.mapOutcomeCounted(ik, 1, 1, 2, 0)).toBe(false);
+        await store.markMapShardDone(k, 1, 0);
+        const plan: ClearPlan = {
+          dagId,
+          runId: run.runId,
+          taskCount: 2,
+          runStatus: 'queued',
+          at: later(4),
+          tasks: [],
+          instance: {
+            taskId: 't0[0]',
+            parentTaskId: 't0',
+            expect: { status: 'success', attempt: done.attempt, generation: 0 },
+            attempt: 2,
+            generation: 1,
+            mapAttempt: 1,
+            mapLength: 2,
+            mapIndex: 0,
+            counted: 'success',
+            waiting: true,
+          },
+        };
+        await store.clearTasks(plan);
+        expect(await task(ik)).toMatchObject({
+          status: 'queued',
+          attempt: 2,
+          generation: 1,
+          retryBase: 1,
+        });
+        expect(await store.mapOutcomes(k, 1)).toEqual(NO_COUNTS);
+        expect((await task(k)).mapDone).toBe(0);
+        // The old outcome's late event counts nothing; the new one counts.
+        expect(await store.recordMapOutcome(ik, 0, 1, 2, 'success', 0)).toBe(false);
+        expect(await store.mapOutcomes(k, 1)).toEqual(NO_COUNTS);
+        await store.recordMapOutcome(ik, 0, 1, 2, 'success', 1);
+        expect(await store.mapOutcomes(k, 1)).toEqual({ ...NO_COUNTS, success: 1 });
+        // The same clear again: the instance moved on, so nothing changes.
+        expect(await rejection(store.clearTasks({ ...plan, runStatus: 'running' }))).toBeInstanceOf(
+          ConflictError,
+        );
+        expect(await store.mapOutcomes(k, 1)).toEqual({ ...NO_COUNTS, success: 1 });
+        expect((await task(ik)).attempt).toBe(2);
+      });
+
       it('counts a mapped upstream task’s instances downstream in one write, once', async () => {
         const { run } = await store.createRun(newRun(2));
         const d = key(run.runId, 't1');

@@ -300,6 +300,42 @@ describe('airless against the deployed local stack', () => {
     expect(latest.stdout).toMatch(/attempt 2 .*: noop boom/);
   });
 
+  it('a mapped task: runs get lists its instances, logs and tasks clear take --map-index', async () => {
+    const dagId = uniqueDagId('cli_map');
+    const created = await api.request('POST', '/v1/dags', {
+      dagId,
+      tasks: [
+        {
+          taskId: 'each',
+          operator: 'noop',
+          mapOver: [0, 1],
+          config: { failAttempts: '{{ item }}', output: '{{ mapIndex }}' },
+        },
+      ],
+    });
+    expect(created.status).toBe(201);
+    const r = await airless(['runs', 'trigger', dagId, '--wait']);
+    expect(r.code).toBe(1);
+    const runId = lines(r.stdout)[0] ?? '';
+    expect(r.stdout).toMatch(/^each\[1\]\s+failed\s+1/m);
+    const got = await airless(['runs', 'get', dagId, runId]);
+    expect(got.stdout).toMatch(/^each\[0\]\s+success\s+1/m);
+    expect(got.stdout).toMatch(/^each\[1\]\s+failed\s+1/m);
+    const log = await airless(['logs', dagId, runId, 'each', '--map-index', '1']);
+    expect(log.code).toBe(0);
+    expect(log.stdout).toContain('failing attempt 1 of 1 on purpose');
+    const cleared = await airless(['tasks', 'clear', dagId, runId, 'each', '--map-index', '1']);
+    expect(cleared.code, cleared.stderr).toBe(0);
+    expect(cleared.stdout).toContain(`each[1] cleared; run ${runId} is running`);
+    const waited = await airless(['runs', 'wait', dagId, runId]);
+    expect(waited.code).toBe(0);
+    const again = await airless(['logs', dagId, runId, 'each', '--map-index', '1']);
+    expect(again.stdout).toMatch(/attempt 2 .*: noop each\[1\]/);
+    const bad = await airless(['tasks', 'clear', dagId, runId, 'each', '--map-index', 'x']);
+    expect(bad.code).toBe(2);
+    await api.request('DELETE', `/v1/dags/${dagId}`);
+  });
+
   it('logs --follow waits for a running attempt to finish and prints its log once', async () => {
     const r = await airless(['runs', 'trigger', sleepy]);
     expect(r.code).toBe(0);

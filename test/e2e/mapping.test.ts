@@ -222,7 +222,7 @@ describe('dynamic task mapping', () => {
     ]);
   });
 
-  it('cancels running instances with the run; clearing one instance is refused, naming what to clear', async () => {
+  it('cancels running instances with the run', async () => {
     const dagId = uniqueDagId('e2e_mapcancel');
     const { runId } = await createAndTrigger(
       {
@@ -250,11 +250,59 @@ describe('dynamic task mapping', () => {
     expect(run.status).toBe('cancelled');
     expect(new Set(run.tasks.map((t) => t.status))).toEqual(new Set(['cancelled']));
     expect(run.tasks).toHaveLength(4);
+  });
 
-    // Clearing one instance is not offered yet: the answer says to clear the mapped task.
-    const one = await api.request('POST', `${runPath(dagId, runId)}/tasks/each/clear?mapIndex=1`);
-    expect(one.status).toBe(409);
-    expect(one.text).toContain('mapped task');
+  it('clears one instance: it runs again alone, and the map and the reducer after it', async () => {
+    const { dagId, runId } = await createAndTrigger({
+      dagId: uniqueDagId('e2e_mapone'),
+      tasks: [
+        {
+          taskId: 'each',
+          operator: 'noop',
+          mapOver: [0, 1, 0],
+          config: { failAttempts: '{{ item }}', output: '{{ mapIndex }}-{{ attempt }}' },
+        },
+        {
+          taskId: 'reduce',
+          operator: 'noop',
+          dependsOn: ['each'],
+          triggerRule: 'all_done',
+          config: { output: '{{ tasks.each.output }}' },
+        },
+      ],
+    });
+    const first = await waitMapped(dagId, runId);
+    expect(first.status).toBe('failed');
+    expect(statuses(first)).toMatchObject({ 'each[1]': 'failed', each: 'failed' });
+    const cleared = await api.request(
+      'POST',
+      `${runPath(dagId, runId)}/tasks/each/clear?mapIndex=1`,
+    );
+    expect(cleared.status, cleared.text).toBe(200);
+    const run = await waitFor(
+      () => api.request<MappedRunView>('GET', runPath(dagId, runId)),
+      (r) => r.body.status === 'success',
+      { timeoutMs: 90_000, intervalMs: 500, what: 'the run to succeed after the clear' },
+    );
+    const attempts = Object.fromEntries(
+      run.body.tasks.map((t) => [
+        t.mapIndex === undefined ? t.taskId : `${t.taskId}[${t.mapIndex}]`,
+        t.attempt,
+      ]),
+    );
+    // Instance 1 ran again (attempt 2 succeeds: failAttempts 1); the others were left alone.
+    expect(attempts).toEqual({ each: 1, 'each[0]': 1, 'each[1]': 2, 'each[2]': 1, reduce: 2 });
+    const out = await api.request('GET', `${runPath(dagId, runId)}/tasks/reduce/output`);
+    expect(out.body).toEqual({ output: ['0-1', '1-2', '2-1'] });
+    // An instance that is not there, and a task that is not mapped.
+    const none = await api.request('POST', `${runPath(dagId, runId)}/tasks/each/clear?mapIndex=7`);
+    expect(none.status).toBe(404);
+    const plain = await api.request(
+      'POST',
+      `${runPath(dagId, runId)}/tasks/reduce/clear?mapIndex=0`,
+    );
+    expect(plain.status).toBe(400);
+    expect(plain.text).toContain('not mapped');
   });
 
   it('clears a finished mapped task: every instance runs again on its next attempt', async () => {

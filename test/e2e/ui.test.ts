@@ -276,7 +276,7 @@ describe('web UI', () => {
       .waitFor();
   });
 
-  it('lists a mapped task’s instances by index, each with its own log and no clear of its own', async () => {
+  it('lists a mapped task’s instances by index, each with its own log and its own clear', async () => {
     const dagId = uniqueDagId('ui_mapped');
     await push({
       dagId,
@@ -292,12 +292,29 @@ describe('web UI', () => {
       expect(await page.locator('tr[data-task="each"]').textContent()).toContain('mapped: 2');
       const row = page.locator('tr[data-task="each[1]"]');
       expect(await row.locator('.badge').textContent()).toContain('success');
-      expect(await row.getByRole('button', { name: /^Clear/ }).count()).toBe(0);
       await row.getByRole('button', { name: 'Log' }).click();
       const log = page.locator('[id="log-each[1]"] pre.log-text');
       await log.waitFor();
       expect(await log.textContent()).toContain('each[1]');
       expect(await log.textContent()).toContain('"b"');
+      // Clear that one instance: it runs again (attempt 2), its sibling does not.
+      await page.getByRole('button', { name: 'Clear each[1]' }).click();
+      await waitFor(
+        () =>
+          api.request<{ status: string; tasks: { mapIndex?: number; attempt: number }[] }>(
+            'GET',
+            `/v1/dags/${dagId}/runs/${enc(body.runId)}`,
+          ),
+        (r) =>
+          r.body.status === 'success' &&
+          r.body.tasks.some((t) => t.mapIndex === 1 && t.attempt === 2),
+        { timeoutMs: RUN_MS, intervalMs: 500, what: 'instance 1 to run again' },
+      );
+      const after = await api.request<{ tasks: { mapIndex?: number; attempt: number }[] }>(
+        'GET',
+        `/v1/dags/${dagId}/runs/${enc(body.runId)}`,
+      );
+      expect(after.body.tasks.find((t) => t.mapIndex === 0)?.attempt).toBe(1);
     } finally {
       await api.request('DELETE', `/v1/dags/${dagId}`);
     }

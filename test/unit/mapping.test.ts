@@ -22,7 +22,7 @@ import {
 } from '../../core/mapping/index.ts';
 import type { TaskInstanceRecord, TaskMessage } from '../../core/ports.ts';
 import { addCounts, countUpstream, decide, NO_COUNTS } from '../../core/readiness/index.ts';
-import { claimTask, isTerminalTask, type TaskStatus } from '../../core/state/index.ts';
+import { claimTask, finishTask, isTerminalTask, type TaskStatus } from '../../core/state/index.ts';
 
 /**
  * Dynamic task mapping (core/mapping, app/mapping.ts) on the in-memory ports: expansion,
@@ -446,6 +446,156 @@ describe('mapped tasks', () => {
     expect(join?.counts.success).toBe(3);
     await s.drain();
     expect(await s.task('join')).toMatchObject({ status: 'success', attempt: 2 });
+  });
+});
+
+describe('clearing one mapped instance', () => {
+  const dag = [
+    list(['a', 'b', 'c']),
+    {
+      taskId: 'each',
+      operator: 'noop',
+      dependsOn: ['list'],
+      mapOver: '{{ tasks.list.output.items }}',
+      config: { failAttempts: '{{ conf.fail }}', output: '{{ item }}-{{ attempt }}' },
+    },
+    {
+      taskId: 'reduce',
+      operator: 'noop',
+      dependsOn: ['each'],
+      triggerRule: 'all_done',
+      config: { output: '{{ tasks.each.output }}' },
+    },
+  ];
+
+  it('runs that instance again, reopens the ended map and the run, and re-counts downstream', async () => {
+    const s = await setup(dag, { fail: 0 });
+    await s.drain();
+    expect(await s.output('reduce')).toEqual(['a-1', 'b-1', 'c-1']);
+    await clearTasks(s.deps, s.dagId, s.runId, 'each', { mapIndex: 1 });
+    expect(await s.runStatus()).toBe('running');
+    expect(await s.statuses()).toMatchObject({
+      each: 'running',
+      'each[0]': 'success',
+      'each[1]': 'queued',
+      'each[2]': 'success',
+      reduce: 'pending',
+    });
+    await s.drain();
+    expect(await s.runStatus()).toBe('success');
+    // Only instance 1 ran again; the reducer ran again on the new list.
+    expect(await s.output('each')).toEqual(['a-1', 'b-2', 'c-1']);
+    expect(await s.output('reduce')).toEqual(['a-1', 'b-2', 'c-1']);
+    expect(s.ran.get('each[0]@2')).toBeUndefined();
+    expect(s.ran.get('each[1]@2')).toBe(1);
+    const reduce = await s.task('reduce');
+    expect(reduce).toMatchObject({ status: 'success', attempt: 2, upstreamCount: 3 });
+    expect(reduce?.counts).toEqual({ success: 3, failed: 0, upstreamFailed: 0, skipped: 0 });
+    expect((await s.task('each'))?.mapCounts?.success).toBe(3);
+    expect((await s.task('each[1]'))?.history?.map((h) => h.status)).toEqual(['success']);
+  });
+
+  it('turns a failed map into a success when its failed instance succeeds on the clear', async () => {
+    const s = await setup([
+      {
+        taskId: 'each',
+        operator: 'noop',
+        mapOver: [0, 1, 0],
+        config: { failAttempts: '{{ item }}' },
+      },
+      { taskId: 'after', operator: 'noop', dependsOn: ['each'] },
+    ]);
+    await s.drain();
+    expect(await s.statuses()).toMatchObject({ each: 'failed', after: 'upstream_failed' });
+    expect(await s.runStatus()).toBe('failed');
+    await clearTasks(s.deps, s.dagId, s.runId, 'each', { mapIndex: 1 });
+    await s.drain();
+    expect(await s.statuses()).toMatchObject({
+      each: 'success',
+      'each[1]': 'success',
+      after: 'success',
+    });
+    expect(await s.runStatus()).toBe('success');
+  });
+
+  it('clears an instance while the map still waits for others, without touching them', async () => {
+    const s = await setup([
+      { taskId: 'each', operator: 'noop', mapOver: [1, 2, 3] },
+      { taskId: 'after', operator: 'noop', dependsOn: ['each'] },
+    ]);
+    await executeTask(s.deps, s.deps.dispatcher.take() as TaskMessage, opts); // expands
+    await executeTask(s.deps, s.deps.dispatcher.take() as TaskMessage, opts); // each[0]
+    expect((await s.task('each[0]'))?.status).toBe('success');
+    await clearTasks(s.deps, s.dagId, s.runId, 'each', { mapIndex: 0 });
+    expect(await s.statuses()).toMatchObject({
+      each: 'running',
+      'each[0]': 'queued',
+      'each[1]': 'queued',
+      after: 'pending',
+    });
+    await s.drain();
+    expect(await s.runStatus()).toBe('success');
+    expect((await s.task('each[0]'))?.attempt).toBe(2);
+    expect((await s.task('each'))?.mapCounts?.success).toBe(3);
+    expect((await s.task('after'))?.counts.success).toBe(3);
+  });
+
+  it('keeps the map waiting for a cleared instance whose shard had completed', async () => {
+    // 201 items: two shards, the even indexes in shard 0.
+    const s = await setup([
+      { taskId: 'each', operator: 'noop', mapOver: Array.from({ length: 201 }, (_, i) => i) },
+    ]);
+    await executeTask(s.deps, s.deps.dispatcher.take() as TaskMessage, opts); // expands
+    const all = s.deps.dispatcher.takeAll();
+    const isOdd = (m: TaskMessage) => (parseInstance(m.taskId)?.mapIndex ?? 0) % 2 === 1;
+    const odd = all.filter(isOdd);
+    const even = all.filter((m) => !isOdd(m));
+    for (const m of even) await executeTask(s.deps, m, opts);
+    expect((await s.task('each'))?.mapDone).toBe(1);
+    await clearTasks(s.deps, s.dagId, s.runId, 'each', { mapIndex: 0 });
+    expect((await s.task('each'))?.mapDone).toBe(0);
+    // Shard 1 completes while instance 0 waits to run again: the map must not end yet.
+    for (const m of odd) await executeTask(s.deps, m, opts);
+    expect((await s.task('each'))?.status).toBe('running');
+    await s.drain();
+    expect(await s.runStatus()).toBe('success');
+    expect((await s.task('each'))?.mapCounts?.success).toBe(201);
+    expect((await s.task('each[0]'))?.attempt).toBe(2);
+  });
+
+  it('ignores the late outcome of the attempt it set aside', async () => {
+    const s = await setup([{ taskId: 'each', operator: 'noop', mapOver: [1, 2] }]);
+    await executeTask(s.deps, s.deps.dispatcher.take() as TaskMessage, opts); // expands
+    // each[0] fails, its outcome not yet advanced (the stream is late), then it is cleared.
+    const m = s.deps.dispatcher.take() as TaskMessage;
+    const ti = (await s.task('each[0]')) as TaskInstanceRecord;
+    const claimed = await s.deps.store.transitionTask(m, claimTask(ti, 'w', 60, new Date()));
+    const failed = await s.deps.store.transitionTask(
+      m,
+      finishTask(claimed, { ok: false, error: 'broke', retryAt: null }, new Date()),
+    );
+    await clearTasks(s.deps, s.dagId, s.runId, 'each', { mapIndex: 0 });
+    // The late event of the failure: counted nothing.
+    await advance(s.deps, failed, 'failed', failed.dagVersion, failed.generation);
+    await s.drain();
+    expect(await s.runStatus()).toBe('success');
+    expect((await s.task('each'))?.mapCounts).toEqual({
+      success: 2,
+      failed: 0,
+      upstreamFailed: 0,
+      skipped: 0,
+    });
+  });
+
+  it('refuses what it cannot clear, saying why', async () => {
+    const s = await setup(dag, { fail: 0 });
+    await s.drain();
+    await expect(clearTasks(s.deps, s.dagId, s.runId, 'each', { mapIndex: 3 })).rejects.toThrow(
+      /no mapped instance 3/,
+    );
+    await expect(clearTasks(s.deps, s.dagId, s.runId, 'reduce', { mapIndex: 0 })).rejects.toThrow(
+      /not mapped/,
+    );
   });
 });
 

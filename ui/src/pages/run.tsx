@@ -256,23 +256,25 @@ export function RunPage(props: { dagId: string; runId: string }) {
                       >
                         {isOpen ? 'Hide log' : 'Log'}
                       </button>
-                      {t.mapIndex === undefined && (
-                        <button
-                          type="button"
-                          class="btn small"
-                          disabled={busy}
-                          aria-label={`Clear ${t.taskId}`}
-                          title="Run this task again, and every task that depends on it"
-                          onClick={() =>
-                            void act(
-                              `clear ${t.taskId}`,
-                              `${taskPath(dagId, runId, t.taskId)}/clear`,
-                            )
-                          }
-                        >
-                          Clear
-                        </button>
-                      )}
+                      <button
+                        type="button"
+                        class="btn small"
+                        disabled={busy}
+                        aria-label={`Clear ${name}`}
+                        title={
+                          t.mapIndex === undefined
+                            ? 'Run this task again, and every task that depends on it'
+                            : 'Run this instance again, and every task that depends on its task'
+                        }
+                        onClick={() =>
+                          void act(
+                            `clear ${name}`,
+                            `${taskPath(dagId, runId, t.taskId)}/clear${t.mapIndex === undefined ? '' : `?mapIndex=${t.mapIndex}`}`,
+                          )
+                        }
+                      >
+                        Clear
+                      </button>
                     </td>
                   </tr>,
                   isOpen && (
