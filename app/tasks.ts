@@ -309,6 +309,7 @@ async function runClaimed(
       const { items, logged } = await renderMapItems(deps, msg, dag, task);
       if (logged !== undefined) log.add(`rendered mapOver: ${logged.slice(0, 4000)}`);
       mapped = await expandMapped(deps, current, items);
+      await injectFault(deps, dag, 'mapping.after-expand', msg);
       log.add(
         mapped > 0
           ? `expanded into ${mapped} instances, ${task.taskId}[0] to ${task.taskId}[${mapped - 1}]`

@@ -23,6 +23,11 @@ export const FAULT_POINTS = [
   'advance.before-run-end',
   /** A trigger created the run; it has not started it. */
   'trigger.after-create',
+  /**
+   * A mapped task's attempt wrote its instances and sent their messages; it still holds its
+   * lease (core/mapping).
+   */
+  'mapping.after-expand',
 ] as const;
 export type FaultPoint = (typeof FAULT_POINTS)[number];
 

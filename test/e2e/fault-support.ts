@@ -66,11 +66,13 @@ export async function endOf(dagId: string, runId: string, reaping = false): Prom
 
 /** Every attempt of every task has exactly one log, ending in exactly one outcome line. */
 export async function expectOneOutcomePerAttempt(run: RunView) {
-  for (const t of run.tasks) {
+  for (const t of run.tasks as (RunView['tasks'][number] & { mapIndex?: number })[]) {
+    // A mapped task's instance: its own logs.
+    const one = t.mapIndex === undefined ? '' : `&mapIndex=${t.mapIndex}`;
     for (let attempt = 1; attempt <= t.attempt; attempt++) {
       const log = await api.request(
         'GET',
-        `/v1/dags/${run.dagId}/runs/${encodeURIComponent(run.runId)}/tasks/${t.taskId}/logs?attempt=${attempt}`,
+        `/v1/dags/${run.dagId}/runs/${encodeURIComponent(run.runId)}/tasks/${t.taskId}/logs?attempt=${attempt}${one}`,
       );
       expect(log.status, `log of ${t.taskId} attempt ${attempt}`).toBe(200);
       const outcomes = log.text.split('\n').filter((l) => / (success|failed)$/.test(l));

@@ -8,7 +8,7 @@ import {
   noop,
   view,
 } from './fault-support.ts';
-import { api, uniqueDagId } from './stack.ts';
+import { api, type RunView, uniqueDagId } from './stack.ts';
 
 /**
  * Faults injected on purpose into the deployed stack: crashes, repeats and stalls at the named
@@ -89,6 +89,62 @@ describe('crashes', () => {
     );
     const run = await endOf(dagId, runId);
     expect(run.status).toBe('success');
+    await expectOneOutcomePerAttempt(run);
+  });
+
+  it('a mapped task’s worker dies after expanding it: the reaper retries, the retry expands again, once per attempt', async () => {
+    const { dagId, runId } = await faultyRun(
+      [
+        noop('each', { mapOver: [1, 2, 3], retries: 1, retryDelaySeconds: 0 }),
+        noop('after', { dependsOn: ['each'] }),
+      ],
+      [{ point: 'mapping.after-expand', taskId: 'each', attempt: 1, action: 'crash' }],
+    );
+    const run = await endOf(dagId, runId, true);
+    expect(run.status).toBe('success');
+    const tasks = run.tasks as (RunView['tasks'][number] & { mapIndex?: number })[];
+    // The retry (attempt 2) expanded again: its instances are on their attempt 2 (attempt 1's
+    // ran when attempt 1 sent them, and counted for nothing).
+    expect(tasks.map((t) => [t.taskId, t.mapIndex, t.status, t.attempt])).toEqual([
+      ['after', undefined, 'success', 1],
+      ['each', undefined, 'success', 2],
+      ['each', 0, 'success', 2],
+      ['each', 1, 'success', 2],
+      ['each', 2, 'success', 2],
+    ]);
+    // Each attempt has at most one outcome. An instance's attempt 1 may never have run: the
+    // retry's expansion can replace it before a worker takes its message, and then that
+    // message claims nothing.
+    for (const t of tasks) {
+      const one = t.mapIndex === undefined ? '' : `&mapIndex=${t.mapIndex}`;
+      for (let attempt = 1; attempt <= t.attempt; attempt++) {
+        const log = await api.request(
+          'GET',
+          `/v1/dags/${dagId}/runs/${encodeURIComponent(runId)}/tasks/${t.taskId}/logs?attempt=${attempt}${one}`,
+        );
+        const superseded = t.mapIndex !== undefined && attempt === 1;
+        if (superseded && log.status === 404) continue;
+        expect(log.status, `log of ${t.taskId}${one} attempt ${attempt}`).toBe(200);
+        const outcomes = log.text.split('\n').filter((l) => / (success|failed)$/.test(l));
+        expect(outcomes.length).toBeLessThanOrEqual(1);
+      }
+    }
+    // The mapped task's attempt 1: the reaper's account of the worker that died.
+    const first = await api.request(
+      'GET',
+      `/v1/dags/${dagId}/runs/${encodeURIComponent(runId)}/tasks/each/logs?attempt=1`,
+    );
+    expect(first.text).toMatch(/failed by the reaper, retry at/);
+  });
+
+  it('an instance’s success is written, then its worker dies: its message comes back and counts it, once', async () => {
+    const { dagId, runId } = await faultyRun(
+      [noop('each', { mapOver: [1, 2, 3] }), noop('after', { dependsOn: ['each'] })],
+      [{ point: 'worker.after-outcome', taskId: 'each[1]', action: 'crash' }],
+    );
+    const run = await endOf(dagId, runId);
+    expect(run.status).toBe('success');
+    expect(run.tasks.map((t) => t.attempt)).toEqual([1, 1, 1, 1, 1]);
     await expectOneOutcomePerAttempt(run);
   });
 

@@ -449,6 +449,33 @@ describe('mapped tasks', () => {
   });
 });
 
+describe('mapped tasks, in a race', () => {
+  it('ends the mapped task when its instances all end before it gives up its lease', async () => {
+    const s = await setup([
+      { taskId: 'each', operator: 'noop', mapOver: [1, 2, 3], config: { output: '{{ item }}' } },
+      { taskId: 'after', operator: 'noop', dependsOn: ['each'] },
+    ]);
+    // Workers so quick that each instance has run before the expanding worker's next write.
+    const quick = {
+      ...s.deps,
+      dispatcher: {
+        dispatch: async (ms: readonly TaskMessage[]) => {
+          for (const m of ms) {
+            if (parseInstance(m.taskId)) await executeTask(quick, m, opts);
+            else await s.deps.dispatcher.dispatch([m]);
+          }
+        },
+      },
+    };
+    const expanding = s.deps.dispatcher.take() as TaskMessage;
+    expect(await executeTask(quick, expanding, opts)).toBe('mapped');
+    expect((await s.task('each'))?.status).toBe('success');
+    await s.drain();
+    expect(await s.runStatus()).toBe('success');
+    expect(await s.output('each')).toEqual([1, 2, 3]);
+  });
+});
+
 describe('clearing one mapped instance', () => {
   const dag = [
     list(['a', 'b', 'c']),
