@@ -14,7 +14,7 @@ import { branchSkips } from './branch.ts';
 import { loadDag } from './dags.ts';
 import type { Deps } from './deps.ts';
 import { injectFault } from './faults.ts';
-import { advanceInstance } from './mapping.ts';
+import { advanceInstance, stopStrayInstances } from './mapping.ts';
 import { queue, runEnded, taskMessage } from './runs.ts';
 
 /** A pending task with one upstream task, as it stands once that task's outcome is counted. */
@@ -72,6 +72,10 @@ export async function advance(
     return undefined;
   }
   const { dag, graph, tasks } = await loadDag(deps, key.dagId, dagVersion);
+  // A mapped task that did not end by its instances' ends: those still running stop.
+  if (tasks.get(key.taskId)?.mapOver !== undefined && status !== 'success') {
+    await stopStrayInstances(deps, key);
+  }
   const now = deps.clock();
   const messages: TaskMessage[] = [];
   let kept: Continued | undefined;

@@ -56,7 +56,11 @@ export async function clearTasks(
       ? undefined
       : await instancePart(deps, run, tasks.get(taskId), instances, taskId, options.mapIndex);
   if (one?.waiting) {
-    // The mapped task still waits for its instances: only this one changes.
+    // The mapped task still waits for its instances: only this one changes, in a run that
+    // goes on (one that ended meanwhile would reopen without its slot: refused).
+    if (run.status !== 'running') {
+      throw new ConflictError(`run ${runId} is ${run.status}: clear the mapped task instead`);
+    }
     try {
       await deps.store.clearTasks({
         dagId,

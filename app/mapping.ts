@@ -1,7 +1,8 @@
 import type { Dag, Task } from '../core/dag/schema.ts';
-import { ConflictError, UnrecoverableError } from '../core/errors.ts';
+import { ConflictError, NotFoundError, UnrecoverableError } from '../core/errors.ts';
 import {
   DEFAULT_MAX_MAP_LENGTH,
+  instanceId,
   MAX_INLINE_ITEM_BYTES,
   mapItems,
   mappedOutcome,
@@ -10,8 +11,9 @@ import {
   parseInstance,
 } from '../core/mapping/index.ts';
 import type { TaskInstanceRecord, TaskKey, TaskMessage } from '../core/ports.ts';
-import { finishMapped, type TaskStatus } from '../core/state/index.ts';
+import { cancelTask, finishMapped, isTerminalTask, type TaskStatus } from '../core/state/index.ts';
 import type { Deps } from './deps.ts';
+import { released } from './pools.ts';
 import { taskMessage } from './runs.ts';
 import { renderConfig } from './templates.ts';
 
@@ -47,6 +49,9 @@ export async function renderMapItems(
   return { items: found.items, ...(rendered.logged ? { logged: rendered.logged } : {}) };
 }
 
+/** The blob of an instance's item too large to keep with it, by the expansion that made it. */
+export const mapItemName = (mapAttempt: number) => `map-item-${mapAttempt}.json`;
+
 /**
  * Writes the instances of a mapped task's running attempt and sends their messages. Answers how
  * many there are. Safe to repeat for the same attempt.
@@ -57,11 +62,28 @@ export async function expandMapped(
   items: readonly unknown[],
 ): Promise<number> {
   if (items.length === 0) return 0;
-  // A small item goes with its instance; a larger one is rendered again by the instance.
-  const kept = items.map((item) => {
-    const json = JSON.stringify(item ?? null);
-    return Buffer.byteLength(json) <= MAX_INLINE_ITEM_BYTES ? json : null;
-  });
+  // A small item goes with its instance; a larger one is stored beside it, before the
+  // instance exists (so an instance never misses its item).
+  const json = items.map((item) => JSON.stringify(item ?? null));
+  const kept = json.map((j) => (Buffer.byteLength(j) <= MAX_INLINE_ITEM_BYTES ? j : null));
+  const large = kept.flatMap((k, i) => (k === null ? [i] : []));
+  for (let at = 0; at < large.length; at += 16) {
+    await Promise.all(
+      large
+        .slice(at, at + 16)
+        .map((i) =>
+          deps.blobs.putArtifact(
+            { ...parent, taskId: instanceId(parent.taskId, i), attempt: 0 },
+            mapItemName(parent.attempt),
+            json[i] as string,
+          ),
+        ),
+    );
+  }
+  // An earlier expansion's instances still queued or running (its worker died, and this is the
+  // retry): stopped first, their slots and places at gates given back, before new ones take
+  // their items.
+  await stopInstances(deps, parent, (t) => t.mapAttempt !== parent.attempt);
   const instances = await deps.store.expandMap(parent, kept, deps.clock());
   const messages = await Promise.all(
     instances
@@ -92,14 +114,22 @@ export async function advanceInstance(
     mapLength = ti?.mapLength;
   }
   if (mapAttempt === undefined || mapLength === undefined) return;
-  const complete = await deps.store.recordMapOutcome(
-    key,
-    inst.mapIndex,
-    mapAttempt,
-    mapLength,
-    status,
-    generation,
-  );
+  let complete: boolean;
+  try {
+    complete = await deps.store.recordMapOutcome(
+      key,
+      inst.mapIndex,
+      mapAttempt,
+      mapLength,
+      status,
+      generation,
+    );
+  } catch (e) {
+    // An expansion that never finished writing (its worker died, a later attempt took over):
+    // its instances count for nothing.
+    if (e instanceof NotFoundError) return;
+    throw e;
+  }
   if (!complete) return;
   const parentKey = { dagId: key.dagId, runId: key.runId, taskId: inst.taskId };
   const shard = mapShard(inst.mapIndex, mapShardCount(mapLength));
@@ -111,6 +141,49 @@ export async function advanceInstance(
  * Ends a mapped task whose instances have all finished, if it is still waiting for them (this
  * attempt's expansion, no lease): in one conditional write, so that of two callers one ends it.
  */
+/**
+ * Cancels the instances of a mapped task that `which` picks and that have not ended, giving
+ * back their gates' slots and places. One that moves on meanwhile is read again (a few times).
+ */
+export async function stopInstances(
+  deps: Deps,
+  parent: TaskKey,
+  which: (t: TaskInstanceRecord) => boolean,
+): Promise<number> {
+  let stopped = 0;
+  const live = (await deps.store.listMapInstances(parent)).filter(
+    (t) => which(t) && !isTerminalTask(t.status),
+  );
+  await Promise.all(
+    live.map(async (first) => {
+      let t: TaskInstanceRecord | undefined = first;
+      for (let tries = 0; t && !isTerminalTask(t.status) && tries < 5; tries++) {
+        try {
+          await deps.store.transitionTask(t, cancelTask(t, deps.clock()));
+          await released(deps, t.gates);
+          stopped++;
+          return;
+        } catch (e) {
+          if (!(e instanceof ConflictError)) throw e;
+          t = e.current as TaskInstanceRecord | undefined;
+        }
+      }
+    }),
+  );
+  return stopped;
+}
+
+/**
+ * A mapped task that ended otherwise than by its instances' ends (its attempt failed or was
+ * cancelled after expanding, and no retry is left): the instances that attempt made and that
+ * still run are cancelled, as nothing counts them any more.
+ */
+export async function stopStrayInstances(deps: Deps, key: TaskKey): Promise<void> {
+  const parent = await deps.store.getTaskInstance(key);
+  if (!parent || !isTerminalTask(parent.status) || parent.mapCounts) return;
+  await stopInstances(deps, key, (t) => t.mapAttempt === parent.attempt);
+}
+
 export async function settleMapped(deps: Deps, parent: TaskInstanceRecord): Promise<void> {
   const waiting =
     parent.status === 'running' &&

@@ -31,7 +31,13 @@ import { DEFAULT_CHECK_SECONDS, type DeferredRecord, nextCheck, workName } from 
 import type { Deps } from './deps.ts';
 import { InjectedCrash, injectFault } from './faults.ts';
 import { fitsInline, keepEarlierLog } from './logs.ts';
-import { expandMapped, renderMapItems, settleMapped } from './mapping.ts';
+import {
+  expandMapped,
+  mapItemName,
+  renderMapItems,
+  settleMapped,
+  stopInstances,
+} from './mapping.ts';
 import { storeOutput } from './outputs.ts';
 import { claimThroughGates, released } from './pools.ts';
 import { scheduleRetry } from './retries.ts';
@@ -173,6 +179,18 @@ export async function executeTask(
       // died before advancing readiness from it (the message comes back because it was never
       // deleted), advance now: the message is the repair path of the inline advance.
       const ti = e.current as TaskInstanceRecord | undefined;
+      // A mapped task that this message's attempt expanded, waiting for its instances: the
+      // worker may have died (or failed) before ending it once they had all ended. Its message
+      // is the repair path, as for an inline advance: it comes back until this succeeds.
+      if (
+        ti?.status === 'running' &&
+        ti.attempt === msg.attempt &&
+        ti.leaseToken === null &&
+        ti.mapAttempt === msg.attempt
+      ) {
+        await settleMapped(deps, ti);
+        return 'not_claimed';
+      }
       if (ti?.status === 'success' && ti.attempt === msg.attempt && ti.advanceInline) {
         // A run that has ended counted every task: only what follows its end may be left to
         // finish (its slot, the next queued run), and that is harmless to repeat.
@@ -524,8 +542,8 @@ async function runClaimed(
 const MAPPED = Symbol('mapped');
 
 /**
- * `item` and `mapIndex` of a mapped task's instance: the item as its expansion kept it, or, when
- * it was too large to keep, from mapOver rendered again (the upstream outputs do not change).
+ * `item` and `mapIndex` of a mapped task's instance: the item as its expansion kept it, with it
+ * or beside it as a blob; failing both, from mapOver rendered again.
  */
 async function mapScope(
   deps: Deps,
@@ -536,6 +554,10 @@ async function mapScope(
   mapIndex: number,
 ): Promise<{ item: unknown; mapIndex: number }> {
   if (ti.mapItem !== undefined) return { item: JSON.parse(ti.mapItem), mapIndex };
+  if (ti.mapAttempt !== undefined) {
+    const body = await deps.blobs.getArtifact({ ...msg, attempt: 0 }, mapItemName(ti.mapAttempt));
+    if (body) return { item: JSON.parse(Buffer.from(body).toString('utf8')), mapIndex };
+  }
   const { items } = await renderMapItems(deps, msg, dag, task);
   if (mapIndex >= items.length) {
     throw new UnrecoverableError(`mapOver now gives ${items.length} items: no item ${mapIndex}`);
@@ -573,8 +595,16 @@ async function endMapped(
     if (!(written.reason instanceof ConflictError)) throw written.reason;
     // Landed unanswered (its repeat refused), or taken back: the reaper has it then.
     const now = written.reason.current as TaskInstanceRecord | undefined;
-    const ours = now?.attempt === msg.attempt && now.leaseToken === null;
-    if (!ours || !now) return 'lease_lost';
+    const ours =
+      now?.attempt === msg.attempt &&
+      now.leaseToken === null &&
+      (now.status === 'running' ? now.mapAttempt === msg.attempt : now.status === 'skipped');
+    if (!ours || !now) {
+      // Cancelled or taken back while it expanded: the instances it made count for nothing
+      // (a retry expands again), so they stop now rather than run for no one.
+      await stopInstances(deps, msg, (t) => t.mapAttempt === msg.attempt);
+      return 'lease_lost';
+    }
     await settleMapped(deps, now);
     return 'mapped';
   }

@@ -188,6 +188,11 @@ export interface TaskInstanceRecord extends TaskKey, TaskInstanceState {
   readonly mapDone?: number;
   /** On an instance: its item as JSON, when small enough to keep (core/mapping MAX_INLINE_ITEM_BYTES). */
   readonly mapItem?: string;
+  /**
+   * On a mapped task's own instance: how many times one of its instances was cleared alone. Its
+   * end is written only if this has not moved since its counts were read.
+   */
+  readonly mapEpoch?: number;
 }
 
 /** A pool (DESIGN.md section 11) as listed: `used` slots held by running attempts, `queued` waiting. */

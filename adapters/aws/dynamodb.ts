@@ -204,6 +204,7 @@ export function toTask(i: Item): TaskInstanceRecord {
         }
       : {}),
     ...(typeof i.mapItem === 'string' ? { mapItem: i.mapItem } : {}),
+    ...(typeof i.mapEpoch === 'number' ? { mapEpoch: i.mapEpoch } : {}),
     ...(i.mapCounts && typeof i.mapCounts === 'object'
       ? { mapCounts: i.mapCounts as UpstreamCounts }
       : {}),
@@ -1001,6 +1002,11 @@ export class DynamoStateStore implements StateStore {
         ? `attribute_not_exists(${lease})`
         : `${lease} = ${u.value(t.expect.leaseToken)}`,
       ...(t.leaseExpiredBy ? [`${u.name('leaseExpiresAt')} < ${u.value(t.leaseExpiredBy)}`] : []),
+      ...(t.mapEpoch === undefined
+        ? []
+        : t.mapEpoch === 0
+          ? [`attribute_not_exists(${u.name('mapEpoch')})`]
+          : [`${u.name('mapEpoch')} = ${u.value(t.mapEpoch)}`]),
       // The slots it gives back are the ones it holds; the place it leaves is the one it has.
       ...(t.release === undefined
         ? []
@@ -1481,21 +1487,63 @@ export class DynamoStateStore implements StateStore {
     const shards = mapShardCount(length);
     const stamp = at.toISOString();
     const existing = new Map((await this.listMapInstances(parent)).map((t) => [t.taskId, t]));
-    // This attempt's shards, unless it wrote them already (a repeat after a hand-back): a
-    // repeat must not reset what its instances counted.
-    const first = await this.#get(mapShardKey(dagId, runId, taskId, mapAttempt, 0));
-    const writes: Item[] = first
-      ? []
-      : Array.from({ length: shards }, (_, sh) => ({
-          ...mapShardKey(dagId, runId, taskId, mapAttempt, sh),
-          type: 'MAP',
-          total: mapShardSize(length, shards, sh),
-          finished: 0,
-          cSuccess: 0,
-          cFailed: 0,
-          cUpstreamFailed: 0,
-          cSkipped: 0,
-        }));
+    // Every write below is fenced by the expanding attempt's lease, checked in the same
+    // transaction: a worker that lost its lease (reaped, its next attempt expanding) can no
+    // longer write over the instances of that next attempt.
+    const fence = new Update();
+    const fenceCond = [
+      `${fence.name('status')} = ${fence.value('running')}`,
+      `${fence.name('attempt')} = ${fence.value(mapAttempt)}`,
+      parent.leaseToken === null
+        ? `attribute_not_exists(${fence.name('leaseToken')})`
+        : `${fence.name('leaseToken')} = ${fence.value(parent.leaseToken)}`,
+    ].join(' AND ');
+    const check = {
+      ConditionCheck: {
+        TableName: this.table,
+        Key: keys.task(dagId, runId, taskId),
+        ConditionExpression: fenceCond,
+        ExpressionAttributeNames: fence.names,
+        ExpressionAttributeValues: fence.values,
+      },
+    };
+    const fenced = async (what: string, puts: Item[]) => {
+      for (let i = 0; i < puts.length; i += MAX_TRANSACTION_ITEMS - 1) {
+        const chunk = puts.slice(i, i + MAX_TRANSACTION_ITEMS - 1);
+        await this.#transactFenced(what, [
+          check,
+          ...chunk.map((Item) => ({ Put: { TableName: this.table, Item } })),
+        ]);
+      }
+    };
+    // This attempt's shards first, and only those it has not written yet (a repeat after a
+    // hand-back must not reset what its instances counted): every instance's shard exists
+    // before the instance does.
+    const have = new Set(
+      (
+        await this.#queryAll('map shards', 10, {
+          KeyConditionExpression: 'pk = :p AND begins_with(sk, :s)',
+          ExpressionAttributeValues: {
+            ':p': keys.run(dagId, runId).pk,
+            ':s': `MAP#${taskId}#${String(mapAttempt).padStart(6, '0')}#`,
+          },
+          ProjectionExpression: 'sk',
+          ConsistentRead: true,
+        })
+      ).map((i) => String(i.sk)),
+    );
+    const shardItems = Array.from({ length: shards }, (_, sh) => ({
+      ...mapShardKey(dagId, runId, taskId, mapAttempt, sh),
+      type: 'MAP',
+      total: mapShardSize(length, shards, sh),
+      finished: 0,
+      cSuccess: 0,
+      cFailed: 0,
+      cUpstreamFailed: 0,
+      cSkipped: 0,
+    })).filter((i) => !have.has(i.sk));
+    await fenced('expand: count shards', shardItems);
+    const writes: Item[] = [];
     const out: TaskInstanceRecord[] = [];
     for (let i = 0; i < length; i++) {
       const id = instanceId(taskId, i);
@@ -1504,8 +1552,9 @@ export class DynamoStateStore implements StateStore {
         out.push(old);
         continue;
       }
-      // An earlier expansion's instance (the mapped task was cleared or retried): its attempt
-      // numbers go on, so that its logs and history stay its own.
+      // An earlier expansion's instance (the mapped task was cleared or retried, and the caller
+      // stopped what of it was live): its attempt numbers go on, and its inline log stays, so
+      // that its logs and history stay its own.
       const item: Item = {
         ...keys.task(dagId, runId, id),
         type: 'TI',
@@ -1529,15 +1578,35 @@ export class DynamoStateStore implements StateStore {
         mapLength: length,
         ...(typeof items[i] === 'string' ? { mapItem: items[i] } : {}),
         ...(old?.history ? { history: old.history } : {}),
+        ...(typeof old?.log === 'string' ? { log: old.log, logAttempt: old.logAttempt ?? 0 } : {}),
         gsi2pk: `DUE#QUEUED#${progressShard(`${dagId}#${runId}#${id}`, DUE_SHARDS)}`,
         gsi2sk: stamp,
       };
       writes.push(item);
       out.push(toTask(item));
     }
-    // Shards first (they are first in the list): an instance never ends before its shard exists.
-    await this.#batchPut(writes);
+    await fenced('expand: instances', writes);
     return out;
+  }
+
+  /**
+   * A transaction whose first action is a condition check of the expanding attempt's lease:
+   * refused for it, ConflictError (the attempt moved on); retried while DynamoDB cancels it
+   * for load or a concurrent transaction, as #transact does.
+   */
+  async #transactFenced(
+    what: string,
+    actions: NonNullable<ConstructorParameters<typeof TransactWriteCommand>[0]['TransactItems']>,
+  ): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await aws(what, () => this.db.send(new TransactWriteCommand({ TransactItems: actions })));
+        return;
+      } catch (e) {
+        if (!(e instanceof ThrottledError) || !passing(e) || attempt >= TRANSACT_TRIES) throw e;
+        await sleep(Math.random() * 25 * 2 ** attempt);
+      }
+    }
   }
 
   async recordMapOutcome(
@@ -1599,15 +1668,20 @@ export class DynamoStateStore implements StateStore {
   }
 
   async mapOutcomes(parent: TaskKey, mapAttempt: number): Promise<UpstreamCounts> {
-    const items = await this.#queryAll('mapOutcomes', 10, {
-      KeyConditionExpression: 'pk = :p AND begins_with(sk, :s)',
-      ExpressionAttributeValues: {
-        ':p': keys.run(parent.dagId, parent.runId).pk,
-        ':s': `MAP#${parent.taskId}#${String(mapAttempt).padStart(6, '0')}#`,
+    const items = await this.#queryAll(
+      'mapOutcomes',
+      100,
+      {
+        KeyConditionExpression: 'pk = :p AND begins_with(sk, :s)',
+        ExpressionAttributeValues: {
+          ':p': keys.run(parent.dagId, parent.runId).pk,
+          ':s': `MAP#${parent.taskId}#${String(mapAttempt).padStart(6, '0')}#`,
+        },
+        ProjectionExpression: 'cSuccess, cFailed, cUpstreamFailed, cSkipped',
+        ConsistentRead: true,
       },
-      ProjectionExpression: 'cSuccess, cFailed, cUpstreamFailed, cSkipped',
-      ConsistentRead: true,
-    });
+      true,
+    );
     return sumCounts(
       items.map((i) => ({
         success: num(i.cSuccess),
@@ -1619,14 +1693,19 @@ export class DynamoStateStore implements StateStore {
   }
 
   async listMapInstances(parent: TaskKey): Promise<TaskInstanceRecord[]> {
-    const items = await this.#queryAll('listMapInstances', 100, {
-      KeyConditionExpression: 'pk = :p AND begins_with(sk, :t)',
-      ExpressionAttributeValues: {
-        ':p': keys.run(parent.dagId, parent.runId).pk,
-        ':t': `TI#${parent.taskId}[`,
+    const items = await this.#queryAll(
+      'listMapInstances',
+      1000,
+      {
+        KeyConditionExpression: 'pk = :p AND begins_with(sk, :t)',
+        ExpressionAttributeValues: {
+          ':p': keys.run(parent.dagId, parent.runId).pk,
+          ':t': `TI#${parent.taskId}[`,
+        },
+        ConsistentRead: true,
       },
-      ConsistentRead: true,
-    });
+      true,
+    );
     const index = (t: TaskInstanceRecord) => parseInstance(t.taskId)?.mapIndex ?? 0;
     return items
       .map(toTask)
@@ -1717,7 +1796,7 @@ export class DynamoStateStore implements StateStore {
       const inst = plan.instance;
       if (inst && t.taskId === inst.parentTaskId) {
         const shard = mapShard(inst.mapIndex, mapShardCount(inst.mapLength));
-        u.delete('mapDone', new Set([`${inst.mapAttempt}#${shard}`]));
+        u.delete('mapDone', new Set([`${inst.mapAttempt}#${shard}`])).add('mapEpoch', 1);
       }
       return { Update: u.input(this.table, keys.task(plan.dagId, plan.runId, t.taskId), cond) };
     });
@@ -1840,6 +1919,8 @@ export class DynamoStateStore implements StateStore {
     if (inst.waiting) {
       const pu = new Update()
         .delete('mapDone', new Set([`${mapAttempt}#${shard}`]))
+        // An end of the mapped task computed from counts read before this is refused.
+        .add('mapEpoch', 1)
         .set('updatedAt', at);
       const pcond = [
         `${pu.name('status')} = ${pu.value('running')}`,
@@ -2011,6 +2092,8 @@ export class DynamoStateStore implements StateStore {
     what: string,
     maxPages: number,
     query: Omit<QueryCommandInput, 'TableName' | 'ExclusiveStartKey'>,
+    /** Throw rather than answer part of the items when there are more than `maxPages` pages. */
+    strict = false,
   ): Promise<Item[]> {
     const out: Item[] = [];
     let start: Record<string, unknown> | undefined;
@@ -2028,6 +2111,7 @@ export class DynamoStateStore implements StateStore {
       start = res.LastEvaluatedKey;
       if (!start) break;
     }
+    if (start && strict) throw new Error(`${what}: more than ${maxPages} pages`);
     return out;
   }
 

@@ -137,6 +137,7 @@ interface TaskState {
   /** `{mapAttempt}#{shard}` of each complete count shard. */
   mapDone?: Set<string>;
   mapItem?: string;
+  mapEpoch?: number;
 }
 
 /** One count shard of a mapped task's attempt (core/mapping). */
@@ -233,6 +234,7 @@ function toTask(t: TaskState): TaskInstanceRecord {
     ...(t.mapShards !== undefined ? { mapShards: t.mapShards } : {}),
     ...(t.mapCounts ? { mapCounts: { ...t.mapCounts } } : {}),
     ...(t.mapItem !== undefined ? { mapItem: t.mapItem } : {}),
+    ...(t.mapEpoch !== undefined ? { mapEpoch: t.mapEpoch } : {}),
     ...(t.mapShards !== undefined
       ? {
           mapDone: [...(t.mapDone ?? [])].filter((d) => d.startsWith(`${t.mapAttempt}#`)).length,
@@ -650,6 +652,7 @@ export class MemoryStateStore implements StateStore {
       ti.leaseToken === t.expect.leaseToken &&
       // The reaper's condition: the lease it read as expired has not been renewed since.
       (!t.leaseExpiredBy || (ti.leaseExpiresAt !== null && ti.leaseExpiresAt < t.leaseExpiredBy)) &&
+      (t.mapEpoch === undefined || (ti.mapEpoch ?? 0) === t.mapEpoch) &&
       (t.release === undefined || sameList(ti.gates, t.release)) &&
       (t.unpark === undefined || (ti.parked ?? null) === t.unpark);
     if (!matches) throw conflict(what, toTask(ti));
@@ -755,6 +758,15 @@ export class MemoryStateStore implements StateStore {
     if (!tasks) throw notFound('expandMap');
     const mapAttempt = parent.attempt;
     const shards = mapShardCount(length);
+    // Fenced by the expanding attempt's lease, as the table's transactions are.
+    const own = tasks.get(parent.taskId);
+    const holds =
+      own?.status === 'running' &&
+      own.attempt === mapAttempt &&
+      own.leaseToken === parent.leaseToken;
+    if (!holds) {
+      throw conflict('expandMap', own ? toTask(own) : undefined);
+    }
     const byShard = this.#mapShards.get(rk) ?? new Map<string, MapShard>();
     this.#mapShards.set(rk, byShard);
     for (let sh = 0; sh < shards; sh++) {
@@ -800,6 +812,7 @@ export class MemoryStateStore implements StateStore {
         output: null,
         outputKey: null,
         ...(old?.history ? { history: old.history } : {}),
+        ...(typeof old?.log === 'string' ? { log: old.log, logAttempt: old.logAttempt ?? 0 } : {}),
         due: { kind: 'QUEUED', at: stamp },
         mapAttempt,
         mapLength: length,
@@ -1102,7 +1115,9 @@ export class MemoryStateStore implements StateStore {
           );
         },
         apply: () => {
-          get(inst.parentTaskId)?.mapDone?.delete(done);
+          const p = get(inst.parentTaskId);
+          p?.mapDone?.delete(done);
+          if (p) p.mapEpoch = (p.mapEpoch ?? 0) + 1;
         },
       });
     } else {
@@ -1112,7 +1127,9 @@ export class MemoryStateStore implements StateStore {
       if (reopen && apply) {
         reopen.apply = () => {
           apply();
-          get(inst.parentTaskId)?.mapDone?.delete(done);
+          const p = get(inst.parentTaskId);
+          p?.mapDone?.delete(done);
+          if (p) p.mapEpoch = (p.mapEpoch ?? 0) + 1;
         };
       }
     }

@@ -19,8 +19,8 @@ export const MAX_MAP_LENGTH = 10_000;
 
 /**
  * An item up to this size (as JSON) is kept with its instance, written by the expansion's own
- * batch: the instance reads it with its claim. A larger one is rendered again from mapOver by
- * the instance, one read of the upstream output, so that no instance item grows large (every
+ * batch: the instance reads it with its claim. A larger one is stored beside it as a blob, one
+ * PUT at expansion and one GET by the instance, so that no instance item grows large (every
  * later write of the item pays for its size again).
  */
 export const MAX_INLINE_ITEM_BYTES = 1024;
@@ -65,9 +65,13 @@ export function mapItems(
   value: unknown,
   max: number,
 ): { readonly items: readonly unknown[] } | { readonly error: string } {
+  // A dict maps over its entries, each item a [key, value] pair, as Airflow's does.
+  if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
+    return mapItems(Object.entries(value), max);
+  }
   if (!Array.isArray(value)) {
     const kind = value === null ? 'null' : typeof value;
-    return { error: `mapOver: must render to a list, got ${kind}` };
+    return { error: `mapOver: must render to a list or a dict, got ${kind}` };
   }
   if (value.length > max) {
     return {

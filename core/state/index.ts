@@ -209,6 +209,11 @@ export interface TaskTransition {
    * that renewed its lease after the reaper read it keeps its attempt.
    */
   readonly leaseExpiredBy?: string;
+  /**
+   * A mapped task's end: only if no instance was cleared alone since its counts were read
+   * (TaskInstanceRecord mapEpoch; absent counts as 0).
+   */
+  readonly mapEpoch?: number;
 }
 
 function transition(
@@ -597,6 +602,18 @@ export function mapTask(
  * otherwise (core/mapping mappedOutcome), their counts kept for its downstream tasks.
  */
 export function finishMapped(
+  ti: TaskInstanceState & { readonly mapEpoch?: number },
+  status: 'success' | 'failed',
+  counts: UpstreamCounts,
+  at: Date,
+): TaskTransition {
+  return {
+    ...mappedEnd(ti, status, counts, at),
+    mapEpoch: ti.mapEpoch ?? 0,
+  };
+}
+
+function mappedEnd(
   ti: TaskInstanceState,
   status: 'success' | 'failed',
   counts: UpstreamCounts,

@@ -2046,7 +2046,17 @@ export function stateStoreContract(
         const { k, parent } = await mappedRun();
         await store.expandMap(parent, ['1', '2'], later(1));
         // The mapped task's next attempt (retried or cleared) expands again.
-        const next = { ...parent, attempt: 2 };
+        const failed = await store.transitionTask(
+          k,
+          finishTask(parent, { ok: false, error: 'x', retryAt: later(2) }, later(2)),
+        );
+        const queued = await store.transitionTask(k, queueTask(failed, later(2)));
+        const next = await store.transitionTask(k, claimTask(queued, 'lp2', 60, later(2)));
+        // The attempt that lost its lease can no longer write instances: refused, none written.
+        expect(await rejection(store.expandMap(parent, ['9', '9', '9'], later(2)))).toBeInstanceOf(
+          ConflictError,
+        );
+        expect(await store.listMapInstances(k)).toHaveLength(2);
         const made = await store.expandMap(next, ['1'], later(2));
         expect(made[0]).toMatchObject({
           attempt: 2,

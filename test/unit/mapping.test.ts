@@ -4,14 +4,17 @@ import { ManualClock, memoryDeps } from '../../adapters/memory/deps.ts';
 import { advance } from '../../app/advance.ts';
 import { clearTasks } from '../../app/clear.ts';
 import { registerDag } from '../../app/dags.ts';
-import { expandMapped } from '../../app/mapping.ts';
+import { readLog } from '../../app/logs.ts';
+import { expandMapped, settleMapped } from '../../app/mapping.ts';
 import { readOutput } from '../../app/outputs.ts';
+import { claimThroughGates } from '../../app/pools.ts';
 import { reap } from '../../app/reaper.ts';
 import { onRetryTimer } from '../../app/retries.ts';
 import { cancelRun, triggerRun } from '../../app/runs.ts';
 import { executeTask } from '../../app/tasks.ts';
 import { TRIGGER_RULES } from '../../core/dag/schema.ts';
 import { validateDag } from '../../core/dag/validate.ts';
+import { ThrottledError } from '../../core/errors.ts';
 import {
   instanceId,
   mapItems,
@@ -20,6 +23,7 @@ import {
   mapShardSize,
   parseInstance,
 } from '../../core/mapping/index.ts';
+import { poolGate } from '../../core/pools/index.ts';
 import type { TaskInstanceRecord, TaskMessage } from '../../core/ports.ts';
 import { addCounts, countUpstream, decide, NO_COUNTS } from '../../core/readiness/index.ts';
 import { claimTask, finishTask, isTerminalTask, type TaskStatus } from '../../core/state/index.ts';
@@ -133,8 +137,14 @@ describe('core/mapping', () => {
   it('takes a list up to the limit, and says why it takes anything else', () => {
     expect(mapItems([1, 2], 2)).toEqual({ items: [1, 2] });
     expect(mapItems([1, 2, 3], 2)).toMatchObject({ error: expect.stringMatching(/3 items.*2/) });
-    expect(mapItems({ a: 1 }, 5)).toMatchObject({
-      error: expect.stringMatching(/list, got object/),
+    expect(mapItems({ a: 1, b: [2] }, 5)).toEqual({
+      items: [
+        ['a', 1],
+        ['b', [2]],
+      ],
+    });
+    expect(mapItems({ a: 1, b: 2, c: 3 }, 2)).toMatchObject({
+      error: expect.stringMatching(/3 items/),
     });
     expect(mapItems(null, 5)).toMatchObject({ error: expect.stringMatching(/got null/) });
   });
@@ -321,7 +331,7 @@ describe('mapped tasks', () => {
     expect(each?.status).toBe('failed');
     expect(each?.attempt).toBe(1); // not retried: the same list would come again
     expect(each?.error).toMatch(/3 items, more than maxMapLength 2/);
-    expect((await s.task('notlist'))?.error).toMatch(/must render to a list, got number/);
+    expect((await s.task('notlist'))?.error).toMatch(/must render to a list or a dict, got number/);
     expect((await s.statuses())['each[0]']).toBeUndefined();
   });
 
@@ -341,6 +351,40 @@ describe('mapped tasks', () => {
     await s.drain();
     expect(await s.output('lit')).toEqual([10, 20]);
     expect(await s.output('c')).toEqual(['p', 'q', 'r']);
+    expect(await s.runStatus()).toBe('success');
+  });
+
+  it('keeps a large item beside its instance, and maps over a dict’s entries', async () => {
+    const big = ['x'.repeat(3000), 'y'.repeat(3000)];
+    const s = await setup(
+      [
+        list(big),
+        {
+          taskId: 'each',
+          operator: 'noop',
+          dependsOn: ['list'],
+          mapOver: '{{ tasks.list.output.items }}',
+          config: { output: '{{ item }}' },
+        },
+        {
+          taskId: 'kv',
+          operator: 'noop',
+          mapOver: '{{ conf.d }}',
+          config: { output: '{{ item[0] }}={{ item[1] }}' },
+        },
+      ],
+      { d: { a: 1, b: 2 } },
+    );
+    await s.drain();
+    expect(await s.output('each')).toEqual(big);
+    expect((await s.task('each[1]'))?.mapItem).toBeUndefined();
+    const blob = await s.deps.blobs.getArtifact(
+      { dagId: s.dagId, runId: s.runId, taskId: 'each[1]', attempt: 0 },
+      'map-item-1.json',
+    );
+    expect(JSON.parse(Buffer.from(blob ?? new Uint8Array()).toString('utf8'))).toBe(big[1]);
+    expect((await s.task('kv[0]'))?.mapItem).toBe('["a",1]');
+    expect(await s.output('kv')).toEqual(['a=1', 'b=2']);
     expect(await s.runStatus()).toBe('success');
   });
 
@@ -473,6 +517,165 @@ describe('mapped tasks, in a race', () => {
     await s.drain();
     expect(await s.runStatus()).toBe('success');
     expect(await s.output('each')).toEqual([1, 2, 3]);
+  });
+});
+
+describe('mapped tasks, when things go wrong', () => {
+  const REAP = { queuedGraceSeconds: 60, retryGraceSeconds: 30, limit: 100 };
+
+  it('ends the map from its message that comes back, when the worker failed to end it', async () => {
+    const s = await setup([{ taskId: 'each', operator: 'noop', mapOver: [1, 2] }]);
+    let fail = true;
+    // The store, whose first read of the map's counts is throttled (SDK mock of a fault the
+    // in-memory store cannot produce).
+    const store = s.deps.store;
+    const flaky = new Proxy(store, {
+      get(target, prop) {
+        if (prop === 'mapOutcomes' && fail) {
+          return async () => {
+            fail = false;
+            throw new ThrottledError('mapOutcomes: throttled');
+          };
+        }
+        const v = Reflect.get(target, prop, target);
+        return typeof v === 'function' ? v.bind(target) : v;
+      },
+    });
+    const quick = {
+      ...s.deps,
+      store: flaky,
+      dispatcher: {
+        dispatch: async (ms: readonly TaskMessage[]) => {
+          for (const m of ms) await executeTask(quick, m, opts);
+        },
+      },
+    };
+    const m = s.deps.dispatcher.take() as TaskMessage;
+    await expect(executeTask(quick, m, opts)).rejects.toThrow(/throttled/);
+    expect((await s.task('each'))?.status).toBe('running');
+    // Not deleted, the message comes back: its claim is refused, and it ends the map.
+    expect(await executeTask(s.deps, m, opts)).toBe('not_claimed');
+    expect((await s.task('each'))?.status).toBe('success');
+    await s.drain();
+    expect(await s.runStatus()).toBe('success');
+  });
+
+  it('does not end the map on counts that a clear of one instance changed meanwhile', async () => {
+    const s = await setup([
+      { taskId: 'each', operator: 'noop', mapOver: [1, 2], config: { output: '{{ item }}' } },
+      { taskId: 'after', operator: 'noop', dependsOn: ['each'] },
+    ]);
+    await executeTask(s.deps, s.deps.dispatcher.take() as TaskMessage, opts); // expands
+    await executeTask(s.deps, s.deps.dispatcher.take() as TaskMessage, opts); // each[0]
+    // each[1] ends; its advance reads the map complete, then stalls before ending it.
+    const m1 = s.deps.dispatcher.take() as TaskMessage;
+    const ti1 = (await s.task('each[1]')) as TaskInstanceRecord;
+    const c1 = await s.deps.store.transitionTask(m1, claimTask(ti1, 'w', 60, new Date()));
+    await s.deps.store.transitionTask(m1, finishTask(c1, { ok: true }, new Date()));
+    const key = { dagId: s.dagId, runId: s.runId, taskId: 'each' };
+    expect(await s.deps.store.recordMapOutcome(m1, 1, 1, 2, 'success', 0)).toBe(true);
+    const seen = (await s.deps.store.markMapShardDone(key, 1, 0)) as TaskInstanceRecord;
+    expect(seen.mapDone).toBe(1);
+    // Meanwhile each[0] is cleared alone; then the stalled advance goes on: refused.
+    await clearTasks(s.deps, s.dagId, s.runId, 'each', { mapIndex: 0 });
+    await settleMapped(s.deps, seen);
+    expect((await s.task('each'))?.status).toBe('running');
+    await s.drain();
+    expect(await s.runStatus()).toBe('success');
+    expect((await s.task('each'))?.mapCounts?.success).toBe(2);
+    expect(await s.task('after')).toMatchObject({ status: 'success', upstreamCount: 2 });
+  });
+
+  it('stops a dead expansion’s instance that holds a pool slot before expanding again', async () => {
+    const clock = new ManualClock(new Date('2026-06-01T00:00:00Z'));
+    const deps = memoryDeps({ clock: clock.now });
+    await deps.store.putPool('one', 1, clock.now());
+    const s = await setup(
+      [
+        {
+          taskId: 'each',
+          operator: 'noop',
+          mapOver: [1, 2],
+          pool: 'one',
+          retries: 1,
+          retryDelaySeconds: 0,
+        },
+      ],
+      {},
+      deps,
+    );
+    const m = s.deps.dispatcher.take() as TaskMessage;
+    const parent = await s.deps.store.transitionTask(
+      m,
+      claimTask((await s.task('each')) as TaskInstanceRecord, 'dead', 60, clock.now()),
+    );
+    await expandMapped(s.deps, parent, [1, 2]);
+    // Instance 0 takes the pool's one slot, under a long lease; the expanding worker dies.
+    const i0 = s.deps.dispatcher.take() as TaskMessage;
+    const held = await claimThroughGates(s.deps, i0, [{ id: poolGate('one') }], 3600);
+    expect(held).not.toBe('waiting');
+    expect((await s.deps.store.gateView(poolGate('one'), 0)).used).toBe(1);
+    clock.advance(120);
+    expect((await reap(s.deps, REAP)).expiredLeases).toBe(1);
+    await s.drain();
+    // The retry stopped instance 0 of the dead expansion, giving its slot back, then ran both.
+    expect(await s.runStatus()).toBe('success');
+    expect((await s.deps.store.gateView(poolGate('one'), 0)).used).toBe(0);
+    expect((await s.task('each[0]'))?.attempt).toBe(2);
+  });
+
+  it('refuses to expand an attempt that was cancelled or taken back, writing nothing', async () => {
+    const s = await setup([{ taskId: 'each', operator: 'noop', mapOver: [1, 2] }]);
+    const m = s.deps.dispatcher.take() as TaskMessage;
+    const parent = await s.deps.store.transitionTask(
+      m,
+      claimTask((await s.task('each')) as TaskInstanceRecord, 'w', 60, new Date()),
+    );
+    await cancelRun(s.deps, s.dagId, s.runId);
+    await expect(expandMapped(s.deps, parent, [1, 2])).rejects.toThrow(/changed/);
+    expect(await s.deps.store.listMapInstances(parent)).toEqual([]);
+    expect(s.deps.dispatcher.waiting).toEqual([]);
+  });
+
+  it('stops the instances of a map that failed after expanding, with no retry left', async () => {
+    const clock = new ManualClock(new Date('2026-06-01T00:00:00Z'));
+    const s = await setup(
+      [{ taskId: 'each', operator: 'noop', mapOver: [1, 2, 3] }],
+      {},
+      memoryDeps({ clock: clock.now }),
+    );
+    const m = s.deps.dispatcher.take() as TaskMessage;
+    const parent = await s.deps.store.transitionTask(
+      m,
+      claimTask((await s.task('each')) as TaskInstanceRecord, 'dead', 60, clock.now()),
+    );
+    await expandMapped(s.deps, parent, [1, 2, 3]);
+    clock.advance(120);
+    await reap(s.deps, REAP);
+    const failed = (await s.task('each')) as TaskInstanceRecord;
+    expect(failed.status).toBe('failed');
+    // The stream's advance of the failure stops the instances before any worker takes them.
+    await advance(s.deps, failed, 'failed', failed.dagVersion, failed.generation);
+    await s.drain();
+    expect(await s.statuses()).toEqual({
+      each: 'failed',
+      'each[0]': 'cancelled',
+      'each[1]': 'cancelled',
+      'each[2]': 'cancelled',
+    });
+    expect([...s.ran.keys()].filter((k) => k.startsWith('each['))).toEqual([]);
+    expect(await s.runStatus()).toBe('failed');
+  });
+
+  it('keeps an earlier expansion’s inline logs readable after the map runs again', async () => {
+    const s = await setup([{ taskId: 'each', operator: 'noop', mapOver: ['x'] }]);
+    await s.drain();
+    await clearTasks(s.deps, s.dagId, s.runId, 'each');
+    await s.drain();
+    const i0 = (await s.task('each[0]')) as TaskInstanceRecord;
+    expect(i0.attempt).toBe(2);
+    expect(await readLog(s.deps, i0, 1)).toMatch(/attempt 1 .*noop each\[0\]/);
+    expect(await readLog(s.deps, i0, 2)).toMatch(/attempt 2 .*noop each\[0\]/);
   });
 });
 
