@@ -80,10 +80,20 @@ export async function expandMapped(
         ),
     );
   }
+  // A repeat of this attempt's expansion (after a hand-back) must give as many items as the
+  // first did: its shards and instances count that many.
+  const earlier = await deps.store.listMapInstances(parent);
+  const mine = earlier.find((t) => t.mapAttempt === parent.attempt);
+  if (mine && mine.mapLength !== items.length) {
+    throw new UnrecoverableError(
+      `mapOver now gives ${items.length} items, but this attempt expanded into ${mine.mapLength} before (an upstream task ran again meanwhile): clear the mapped task`,
+    );
+  }
   // An earlier expansion's instances still queued or running (its worker died, and this is the
   // retry): stopped first, their slots and places at gates given back, before new ones take
-  // their items.
-  await stopInstances(deps, parent, (t) => t.mapAttempt !== parent.attempt);
+  // their items. Only older attempts': a worker that lost its lease meanwhile (a later attempt
+  // expanding) must not stop the later attempt's instances.
+  await stopInstances(deps, parent, (t) => (t.mapAttempt ?? 0) < parent.attempt, earlier);
   const instances = await deps.store.expandMap(parent, kept, deps.clock());
   const messages = await Promise.all(
     instances
@@ -149,15 +159,20 @@ export async function stopInstances(
   deps: Deps,
   parent: TaskKey,
   which: (t: TaskInstanceRecord) => boolean,
+  /** The instances as just read, to save reading them again. */
+  listed?: readonly TaskInstanceRecord[],
 ): Promise<number> {
   let stopped = 0;
-  const live = (await deps.store.listMapInstances(parent)).filter(
+  const live = (listed ?? (await deps.store.listMapInstances(parent))).filter(
     (t) => which(t) && !isTerminalTask(t.status),
   );
   await Promise.all(
     live.map(async (first) => {
       let t: TaskInstanceRecord | undefined = first;
-      for (let tries = 0; t && !isTerminalTask(t.status) && tries < 5; tries++) {
+      for (let tries = 0; t && !isTerminalTask(t.status); tries++) {
+        // One that keeps moving is not written over (its slots would leak): the caller fails,
+        // and is tried again.
+        if (tries >= 5) throw new Error(`could not stop ${t.taskId}: it kept moving`);
         try {
           await deps.store.transitionTask(t, cancelTask(t, deps.clock()));
           await released(deps, t.gates);
@@ -181,7 +196,9 @@ export async function stopInstances(
 export async function stopStrayInstances(deps: Deps, key: TaskKey): Promise<void> {
   const parent = await deps.store.getTaskInstance(key);
   if (!parent || !isTerminalTask(parent.status) || parent.mapCounts) return;
-  await stopInstances(deps, key, (t) => t.mapAttempt === parent.attempt);
+  // Ended with no attempt running: no expansion is live, so none of its instances should run,
+  // whichever attempt made them (an earlier one that died, and whose retry died too).
+  await stopInstances(deps, key, () => true);
 }
 
 export async function settleMapped(deps: Deps, parent: TaskInstanceRecord): Promise<void> {
@@ -193,6 +210,10 @@ export async function settleMapped(deps: Deps, parent: TaskInstanceRecord): Prom
     (parent.mapDone ?? 0) >= parent.mapShards;
   if (!waiting || parent.mapAttempt === undefined) return;
   const counts = await deps.store.mapOutcomes(parent, parent.mapAttempt);
+  // Every instance counted, or not yet: a shard marked done by an advance that read it complete
+  // just before a clear of one instance reopened it must not end the map early.
+  const counted = counts.success + counts.failed + counts.upstreamFailed + counts.skipped;
+  if (counted !== parent.mapLength) return;
   try {
     await deps.store.transitionTask(
       parent,

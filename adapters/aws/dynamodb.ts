@@ -1507,9 +1507,22 @@ export class DynamoStateStore implements StateStore {
         ExpressionAttributeValues: fence.values,
       },
     };
+    // 99 puts to a transaction, fewer when they are large: a transaction takes at most 4 MB.
     const fenced = async (what: string, puts: Item[]) => {
-      for (let i = 0; i < puts.length; i += MAX_TRANSACTION_ITEMS - 1) {
-        const chunk = puts.slice(i, i + MAX_TRANSACTION_ITEMS - 1);
+      const chunks: Item[][] = [];
+      let bytes = 0;
+      for (const item of puts) {
+        const size = Buffer.byteLength(JSON.stringify(item));
+        const last = chunks.at(-1);
+        if (!last || last.length >= MAX_TRANSACTION_ITEMS - 1 || bytes + size > 3_000_000) {
+          chunks.push([item]);
+          bytes = size;
+        } else {
+          last.push(item);
+          bytes += size;
+        }
+      }
+      for (const chunk of chunks) {
         await this.#transactFenced(what, [
           check,
           ...chunk.map((Item) => ({ Put: { TableName: this.table, Item } })),

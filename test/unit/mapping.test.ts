@@ -624,6 +624,97 @@ describe('mapped tasks, when things go wrong', () => {
     expect((await s.task('each[0]'))?.attempt).toBe(2);
   });
 
+  it('a worker that lost its lease cannot stop the next attempt’s instances', async () => {
+    const clock = new ManualClock(new Date('2026-06-01T00:00:00Z'));
+    const s = await setup(
+      [
+        { taskId: 'each', operator: 'noop', mapOver: [1, 2], retries: 1, retryDelaySeconds: 0 },
+        { taskId: 'after', operator: 'noop', dependsOn: ['each'] },
+      ],
+      {},
+      memoryDeps({ clock: clock.now }),
+    );
+    const m = s.deps.dispatcher.take() as TaskMessage;
+    const stale = await s.deps.store.transitionTask(
+      m,
+      claimTask((await s.task('each')) as TaskInstanceRecord, 'stale', 60, clock.now()),
+    );
+    clock.advance(120);
+    expect((await reap(s.deps, REAP)).expiredLeases).toBe(1);
+    await onRetryTimer(s.deps, {
+      ...m,
+      failedAttempt: 1,
+      retryAt: new Date(0).toISOString(),
+    });
+    expect(await executeTask(s.deps, s.deps.dispatcher.take() as TaskMessage, opts)).toBe('mapped');
+    // The stalled worker of attempt 1 wakes and expands: refused, and attempt 2's instances run.
+    await expect(expandMapped(s.deps, stale, [1, 2])).rejects.toThrow(/changed/);
+    expect((await s.task('each[0]'))?.status).toBe('queued');
+    await s.drain();
+    expect(await s.runStatus()).toBe('success');
+    expect((await s.task('each'))?.mapCounts?.success).toBe(2);
+  });
+
+  it('does not end the map on a shard marked done just before a clear reopened it', async () => {
+    const s = await setup([
+      { taskId: 'each', operator: 'noop', mapOver: [1, 2] },
+      { taskId: 'after', operator: 'noop', dependsOn: ['each'] },
+    ]);
+    await executeTask(s.deps, s.deps.dispatcher.take() as TaskMessage, opts); // expands
+    await executeTask(s.deps, s.deps.dispatcher.take() as TaskMessage, opts); // each[0]
+    const m1 = s.deps.dispatcher.take() as TaskMessage;
+    const ti1 = (await s.task('each[1]')) as TaskInstanceRecord;
+    const c1 = await s.deps.store.transitionTask(m1, claimTask(ti1, 'w', 60, new Date()));
+    await s.deps.store.transitionTask(m1, finishTask(c1, { ok: true }, new Date()));
+    // each[1]'s advance reads its shard complete, then stalls; each[0] is cleared alone; then
+    // the advance marks the shard done (again) and tries to end the map.
+    expect(await s.deps.store.recordMapOutcome(m1, 1, 1, 2, 'success', 0)).toBe(true);
+    await clearTasks(s.deps, s.dagId, s.runId, 'each', { mapIndex: 0 });
+    const key = { dagId: s.dagId, runId: s.runId, taskId: 'each' };
+    const seen = (await s.deps.store.markMapShardDone(key, 1, 0)) as TaskInstanceRecord;
+    await settleMapped(s.deps, seen);
+    expect((await s.task('each'))?.status).toBe('running');
+    await s.drain();
+    expect(await s.runStatus()).toBe('success');
+    expect(await s.task('after')).toMatchObject({ status: 'success', upstreamCount: 2 });
+  });
+
+  it('stops an earlier dead expansion’s instances when the retry fails before expanding', async () => {
+    const clock = new ManualClock(new Date('2026-06-01T00:00:00Z'));
+    const s = await setup(
+      [{ taskId: 'each', operator: 'noop', mapOver: [1, 2], retries: 1, retryDelaySeconds: 0 }],
+      {},
+      memoryDeps({ clock: clock.now }),
+    );
+    const m = s.deps.dispatcher.take() as TaskMessage;
+    const a1 = await s.deps.store.transitionTask(
+      m,
+      claimTask((await s.task('each')) as TaskInstanceRecord, 'dies', 60, clock.now()),
+    );
+    await expandMapped(s.deps, a1, [1, 2]);
+    const sent = s.deps.dispatcher.takeAll(); // attempt 1's instance messages, held back
+    clock.advance(120);
+    await reap(s.deps, REAP);
+    await onRetryTimer(s.deps, { ...m, failedAttempt: 1, retryAt: new Date(0).toISOString() });
+    // Attempt 2 is claimed and dies too, before expanding: no retry left. (The reaper sent
+    // attempt 1's instances again too: held back with the others.)
+    const waiting = s.deps.dispatcher.takeAll();
+    const m2 = waiting.find((w) => w.taskId === 'each') as TaskMessage;
+    sent.push(...waiting.filter((w) => w !== m2));
+    await s.deps.store.transitionTask(
+      m2,
+      claimTask((await s.task('each')) as TaskInstanceRecord, 'dies2', 60, clock.now()),
+    );
+    clock.advance(120);
+    await reap(s.deps, REAP);
+    const failed = (await s.task('each')) as TaskInstanceRecord;
+    expect(failed).toMatchObject({ status: 'failed', attempt: 2 });
+    await advance(s.deps, failed, 'failed', failed.dagVersion, failed.generation);
+    for (const msg of sent) expect(await executeTask(s.deps, msg, opts)).toBe('not_claimed');
+    expect((await s.task('each[0]'))?.status).toBe('cancelled');
+    expect(await s.runStatus()).toBe('failed');
+  });
+
   it('refuses to expand an attempt that was cancelled or taken back, writing nothing', async () => {
     const s = await setup([{ taskId: 'each', operator: 'noop', mapOver: [1, 2] }]);
     const m = s.deps.dispatcher.take() as TaskMessage;
