@@ -72,14 +72,17 @@ export async function advance(
     return undefined;
   }
   const { dag, graph, tasks } = await loadDag(deps, key.dagId, dagVersion);
-  // A mapped task that did not end by its instances' ends: those still running stop.
-  if (tasks.get(key.taskId)?.mapOver !== undefined && status !== 'success') {
-    await stopStrayInstances(deps, key);
-  }
+  const downstream = graph.downstream.get(key.taskId) ?? [];
+  // A mapped task, as it stands (read once): a failed or cancelled one that did not end by its
+  // instances' ends stops those still running; one that expanded weighs its instances downstream.
+  const mapped =
+    tasks.get(key.taskId)?.mapOver !== undefined && (status !== 'success' || downstream.length > 0)
+      ? await deps.store.getTaskInstance(key)
+      : undefined;
+  if (mapped && status !== 'success') await stopStrayInstances(deps, mapped);
   const now = deps.clock();
   const messages: TaskMessage[] = [];
   let kept: Continued | undefined;
-  const downstream = graph.downstream.get(key.taskId) ?? [];
   const walked = options.walked ?? new Set<string>();
   /** Downstream outcomes advanced inline, to walk again once this task's own part is done. */
   const again: TaskInstanceRecord[] = [];
@@ -95,11 +98,7 @@ export async function advance(
             await deps.store.getTaskInstance(key),
           )
         : undefined;
-    // A mapped task that expanded: its downstream tasks count each instance's outcome.
-    const weight =
-      tasks.get(key.taskId)?.mapOver !== undefined && downstream.length > 0
-        ? await mapWeight(deps, key)
-        : undefined;
+    const weight = mapWeight(mapped);
     await Promise.all(
       downstream.map(async (taskId) => {
         const dk = { dagId: key.dagId, runId: key.runId, taskId };
@@ -208,12 +207,9 @@ export async function advance(
  * outcome, and its instances but one as upstream tasks. Undefined for one that never expanded
  * (it failed before, or mapOver gave no items: it counts once, as any task).
  */
-async function mapWeight(
-  deps: Deps,
-  key: TaskKey,
-): Promise<{ counts: UpstreamCounts; extraUpstream: number } | undefined> {
-  const rec = key as Partial<TaskInstanceRecord>;
-  const ti = rec.mapCounts ? rec : await deps.store.getTaskInstance(key);
+function mapWeight(
+  ti: TaskInstanceRecord | undefined,
+): { counts: UpstreamCounts; extraUpstream: number } | undefined {
   if (!ti?.mapCounts || ti.mapLength === undefined) return undefined;
   return { counts: ti.mapCounts, extraUpstream: ti.mapLength - 1 };
 }

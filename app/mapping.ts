@@ -94,7 +94,8 @@ export async function expandMapped(
   // their items. Only older attempts': a worker that lost its lease meanwhile (a later attempt
   // expanding) must not stop the later attempt's instances.
   await stopInstances(deps, parent, (t) => (t.mapAttempt ?? 0) < parent.attempt, earlier);
-  const instances = await deps.store.expandMap(parent, kept, deps.clock());
+  // Stopping changed only their status: what the expansion reads of them stands.
+  const instances = await deps.store.expandMap(parent, kept, deps.clock(), earlier);
   const messages = await Promise.all(
     instances
       .filter((t) => t.status === 'queued')
@@ -193,12 +194,11 @@ export async function stopInstances(
  * cancelled after expanding, and no retry is left): the instances that attempt made and that
  * still run are cancelled, as nothing counts them any more.
  */
-export async function stopStrayInstances(deps: Deps, key: TaskKey): Promise<void> {
-  const parent = await deps.store.getTaskInstance(key);
-  if (!parent || !isTerminalTask(parent.status) || parent.mapCounts) return;
+export async function stopStrayInstances(deps: Deps, parent: TaskInstanceRecord): Promise<void> {
+  if (!isTerminalTask(parent.status) || parent.mapCounts) return;
   // Ended with no attempt running: no expansion is live, so none of its instances should run,
   // whichever attempt made them (an earlier one that died, and whose retry died too).
-  await stopInstances(deps, key, () => true);
+  await stopInstances(deps, parent, () => true);
 }
 
 export async function settleMapped(deps: Deps, parent: TaskInstanceRecord): Promise<void> {

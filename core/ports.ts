@@ -427,11 +427,14 @@ export interface StateStore {
    * the count shards of this attempt, in batches. Safe to repeat for the same attempt: what this
    * attempt wrote already is left as it is. Answers the instances of this attempt as they stand.
    * `items` holds each item as JSON to keep with its instance, or null for one too large to keep.
+   * `listed`: the mapped task's instances as the caller just read them (listMapInstances), to
+   * save reading them again; only their attempts, generations, history and logs are used.
    */
   expandMap(
     parent: TaskInstanceRecord,
     items: readonly (string | null)[],
     at: Date,
+    listed?: readonly TaskInstanceRecord[],
   ): Promise<TaskInstanceRecord[]>;
   /**
    * Counts a finished instance's outcome on its count shard, once per instance and generation:

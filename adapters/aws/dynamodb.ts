@@ -1039,20 +1039,7 @@ export class DynamoStateStore implements StateStore {
       ...rest,
     ];
     try {
-      // Two transactions on one item at once (a busy gate): DynamoDB cancels one with
-      // TransactionConflict; a hot gate item cancels with ThrottlingError. The SDK retries
-      // neither; the conditions make a repeat harmless.
-      for (let attempt = 1; ; attempt++) {
-        try {
-          await aws(what, () =>
-            this.db.send(new TransactWriteCommand({ TransactItems: items as typeof actions })),
-          );
-          return;
-        } catch (e) {
-          if (!(e instanceof ThrottledError) || !passing(e) || attempt >= TRANSACT_TRIES) throw e;
-          await sleep(Math.random() * 25 * 2 ** attempt);
-        }
-      }
+      await this.#sendTransaction(what, items as typeof actions);
     } catch (e) {
       if (!(e instanceof ConflictError)) throw e;
       const reasons =
@@ -1480,13 +1467,16 @@ export class DynamoStateStore implements StateStore {
     parent: TaskInstanceRecord,
     items: readonly (string | null)[],
     at: Date,
+    listed?: readonly TaskInstanceRecord[],
   ): Promise<TaskInstanceRecord[]> {
     const length = items.length;
     const { dagId, runId, taskId } = parent;
     const mapAttempt = parent.attempt;
     const shards = mapShardCount(length);
     const stamp = at.toISOString();
-    const existing = new Map((await this.listMapInstances(parent)).map((t) => [t.taskId, t]));
+    const existing = new Map(
+      (listed ?? (await this.listMapInstances(parent))).map((t) => [t.taskId, t]),
+    );
     // Every write below is fenced by the expanding attempt's lease, checked in the same
     // transaction: a worker that lost its lease (reaped, its next attempt expanding) can no
     // longer write over the instances of that next attempt.
@@ -1523,7 +1513,7 @@ export class DynamoStateStore implements StateStore {
         }
       }
       for (const chunk of chunks) {
-        await this.#transactFenced(what, [
+        await this.#sendTransaction(what, [
           check,
           ...chunk.map((Item) => ({ Put: { TableName: this.table, Item } })),
         ]);
@@ -1603,11 +1593,12 @@ export class DynamoStateStore implements StateStore {
   }
 
   /**
-   * A transaction whose first action is a condition check of the expanding attempt's lease:
-   * refused for it, ConflictError (the attempt moved on); retried while DynamoDB cancels it
-   * for load or a concurrent transaction, as #transact does.
+   * One TransactWriteItems, sent again while DynamoDB cancels it only for a concurrent
+   * transaction on one of its items (TransactionConflict: a busy gate) or for load
+   * (ThrottlingError: a hot item). The SDK retries neither; the conditions make a repeat
+   * harmless. A failed condition throws ConflictError.
    */
-  async #transactFenced(
+  async #sendTransaction(
     what: string,
     actions: NonNullable<ConstructorParameters<typeof TransactWriteCommand>[0]['TransactItems']>,
   ): Promise<void> {

@@ -751,6 +751,7 @@ export class MemoryStateStore implements StateStore {
     parent: TaskInstanceRecord,
     items: readonly (string | null)[],
     at: Date,
+    _listed?: readonly TaskInstanceRecord[],
   ): Promise<TaskInstanceRecord[]> {
     const length = items.length;
     const rk = runKey(parent.dagId, parent.runId);
@@ -954,6 +955,8 @@ export class MemoryStateStore implements StateStore {
         }
         ti.endTime = t.status === 'skipped' || t.status === 'upstream_failed' ? at : null;
         if (t.history) ti.history = t.history.map((h) => ({ ...h }));
+        // A mapped task reopened for one instance: that instance's shard is no longer done.
+        if (plan.instance?.parentTaskId === t.taskId) this.#reopenForInstance(ti, plan.instance);
         if (t.status === 'queued') {
           ti.queuedAt = at;
           ti.due = { kind: 'QUEUED', at };
@@ -1045,7 +1048,6 @@ export class MemoryStateStore implements StateStore {
     const key = runKey(plan.dagId, plan.runId);
     const shard = mapShard(inst.mapIndex, mapShardCount(inst.mapLength));
     const entry = `${inst.mapIndex}#${inst.expect.generation}`;
-    const done = `${inst.mapAttempt}#${shard}`;
     const get = (taskId: string) => this.#task({ dagId: plan.dagId, runId: plan.runId, taskId });
     const sh = () =>
       this.#mapShards.get(key)?.get(`${inst.parentTaskId}#${inst.mapAttempt}#${shard}`);
@@ -1116,24 +1118,19 @@ export class MemoryStateStore implements StateStore {
         },
         apply: () => {
           const p = get(inst.parentTaskId);
-          p?.mapDone?.delete(done);
-          if (p) p.mapEpoch = (p.mapEpoch ?? 0) + 1;
+          if (p) this.#reopenForInstance(p, inst);
         },
       });
-    } else {
-      // The reopened mapped task is among the plan's tasks: its shard is no longer done.
-      const reopen = actions[0];
-      const apply = reopen?.apply;
-      if (reopen && apply) {
-        reopen.apply = () => {
-          apply();
-          const p = get(inst.parentTaskId);
-          p?.mapDone?.delete(done);
-          if (p) p.mapEpoch = (p.mapEpoch ?? 0) + 1;
-        };
-      }
     }
+    // Otherwise the reopened mapped task is among the plan's tasks, whose write does the same.
     return actions;
+  }
+
+  /** The mapped task of an instance cleared alone: its shard is no longer done (ClearPlan). */
+  #reopenForInstance(parent: TaskState, inst: NonNullable<ClearPlan['instance']>): void {
+    const shard = mapShard(inst.mapIndex, mapShardCount(inst.mapLength));
+    parent.mapDone?.delete(`${inst.mapAttempt}#${shard}`);
+    parent.mapEpoch = (parent.mapEpoch ?? 0) + 1;
   }
 
   async mapOutcomeCounted(
