@@ -5,6 +5,7 @@ import { Metric } from '../core/metric-names.ts';
 import type { NewRun, RunRecord, TaskInstanceRecord, TaskKey, TaskMessage } from '../core/ports.ts';
 import { startsImmediately } from '../core/readiness/index.ts';
 import {
+  CREATION_LEASE_SECONDS,
   cancelTask,
   isTerminalRun,
   isTerminalTask,
@@ -21,12 +22,7 @@ import { released } from './pools.ts';
 /** The most a run's `conf` may take as JSON, far below DynamoDB's 400 KB item limit. */
 export const MAX_CONF_BYTES = 64 * 1024;
 
-/**
- * How long a writer of a large run's task instances holds it. Longer than any writer can live:
- * the writers are the advance function (5-minute timeout) and the reaper (2 minutes), and
- * Lambda stops a function at its timeout, so a writer whose lease expired is gone for good.
- */
-export const CREATION_LEASE_SECONDS = 6 * 60;
+export { CREATION_LEASE_SECONDS };
 
 export interface TriggerInput {
   readonly dagId: string;
@@ -102,11 +98,26 @@ export async function triggerRun(
     }),
   );
   await injectFault(deps, loaded.dag, 'trigger.after-create', { dagId: input.dagId, runId });
-  // A repeat of a trigger whose first call died before starting the run finishes the job.
-  if (run.status === 'queued' && run.tasksWritten) {
-    return { run: await startRun(deps, run, loaded), created };
+  if (run.status !== 'queued') return { run, created };
+  let current = run;
+  // A repeat of a trigger whose first call died before starting the run finishes the job, once
+  // every item of the run is there (a creator still writing them, or one that died halfway,
+  // leaves the run to the reaper after its creation lease).
+  if (
+    !created &&
+    !run.tasksWritten &&
+    (await deps.store.confirmRunTasks(input.dagId, runId, true))
+  ) {
+    current = { ...run, tasksWritten: true };
   }
-  return { run, created };
+  if (!current.tasksWritten) return { run, created };
+  const started = await startRun(deps, current, loaded);
+  // Waiting for a slot: its start, which would have said its tasks are written, comes later
+  // and from elsewhere (the next run's end, an unpause, the reaper), which must know they are.
+  if (created && started.status === 'queued') {
+    await deps.store.confirmRunTasks(input.dagId, runId, false);
+  }
+  return { run: started, created };
 }
 
 /**

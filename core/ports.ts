@@ -235,11 +235,20 @@ export interface StateStore {
 
   /**
    * Creates the run once: a second call with the same dagId and runId returns the existing run
-   * with `created: false` and writes nothing. A small run is written whole, task instances
-   * (`pending`) included, in one atomic write. A run too large for one transaction (about 100 items) is written
-   * as the run item alone, with `tasksWritten: false`: writeRunTasks finishes it.
+   * with `created: false` and writes nothing. A small run (its items fit one transaction, about
+   * 100) is written whole, task instances (`pending`) included, before this returns
+   * `tasksWritten: true`; its stored flag may stay unset until the run starts or
+   * confirmRunTasks sets it, and a creator that died before writing every item leaves it to
+   * writeRunTasks after the creation lease. A large run is written as the run item alone, with
+   * `tasksWritten: false`: writeRunTasks finishes it.
    */
   createRun(input: NewRun): Promise<{ run: RunRecord; created: boolean }>;
+  /**
+   * Sets the stored `tasksWritten` of a small run whose creator wrote its tasks but has not
+   * started it (no slot, a paused DAG, a repeated trigger). With `verify`, only if every item
+   * is there: for a caller that did not write them. Answers whether the flag is set.
+   */
+  confirmRunTasks(dagId: string, runId: string, verify: boolean): Promise<boolean>;
   /**
    * Writes the task instances of a run created with `tasksWritten: false`, then sets the flag.
    * Resumable and safe to repeat: the writer holds a creation lease of `leaseSeconds`, longer

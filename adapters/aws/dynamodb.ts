@@ -55,6 +55,7 @@ import {
 } from '../../core/readiness/index.ts';
 import {
   type AttemptSummary,
+  CREATION_LEASE_SECONDS,
   checkRunTransition,
   isTerminalRun,
   type RunStatus,
@@ -79,6 +80,8 @@ type Item = Record<string, unknown>;
 
 /** TransactWriteItems takes at most 100 actions; larger runs are written in batches. */
 const MAX_TRANSACTION_ITEMS = 100;
+/** The creation lease's holder while a small run's creator writes its tasks (createRun). */
+const EAGER_CREATOR = 'creator';
 const COUNTER: Record<keyof UpstreamCounts, string> = {
   success: 'cSuccess',
   failed: 'cFailed',
@@ -137,7 +140,8 @@ export function toRun(i: Item): RunRecord {
       unknown
     >,
     taskCount: num(i.taskCount),
-    tasksWritten: i.tasksWritten !== false,
+    // A small run's item says nothing until its start confirms its tasks (createRun).
+    tasksWritten: i.tasksWritten === true || (i.tasksWritten === undefined && i.eager !== true),
     createdAt: i.createdAt as string,
     startTime: str(i.startTime),
     endTime: str(i.endTime),
@@ -581,7 +585,8 @@ export class DynamoStateStore implements StateStore {
   async createRun(input: NewRun): Promise<{ run: RunRecord; created: boolean }> {
     const at = input.at.toISOString();
     const children = this.#runChildren(input);
-    const inline = children.length + 1 <= MAX_TRANSACTION_ITEMS;
+    // Small runs are written at once by their creator; large ones off the request path.
+    const eager = children.length + 1 <= MAX_TRANSACTION_ITEMS;
     const run: RunRecord = {
       dagId: input.dagId,
       runId: input.runId,
@@ -591,12 +596,12 @@ export class DynamoStateStore implements StateStore {
       logicalDate: input.logicalDate.toISOString(),
       conf: input.conf,
       taskCount: input.tasks.length,
-      tasksWritten: inline,
+      tasksWritten: eager,
       createdAt: at,
       startTime: null,
       endTime: null,
     };
-    const { startTime: _s, endTime: _e, conf, ...stored } = run;
+    const { startTime: _s, endTime: _e, conf, tasksWritten: _w, ...stored } = run;
     const runItem = {
       ...keys.run(input.dagId, input.runId),
       type: 'RUN',
@@ -606,38 +611,123 @@ export class DynamoStateStore implements StateStore {
       progressShards: progressShardCount(input.tasks.length),
       gsi1pk: `RUNS#${input.dagId}`,
       gsi1sk: `${run.logicalDate}#${input.runId}`,
-      // A run waiting for its tasks to be written, or for a slot, is in the reaper's index.
-      ...runDueKeys(input.dagId, input.runId, inline ? 'RUNQ' : 'CREATE', at),
-      ...(inline ? queuedRunKeys(input.dagId, run.logicalDate, input.runId) : {}),
+      // Until its tasks are known to be written, a run is in the reaper's creation index.
+      ...runDueKeys(input.dagId, input.runId, 'CREATE', at),
+      // A small run: its creator writes its tasks next, under a creation lease taken here, and
+      // its start (or confirmRunTasks) sets `tasksWritten`. No `tasksWritten: false`, so the
+      // stream does not hand it to the large runs' writer. A large run: writeRunTasks writes
+      // the rest, off the request path.
+      ...(eager
+        ? {
+            eager: true,
+            creatorToken: EAGER_CREATOR,
+            creatorUntil: new Date(
+              input.at.getTime() + CREATION_LEASE_SECONDS * 1000,
+            ).toISOString(),
+          }
+        : { tasksWritten: false }),
     };
-    const onlyOnce = { ConditionExpression: 'attribute_not_exists(pk)' };
     try {
-      if (inline) {
-        // Small runs: everything in one atomic write, guarded by the run item's absence.
-        await aws('createRun', () =>
-          this.db.send(
-            new TransactWriteCommand({
-              TransactItems: [
-                { Put: { TableName: this.table, Item: runItem, ...onlyOnce } },
-                ...children.map((Item) => ({ Put: { TableName: this.table, Item } })),
-              ],
-            }),
-          ),
-        );
-      } else {
-        // Large runs: the run item alone (the one conditional write that decides who creates
-        // the run); writeRunTasks writes the rest, off the request path.
-        await aws('createRun', () =>
-          this.db.send(new PutCommand({ TableName: this.table, Item: runItem, ...onlyOnce })),
-        );
-      }
-      return { run, created: true };
+      // The one conditional write that decides who creates the run.
+      await aws('createRun', () =>
+        this.db.send(
+          new PutCommand({
+            TableName: this.table,
+            Item: runItem,
+            ConditionExpression: 'attribute_not_exists(pk)',
+          }),
+        ),
+      );
     } catch (e) {
       if (!(e instanceof ConflictError)) throw e;
       const existing = await this.getRun(input.dagId, input.runId);
       if (!existing) throw e;
       return { run: existing, created: false };
     }
+    // Plain puts: a transaction would bill every item twice, and nothing else writes these items
+    // while the creation lease holds. A creator that dies here leaves the run to the reaper,
+    // whose repair writes only the items still missing (writeRunTasks).
+    if (eager) await this.#batchPut(children);
+    return { run, created: true };
+  }
+
+  async confirmRunTasks(dagId: string, runId: string, verify: boolean): Promise<boolean> {
+    const key = keys.run(dagId, runId);
+    const run = await this.#get(key);
+    if (!run) return false;
+    if (run.tasksWritten !== undefined || run.eager !== true) return run.tasksWritten !== false;
+    if (verify) {
+      // Every task instance and progress shard its creator meant to write, or more (instances
+      // of mapped tasks, if the run has started).
+      const wanted = num(run.taskCount) + num(run.progressShards);
+      let found = 0;
+      let start: Record<string, unknown> | undefined;
+      do {
+        const res = await aws('confirmRunTasks', () =>
+          this.db.send(
+            new QueryCommand({
+              TableName: this.table,
+              KeyConditionExpression: 'pk = :p',
+              FilterExpression: 'begins_with(sk, :t) OR begins_with(sk, :g)',
+              ExpressionAttributeValues: { ':p': key.pk, ':t': 'TI#', ':g': 'PROGRESS#' },
+              Select: 'COUNT',
+              ConsistentRead: true,
+              ExclusiveStartKey: start,
+            }),
+          ),
+        );
+        found += res.Count ?? 0;
+        start = res.LastEvaluatedKey;
+      } while (start);
+      if (found < wanted) return false;
+    }
+    return (
+      (await this.#markWritten(
+        dagId,
+        runId,
+        run.status as RunStatus,
+        String(run.logicalDate),
+        // It has waited for a slot since its creation.
+        String(run.createdAt),
+      )) === 'written'
+    );
+  }
+
+  /** Sets `tasksWritten` of a run whose tasks are written, and moves it to the queued index. */
+  async #markWritten(
+    dagId: string,
+    runId: string,
+    status: RunStatus,
+    logicalDate: string,
+    since: string,
+    token?: string,
+  ): Promise<'written' | 'busy'> {
+    const key = keys.run(dagId, runId);
+    const done = new Update()
+      .set('tasksWritten', true)
+      .set('eager', null)
+      .set('creatorToken', null)
+      .set('creatorUntil', null);
+    if (status === 'queued') {
+      for (const [k, v] of Object.entries({
+        ...runDueKeys(dagId, runId, 'RUNQ', since),
+        ...queuedRunKeys(dagId, logicalDate, runId),
+      }))
+        done.set(k, v);
+    } else {
+      done.set('gsi2pk', null).set('gsi2sk', null);
+    }
+    const cond =
+      token === undefined
+        ? `attribute_not_exists(${done.name('tasksWritten')}) AND ${done.name('eager')} = ${done.value(true)}`
+        : `${done.name('creatorToken')} = ${done.value(token)}`;
+    try {
+      await this.#update(done.input(this.table, key, cond), `tasks written ${runId}`);
+    } catch (e) {
+      if (!(e instanceof ConflictError)) throw e;
+      return (e.current as Item | undefined)?.tasksWritten === true ? 'written' : 'busy';
+    }
+    return 'written';
   }
 
   async writeRunTasks(
@@ -650,42 +740,41 @@ export class DynamoStateStore implements StateStore {
       .set('creatorToken', lease.token)
       .set('creatorUntil', new Date(lease.now.getTime() + lease.seconds * 1000).toISOString());
     const until = take.name('creatorUntil');
-    const cond = `${take.name('tasksWritten')} = ${take.value(false)} AND (attribute_not_exists(${until}) OR ${until} < ${take.value(now)})`;
+    const written = take.name('tasksWritten');
+    const unwritten = `(${written} = ${take.value(false)} OR (attribute_not_exists(${written}) AND ${take.name('eager')} = ${take.value(true)}))`;
+    const cond = `${unwritten} AND (attribute_not_exists(${until}) OR ${until} < ${take.value(now)})`;
+    let taken: Item;
     try {
-      await this.#update(take.input(this.table, key, cond), `creation lease ${input.runId}`);
-    } catch (e) {
-      if (!(e instanceof ConflictError)) throw e;
-      return (e.current as Item | undefined)?.tasksWritten === false ? 'busy' : 'written';
-    }
-    // Plain puts are safe here: no one else writes these items until the flag is set, and a
-    // writer that outlived its lease cannot exist (the lease is longer than its function's
-    // timeout).
-    await this.#batchPut(this.#runChildren(input));
-    const done = new Update()
-      .set('tasksWritten', true)
-      .set('creatorToken', null)
-      .set('creatorUntil', null)
-      .set('updatedAt', now);
-    const run = await this.getRun(input.dagId, input.runId);
-    if (run?.status === 'queued') {
-      for (const [k, v] of Object.entries({
-        ...runDueKeys(input.dagId, input.runId, 'RUNQ', now),
-        ...queuedRunKeys(input.dagId, run.logicalDate, input.runId),
-      }))
-        done.set(k, v);
-    } else {
-      done.set('gsi2pk', null).set('gsi2sk', null);
-    }
-    try {
-      await this.#update(
-        done.input(this.table, key, `${done.name('creatorToken')} = ${done.value(lease.token)}`),
-        `tasks written ${input.runId}`,
+      taken = await this.#update(
+        take.input(this.table, key, cond),
+        `creation lease ${input.runId}`,
       );
     } catch (e) {
       if (!(e instanceof ConflictError)) throw e;
-      return (e.current as Item | undefined)?.tasksWritten === true ? 'written' : 'busy';
+      const current = e.current as Item | undefined;
+      return current?.tasksWritten === false || current?.eager === true ? 'busy' : 'written';
     }
-    return 'written';
+    const children = this.#runChildren(input);
+    if (taken.eager === true) {
+      // A small run whose creator died: it may have written some items, and the run may even
+      // have started, so only the missing items are put.
+      await this.#putMissing(children);
+    } else {
+      // Plain puts are safe here: no one else writes these items until the flag is set, and a
+      // writer that outlived its lease cannot exist (the lease is longer than its function's
+      // timeout).
+      await this.#batchPut(children);
+    }
+    // Read again: the run may have been cancelled meanwhile, and leaves the queued index then.
+    const status = ((await this.#get(key))?.status ?? taken.status) as RunStatus;
+    return this.#markWritten(
+      input.dagId,
+      input.runId,
+      status,
+      String(taken.logicalDate),
+      now,
+      lease.token,
+    );
   }
 
   async findUnwrittenRuns(before: Date, limit: number): Promise<RunRecord[]> {
@@ -833,6 +922,14 @@ export class DynamoStateStore implements StateStore {
     if (to !== 'queued')
       u.set('gsi2pk', null).set('gsi2sk', null).set('gsi3pk', null).set('gsi3sk', null);
     if (to === 'running') u.setIfAbsent('startTime', at.toISOString()).set('endTime', null);
+    // Only a run whose tasks are written starts, or ends counted by its progress (`clears`): the
+    // write that says so confirms a small run's tasks (createRun) at no cost of its own.
+    if (to === 'running' || options.clears !== undefined) {
+      u.set('tasksWritten', true)
+        .set('eager', null)
+        .set('creatorToken', null)
+        .set('creatorUntil', null);
+    }
     if (isTerminalRun(to)) u.set('endTime', at.toISOString());
     let cond = `${u.name('status')} IN (${from.map((s) => u.value(s)).join(', ')})`;
     if (options.clears !== undefined) {
@@ -2213,6 +2310,29 @@ export class DynamoStateStore implements StateStore {
     });
     const nextToken = encodeToken(res.LastEvaluatedKey);
     return { items: (res.Items ?? []).map(map), ...(nextToken ? { nextToken } : {}) };
+  }
+
+  /** Puts each item that does not exist yet, leaving those that do as they are. */
+  async #putMissing(items: Item[]): Promise<void> {
+    for (let i = 0; i < items.length; i += 10) {
+      await Promise.all(
+        items.slice(i, i + 10).map(async (Item) => {
+          try {
+            await aws('put missing', () =>
+              this.db.send(
+                new PutCommand({
+                  TableName: this.table,
+                  Item,
+                  ConditionExpression: 'attribute_not_exists(pk)',
+                }),
+              ),
+            );
+          } catch (e) {
+            if (!(e instanceof ConflictError)) throw e;
+          }
+        }),
+      );
+    }
   }
 
   async #batchPut(items: Item[]): Promise<void> {

@@ -141,6 +141,14 @@ export function triesSoFar(ti: { readonly attempt: number; readonly retryBase?: 
 /** The most of an error message an attempt's history entry keeps; the log has the rest. */
 export const HISTORY_ERROR_CHARS = 200;
 
+/**
+ * How long a writer of a run's task instances holds it. Longer than any writer can live: the
+ * writers are the API and scheduler functions (creating a run), the advance function (5-minute
+ * timeout) and the reaper (2 minutes), and Lambda stops a function at its timeout, so a writer
+ * whose lease expired is gone for good.
+ */
+export const CREATION_LEASE_SECONDS = 6 * 60;
+
 /** The most of an error message a task instance keeps; the log has the rest. */
 export const MAX_ERROR_CHARS = 2000;
 

@@ -357,6 +357,8 @@ export function stateStoreContract(
           startTime: null,
           endTime: null,
         });
+        // Its creator wrote every item; the stored flag may wait for the run's start, or this.
+        expect(await store.confirmRunTasks(dagId, run.runId, true)).toBe(true);
         expect(await store.getRun(dagId, run.runId)).toEqual(run);
         const tis = await store.listTaskInstances(dagId, run.runId);
         expect(tis.map((t) => [t.taskId, t.status, t.attempt, t.upstreamCount])).toEqual([
@@ -503,6 +505,7 @@ export function stateStoreContract(
       it('a small run, or one that does not exist, needs no writing', async () => {
         const input = newRun(2);
         await store.createRun(input);
+        expect(await store.confirmRunTasks(dagId, input.runId, false)).toBe(true);
         expect(await store.writeRunTasks(input, { token: 'w', seconds: 360, now: t0 })).toBe(
           'written',
         );
@@ -695,6 +698,7 @@ export function stateStoreContract(
         [['running', 'success'], 'cancelled'],
       ])('refuses the transition %j → %s, changing nothing', async (from, to) => {
         const { run } = await store.createRun(newRun(1));
+        await store.confirmRunTasks(dagId, run.runId, false);
         await expect(
           store.transitionRun(dagId, run.runId, from, to, later(1)),
         ).rejects.toBeInstanceOf(InvalidTransitionError);
@@ -808,11 +812,14 @@ export function stateStoreContract(
       it('lists the DAG queued runs oldest first, until they start', async () => {
         for (const d of [3, 1, 2, 4]) {
           const logicalDate = new Date(Date.UTC(2026, 2, d));
-          await store.createRun(
-            newRun(1, { logicalDate, runId: scheduledRunId(logicalDate), at: later(d) }),
-          );
+          const runId = scheduledRunId(logicalDate);
+          await store.createRun(newRun(1, { logicalDate, runId, at: later(d) }));
+          // As its creator does when the run must wait for a slot.
+          await store.confirmRunTasks(dagId, runId, false);
         }
-        await store.createRun({ ...newRun(1), dagId: `${dagId}-other`, at: later(10) });
+        const other = { ...newRun(1), dagId: `${dagId}-other`, at: later(10) };
+        await store.createRun(other);
+        await store.confirmRunTasks(other.dagId, other.runId, false);
         const started = scheduledRunId(new Date(Date.UTC(2026, 2, 1)));
         await store.transitionRun(dagId, started, ['queued'], 'running', t0);
         const cancelled = scheduledRunId(new Date(Date.UTC(2026, 2, 4)));
@@ -836,6 +843,7 @@ export function stateStoreContract(
           const { run } = await store.createRun(
             newRun(1, { logicalDate: new Date(Date.UTC(2026, 0, 1, 0, i)) }),
           );
+          await store.confirmRunTasks(dagId, run.runId, false);
           if (i < 29) await store.transitionRun(dagId, run.runId, ['queued'], 'running', t0);
         }
         const [next, ...rest] = await store.listQueuedRuns(dagId, 1);

@@ -1,4 +1,4 @@
-import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { DynamoStateStore } from '../../adapters/aws/dynamodb.ts';
 import { tableKeys } from '../../adapters/aws/table.ts';
@@ -88,12 +88,89 @@ describe('large runs are written resumably', () => {
   });
 });
 
+describe('small runs are written by their creator, without a transaction', () => {
+  /** The state a creator that died halfway through its batch leaves: some items missing. */
+  async function dropItems(runId: string, ...sks: string[]) {
+    for (const sk of sks) {
+      await localClients().dynamodb.send(
+        new DeleteCommand({ TableName: table, Key: { pk: tableKeys.run(dagId, runId).pk, sk } }),
+      );
+    }
+  }
+
+  it('its start confirms its tasks at no extra write; until then the reaper can find it', async () => {
+    const input = newRun(3);
+    const { run, created } = await store.createRun(input);
+    expect(created).toBe(true);
+    expect(run.tasksWritten).toBe(true);
+    expect(await store.listTaskInstances(dagId, run.runId)).toHaveLength(3);
+    // Stored unconfirmed: in the creation index, not yet in the DAG's queue.
+    expect((await store.getRun(dagId, run.runId))?.tasksWritten).toBe(false);
+    expect((await store.findUnwrittenRuns(later(1), 10)).map((r) => r.runId)).toEqual([run.runId]);
+    expect(await store.listQueuedRuns(dagId, 5)).toEqual([]);
+    await store.transitionRun(dagId, run.runId, ['queued'], 'running', later(1));
+    expect((await store.getRun(dagId, run.runId))?.tasksWritten).toBe(true);
+    expect(await store.findUnwrittenRuns(later(3600), 10)).toEqual([]);
+  });
+
+  it('a repeat finds whether every item is there before it says so', async () => {
+    const input = newRun(3);
+    await store.createRun(input);
+    await dropItems(input.runId, 'TI#t2');
+    expect(await store.confirmRunTasks(dagId, input.runId, true)).toBe(false);
+    expect((await store.getRun(dagId, input.runId))?.tasksWritten).toBe(false);
+    await dropItems(input.runId, 'PROGRESS#00');
+    const again = newRun(3, input.runId);
+    await store.createRun(again);
+    expect((await store.createRun(again)).created).toBe(false);
+    expect(await store.confirmRunTasks(dagId, input.runId, true)).toBe(false);
+  });
+
+  it('a creator that died halfway: after its lease, the missing items are written, the others kept', async () => {
+    const input = newRun(3);
+    await store.createRun(input);
+    // The creator queued t0 (its start had begun), and t1 and the progress shard never landed.
+    const t0key = { dagId, runId: input.runId, taskId: 't0' };
+    const ti = await store.getTaskInstance(t0key);
+    if (!ti) throw new Error('no t0');
+    await store.transitionTask(t0key, queueTask(ti, later(1)));
+    await dropItems(input.runId, 'TI#t1', 'PROGRESS#00');
+    // Its creation lease holds for 6 minutes from its creation.
+    expect(await store.writeRunTasks(input, { token: 'w1', seconds: 360, now: later(359) })).toBe(
+      'busy',
+    );
+    expect(await store.listTaskInstances(dagId, input.runId)).toHaveLength(2);
+    expect(await store.writeRunTasks(input, { token: 'w2', seconds: 360, now: later(361) })).toBe(
+      'written',
+    );
+    const tis = await store.listTaskInstances(dagId, input.runId);
+    expect(tis.map((t) => [t.taskId, t.status])).toEqual([
+      ['t0', 'queued'],
+      ['t1', 'pending'],
+      ['t2', 'pending'],
+    ]);
+    // The progress shard is back, counting from zero.
+    await store.recordTaskFinished(t0key, true, 3, 0);
+    await store.recordTaskFinished({ ...t0key, taskId: 't1' }, true, 3, 0);
+    expect(await store.recordTaskFinished({ ...t0key, taskId: 't2' }, true, 3, 0)).toMatchObject({
+      total: 3,
+      finished: 3,
+    });
+    const run = await store.getRun(dagId, input.runId);
+    expect(run?.tasksWritten).toBe(true);
+    // Written and still queued: it waits in the DAG's queue, out of the creation index.
+    expect((await store.listQueuedRuns(dagId, 5)).map((r) => r.runId)).toEqual([input.runId]);
+    expect(await store.findUnwrittenRuns(later(3600), 10)).toEqual([]);
+  });
+});
+
 describe('queued runs', () => {
   it('are found with one read, however many runs the DAG has had', async () => {
     for (let i = 0; i < 30; i++) {
       const { run } = await store.createRun(
         newRun(1, undefined, { logicalDate: new Date(Date.UTC(2026, 0, 1, 0, i)) }),
       );
+      await store.confirmRunTasks(dagId, run.runId, false);
       if (i < 29) await store.transitionRun(dagId, run.runId, ['queued'], 'running', t0);
     }
     const [next, ...rest] = await store.listQueuedRuns(dagId, 1);
