@@ -6,6 +6,7 @@ import type { TaskInstanceRecord, TaskKey, TaskMessage } from '../core/ports.ts'
 import {
   countUpstream,
   nextStep,
+  progressEntry,
   runOutcome,
   type UpstreamCounts,
 } from '../core/readiness/index.ts';
@@ -39,7 +40,8 @@ function afterOnly(
  */
 export async function advance(
   deps: Deps,
-  key: TaskKey,
+  /** With `uncounted` as its task instance has it: how its end enters the run's progress. */
+  key: TaskKey & { readonly uncounted?: boolean | undefined },
   status: TaskStatus,
   dagVersion: number,
   generation = 0,
@@ -73,6 +75,14 @@ export async function advance(
   }
   const { dag, graph, tasks } = await loadDag(deps, key.dagId, dagVersion);
   const downstream = graph.downstream.get(key.taskId) ?? [];
+  const entry = progressEntry(
+    key.uncounted === true,
+    status === 'success' || status === 'skipped',
+    generation,
+  );
+  // Counted before any downstream task can run on it: a task that runs on a failure (rule
+  // all_done, …) may be the last to end, and must find the run unable to succeed.
+  if (entry === 'extra') await finish(deps, key, status, generation, dag, true);
   // A mapped task, as it stands (read once): a failed or cancelled one that did not end by its
   // instances' ends stops those still running; one that expanded weighs its instances downstream.
   const mapped =
@@ -180,7 +190,15 @@ export async function advance(
             });
           // Inline, not by the resolution's own stream record (which is filtered out): a chain
           // of skips costs no stream hop per task.
-          if (resolved) await advance(deps, dk, decision, dagVersion, resolved.generation);
+          if (resolved) {
+            await advance(
+              deps,
+              { ...dk, uncounted: resolved.uncounted },
+              decision,
+              dagVersion,
+              resolved.generation,
+            );
+          }
         }
       }),
     );
@@ -195,7 +213,7 @@ export async function advance(
     await deps.dispatcher.dispatch(messages);
   }
 
-  await finish(deps, key, status, generation, dag);
+  if (entry === 'count') await finish(deps, key, status, generation, dag);
   for (const t of again) {
     await advance(deps, t, t.status, dagVersion, t.generation, { walked });
   }
@@ -227,6 +245,7 @@ async function finish(
   status: TaskStatus,
   generation: number,
   dag: Dag,
+  extra = false,
 ): Promise<void> {
   const now = deps.clock();
   const progress = await deps.store.recordTaskFinished(
@@ -234,6 +253,7 @@ async function finish(
     status === 'success' || status === 'skipped',
     dag.tasks.length,
     generation,
+    extra,
   );
   if (progress && runOutcome(progress) !== 'running') {
     await injectFault(deps, dag, 'advance.before-run-end', key);

@@ -2,7 +2,14 @@ import type { Task } from '../core/dag/schema.ts';
 import { ConflictError, NotFoundError, ValidationError } from '../core/errors.ts';
 import { instanceId } from '../core/mapping/index.ts';
 import type { ClearPlan, RunRecord, TaskInstanceRecord, TaskMessage } from '../core/ports.ts';
-import { addCounts, addOutcome, counterFor, NO_COUNTS, nextStep } from '../core/readiness/index.ts';
+import {
+  addCounts,
+  addOutcome,
+  counterFor,
+  NO_COUNTS,
+  nextStep,
+  progressEntry,
+} from '../core/readiness/index.ts';
 import {
   attemptSummary,
   hasTriedSinceClear,
@@ -108,14 +115,18 @@ export async function clearTasks(
     .filter(
       (t): t is TaskInstanceRecord =>
         t !== undefined &&
-        t.advanceInline === true &&
+        // An uncounted task's failure too, however it is advanced: the clear's compensation
+        // for its old outcome (ClearPlan oldSucceeded) assumes the total it raises is raised.
+        (t.advanceInline === true || progressEntryOf(t) === 'extra') &&
         isTerminalTask(t.status) &&
+        progressEntryOf(t) !== 'none' &&
         !done.has(`${t.taskId}#${t.generation}`),
     );
   if (unsettled.length > 0) {
     for (const t of unsettled) {
       const ok = t.status === 'success' || t.status === 'skipped';
-      await deps.store.recordTaskFinished(t, ok, dag.tasks.length, t.generation);
+      const extra = progressEntryOf(t) === 'extra';
+      await deps.store.recordTaskFinished(t, ok, dag.tasks.length, t.generation, extra);
     }
     // Read again, as the clear is conditioned on what it read (the run, the counts).
     run = (await deps.store.getRun(dagId, runId)) ?? run;
@@ -362,4 +373,13 @@ function topologicalOrder(
     }
   }
   return out;
+}
+
+/** How a task instance's end enters its run's progress (core/readiness progressEntry). */
+function progressEntryOf(t: TaskInstanceRecord) {
+  return progressEntry(
+    t.uncounted === true,
+    t.status === 'success' || t.status === 'skipped',
+    t.generation,
+  );
 }

@@ -5,6 +5,7 @@ import { type Dag, ID_PATTERN, LAMBDA_MAX_TIMEOUT_SECONDS } from '../core/dag/sc
 import { type ValidationResult, validateDagText } from '../core/dag/validate.ts';
 import { type Issue, NotFoundError, ValidationError } from '../core/errors.ts';
 import type { DagVersionRecord } from '../core/ports.ts';
+import { uncountedTasks } from '../core/readiness/index.ts';
 import { catchUp } from './catchup.ts';
 import type { Deps } from './deps.ts';
 import { missingPools, type Warning } from './pools.ts';
@@ -14,6 +15,8 @@ export interface LoadedDag {
   readonly dag: Dag;
   readonly graph: TaskGraph;
   readonly tasks: ReadonlyMap<string, Dag['tasks'][number]>;
+  /** The tasks whose success its runs' progress does not count (core/readiness). */
+  readonly uncounted: ReadonlySet<string>;
 }
 
 // A DAG version never changes, so a container keeps each one it has read. Bounded, oldest out.
@@ -42,6 +45,7 @@ export async function loadDag(deps: Deps, dagId: string, version: number): Promi
     dag: r.dag,
     graph: r.graph,
     tasks: new Map(r.dag.tasks.map((t) => [t.taskId, t])),
+    uncounted: uncountedTasks(r.dag.tasks, r.graph),
   };
   cache.set(id, loaded);
   if (cache.size > CACHE_SIZE) cache.delete(cache.keys().next().value as string);

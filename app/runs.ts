@@ -61,6 +61,7 @@ function newRunInput(
     tasks: loaded.dag.tasks.map((t) => ({
       taskId: t.taskId,
       upstreamCount: loaded.graph.upstream.get(t.taskId)?.length ?? 0,
+      ...(loaded.uncounted.has(t.taskId) ? { uncounted: true } : {}),
     })),
   };
 }

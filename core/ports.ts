@@ -133,7 +133,12 @@ export interface NewRun {
   readonly logicalDate: Date;
   readonly conf: Readonly<Record<string, unknown>>;
   /** Every task of the DAG version, with how many upstream tasks it has. */
-  readonly tasks: readonly { readonly taskId: string; readonly upstreamCount: number }[];
+  readonly tasks: readonly {
+    readonly taskId: string;
+    readonly upstreamCount: number;
+    /** Its end is not counted in the run's progress (core/readiness uncountedTasks). */
+    readonly uncounted?: boolean;
+  }[];
   readonly at: Date;
 }
 
@@ -174,6 +179,11 @@ export interface TaskInstanceRecord extends TaskKey, TaskInstanceState {
   readonly log?: string | null;
   readonly logAttempt?: number | null;
   /** The last write was an outcome whose writer advances readiness itself (core/state). */
+  /**
+   * Its end is not counted in the run's progress unless it fails or a clear reopened it (core/
+   * readiness progressEntry). Set at the run's creation; absent on runs created before.
+   */
+  readonly uncounted?: boolean;
   readonly advanceInline?: boolean;
   /**
    * Dynamic mapping (core/mapping). On a mapped task's own instance: the attempt that expanded
@@ -364,6 +374,8 @@ export interface StateStore {
     succeeded: boolean,
     taskCount: number,
     generation: number,
+    /** An end beyond the total set at creation (progressEntry `extra`): raises the total too. */
+    extra?: boolean,
   ): Promise<(RunProgress & { readonly clears: number }) | undefined>;
 
   /**

@@ -60,6 +60,7 @@ async function handle(r: DynamoDBRecord) {
       ...(typeof now.mapAttempt === 'number' && typeof now.mapLength === 'number'
         ? { mapAttempt: now.mapAttempt, mapLength: now.mapLength }
         : {}),
+      ...(now.uncounted === true ? { uncounted: true } : {}),
     };
     await advance(deps, key, status, Number(now.dagVersion), Number(now.generation ?? 0));
     logger.debug('advanced', { ...key, status });

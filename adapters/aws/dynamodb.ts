@@ -194,6 +194,7 @@ export function toTask(i: Item): TaskInstanceRecord {
     outputKey: str(i.outputKey),
     ...(typeof i.log === 'string' ? { log: i.log, logAttempt: num(i.logAttempt) } : {}),
     ...(i.advanceInline === true ? { advanceInline: true } : {}),
+    ...(i.uncounted === true ? { uncounted: true } : {}),
     ...(Array.isArray(i.history) ? { history: i.history as AttemptSummary[] } : {}),
     ...(Array.isArray(i.gates) && i.gates.length > 0 ? { gates: i.gates as string[] } : {}),
     ...(typeof i.parked === 'string' ? { parked: i.parked } : {}),
@@ -717,15 +718,35 @@ export class DynamoStateStore implements StateStore {
     } else {
       done.set('gsi2pk', null).set('gsi2sk', null);
     }
-    const cond =
+    const held =
       token === undefined
         ? `attribute_not_exists(${done.name('tasksWritten')}) AND ${done.name('eager')} = ${done.value(true)}`
         : `${done.name('creatorToken')} = ${done.value(token)}`;
+    // The queue's entries only for a run still queued: one cancelled since it was read must not
+    // wait in the DAG's queue, ahead of the runs that do.
+    const cond =
+      status === 'queued' ? `${held} AND ${done.name('status')} = ${done.value('queued')}` : held;
     try {
       await this.#update(done.input(this.table, key, cond), `tasks written ${runId}`);
     } catch (e) {
       if (!(e instanceof ConflictError)) throw e;
-      return (e.current as Item | undefined)?.tasksWritten === true ? 'written' : 'busy';
+      const current = e.current as Item | undefined;
+      if (current?.tasksWritten === true) return 'written';
+      const stillHeld =
+        token === undefined
+          ? current?.tasksWritten === undefined && current?.eager === true
+          : current?.creatorToken === token;
+      if (status === 'queued' && stillHeld && current && current.status !== 'queued') {
+        return this.#markWritten(
+          dagId,
+          runId,
+          current.status as RunStatus,
+          logicalDate,
+          since,
+          token,
+        );
+      }
+      return 'busy';
     }
     return 'written';
   }
@@ -792,7 +813,7 @@ export class DynamoStateStore implements StateStore {
     const totals = new Array<number>(shards).fill(0);
     const children: Item[] = input.tasks.map((t) => {
       const shard = progressShard(t.taskId, shards);
-      totals[shard] = (totals[shard] ?? 0) + 1;
+      if (!t.uncounted) totals[shard] = (totals[shard] ?? 0) + 1;
       return {
         ...keys.task(input.dagId, input.runId, t.taskId),
         type: 'TI',
@@ -807,6 +828,7 @@ export class DynamoStateStore implements StateStore {
         cFailed: 0,
         cUpstreamFailed: 0,
         cSkipped: 0,
+        ...(t.uncounted ? { uncounted: true } : {}),
         createdAt: at,
       };
     });
@@ -1819,12 +1841,14 @@ export class DynamoStateStore implements StateStore {
     succeeded: boolean,
     taskCount: number,
     generation: number,
+    extra = false,
   ): Promise<(RunProgress & { clears: number }) | undefined> {
     // The same pure function createRun used: no read of the run item needed.
     const shard = progressShard(key.taskId, progressShardCount(taskCount));
     const entry = `${key.taskId}#${generation}`;
-    const u = new Update()
-      .add('finished', 1)
+    const u = new Update();
+    if (extra) u.add('total', 1);
+    u.add('finished', 1)
       .add('succeeded', succeeded ? 1 : 0)
       .add('doneTasks', new Set([entry]));
     const done = u.name('doneTasks');

@@ -122,6 +122,7 @@ interface TaskState {
   log?: string | null;
   logAttempt?: number | null;
   advanceInline?: boolean;
+  uncounted?: boolean;
   history?: AttemptSummary[];
   /** The deadline index (gsi2 in the table): present exactly while the task waits for one. */
   due: { kind: DueKind; at: string } | undefined;
@@ -226,6 +227,7 @@ function toTask(t: TaskState): TaskInstanceRecord {
     outputKey: t.outputKey,
     ...(typeof t.log === 'string' ? { log: t.log, logAttempt: t.logAttempt ?? 0 } : {}),
     ...(t.advanceInline ? { advanceInline: true } : {}),
+    ...(t.uncounted ? { uncounted: true } : {}),
     ...(t.history ? { history: t.history.map((h) => ({ ...h })) } : {}),
     ...(t.gates ? { gates: [...t.gates] } : {}),
     ...(t.parked ? { parked: t.parked } : {}),
@@ -899,12 +901,14 @@ export class MemoryStateStore implements StateStore {
     succeeded: boolean,
     taskCount: number,
     generation: number,
+    extra = false,
   ): Promise<(RunProgress & { clears: number }) | undefined> {
     const shard = progressShard(key.taskId, progressShardCount(taskCount));
     const p = this.#progress.get(runKey(key.dagId, key.runId))?.get(shard);
     if (!p) throw notFound('recordTaskFinished');
     const entry = `${key.taskId}#${generation}`;
     if (!p.done.has(entry)) {
+      if (extra) p.total += 1;
       p.finished += 1;
       p.succeeded += succeeded ? 1 : 0;
       p.done.add(entry);
@@ -1322,7 +1326,7 @@ export class MemoryStateStore implements StateStore {
     const tasks = this.#tasks.get(runKey(input.dagId, input.runId)) ?? new Map<string, TaskState>();
     for (const t of input.tasks) {
       const p = progress.get(progressShard(t.taskId, shards));
-      if (p) p.total += 1;
+      if (p && !t.uncounted) p.total += 1;
       tasks.set(t.taskId, {
         dagId: input.dagId,
         runId: input.runId,
@@ -1336,6 +1340,7 @@ export class MemoryStateStore implements StateStore {
         generation: 0,
         counts: { success: 0, failed: 0, upstreamFailed: 0, skipped: 0 },
         counted: new Set(),
+        ...(t.uncounted ? { uncounted: true } : {}),
         queuedAt: null,
         leaseExpiresAt: null,
         retryAt: null,

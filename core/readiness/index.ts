@@ -194,6 +194,56 @@ export function runOutcome(p: RunProgress): RunStatus {
 }
 
 /**
+ * The tasks whose end can never be a run's last: each has a downstream task that waits for it
+ * to end before it can itself end (its only upstream task, with a rule other than `always`, or
+ * the rule `all_done` with no other upstream branch), and that one ends before some task of the
+ * run does, or is counted. The
+ * run's progress counts the others' ends only, so a chain's run counts its last task alone:
+ * every task has ended once every counted task has. An uncounted task that does not succeed is
+ * counted all the same (progressEntry), for the run's outcome, and so is every end of one that
+ * a clear reopened.
+ */
+export function uncountedTasks(
+  tasks: readonly {
+    readonly taskId: string;
+    readonly triggerRule: TriggerRule;
+    readonly operator?: string;
+  }[],
+  graph: TaskGraph,
+): ReadonlySet<string> {
+  const rule = new Map(tasks.map((t) => [t.taskId, t.triggerRule]));
+  const branches = new Set(tasks.filter((t) => t.operator === 'branch').map((t) => t.taskId));
+  const out = new Set<string>();
+  for (const { taskId } of tasks) {
+    const waited = (graph.downstream.get(taskId) ?? []).some((d) => {
+      const r = rule.get(d);
+      const ups = graph.upstream.get(d) ?? [];
+      if (ups.length === 1) return r !== undefined && r !== 'always';
+      // A branch skips the tasks it did not choose whatever their rule (app/branch.ts): an
+      // `all_done` task with another upstream branch may end before this task does.
+      return r === 'all_done' && ups.every((u) => u === taskId || !branches.has(u));
+    });
+    if (waited) out.add(taskId);
+  }
+  return out;
+}
+
+/**
+ * How a task's end enters its run's progress: `count` (towards the total set at creation, or
+ * raised by the clear that reopened it), `extra` (an uncounted task that did not succeed: total
+ * and finished both go up, so the run cannot succeed, nor end sooner), or `none` (an uncounted
+ * success, never cleared).
+ */
+export function progressEntry(
+  uncounted: boolean,
+  succeeded: boolean,
+  generation: number,
+): 'count' | 'extra' | 'none' {
+  if (!uncounted || generation > 0) return 'count';
+  return succeeded ? 'none' : 'extra';
+}
+
+/**
  * Run progress is kept in shards, so that no single item is written once per task of a large run:
  * about 200 tasks a shard, at most 32 shards.
  */

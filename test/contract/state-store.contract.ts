@@ -1395,6 +1395,40 @@ export function stateStoreContract(
         expect(results.at(-1)).toEqual(final);
       });
 
+      it('leaves uncounted tasks out of the total; an extra end raises it, once', async () => {
+        // t0 → t1 → t2: t0 and t1 uncounted (core/readiness uncountedTasks).
+        const input = newRun(3);
+        const tasks = input.tasks.map((t) => ({ ...t, uncounted: t.taskId !== 't2' }));
+        const { run } = await store.createRun({ ...input, tasks });
+        expect((await task(key(run.runId, 't0'))).uncounted).toBe(true);
+        expect((await task(key(run.runId, 't2'))).uncounted).toBeUndefined();
+        // t0 failed: counted beyond the total, so the run can neither end sooner nor succeed.
+        expect(await store.recordTaskFinished(key(run.runId, 't0'), false, 3, 0, true)).toBe(
+          undefined,
+        );
+        expect(
+          await store.recordTaskFinished(key(run.runId, 't0'), false, 3, 0, true),
+        ).toBeUndefined();
+        expect(await store.recordTaskFinished(key(run.runId, 't2'), true, 3, 0)).toEqual({
+          total: 2,
+          finished: 2,
+          succeeded: 1,
+          clears: 0,
+        });
+        // Without t0's failure the total is t2 alone.
+        const other = newRun(3);
+        const { run: run2 } = await store.createRun({
+          ...other,
+          tasks: other.tasks.map((t) => ({ ...t, uncounted: t.taskId !== 't2' })),
+        });
+        expect(await store.recordTaskFinished(key(run2.runId, 't2'), true, 3, 0)).toEqual({
+          total: 1,
+          finished: 1,
+          succeeded: 1,
+          clears: 0,
+        });
+      });
+
       it('counts a task once per generation in its run progress', async () => {
         const { run } = await store.createRun(newRun(2));
         expect(await store.recordTaskFinished(key(run.runId, 't0'), true, 2, 0)).toBeUndefined();

@@ -4,6 +4,7 @@ import { api, putDagFile, uniqueDagId } from './stack.ts';
 
 interface DagList {
   dags: { dagId: string; latestVersion: number; schedule: unknown; nextRunTimes: string[] }[];
+  nextToken?: string;
 }
 interface ImportErrors {
   importErrors: {
@@ -14,8 +15,18 @@ interface ImportErrors {
   }[];
 }
 
+/** Every page of the list: an emulator used before holds DAGs from earlier runs too. */
 async function allDags(): Promise<DagList['dags']> {
-  return (await api.request<DagList>('GET', '/v1/dags?limit=100')).body.dags;
+  const dags: DagList['dags'] = [];
+  let token: string | undefined;
+  for (let page = 0; page < 100; page++) {
+    const query = token ? `&nextToken=${encodeURIComponent(token)}` : '';
+    const { body } = await api.request<DagList>('GET', `/v1/dags?limit=100${query}`);
+    dags.push(...body.dags);
+    token = body.nextToken;
+    if (!token) break;
+  }
+  return dags;
 }
 
 describe('DAG files uploaded under dags/', () => {

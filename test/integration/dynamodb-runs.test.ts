@@ -12,6 +12,7 @@ import {
   manualRunId,
   queueTask,
 } from '../../core/state/index.ts';
+import { createClients } from '../../adapters/aws/clients.ts';
 import { createTable, localClients, unique } from '../../localstack/resources.ts';
 
 /** The state store's run lifecycle against DynamoDB on the emulator: the defects' store side. */
@@ -124,6 +125,36 @@ describe('small runs are written by their creator, without a transaction', () =>
     await store.createRun(again);
     expect((await store.createRun(again)).created).toBe(false);
     expect(await store.confirmRunTasks(dagId, input.runId, true)).toBe(false);
+  });
+
+  it('a run cancelled while a repeat confirms it does not enter the DAG queue', async () => {
+    const input = newRun(2);
+    await store.createRun(input);
+    // A client of its own, whose count of the run's items lets a cancel land first: the
+    // confirm read the run `queued` before that.
+    const racing = createClients().dynamodb;
+    let cancelled = false;
+    racing.middlewareStack.add(
+      (next) => async (args) => {
+        const cmd = args.input as { Select?: string };
+        if (cmd.Select === 'COUNT' && !cancelled) {
+          cancelled = true;
+          await store.transitionRun(dagId, input.runId, ['queued'], 'cancelled', later(1));
+        }
+        return next(args);
+      },
+      { step: 'initialize', name: 'cancelMeanwhile' },
+    );
+    const confirming = new DynamoStateStore(racing, table);
+    expect(await confirming.confirmRunTasks(dagId, input.runId, true)).toBe(true);
+    expect(cancelled).toBe(true);
+    expect(await store.getRun(dagId, input.runId)).toMatchObject({
+      status: 'cancelled',
+      tasksWritten: true,
+    });
+    expect(await store.listQueuedRuns(dagId, 5)).toEqual([]);
+    expect(await store.findQueuedRunsBefore(later(3600), 10)).toEqual([]);
+    expect(await store.findUnwrittenRuns(later(3600), 10)).toEqual([]);
   });
 
   it('a creator that died halfway: after its lease, the missing items are written, the others kept', async () => {

@@ -138,7 +138,7 @@ class ObservedStore extends MemoryStateStore {
         // As the stream's filter sees it: the written item's flag, whatever the clear meant.
         const written = await super.getTaskInstance({ ...plan, taskId: t.taskId });
         this.#emit(
-          { ...plan, taskId: t.taskId, dagVersion },
+          { ...plan, taskId: t.taskId, dagVersion, uncounted: written?.uncounted },
           t.status,
           t.generation,
           written?.advanceInline === true,
@@ -153,13 +153,19 @@ class ObservedStore extends MemoryStateStore {
    * change nothing.
    */
   #emit(
-    key: TaskKey & { dagVersion: number },
+    key: TaskKey & { dagVersion: number; uncounted?: boolean | undefined },
     status: TaskStatus,
     generation: number,
     inline = false,
   ) {
     const event = {
-      key: { dagId: key.dagId, runId: key.runId, taskId: key.taskId },
+      // As the stream's image has it, `uncounted` included (lambdas/advance.ts).
+      key: {
+        dagId: key.dagId,
+        runId: key.runId,
+        taskId: key.taskId,
+        ...(key.uncounted ? { uncounted: true } : {}),
+      },
       status,
       dagVersion: key.dagVersion,
       generation,

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ManualClock, memoryDeps } from '../../adapters/memory/deps.ts';
 import { MemoryStateStore } from '../../adapters/memory/store.ts';
+import { advance } from '../../app/advance.ts';
 import { clearTasks } from '../../app/clear.ts';
 import { registerDag } from '../../app/dags.ts';
 import { reap } from '../../app/reaper.ts';
@@ -8,6 +9,7 @@ import { onRetryTimer } from '../../app/retries.ts';
 import { triggerRun } from '../../app/runs.ts';
 import { type ExecuteOptions, executeTask } from '../../app/tasks.ts';
 import type { RetryTimer, TaskMessage } from '../../core/ports.ts';
+import { claimTask, finishTask } from '../../core/state/index.ts';
 
 /**
  * The worker advances readiness from its own success (app/tasks.ts, app/advance.ts), continues
@@ -17,14 +19,30 @@ import type { RetryTimer, TaskMessage } from '../../core/ports.ts';
  * test/unit/app-properties.test.ts.
  */
 
-/** A store whose process dies (throws) at the n-th progress write: after outcomes and counts. */
+/**
+ * A store whose process dies (throws) before the n-th write of a kind: a count of an upstream
+ * outcome on a downstream task, or an attempt's outcome.
+ */
 class DyingStore extends MemoryStateStore {
-  progressWritesBeforeDeath = Number.POSITIVE_INFINITY;
-  override async recordTaskFinished(
-    ...args: Parameters<MemoryStateStore['recordTaskFinished']>
-  ): ReturnType<MemoryStateStore['recordTaskFinished']> {
-    if (this.progressWritesBeforeDeath-- <= 0) throw new Error('the process died');
-    return super.recordTaskFinished(...args);
+  countsBeforeDeath = Number.POSITIVE_INFINITY;
+  outcomesBeforeDeath = Number.POSITIVE_INFINITY;
+  override async recordUpstreamOutcome(
+    ...args: Parameters<MemoryStateStore['recordUpstreamOutcome']>
+  ): ReturnType<MemoryStateStore['recordUpstreamOutcome']> {
+    if (this.countsBeforeDeath-- <= 0) throw new Error('the process died');
+    return super.recordUpstreamOutcome(...args);
+  }
+  override async transitionTask(
+    ...args: Parameters<MemoryStateStore['transitionTask']>
+  ): ReturnType<MemoryStateStore['transitionTask']> {
+    if (args[1].event === 'finish' && this.outcomesBeforeDeath-- <= 0) {
+      throw new Error('the process died');
+    }
+    return super.transitionTask(...args);
+  }
+  revive() {
+    this.countsBeforeDeath = Number.POSITIVE_INFINITY;
+    this.outcomesBeforeDeath = Number.POSITIVE_INFINITY;
   }
 }
 
@@ -158,46 +176,51 @@ describe('a write whose answer is lost', () => {
 
 describe('a worker that dies after its success', () => {
   it('leaves its message to come back, and that delivery finishes readiness and the run', async () => {
-    const { deps, store, statuses, runStatus } = await setup(chain(2));
+    const { deps, store, statuses, runStatus, drain } = await setup(chain(2));
     const [t0] = deps.dispatcher.takeAll() as [TaskMessage];
-    store.progressWritesBeforeDeath = 0; // dies after t0's outcome, t1's queue and its send
-    await expect(executeTask(deps, t0, worker())).rejects.toThrow('the process died');
-    store.progressWritesBeforeDeath = Number.POSITIVE_INFINITY;
-    await executeTask(deps, deps.dispatcher.take() as TaskMessage, worker());
+    store.countsBeforeDeath = 0; // dies after t0's outcome, before counting it on t1
+    await expect(executeTask(deps, t0, worker({ continuations: 8 }))).rejects.toThrow('died');
+    store.revive();
+    expect(await statuses()).toEqual([
+      ['t0', 'success', 1],
+      ['t1', 'pending', 0],
+    ]);
+    expect(await runStatus()).toBe('running');
+    // The message was never deleted: it comes back. Its claim is refused, and it advances.
+    expect(await executeTask(deps, t0, worker())).toBe('not_claimed');
+    expect(deps.dispatcher.waiting.map((m) => m.taskId)).toEqual(['t1']);
+    await drain(worker());
     expect(await statuses()).toEqual([
       ['t0', 'success', 1],
       ['t1', 'success', 1],
     ]);
-    // Every task succeeded, but t0 was never counted in the run's progress: the run is open.
-    expect(await runStatus()).toBe('running');
-    // The message was never deleted: it comes back. Its claim is refused, and it advances.
-    expect(await executeTask(deps, t0, worker())).toBe('not_claimed');
     expect(await runStatus()).toBe('success');
     expect(deps.dispatcher.waiting).toEqual([]);
   });
 
   it('in a continued task: the first message’s return finishes the continued task’s readiness', async () => {
-    const { deps, store, runStatus, statuses } = await setup(chain(3));
+    const { deps, store, runStatus, statuses, drain } = await setup(chain(3));
     const [t0] = deps.dispatcher.takeAll() as [TaskMessage];
-    // Dies at t1's progress write: t1 (continued, no message of its own) succeeded, unadvanced.
-    // Continuing into t2 is not allowed: t1's advance queues t2 and sends its message.
-    store.progressWritesBeforeDeath = 1;
+    // t0 continues into t1 (counted and claimed in one write); t1 may not continue, and dies
+    // before counting its success on t2: t1 (no message of its own) succeeded, unadvanced.
+    store.countsBeforeDeath = 1;
     await expect(executeTask(deps, t0, worker({ continuations: 1 }))).rejects.toThrow('died');
-    store.progressWritesBeforeDeath = Number.POSITIVE_INFINITY;
-    expect(deps.dispatcher.sent.map((m) => m.taskId)).toEqual(['t0', 't2']);
+    store.revive();
+    expect(deps.dispatcher.sent.map((m) => m.taskId)).toEqual(['t0']);
     expect(await statuses()).toEqual([
       ['t0', 'success', 1],
       ['t1', 'success', 1],
-      ['t2', 'queued', 1],
+      ['t2', 'pending', 0],
     ]);
-    // t1 was never counted in the run's progress: the first message's return walks t0 → t1
-    // (a success advanced inline) and counts it; t2's message is sent again (SQS drops the copy).
+    // The first message's return walks t0 → t1 (a success advanced inline) and advances it.
     expect(await executeTask(deps, t0, worker({ continuations: 8 }))).toBe('not_claimed');
-    expect(deps.dispatcher.waiting.map((m) => m.taskId)).toEqual(['t2', 't2']);
-    await executeTask(deps, deps.dispatcher.take() as TaskMessage, worker());
-    expect(await executeTask(deps, deps.dispatcher.take() as TaskMessage, worker())).toBe(
-      'not_claimed',
-    );
+    expect(deps.dispatcher.waiting.map((m) => m.taskId)).toEqual(['t2']);
+    await drain(worker());
+    expect(await statuses()).toEqual([
+      ['t0', 'success', 1],
+      ['t1', 'success', 1],
+      ['t2', 'success', 1],
+    ]);
     expect(await runStatus()).toBe('success');
   });
 
@@ -208,18 +231,18 @@ describe('a worker that dies after its success', () => {
       clock,
     );
     const [t0] = deps.dispatcher.takeAll() as [TaskMessage];
-    // Dies at t1's progress write, after the write that counted t1's success into t2 also
+    // Dies before t2's outcome, after the write that counted t1's success into t2 also
     // claimed t2 for this worker (a chain edge continued: one write, no message).
-    store.progressWritesBeforeDeath = 1;
+    store.outcomesBeforeDeath = 2;
     await expect(executeTask(deps, t0, worker({ continuations: 8 }))).rejects.toThrow('died');
-    store.progressWritesBeforeDeath = Number.POSITIVE_INFINITY;
+    store.revive();
     expect(deps.dispatcher.sent.map((m) => m.taskId)).toEqual(['t0']);
     expect(await statuses()).toEqual([
       ['t0', 'success', 1],
       ['t1', 'success', 1],
       ['t2', 'running', 1],
     ]);
-    // The message's return counts t1 in the run's progress; t2 is running: nothing to send.
+    // The message's return walks t0 → t1; t2 is running: nothing to send.
     expect(await executeTask(deps, t0, worker({ continuations: 8 }))).toBe('not_claimed');
     expect(deps.dispatcher.waiting).toEqual([]);
     expect(await runStatus()).toBe('running');
@@ -237,5 +260,85 @@ describe('a worker that dies after its success', () => {
       ['t2', 'success', 2],
     ]);
     expect(await runStatus()).toBe('success');
+  });
+});
+
+describe('the run progress of a chain', () => {
+  it('counts its last task alone: one progress write a run', async () => {
+    const { deps, dagId, runId, runStatus, drain } = await setup(chain(4));
+    await drain(worker({ continuations: 8 }));
+    expect(await runStatus()).toBe('success');
+    expect([...(await deps.store.finishedTasks(dagId, runId))]).toEqual(['t3#0']);
+  });
+
+  it('ends a run again after a clear of a task it never counted', async () => {
+    const { deps, dagId, runId, runStatus, statuses, drain } = await setup(chain(3));
+    await drain(worker({ continuations: 8 }));
+    await clearTasks(deps, dagId, runId, 't1');
+    expect(await runStatus()).toBe('running');
+    await drain(worker({ continuations: 8 }));
+    expect(await statuses()).toEqual([
+      ['t0', 'success', 1],
+      ['t1', 'success', 2],
+      ['t2', 'success', 2],
+    ]);
+    expect(await runStatus()).toBe('success');
+    // The cleared generation of t1 is counted, as the clear raised the total for it.
+    expect([...(await deps.store.finishedTasks(dagId, runId))].sort()).toEqual([
+      't1#1',
+      't2#0',
+      't2#1',
+    ]);
+  });
+
+  it('does not end the run while a task whose join a branch skipped still runs', async () => {
+    const { deps, runStatus, statuses, drain } = await setup([
+      { taskId: 'pick', operator: 'branch', config: { follow: 'c' } },
+      { taskId: 'c', operator: 'noop', dependsOn: ['pick'] },
+      { taskId: 'y', operator: 'noop' },
+      { taskId: 'j', operator: 'noop', dependsOn: ['pick', 'y'], triggerRule: 'all_done' },
+    ]);
+    // Run everything but y: the branch skips j at once, and c succeeds.
+    const roots = deps.dispatcher.takeAll() as TaskMessage[];
+    const y = roots.find((m) => m.taskId === 'y') as TaskMessage;
+    for (const m of roots) if (m !== y) await executeTask(deps, m, worker({ continuations: 8 }));
+    await drain(worker({ continuations: 8 }));
+    expect(await statuses()).toEqual([
+      ['c', 'success', 1],
+      ['j', 'skipped', 0],
+      ['pick', 'success', 1],
+      ['y', 'queued', 1],
+    ]);
+    expect(await runStatus()).toBe('running');
+    await executeTask(deps, y, worker());
+    expect(await runStatus()).toBe('success');
+  });
+
+  it('fails the run when an uncounted task fails, even if the task after it succeeds last', async () => {
+    const { deps, store, dagId, runId, runStatus, drain } = await setup([
+      { taskId: 'a', operator: 'noop' },
+      { taskId: 'b', operator: 'noop', dependsOn: ['a'], triggerRule: 'all_done' },
+    ]);
+    const m = deps.dispatcher.take() as TaskMessage;
+    const ti = await store.getTaskInstance(m);
+    if (!ti) throw new Error('no a');
+    expect(ti.uncounted).toBe(true);
+    const claimed = await store.transitionTask(m, claimTask(ti, 'l1', 60, new Date()));
+    const failed = await store.transitionTask(
+      m,
+      finishTask(claimed, { ok: false, error: 'broke', retryAt: null }, new Date()),
+    );
+    // The failure's advance dies once b's message is sent: b runs and ends before anything
+    // else of a's advance could land. a's failure must be in the progress already.
+    const send = deps.dispatcher.dispatch.bind(deps.dispatcher);
+    deps.dispatcher.dispatch = async (ms) => {
+      await send(ms);
+      throw new Error('the process died');
+    };
+    await expect(advance(deps, failed, 'failed', failed.dagVersion, 0)).rejects.toThrow('died');
+    deps.dispatcher.dispatch = send;
+    await drain(worker());
+    expect((await store.getTaskInstance({ dagId, runId, taskId: 'b' }))?.status).toBe('success');
+    expect(await runStatus()).toBe('failed');
   });
 });

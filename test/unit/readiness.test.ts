@@ -9,9 +9,11 @@ import {
   decide,
   NO_COUNTS,
   onTaskFinished,
+  progressEntry,
   runOutcome,
   startsImmediately,
   type UpstreamCounts,
+  uncountedTasks,
 } from '../../core/readiness/index.ts';
 import { isTerminalTask, type TaskStatus } from '../../core/state/index.ts';
 
@@ -295,5 +297,87 @@ describe('runs driven by readiness events', () => {
       t2: 'upstream_failed',
       t3: 'success',
     });
+  });
+});
+
+describe('which task ends a run progress counts', () => {
+  const dag = (
+    tasks: { taskId: string; dependsOn?: string[]; triggerRule?: TriggerRule }[],
+  ): ReadonlySet<string> => {
+    const full = tasks.map((t) => ({
+      taskId: t.taskId,
+      dependsOn: t.dependsOn ?? [],
+      triggerRule: t.triggerRule ?? ('all_success' as TriggerRule),
+    }));
+    return uncountedTasks(full, buildGraph(full));
+  };
+
+  it('a chain counts its last task alone', () => {
+    const chain = dag([
+      { taskId: 'a' },
+      { taskId: 'b', dependsOn: ['a'] },
+      { taskId: 'c', dependsOn: ['b'] },
+    ]);
+    expect([...chain].sort()).toEqual(['a', 'b']);
+  });
+
+  it('a fan-out counts its branches, whose join may decide before they all end', () => {
+    const fan = dag([
+      { taskId: 'root' },
+      { taskId: 'x', dependsOn: ['root'] },
+      { taskId: 'y', dependsOn: ['root'] },
+      { taskId: 'sink', dependsOn: ['x', 'y'] },
+    ]);
+    // all_success decides upstream_failed at the first failure: x may still be running then.
+    expect([...fan]).toEqual(['root']);
+    const waiting = dag([
+      { taskId: 'root' },
+      { taskId: 'x', dependsOn: ['root'] },
+      { taskId: 'y', dependsOn: ['root'] },
+      { taskId: 'sink', dependsOn: ['x', 'y'], triggerRule: 'all_done' },
+    ]);
+    expect([...waiting].sort()).toEqual(['root', 'x', 'y']);
+  });
+
+  it('counts a task whose only downstream task starts at once (always), or decides early', () => {
+    for (const rule of TRIGGER_RULES) {
+      const got = dag([{ taskId: 'a' }, { taskId: 'b', dependsOn: ['a'], triggerRule: rule }]);
+      // One upstream task: only `always` does not wait for it.
+      expect(got.has('a')).toBe(rule !== 'always');
+      const two = dag([
+        { taskId: 'a' },
+        { taskId: 'z' },
+        { taskId: 'b', dependsOn: ['a', 'z'], triggerRule: rule },
+      ]);
+      // Two: only all_done surely waits for both.
+      expect(two.has('a')).toBe(rule === 'all_done');
+    }
+  });
+
+  it('counts a task whose all_done join a branch may skip before it ends', () => {
+    const tasks = [
+      {
+        taskId: 'pick',
+        dependsOn: [],
+        triggerRule: 'all_success' as TriggerRule,
+        operator: 'branch',
+      },
+      { taskId: 'c', dependsOn: ['pick'], triggerRule: 'all_success' as TriggerRule },
+      { taskId: 'y', dependsOn: [], triggerRule: 'all_success' as TriggerRule },
+      { taskId: 'j', dependsOn: ['pick', 'y'], triggerRule: 'all_done' as TriggerRule },
+    ];
+    const got = uncountedTasks(tasks, buildGraph(tasks));
+    // pick waits for c (its only upstream); y's join may be skipped by pick while y runs.
+    expect([...got]).toEqual(['pick']);
+  });
+
+  it('counts every end of a counted task, and the failures and cleared reruns of the others', () => {
+    expect(progressEntry(false, true, 0)).toBe('count');
+    expect(progressEntry(false, false, 0)).toBe('count');
+    expect(progressEntry(false, true, 3)).toBe('count');
+    expect(progressEntry(true, true, 0)).toBe('none');
+    expect(progressEntry(true, false, 0)).toBe('extra');
+    expect(progressEntry(true, true, 1)).toBe('count');
+    expect(progressEntry(true, false, 2)).toBe('count');
   });
 });
