@@ -1,5 +1,6 @@
 import { DeleteCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { beforeEach, describe, expect, it } from 'vitest';
+import { createClients } from '../../adapters/aws/clients.ts';
 import { DynamoStateStore } from '../../adapters/aws/dynamodb.ts';
 import { tableKeys } from '../../adapters/aws/table.ts';
 import { ConflictError } from '../../core/errors.ts';
@@ -12,7 +13,6 @@ import {
   manualRunId,
   queueTask,
 } from '../../core/state/index.ts';
-import { createClients } from '../../adapters/aws/clients.ts';
 import { createTable, localClients, unique } from '../../localstack/resources.ts';
 
 /** The state store's run lifecycle against DynamoDB on the emulator: the defects' store side. */
