@@ -110,6 +110,15 @@ export async function clearTasks(
   // would then find nothing to finish. Only counted: its downstream tasks are all cleared with
   // it (the plan marks its old outcome counted on each), and must not run on it meanwhile.
   const done = await deps.store.finishedTasks(dagId, runId);
+  // Every uncounted failure not counted yet, in the clear's reach or not: a task it reopens
+  // may end the run, whose total must hold that failure first.
+  const extras = [...instances.values()].filter(
+    (t) =>
+      !reach.has(t.taskId) &&
+      isTerminalTask(t.status) &&
+      progressEntryOf(t) === 'extra' &&
+      !done.has(`${t.taskId}#${t.generation}`),
+  );
   const unsettled = order
     .map((id) => instances.get(id))
     .filter(
@@ -122,6 +131,7 @@ export async function clearTasks(
         progressEntryOf(t) !== 'none' &&
         !done.has(`${t.taskId}#${t.generation}`),
     );
+  unsettled.push(...extras);
   if (unsettled.length > 0) {
     for (const t of unsettled) {
       const ok = t.status === 'success' || t.status === 'skipped';

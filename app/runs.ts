@@ -101,6 +101,13 @@ export async function triggerRun(
   await injectFault(deps, loaded.dag, 'trigger.after-create', { dagId: input.dagId, runId });
   if (run.status !== 'queued') return { run, created };
   let current = run;
+  // A small run's tasks were written after its run item: a cancel that landed meanwhile saw
+  // only some of them, so it must not be started (the cancel finishes the rest; the reaper
+  // gives back a slot taken anyway). Once they are all written, a cancel sees every one.
+  if (created && run.tasksWritten) {
+    const now = await deps.store.getRun(input.dagId, runId);
+    if (now && now.status !== 'queued') return { run: now, created };
+  }
   // A repeat of a trigger whose first call died before starting the run finishes the job, once
   // every item of the run is there (a creator still writing them, or one that died halfway,
   // leaves the run to the reaper after its creation lease).
@@ -117,6 +124,8 @@ export async function triggerRun(
   // and from elsewhere (the next run's end, an unpause, the reaper), which must know they are.
   if (created && started.status === 'queued') {
     await deps.store.confirmRunTasks(input.dagId, runId, false);
+    // A run that ended before the confirmation did not find this one in the queue: try again.
+    return { run: await startRun(deps, current, loaded), created };
   }
   return { run: started, created };
 }

@@ -6,7 +6,7 @@ import { clearTasks } from '../../app/clear.ts';
 import { registerDag } from '../../app/dags.ts';
 import { reap } from '../../app/reaper.ts';
 import { onRetryTimer } from '../../app/retries.ts';
-import { triggerRun } from '../../app/runs.ts';
+import { cancelRun, triggerRun } from '../../app/runs.ts';
 import { type ExecuteOptions, executeTask } from '../../app/tasks.ts';
 import type { RetryTimer, TaskMessage } from '../../core/ports.ts';
 import { claimTask, finishTask } from '../../core/state/index.ts';
@@ -339,6 +339,84 @@ describe('the run progress of a chain', () => {
     deps.dispatcher.dispatch = send;
     await drain(worker());
     expect((await store.getTaskInstance({ dagId, runId, taskId: 'b' }))?.status).toBe('success');
+    expect(await runStatus()).toBe('failed');
+  });
+});
+
+describe('a small run’s creation, racing other work', () => {
+  async function registered(store: MemoryStateStore, tasks: object[], extra: object = {}) {
+    const deps = memoryDeps({ store });
+    const dagId = `race_${Math.random().toString(36).slice(2, 10)}`;
+    const r = await registerDag(deps, JSON.stringify({ dagId, tasks, ...extra }));
+    if (!r.ok) throw new Error(JSON.stringify(r.issues));
+    return { deps, dagId };
+  }
+
+  it('is not started when a cancel landed while its tasks were being written', async () => {
+    // The cancel lands between the run item and its tasks (DynamoDB writes them after it).
+    class CancelledMeanwhile extends MemoryStateStore {
+      override async createRun(...args: Parameters<MemoryStateStore['createRun']>) {
+        const made = await super.createRun(...args);
+        const [input] = args;
+        await this.transitionRun(input.dagId, input.runId, ['queued'], 'cancelled', input.at);
+        return made;
+      }
+    }
+    const { deps, dagId } = await registered(new CancelledMeanwhile(), chain(2));
+    const { run } = await triggerRun(deps, { dagId });
+    expect(run.status).toBe('cancelled');
+    expect(deps.dispatcher.sent).toEqual([]);
+    const tis = await deps.store.listTaskInstances(dagId, run.runId);
+    expect(tis.map((t) => t.status)).toEqual(['pending', 'pending']);
+  });
+
+  it('starts when the run holding the slot ended while it was being put in the queue', async () => {
+    let ending: (() => Promise<void>) | undefined;
+    class EndsMeanwhile extends MemoryStateStore {
+      override async confirmRunTasks(...args: Parameters<MemoryStateStore['confirmRunTasks']>) {
+        await ending?.();
+        ending = undefined;
+        return super.confirmRunTasks(...args);
+      }
+    }
+    const { deps, dagId } = await registered(new EndsMeanwhile(), chain(1), {
+      maxActiveRuns: 1,
+    });
+    const first = await triggerRun(deps, { dagId, idempotencyKey: 'first' });
+    expect(first.run.status).toBe('running');
+    // The first run ends, and its end finds no run in the queue yet: the second's creator has
+    // not confirmed it. Its slot goes back.
+    ending = async () => {
+      await deps.store.transitionRun(dagId, first.run.runId, ['running'], 'success', new Date());
+      await deps.store.releaseRunSlot(dagId, first.run.runId);
+    };
+    const second = await triggerRun(deps, { dagId, idempotencyKey: 'second' });
+    expect(second.run.status).toBe('running');
+  });
+
+  it('a clear elsewhere in the run first counts an uncounted failure its advance has not', async () => {
+    const { deps, store, dagId, runId, runStatus, drain } = await setup([
+      { taskId: 'x', operator: 'noop' },
+      { taskId: 'y', operator: 'noop', dependsOn: ['x'], triggerRule: 'all_done' },
+    ]);
+    // x is claimed and never ends.
+    const x = deps.dispatcher.take() as TaskMessage;
+    const xi = await store.getTaskInstance(x);
+    if (!xi) throw new Error('no x');
+    expect(xi.uncounted).toBe(true);
+    await store.transitionTask(x, claimTask(xi, 'lx', 600, new Date()));
+    // The run is cancelled: x and y end cancelled. y's stream record is advanced (counted),
+    // x's not yet.
+    await cancelRun(deps, dagId, runId);
+    const y = await store.getTaskInstance({ dagId, runId, taskId: 'y' });
+    if (!y) throw new Error('no y');
+    expect(y.status).toBe('cancelled');
+    await advance(deps, y, y.status, y.dagVersion, y.generation);
+    // A clear of y alone (x is not in its reach) reruns it, all_done: x is done. y is the
+    // run's only counted task; the run must not succeed over x's cancel.
+    await clearTasks(deps, dagId, runId, 'y');
+    await drain(worker({ continuations: 8 }));
+    expect((await store.getTaskInstance({ dagId, runId, taskId: 'y' }))?.status).toBe('success');
     expect(await runStatus()).toBe('failed');
   });
 });
