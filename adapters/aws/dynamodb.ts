@@ -786,12 +786,11 @@ export class DynamoStateStore implements StateStore {
       // timeout).
       await this.#batchPut(children);
     }
-    // Read again: the run may have been cancelled meanwhile, and leaves the queued index then.
-    const status = ((await this.#get(key))?.status ?? taken.status) as RunStatus;
+    // As the lease found it: a run cancelled since is caught by #markWritten's condition.
     return this.#markWritten(
       input.dagId,
       input.runId,
-      status,
+      taken.status as RunStatus,
       String(taken.logicalDate),
       now,
       lease.token,
