@@ -110,15 +110,28 @@ export async function clearTasks(
   // would then find nothing to finish. Only counted: its downstream tasks are all cleared with
   // it (the plan marks its old outcome counted on each), and must not run on it meanwhile.
   const done = await deps.store.finishedTasks(dagId, runId);
-  const unsettled = [...instances.values()].filter((t) => {
-    if (!isTerminalTask(t.status) || done.has(`${t.taskId}#${t.generation}`)) return false;
-    const entry = progressEntryOf(t);
-    // An uncounted task's failure, however it is advanced and in the clear's reach or not: the
-    // clear's compensation for an old outcome (ClearPlan oldSucceeded) assumes the total it
-    // raises is raised, and a task it reopens may end the run.
-    if (entry === 'extra') return true;
-    return reach.has(t.taskId) && t.advanceInline === true && entry === 'count';
-  });
+  // Every uncounted failure not counted yet, in the clear's reach or not: a task it reopens
+  // may end the run, whose total must hold that failure first.
+  const extras = [...instances.values()].filter(
+    (t) =>
+      !reach.has(t.taskId) &&
+      isTerminalTask(t.status) &&
+      progressEntryOf(t) === 'extra' &&
+      !done.has(`${t.taskId}#${t.generation}`),
+  );
+  const unsettled = order
+    .map((id) => instances.get(id))
+    .filter(
+      (t): t is TaskInstanceRecord =>
+        t !== undefined &&
+        // An uncounted task's failure too, however it is advanced: the clear's compensation
+        // for its old outcome (ClearPlan oldSucceeded) assumes the total it raises is raised.
+        (t.advanceInline === true || progressEntryOf(t) === 'extra') &&
+        isTerminalTask(t.status) &&
+        progressEntryOf(t) !== 'none' &&
+        !done.has(`${t.taskId}#${t.generation}`),
+    );
+  unsettled.push(...extras);
   if (unsettled.length > 0) {
     for (const t of unsettled) {
       const ok = t.status === 'success' || t.status === 'skipped';

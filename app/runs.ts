@@ -105,8 +105,8 @@ export async function triggerRun(
   // only some of them, so it must not be started (the cancel finishes the rest; the reaper
   // gives back a slot taken anyway). Once they are all written, a cancel sees every one.
   if (created && run.tasksWritten) {
-    const fresh = await deps.store.getRun(input.dagId, runId);
-    if (fresh && fresh.status !== 'queued') return { run: fresh, created };
+    const now = await deps.store.getRun(input.dagId, runId);
+    if (now && now.status !== 'queued') return { run: now, created };
   }
   // A repeat of a trigger whose first call died before starting the run finishes the job, once
   // every item of the run is there (a creator still writing them, or one that died halfway,

@@ -786,11 +786,12 @@ export class DynamoStateStore implements StateStore {
       // timeout).
       await this.#batchPut(children);
     }
-    // As the lease found it: a run cancelled since is caught by #markWritten's condition.
+    // Read again: the run may have been cancelled meanwhile, and leaves the queued index then.
+    const status = ((await this.#get(key))?.status ?? taken.status) as RunStatus;
     return this.#markWritten(
       input.dagId,
       input.runId,
-      taken.status as RunStatus,
+      status,
       String(taken.logicalDate),
       now,
       lease.token,
