@@ -1,15 +1,10 @@
-import { ConflictError } from '../core/errors.ts';
-import { baseTaskId } from '../core/mapping/index.ts';
 import { Metric } from '../core/metric-names.ts';
 import type { TaskMessage } from '../core/ports.ts';
-import { nextRetryAt } from '../core/retry/index.ts';
-import { finishTask, triesSoFar } from '../core/state/index.ts';
 import { continueBackfills } from './backfills.ts';
-import { loadDag } from './dags.ts';
 import { checkDeferred, checkFailed, DEFAULT_CHECK_SECONDS } from './deferred.ts';
 import type { Deps } from './deps.ts';
-import { released, wakeGates } from './pools.ts';
-import { scheduleRetry } from './retries.ts';
+import { reapExpiredLease } from './leases.ts';
+import { wakeGates } from './pools.ts';
 import {
   CREATION_LEASE_SECONDS,
   queue,
@@ -88,38 +83,7 @@ export async function reap(deps: Deps, opts: ReapOptions): Promise<ReapReport> {
       }
       continue;
     }
-    const { tasks } = await loadDag(deps, ti.dagId, ti.dagVersion);
-    const task = tasks.get(baseTaskId(ti.taskId));
-    const retryAt = task ? nextRetryAt(task, triesSoFar(ti), now, deps.random) : null;
-    const error =
-      'lease expired: the worker stopped heartbeating (it crashed, hung or was stopped)';
-    try {
-      const done = await deps.store.transitionTask(ti, {
-        ...finishTask(ti, { ok: false, error, retryAt }, now),
-        // Not if the worker renewed its lease since the index was read.
-        leaseExpiredBy: now.toISOString(),
-      });
-      expiredLeases++;
-      await released(deps, ti.gates);
-      // Say what happened to the attempt in its log: a worker that died wrote none, or wrote
-      // it and died before recording the outcome (its log then ends as if nothing went wrong).
-      const ref = { dagId: ti.dagId, runId: ti.runId, taskId: ti.taskId, attempt: ti.attempt };
-      const written = await deps.blobs.getLog(ref);
-      const note = [
-        ...(written === undefined
-          ? [
-              `${now.toISOString()} attempt ${ti.attempt} started at ${ti.startTime ?? '?'} and its worker stopped without writing a log`,
-            ]
-          : [`${now.toISOString()} the worker stopped before recording this attempt's outcome`]),
-        `${now.toISOString()} ${error}; lease expired at ${ti.leaseExpiresAt ?? '?'}`,
-        `${now.toISOString()} failed by the reaper${done.status === 'up_for_retry' ? `, retry at ${done.retryAt}` : ''}`,
-        '',
-      ].join('\n');
-      await deps.blobs.putLog(ref, `${written ?? ''}${note}`);
-      await scheduleRetry(deps, done);
-    } catch (e) {
-      if (!(e instanceof ConflictError)) throw e; // the worker got there first after all
-    }
+    if (await reapExpiredLease(deps, ti, now)) expiredLeases++;
   }
 
   const queuedBefore = new Date(now.getTime() - opts.queuedGraceSeconds * 1000);

@@ -196,7 +196,7 @@ export async function executeTask(
         // finish (its slot, the next queued run), and that is harmless to repeat.
         const run = await deps.store.getRun(msg.dagId, msg.runId);
         if (run && isTerminalRun(run.status)) await runEnded(deps, msg.dagId, msg.runId);
-        else await advanceFrom(deps, ti);
+        else await advanceFrom(deps, ti, undefined, undefined, true);
       }
       return 'not_claimed';
     }
@@ -524,9 +524,10 @@ async function runClaimed(
   // If this fails, the reaper finds the retry overdue and queues it.
   await scheduleRetry(deps, done);
   if (next) {
-    // Claimed for this worker in the write that queued it, or queued with its message unsent:
-    // if this worker dies from here, the lease runs out and the reaper takes the attempt back,
-    // or the reaper sends the queued task (or this message comes back, and its advance sends it).
+    // Claimed for this worker in the write that queued it, or queued with its message unsent.
+    // If this worker dies from here, this message comes back (it is deleted only once this
+    // returns): its walk reaps a claimed task once its lease has run out (it is in the lease
+    // index only once it heartbeats), and sends a queued one; the reaper sends a queued one too.
     const outcome = await executeTask(
       deps,
       next.message,
@@ -622,11 +623,14 @@ async function advanceFrom(
   ti: TaskInstanceRecord,
   continueWith?: (m: TaskMessage) => boolean,
   lease?: { readonly token: string; readonly seconds: number },
+  /** The message came back: walk what its worker continued into too (see advance). */
+  repair = false,
 ): Promise<Continued | undefined> {
   try {
     return await advance(deps, ti, ti.status, ti.dagVersion, ti.generation, {
       ...(continueWith ? { continueWith } : {}),
       ...(lease ? { lease } : {}),
+      ...(repair ? { repair } : {}),
     });
   } catch (e) {
     if (!(e instanceof AirlessError) || e.retryable) throw e;

@@ -186,6 +186,12 @@ export interface TaskInstanceRecord extends TaskKey, TaskInstanceState {
   readonly uncounted?: boolean;
   readonly advanceInline?: boolean;
   /**
+   * Claimed by the write that queued it, for the worker that ran its upstream task (a
+   * continuation): in no lease index until its next write, a heartbeat or its outcome. Its
+   * repair, if that worker dies first, is the return of the worker's message (app/advance.ts).
+   */
+  readonly continued?: boolean;
+  /**
    * Dynamic mapping (core/mapping). On a mapped task's own instance: the attempt that expanded
    * it, how many instances it has, over how many count shards, and once it has ended, their
    * outcomes. On an instance: the mapped task's attempt that created it.

@@ -194,6 +194,7 @@ export function toTask(i: Item): TaskInstanceRecord {
     outputKey: str(i.outputKey),
     ...(typeof i.log === 'string' ? { log: i.log, logAttempt: num(i.logAttempt) } : {}),
     ...(i.advanceInline === true ? { advanceInline: true } : {}),
+    ...(i.continued === true ? { continued: true } : {}),
     ...(i.uncounted === true ? { uncounted: true } : {}),
     ...(Array.isArray(i.history) ? { history: i.history as AttemptSummary[] } : {}),
     ...(Array.isArray(i.gates) && i.gates.length > 0 ? { gates: i.gates as string[] } : {}),
@@ -277,6 +278,7 @@ function applied(before: TaskInstanceRecord, t: TaskTransition): TaskInstanceRec
   }
   if (s.advanceInline) next.advanceInline = true;
   else delete next.advanceInline;
+  delete next.continued;
   if (s.past) next.history = [...(before.history ?? []), s.past];
   if (t.release !== undefined) delete next.gates;
   if (t.unpark !== undefined) delete next.parked;
@@ -1080,6 +1082,7 @@ export class DynamoStateStore implements StateStore {
       .set('log', t.set.log)
       .set('logAttempt', t.set.logAttempt)
       .set('advanceInline', t.set.advanceInline ? true : null)
+      .set('continued', null)
       .set('updatedAt', t.at);
     if (t.set.past) u.append('history', [t.set.past]);
     if (t.set.mapped) {
@@ -1544,11 +1547,15 @@ export class DynamoStateStore implements StateStore {
         .set('retryAt', null)
         .set('advanceInline', null)
         .set('queuedAt', at)
-        .set('updatedAt', at)
-        // Claimed too: in the index under its lease's expiry, where a claim's entry ends up.
-        .set('gsi2pk', `DUE#${claim ? 'LEASE' : 'QUEUED'}#${shard}`)
-        .set('gsi2sk', claim?.leaseExpiresAt ?? at);
-      if (claim) u.set('leaseExpiresAt', claim.leaseExpiresAt).set('startTime', at);
+        .set('updatedAt', at);
+      // Queued: in the index, for the reaper to send it if its message is lost. Claimed too
+      // (a continuation): in no index until its first heartbeat, which puts it under its lease.
+      // An entry written now and deleted by the outcome would cost the index two writes for a
+      // task that mostly ends in milliseconds; until then, the repair of a worker that dies in
+      // it is the return of its continuation's first message (advance's `repair`).
+      if (claim)
+        u.set('leaseExpiresAt', claim.leaseExpiresAt).set('startTime', at).set('continued', true);
+      else u.set('gsi2pk', `DUE#QUEUED#${shard}`).set('gsi2sk', at);
       const cond = `attribute_exists(pk) AND ${u.name('status')} = ${u.value('pending')} AND attribute_not_exists(${u.name('countedUpstream')})`;
       try {
         const task = toTask(

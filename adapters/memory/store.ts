@@ -122,6 +122,7 @@ interface TaskState {
   log?: string | null;
   logAttempt?: number | null;
   advanceInline?: boolean;
+  continued?: boolean;
   uncounted?: boolean;
   history?: AttemptSummary[];
   /** The deadline index (gsi2 in the table): present exactly while the task waits for one. */
@@ -227,6 +228,7 @@ function toTask(t: TaskState): TaskInstanceRecord {
     outputKey: t.outputKey,
     ...(typeof t.log === 'string' ? { log: t.log, logAttempt: t.logAttempt ?? 0 } : {}),
     ...(t.advanceInline ? { advanceInline: true } : {}),
+    ...(t.continued ? { continued: true } : {}),
     ...(t.uncounted ? { uncounted: true } : {}),
     ...(t.history ? { history: t.history.map((h) => ({ ...h })) } : {}),
     ...(t.gates ? { gates: [...t.gates] } : {}),
@@ -687,6 +689,7 @@ export class MemoryStateStore implements StateStore {
     if (s.log !== undefined) ti.log = s.log;
     if (s.logAttempt !== undefined) ti.logAttempt = s.logAttempt;
     ti.advanceInline = s.advanceInline === true;
+    ti.continued = false;
     if (s.past) ti.history = [...(ti.history ?? []), { ...s.past }];
     if (s.mapped) {
       ti.mapAttempt = s.attempt;
@@ -748,7 +751,9 @@ export class MemoryStateStore implements StateStore {
         ti.leaseToken = options.claim.leaseToken;
         ti.leaseExpiresAt = options.claim.leaseExpiresAt;
         ti.startTime = at;
-        ti.due = { kind: 'LEASE', at: options.claim.leaseExpiresAt };
+        // In no index until its first heartbeat, as in DynamoDB.
+        ti.due = undefined;
+        ti.continued = true;
       }
     }
     return { task: toTask(ti), counted: true };

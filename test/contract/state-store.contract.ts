@@ -1326,18 +1326,16 @@ export function stateStoreContract(
             startTime: iso(5),
             queuedAt: iso(5),
             counts: { success: 1 },
+            continued: true,
           },
         });
         expect(await store.getTaskInstance(down)).toEqual(all.task);
-        // Under its lease in the deadline index, as a claim's entry ends up: found once the
-        // lease has run out, never as a queued task.
+        // In no deadline index: neither queued nor under its lease, even once it has run out
+        // (its repair is the return of its worker's message, app/advance.ts).
         expect((await store.findQueuedBefore(later(6), 100)).map((t) => t.taskId)).not.toContain(
           't1',
         );
-        expect((await store.findExpiredLeases(later(60), 100)).map((t) => t.taskId)).not.toContain(
-          't1',
-        );
-        expect((await store.findExpiredLeases(later(70), 100)).map((t) => t.taskId)).toContain(
+        expect((await store.findExpiredLeases(later(70), 100)).map((t) => t.taskId)).not.toContain(
           't1',
         );
         // A duplicate neither counts nor claims again: the lease stays the first claim's.
@@ -1349,6 +1347,17 @@ export function stateStoreContract(
           counted: false,
           task: { status: 'running', attempt: 1, leaseToken: 'lease-a' },
         });
+        // Its first heartbeat puts it under its lease, as any running attempt, and it is a
+        // continuation no longer: from then on the reaper repairs it.
+        const beat = await store.transitionTask(down, heartbeatTask(again.task, 60, later(30)));
+        expect(beat.continued).toBeUndefined();
+        expect((await store.findExpiredLeases(later(89), 100)).map((t) => t.taskId)).not.toContain(
+          't1',
+        );
+        expect((await store.findExpiredLeases(later(91), 100)).map((t) => t.taskId)).toContain(
+          't1',
+        );
+        expect((await store.getTaskInstance(down))?.continued).toBeUndefined();
       });
 
       it('counts whatever status the downstream task is in', async () => {

@@ -276,7 +276,9 @@ describe('continuations: a worker runs a chain’s next task itself', () => {
     ]);
   });
 
-  it('a worker that dies in a continued task: the lease is reaped and retried, nothing doubled', async () => {
+  // A continued task is in no lease index until it heartbeats: the return of a's message (after
+  // the queue's visibility timeout) finds b under its expired lease and fails it, to retry.
+  it('a worker that dies in a continued task: its first message comes back, reaps it, retried, nothing doubled', async () => {
     const { dagId, runId } = await faultyRun(
       [
         noop('a', short),

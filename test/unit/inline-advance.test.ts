@@ -1,15 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import { ManualClock, memoryDeps } from '../../adapters/memory/deps.ts';
 import { MemoryStateStore } from '../../adapters/memory/store.ts';
-import { advance } from '../../app/advance.ts';
+import { advance, ContinuationStillLeased } from '../../app/advance.ts';
 import { clearTasks } from '../../app/clear.ts';
 import { registerDag } from '../../app/dags.ts';
 import { reap } from '../../app/reaper.ts';
 import { onRetryTimer } from '../../app/retries.ts';
 import { cancelRun, triggerRun } from '../../app/runs.ts';
 import { type ExecuteOptions, executeTask } from '../../app/tasks.ts';
-import type { RetryTimer, TaskMessage } from '../../core/ports.ts';
-import { claimTask, finishTask } from '../../core/state/index.ts';
+import type { RetryTimer, TaskInstanceRecord, TaskMessage } from '../../core/ports.ts';
+import { claimTask, finishTask, heartbeatTask } from '../../core/state/index.ts';
 
 /**
  * The worker advances readiness from its own success (app/tasks.ts, app/advance.ts), continues
@@ -224,7 +224,7 @@ describe('a worker that dies after its success', () => {
     expect(await runStatus()).toBe('success');
   });
 
-  it('after claiming its continued task in the same write: the lease runs out, and the attempt is retried', async () => {
+  it('after claiming its continued task in the same write: the message’s return reaps it once its lease has run out', async () => {
     const clock = new ManualClock(new Date('2026-01-01T00:00:00Z'));
     const { deps, store, runStatus, statuses, drain } = await setup(
       chain(3, { retries: 1, retryDelaySeconds: 0 }),
@@ -242,14 +242,19 @@ describe('a worker that dies after its success', () => {
       ['t1', 'success', 1],
       ['t2', 'running', 1],
     ]);
-    // The message's return walks t0 → t1; t2 is running: nothing to send.
-    expect(await executeTask(deps, t0, worker({ continuations: 8 }))).toBe('not_claimed');
-    expect(deps.dispatcher.waiting).toEqual([]);
-    expect(await runStatus()).toBe('running');
-    // Its lease runs out as any dead worker's does: the reaper fails the attempt, to retry.
+    // t2 is in no lease index: the reaper cannot see it, even once its lease has run out.
     clock.advance(121);
-    const reaped = await reap(deps, { queuedGraceSeconds: 60, retryGraceSeconds: 30, limit: 10 });
-    expect(reaped.expiredLeases).toBe(1);
+    expect(
+      (await reap(deps, { queuedGraceSeconds: 60, retryGraceSeconds: 30, limit: 10 }))
+        .expiredLeases,
+    ).toBe(0);
+    // The message's return walks t0 → t1 → t2, running under an expired lease: failed, to retry.
+    expect(await executeTask(deps, t0, worker({ continuations: 8 }))).toBe('not_claimed');
+    expect(await statuses()).toEqual([
+      ['t0', 'success', 1],
+      ['t1', 'success', 1],
+      ['t2', 'up_for_retry', 1],
+    ]);
     const [timer] = deps.timers.takeDue(clock.now());
     expect(timer).toMatchObject({ taskId: 't2', failedAttempt: 1 });
     expect(await onRetryTimer(deps, timer as RetryTimer)).toBe('queued');
@@ -260,6 +265,47 @@ describe('a worker that dies after its success', () => {
       ['t2', 'success', 2],
     ]);
     expect(await runStatus()).toBe('success');
+    // Said in its log, as the reaper says it.
+    const log = await deps.blobs.getLog({
+      dagId: t0.dagId,
+      runId: t0.runId,
+      taskId: 't2',
+      attempt: 1,
+    });
+    expect(log).toMatch(/lease expired/);
+  });
+
+  it('a message that comes back while its continued task holds its lease comes back again later', async () => {
+    const clock = new ManualClock(new Date('2026-01-01T00:00:00Z'));
+    const { deps, store, statuses } = await setup(chain(3), clock);
+    const [t0] = deps.dispatcher.takeAll() as [TaskMessage];
+    store.outcomesBeforeDeath = 2;
+    await expect(executeTask(deps, t0, worker({ continuations: 8 }))).rejects.toThrow('died');
+    store.revive();
+    // Back before the lease ran out (a duplicate, while the worker may still be alive): the
+    // continued attempt is left alone, and the message is not done with.
+    clock.advance(60);
+    await expect(executeTask(deps, t0, worker({ continuations: 8 }))).rejects.toBeInstanceOf(
+      ContinuationStillLeased,
+    );
+    expect(await statuses()).toEqual([
+      ['t0', 'success', 1],
+      ['t1', 'success', 1],
+      ['t2', 'running', 1],
+    ]);
+    // Once it has heartbeated, it is in the lease index, the reaper's to repair as any running
+    // attempt: the message's next return is done with it, and leaves it to its worker.
+    const held = (await deps.store.getTaskInstance({ ...t0, taskId: 't2' })) as TaskInstanceRecord;
+    await deps.store.transitionTask(held, heartbeatTask(held, 120, clock.now()));
+    clock.advance(121);
+    expect(await executeTask(deps, t0, worker({ continuations: 8 }))).toBe('not_claimed');
+    expect((await statuses())[2]).toEqual(['t2', 'running', 1]);
+    // Its worker died after that heartbeat: the reaper fails it (no retries: failed for good).
+    expect(
+      (await reap(deps, { queuedGraceSeconds: 60, retryGraceSeconds: 30, limit: 10 }))
+        .expiredLeases,
+    ).toBe(1);
+    expect((await statuses())[2]).toEqual(['t2', 'failed', 1]);
   });
 });
 

@@ -1,0 +1,58 @@
+import { ConflictError } from '../core/errors.ts';
+import { baseTaskId } from '../core/mapping/index.ts';
+import type { TaskInstanceRecord } from '../core/ports.ts';
+import { nextRetryAt } from '../core/retry/index.ts';
+import { finishTask, triesSoFar } from '../core/state/index.ts';
+import { loadDag } from './dags.ts';
+import type { Deps } from './deps.ts';
+import { released } from './pools.ts';
+import { scheduleRetry } from './retries.ts';
+
+/**
+ * Fails a running attempt whose lease has expired (its worker crashed, hung, or never sent a
+ * first heartbeat), to retry or for good, exactly as a failure the worker reported, and says so
+ * in its log. Conditional on the lease as read and on its expiry: a worker that renewed it
+ * meanwhile, or got its outcome in first, keeps the attempt, and this answers false.
+ * The reaper calls it for what the lease index holds; the return of a continuation's first
+ * message for a continued task, which is not in that index until its first heartbeat
+ * (app/advance.ts).
+ */
+export async function reapExpiredLease(
+  deps: Deps,
+  ti: TaskInstanceRecord,
+  now: Date,
+): Promise<boolean> {
+  const { tasks } = await loadDag(deps, ti.dagId, ti.dagVersion);
+  const task = tasks.get(baseTaskId(ti.taskId));
+  const retryAt = task ? nextRetryAt(task, triesSoFar(ti), now, deps.random) : null;
+  const error = 'lease expired: the worker stopped heartbeating (it crashed, hung or was stopped)';
+  let done: TaskInstanceRecord;
+  try {
+    done = await deps.store.transitionTask(ti, {
+      ...finishTask(ti, { ok: false, error, retryAt }, now),
+      // Not if the worker renewed its lease since it was read.
+      leaseExpiredBy: now.toISOString(),
+    });
+  } catch (e) {
+    if (!(e instanceof ConflictError)) throw e; // the worker got there first after all
+    return false;
+  }
+  await released(deps, ti.gates);
+  // Say what happened to the attempt in its log: a worker that died wrote none, or wrote it and
+  // died before recording the outcome (its log then ends as if nothing went wrong).
+  const ref = { dagId: ti.dagId, runId: ti.runId, taskId: ti.taskId, attempt: ti.attempt };
+  const written = await deps.blobs.getLog(ref);
+  const note = [
+    ...(written === undefined
+      ? [
+          `${now.toISOString()} attempt ${ti.attempt} started at ${ti.startTime ?? '?'} and its worker stopped without writing a log`,
+        ]
+      : [`${now.toISOString()} the worker stopped before recording this attempt's outcome`]),
+    `${now.toISOString()} ${error}; lease expired at ${ti.leaseExpiresAt ?? '?'}`,
+    `${now.toISOString()} failed by the reaper${done.status === 'up_for_retry' ? `, retry at ${done.retryAt}` : ''}`,
+    '',
+  ].join('\n');
+  await deps.blobs.putLog(ref, `${written ?? ''}${note}`);
+  await scheduleRetry(deps, done);
+  return true;
+}
