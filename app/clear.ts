@@ -13,6 +13,7 @@ import {
 import {
   attemptSummary,
   hasTriedSinceClear,
+  indexLeaseTask,
   isTerminalRun,
   isTerminalTask,
   MAX_HISTORY,
@@ -146,6 +147,17 @@ export async function clearTasks(
   }
 
   const now = deps.clock();
+  // A task a worker continued into, still running in the clear's reach, is in no lease index
+  // until its first heartbeat: if that worker died, its repair is the return of its message,
+  // whose walk starts from the upstream success this clear reopens. Indexed under the lease it
+  // has, the reaper repairs it instead. Harmless if the clear then fails, or the task has ended.
+  for (const id of order) {
+    const ti = instances.get(id);
+    if (!ti?.continued || ti.status !== 'running' || !ti.leaseToken) continue;
+    await deps.store.transitionTask(ti, indexLeaseTask(ti, now)).catch((e: unknown) => {
+      if (!(e instanceof ConflictError)) throw e;
+    });
+  }
   // What each cleared task looks like after the clear, for the tasks after it to count.
   const after = new Map<string, Pick<TaskInstanceRecord, 'status' | 'generation'>>();
   const statusAfter = (id: string) => after.get(id) ?? instances.get(id);

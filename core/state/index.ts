@@ -315,6 +315,28 @@ export function heartbeatTask(
 }
 
 /**
+ * Puts a running attempt in the lease index under the lease it has, as a heartbeat would
+ * without renewing it: for a task a worker continued into (in no index until its first
+ * heartbeat) whose other repair, the return of that worker's message, something moved on.
+ */
+export function indexLeaseTask(
+  ti: TaskInstanceState & { readonly leaseExpiresAt: string | null },
+  at: Date,
+): TaskTransition {
+  return transition(
+    'heartbeat',
+    ti,
+    {
+      status: 'running',
+      attempt: ti.attempt,
+      leaseToken: ti.leaseToken,
+      leaseExpiresAt: ti.leaseExpiresAt,
+    },
+    at,
+  );
+}
+
+/**
  * One attempt of a task, as its history shows it (`GET .../tasks/{task_id}`). A task keeps the
  * summaries of its attempts that did not succeed, and of attempts a clear set aside; the
  * current attempt is the task instance itself. A success costs no history write.

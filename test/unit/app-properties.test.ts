@@ -740,6 +740,22 @@ describe('the application layer, under any delivery order', () => {
     ]);
   });
 
+  // Found by the property above: a worker dies in a task it continued into (in no lease index),
+  // then a clear reopens the upstream success whose message's return was that task's repair.
+  it('reaps a continued task whose worker died, after a clear reopened its upstream task', async () => {
+    const task = { upstream: [], rule: 'all_success' as const, failAttempts: 0, retries: 0 };
+    await playAll(
+      {
+        maxActiveRuns: 1,
+        tasks: [task, task, { ...task, upstream: [0] }, task, task],
+      },
+      [
+        { kind: 'die', pick: 0, writes: 3 },
+        { kind: 'clear', pick: 0, task: 0 },
+      ],
+    );
+  });
+
   // This found the races pinned down below. The seed keeps the run repeatable in CI.
   it('stays consistent when clears overlap other work', async () => {
     await fc.assert(
