@@ -301,15 +301,19 @@ export function heartbeatTask(
   leaseSeconds: number,
   at: Date,
 ): TaskTransition {
+  return leaseUntil(ti, new Date(at.getTime() + leaseSeconds * 1000).toISOString(), at);
+}
+
+/** A running attempt's lease, written as expiring at `leaseExpiresAt` (see heartbeatTask). */
+function leaseUntil(
+  ti: TaskInstanceState,
+  leaseExpiresAt: string | null,
+  at: Date,
+): TaskTransition {
   return transition(
     'heartbeat',
     ti,
-    {
-      status: 'running',
-      attempt: ti.attempt,
-      leaseToken: ti.leaseToken,
-      leaseExpiresAt: new Date(at.getTime() + leaseSeconds * 1000).toISOString(),
-    },
+    { status: 'running', attempt: ti.attempt, leaseToken: ti.leaseToken, leaseExpiresAt },
     at,
   );
 }
@@ -323,17 +327,7 @@ export function indexLeaseTask(
   ti: TaskInstanceState & { readonly leaseExpiresAt: string | null },
   at: Date,
 ): TaskTransition {
-  return transition(
-    'heartbeat',
-    ti,
-    {
-      status: 'running',
-      attempt: ti.attempt,
-      leaseToken: ti.leaseToken,
-      leaseExpiresAt: ti.leaseExpiresAt,
-    },
-    at,
-  );
+  return leaseUntil(ti, ti.leaseExpiresAt, at);
 }
 
 /**
