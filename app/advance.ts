@@ -15,7 +15,7 @@ import { branchSkips } from './branch.ts';
 import { loadDag } from './dags.ts';
 import type { Deps } from './deps.ts';
 import { injectFault } from './faults.ts';
-import { reapExpiredLease } from './leases.ts';
+import { indexContinued, reapExpiredLease } from './leases.ts';
 import { advanceInstance, stopStrayInstances } from './mapping.ts';
 import { queue, runEnded, taskMessage } from './runs.ts';
 
@@ -66,14 +66,6 @@ export async function advance(
      * once, so a repeat at a fan-out's root costs O(edges), not a walk per path.
      */
     readonly walked?: Set<string>;
-    /**
-     * This is the return of a message whose worker may have died after its outcome: its
-     * readiness is walked again, and so are the tasks that worker continued into. A continued
-     * task is in no index until its first heartbeat, so this walk is its repair: one still
-     * running under an expired lease is reaped here, and one whose lease is still held makes
-     * this throw ContinuationStillLeased, so that the message comes back once more.
-     */
-    readonly repair?: boolean;
   } = {},
 ): Promise<Continued | undefined> {
   if (!isTerminalTask(status)) return undefined;
@@ -168,13 +160,13 @@ export async function advance(
           return;
         }
         // A repeat that finds the task running on this outcome: a worker may have continued into
-        // it and died. In the lease index only once it heartbeats, so this walk reaps it once its
-        // lease has run out (conditionally: a live worker renews it first), and a message's
-        // return that comes too early goes back to the queue to look again later.
+        // it and died. In no lease index until it heartbeats, so this walk is its repair: reaped
+        // here once its lease has run out (conditionally: a live worker renews it first), or put
+        // in the lease index under the lease it has, for the reaper to find if it runs out.
         if (!counted && task.continued && task.status === 'running' && task.leaseToken) {
           const expired = task.leaseExpiresAt !== null && task.leaseExpiresAt < now.toISOString();
           if (expired) await reapExpiredLease(deps, task, now);
-          else if (options.repair) throw new ContinuationStillLeased(task);
+          else await indexContinued(deps, [task], now);
           return;
         }
         // A repeat after the task ended in an outcome advanced inline (resolved by this step, or
@@ -234,10 +226,7 @@ export async function advance(
 
   if (entry === 'count') await finish(deps, key, status, generation, dag);
   for (const t of again) {
-    await advance(deps, t, t.status, dagVersion, t.generation, {
-      walked,
-      ...(options.repair ? { repair: true } : {}),
-    });
+    await advance(deps, t, t.status, dagVersion, t.generation, { walked });
   }
   return kept;
 }
@@ -252,20 +241,6 @@ function mapWeight(
 ): { counts: UpstreamCounts; extraUpstream: number } | undefined {
   if (!ti?.mapCounts || ti.mapLength === undefined) return undefined;
   return { counts: ti.mapCounts, extraUpstream: ti.mapLength - 1 };
-}
-
-/**
- * A message came back while a task its worker continued into still holds its lease: that worker
- * may be alive (the message was a duplicate) or dead (then the lease runs out). Not an
- * AirlessError: the message must come back, after its visibility timeout, to look again.
- */
-export class ContinuationStillLeased extends Error {
-  constructor(readonly task: TaskInstanceRecord) {
-    super(
-      `${task.runId}/${task.taskId} attempt ${task.attempt}, continued by a worker, holds its lease until ${task.leaseExpiresAt}: look again later`,
-    );
-    this.name = 'ContinuationStillLeased';
-  }
 }
 
 /** A task its caller runs itself: claimed already in the write that queued it, or still queued. */
@@ -338,6 +313,9 @@ export async function failUnprocessableRun(
     });
     deps.metrics?.addMetric(Metric.RunFailed, 'Count', 1);
     await runEnded(deps, dagId, runId);
+    // A task a worker continued into and died in is repaired by the walk this run no longer
+    // takes (the return of that worker's message): the reaper's instead.
+    await indexContinued(deps, await deps.store.listTaskInstances(dagId, runId), deps.clock());
   } catch (inner) {
     if (!(inner instanceof ConflictError) && !(inner instanceof NotFoundError)) throw inner;
   }

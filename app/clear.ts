@@ -13,7 +13,6 @@ import {
 import {
   attemptSummary,
   hasTriedSinceClear,
-  indexLeaseTask,
   isTerminalRun,
   isTerminalTask,
   MAX_HISTORY,
@@ -22,6 +21,7 @@ import {
 import { branchSkips } from './branch.ts';
 import { loadDag } from './dags.ts';
 import type { Deps } from './deps.ts';
+import { indexContinued } from './leases.ts';
 import { taskMessage } from './runs.ts';
 
 /**
@@ -151,13 +151,11 @@ export async function clearTasks(
   // until its first heartbeat: if that worker died, its repair is the return of its message,
   // whose walk starts from the upstream success this clear reopens. Indexed under the lease it
   // has, the reaper repairs it instead. Harmless if the clear then fails, or the task has ended.
-  for (const id of order) {
-    const ti = instances.get(id);
-    if (!ti?.continued || ti.status !== 'running' || !ti.leaseToken) continue;
-    await deps.store.transitionTask(ti, indexLeaseTask(ti, now)).catch((e: unknown) => {
-      if (!(e instanceof ConflictError)) throw e;
-    });
-  }
+  await indexContinued(
+    deps,
+    order.flatMap((id) => instances.get(id) ?? []),
+    now,
+  );
   // What each cleared task looks like after the clear, for the tasks after it to count.
   const after = new Map<string, Pick<TaskInstanceRecord, 'status' | 'generation'>>();
   const statusAfter = (id: string) => after.get(id) ?? instances.get(id);

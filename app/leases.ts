@@ -2,7 +2,7 @@ import { ConflictError } from '../core/errors.ts';
 import { baseTaskId } from '../core/mapping/index.ts';
 import type { TaskInstanceRecord } from '../core/ports.ts';
 import { nextRetryAt } from '../core/retry/index.ts';
-import { finishTask, triesSoFar } from '../core/state/index.ts';
+import { finishTask, indexLeaseTask, triesSoFar } from '../core/state/index.ts';
 import { loadDag } from './dags.ts';
 import type { Deps } from './deps.ts';
 import { released } from './pools.ts';
@@ -55,4 +55,26 @@ export async function reapExpiredLease(
   await deps.blobs.putLog(ref, `${written ?? ''}${note}`);
   await scheduleRetry(deps, done);
   return true;
+}
+
+/**
+ * Puts the running tasks among these that a worker continued into (in no lease index until their
+ * first heartbeat, app/advance.ts) in the lease index, under the leases they have: from then on
+ * the reaper repairs them if their workers died, as any running attempt. For whatever would move
+ * on the return of their workers' messages, their repair until then: a clear reopening the walk
+ * it would take, a run that ends. Each write is conditional on the task still being a
+ * continuation, so that a lease renewed since it was read stays renewed; a refused one has
+ * moved on already.
+ */
+export async function indexContinued(
+  deps: Deps,
+  tis: Iterable<TaskInstanceRecord>,
+  now: Date,
+): Promise<void> {
+  for (const ti of tis) {
+    if (!ti.continued || ti.status !== 'running' || !ti.leaseToken) continue;
+    await deps.store.transitionTask(ti, indexLeaseTask(ti, now)).catch((e: unknown) => {
+      if (!(e instanceof ConflictError)) throw e;
+    });
+  }
 }

@@ -30,6 +30,7 @@ import { loadDag } from './dags.ts';
 import { DEFAULT_CHECK_SECONDS, type DeferredRecord, nextCheck, workName } from './deferred.ts';
 import type { Deps } from './deps.ts';
 import { InjectedCrash, injectFault } from './faults.ts';
+import { indexContinued } from './leases.ts';
 import { fitsInline, keepEarlierLog } from './logs.ts';
 import {
   expandMapped,
@@ -194,9 +195,17 @@ export async function executeTask(
       if (ti?.status === 'success' && ti.attempt === msg.attempt && ti.advanceInline) {
         // A run that has ended counted every task: only what follows its end may be left to
         // finish (its slot, the next queued run), and that is harmless to repeat.
+        // Nor is there a walk to repair a task this message's worker continued into and died in
+        // (the run failed, or a cancel died before it got to that task): the reaper's instead.
         const run = await deps.store.getRun(msg.dagId, msg.runId);
-        if (run && isTerminalRun(run.status)) await runEnded(deps, msg.dagId, msg.runId);
-        else await advanceFrom(deps, ti, undefined, undefined, true);
+        if (run && isTerminalRun(run.status)) {
+          await runEnded(deps, msg.dagId, msg.runId);
+          await indexContinued(
+            deps,
+            await deps.store.listTaskInstances(msg.dagId, msg.runId),
+            deps.clock(),
+          );
+        } else await advanceFrom(deps, ti);
       }
       return 'not_claimed';
     }
@@ -508,6 +517,9 @@ async function runClaimed(
       m.executor !== 'fargate' &&
       !opts.handBack?.aborted &&
       next !== undefined &&
+      // A mapped task's attempt ends when its last instance does, perhaps after this worker
+      // has moved on: only its own message can settle it then.
+      next.mapOver === undefined &&
       opts.remainingMs() - SAFETY_MS > next.timeoutSeconds * 1000 &&
       // A task behind a gate waits its turn there, as any other.
       dagOfTask !== undefined &&
@@ -623,14 +635,11 @@ async function advanceFrom(
   ti: TaskInstanceRecord,
   continueWith?: (m: TaskMessage) => boolean,
   lease?: { readonly token: string; readonly seconds: number },
-  /** The message came back: walk what its worker continued into too (see advance). */
-  repair = false,
 ): Promise<Continued | undefined> {
   try {
     return await advance(deps, ti, ti.status, ti.dagVersion, ti.generation, {
       ...(continueWith ? { continueWith } : {}),
       ...(lease ? { lease } : {}),
-      ...(repair ? { repair } : {}),
     });
   } catch (e) {
     if (!(e instanceof AirlessError) || e.retryable) throw e;

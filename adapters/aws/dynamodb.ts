@@ -1124,6 +1124,7 @@ export class DynamoStateStore implements StateStore {
         ? `attribute_not_exists(${lease})`
         : `${lease} = ${u.value(t.expect.leaseToken)}`,
       ...(t.leaseExpiredBy ? [`${u.name('leaseExpiresAt')} < ${u.value(t.leaseExpiredBy)}`] : []),
+      ...(t.whileContinued ? [`${u.name('continued')} = ${u.value(true)}`] : []),
       ...(t.mapEpoch === undefined
         ? []
         : t.mapEpoch === 0

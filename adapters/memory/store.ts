@@ -661,6 +661,7 @@ export class MemoryStateStore implements StateStore {
       ti.leaseToken === t.expect.leaseToken &&
       // The reaper's condition: the lease it read as expired has not been renewed since.
       (!t.leaseExpiredBy || (ti.leaseExpiresAt !== null && ti.leaseExpiresAt < t.leaseExpiredBy)) &&
+      (!t.whileContinued || ti.continued === true) &&
       (t.mapEpoch === undefined || (ti.mapEpoch ?? 0) === t.mapEpoch) &&
       (t.release === undefined || sameList(ti.gates, t.release)) &&
       (t.unpark === undefined || (ti.parked ?? null) === t.unpark);

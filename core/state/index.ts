@@ -218,6 +218,12 @@ export interface TaskTransition {
    */
   readonly leaseExpiredBy?: string;
   /**
+   * Only if the attempt is still a continuation in no lease index (TaskInstanceRecord
+   * `continued`): every other write, a heartbeat first, ends that, so this write cannot move
+   * back a lease renewed after it was read.
+   */
+  readonly whileContinued?: true;
+  /**
    * A mapped task's end: only if no instance was cleared alone since its counts were read
    * (TaskInstanceRecord mapEpoch; absent counts as 0).
    */
@@ -321,13 +327,14 @@ function leaseUntil(
 /**
  * Puts a running attempt in the lease index under the lease it has, as a heartbeat would
  * without renewing it: for a task a worker continued into (in no index until its first
- * heartbeat) whose other repair, the return of that worker's message, something moved on.
+ * heartbeat), once the return of that worker's message finds it, or something moves on what
+ * that return would walk. Refused once it is a continuation no longer (a heartbeat indexed it).
  */
 export function indexLeaseTask(
   ti: TaskInstanceState & { readonly leaseExpiresAt: string | null },
   at: Date,
 ): TaskTransition {
-  return leaseUntil(ti, ti.leaseExpiresAt, at);
+  return { ...leaseUntil(ti, ti.leaseExpiresAt, at), whileContinued: true };
 }
 
 /**

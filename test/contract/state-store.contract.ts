@@ -23,6 +23,7 @@ import {
   deferTask,
   finishTask,
   heartbeatTask,
+  indexLeaseTask,
   manualRunId,
   queueTask,
   releaseTask,
@@ -1358,6 +1359,36 @@ export function stateStoreContract(
           't1',
         );
         expect((await store.getTaskInstance(down))?.continued).toBeUndefined();
+      });
+
+      it('indexes a continued task under the lease it has, and only while it is one', async () => {
+        const { run } = await store.createRun(newRun(3));
+        const down = key(run.runId, 't1');
+        const { task: read } = await store.recordUpstreamOutcome(down, 't0', 'success', 0, {
+          queueAt: later(5),
+          claim: { leaseToken: 'lease-a', leaseExpiresAt: iso(65) },
+        });
+        // Indexed, not renewed: found once that lease has run out, and a continuation no longer.
+        const indexed = await store.transitionTask(down, indexLeaseTask(read, later(10)));
+        expect(indexed).toMatchObject({
+          status: 'running',
+          leaseToken: 'lease-a',
+          leaseExpiresAt: iso(65),
+        });
+        expect(indexed.continued).toBeUndefined();
+        expect((await store.findExpiredLeases(later(64), 100)).map((t) => t.taskId)).not.toContain(
+          't1',
+        );
+        expect((await store.findExpiredLeases(later(66), 100)).map((t) => t.taskId)).toContain(
+          't1',
+        );
+        // Again from the same read (after a heartbeat renewed the lease, say): refused, so that
+        // the renewed lease is not moved back.
+        const beat = await store.transitionTask(down, heartbeatTask(indexed, 120, later(20)));
+        await expect(
+          store.transitionTask(down, indexLeaseTask(read, later(21))),
+        ).rejects.toBeInstanceOf(ConflictError);
+        expect((await store.getTaskInstance(down))?.leaseExpiresAt).toBe(beat.leaseExpiresAt);
       });
 
       it('counts whatever status the downstream task is in', async () => {

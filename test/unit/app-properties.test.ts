@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ManualClock, type MemoryDeps, memoryDeps } from '../../adapters/memory/deps.ts';
 import { MemoryStateStore } from '../../adapters/memory/store.ts';
-import { advance, ContinuationStillLeased } from '../../app/advance.ts';
+import { advance } from '../../app/advance.ts';
 import { clearTasks } from '../../app/clear.ts';
 import { registerDag } from '../../app/dags.ts';
 import { reap } from '../../app/reaper.ts';
@@ -17,7 +17,6 @@ import type {
   RunRecord,
   TaskInstanceRecord,
   TaskKey,
-  TaskMessage,
 } from '../../core/ports.ts';
 import { countUpstream, decide, runOutcome } from '../../core/readiness/index.ts';
 import { nextRetryAt } from '../../core/retry/index.ts';
@@ -373,7 +372,7 @@ class World {
     switch (step.kind) {
       case 'deliver': {
         const m = deps.dispatcher.take(at(step.pick, messages));
-        if (m) await this.deliver(m, () => executeTask(deps, m, WORKER));
+        if (m) await executeTask(deps, m, WORKER);
         return;
       }
       case 'duplicate':
@@ -408,9 +407,7 @@ class World {
         const m = deps.dispatcher.take(at(step.pick, messages));
         if (!m) return;
         try {
-          await this.deliver(m, () =>
-            store.dying.run({ writes: step.writes }, () => executeTask(deps, m, WORKER)),
-          );
+          await store.dying.run({ writes: step.writes }, () => executeTask(deps, m, WORKER));
         } catch (e) {
           if (!(e instanceof WorkerDied)) throw e;
           this.received.add(attemptOf(m));
@@ -488,22 +485,6 @@ class World {
         if (runId) await cancelRun(deps, this.dagId, runId).catch(tolerate(ConflictError));
         return;
       }
-    }
-  }
-
-  /**
-   * A delivery as SQS makes it: a message whose worker threw is not deleted. One that found a
-   * continued attempt still under its lease comes back after the queue's visibility timeout,
-   * longer than any lease (lib/task-queue.ts): the clock moves on by a lease.
-   */
-  async deliver(m: TaskMessage, run: () => Promise<unknown>): Promise<void> {
-    try {
-      await run();
-    } catch (e) {
-      if (!(e instanceof ContinuationStillLeased)) throw e;
-      this.received.add(attemptOf(m));
-      this.clock.advance(WORKER.leaseSeconds + 1);
-      await this.deps.dispatcher.dispatch([m]);
     }
   }
 
@@ -707,7 +688,7 @@ describe('the application layer, under any delivery order', () => {
   }, 60_000);
 
   // A continued task is in no lease index until it heartbeats: a worker that dies in one leaves
-  // it to the return of its first message (app/advance.ts repair). Chains, so that most edges
+  // it to the return of its first message (app/advance.ts). Chains, so that most edges
   // are continued, and workers that die anywhere.
   it('ends every run of a chain whose workers die in the tasks they continued', async () => {
     const dies: fc.WeightedArbitrary<Step>[] = [

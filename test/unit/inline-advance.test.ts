@@ -1,15 +1,16 @@
 import { describe, expect, it } from 'vitest';
 import { ManualClock, memoryDeps } from '../../adapters/memory/deps.ts';
 import { MemoryStateStore } from '../../adapters/memory/store.ts';
-import { advance, ContinuationStillLeased } from '../../app/advance.ts';
+import { advance, failUnprocessableRun } from '../../app/advance.ts';
 import { clearTasks } from '../../app/clear.ts';
 import { registerDag } from '../../app/dags.ts';
 import { reap } from '../../app/reaper.ts';
 import { onRetryTimer } from '../../app/retries.ts';
 import { cancelRun, triggerRun } from '../../app/runs.ts';
 import { type ExecuteOptions, executeTask } from '../../app/tasks.ts';
+import { ConflictError } from '../../core/errors.ts';
 import type { RetryTimer, TaskInstanceRecord, TaskMessage } from '../../core/ports.ts';
-import { claimTask, finishTask, heartbeatTask } from '../../core/state/index.ts';
+import { claimTask, finishTask, heartbeatTask, indexLeaseTask } from '../../core/state/index.ts';
 
 /**
  * The worker advances readiness from its own success (app/tasks.ts, app/advance.ts), continues
@@ -275,37 +276,116 @@ describe('a worker that dies after its success', () => {
     expect(log).toMatch(/lease expired/);
   });
 
-  it('a message that comes back while its continued task holds its lease comes back again later', async () => {
+  it('a message that comes back while its continued task holds its lease leaves that task to the reaper', async () => {
     const clock = new ManualClock(new Date('2026-01-01T00:00:00Z'));
     const { deps, store, statuses } = await setup(chain(3), clock);
     const [t0] = deps.dispatcher.takeAll() as [TaskMessage];
     store.outcomesBeforeDeath = 2;
     await expect(executeTask(deps, t0, worker({ continuations: 8 }))).rejects.toThrow('died');
     store.revive();
+    const leased = (await deps.store.getTaskInstance({
+      ...t0,
+      taskId: 't2',
+    })) as TaskInstanceRecord;
     // Back before the lease ran out (a duplicate, while the worker may still be alive): the
-    // continued attempt is left alone, and the message is not done with.
+    // continued attempt is left running, under the lease it has, and now in the lease index.
     clock.advance(60);
-    await expect(executeTask(deps, t0, worker({ continuations: 8 }))).rejects.toBeInstanceOf(
-      ContinuationStillLeased,
-    );
+    expect(await executeTask(deps, t0, worker({ continuations: 8 }))).toBe('not_claimed');
     expect(await statuses()).toEqual([
       ['t0', 'success', 1],
       ['t1', 'success', 1],
       ['t2', 'running', 1],
     ]);
-    // Once it has heartbeated, it is in the lease index, the reaper's to repair as any running
-    // attempt: the message's next return is done with it, and leaves it to its worker.
-    const held = (await deps.store.getTaskInstance({ ...t0, taskId: 't2' })) as TaskInstanceRecord;
-    await deps.store.transitionTask(held, heartbeatTask(held, 120, clock.now()));
-    clock.advance(121);
-    expect(await executeTask(deps, t0, worker({ continuations: 8 }))).toBe('not_claimed');
-    expect((await statuses())[2]).toEqual(['t2', 'running', 1]);
-    // Its worker died after that heartbeat: the reaper fails it (no retries: failed for good).
-    expect(
-      (await reap(deps, { queuedGraceSeconds: 60, retryGraceSeconds: 30, limit: 10 }))
-        .expiredLeases,
-    ).toBe(1);
+    const indexed = (await deps.store.getTaskInstance({
+      ...t0,
+      taskId: 't2',
+    })) as TaskInstanceRecord;
+    expect(indexed).toMatchObject({
+      leaseToken: leased.leaseToken,
+      leaseExpiresAt: leased.leaseExpiresAt,
+    });
+    expect(indexed.continued).toBeUndefined();
+    const reaper = { queuedGraceSeconds: 60, retryGraceSeconds: 30, limit: 10 };
+    expect((await reap(deps, reaper)).expiredLeases).toBe(0);
+    // Its worker was dead after all: once the lease runs out, the reaper fails it (no retries).
+    clock.advance(61);
+    expect((await reap(deps, reaper)).expiredLeases).toBe(1);
     expect((await statuses())[2]).toEqual(['t2', 'failed', 1]);
+  });
+
+  it('a message that comes back while its continued task lives leaves that task to its worker', async () => {
+    const clock = new ManualClock(new Date('2026-01-01T00:00:00Z'));
+    const { deps, store, statuses, runStatus } = await setup(chain(3), clock);
+    const [t0] = deps.dispatcher.takeAll() as [TaskMessage];
+    store.outcomesBeforeDeath = 2;
+    await expect(executeTask(deps, t0, worker({ continuations: 8 }))).rejects.toThrow('died');
+    store.revive();
+    const read = (await deps.store.getTaskInstance({ ...t0, taskId: 't2' })) as TaskInstanceRecord;
+    // The worker lives on (it was another that died, say) and heartbeats: renewed, and indexed.
+    clock.advance(100);
+    const beat = await deps.store.transitionTask(read, heartbeatTask(read, 120, clock.now()));
+    // A write that indexes the task under the lease as read first is refused: the lease stays
+    // renewed, and the reaper does not fail a live attempt when the old lease would have run out.
+    await expect(
+      deps.store.transitionTask(read, indexLeaseTask(read, clock.now())),
+    ).rejects.toBeInstanceOf(ConflictError);
+    expect(await deps.store.getTaskInstance(read)).toMatchObject({
+      leaseExpiresAt: beat.leaseExpiresAt,
+    });
+    clock.advance(60);
+    expect(await executeTask(deps, t0, worker({ continuations: 8 }))).toBe('not_claimed');
+    const reaper = { queuedGraceSeconds: 60, retryGraceSeconds: 30, limit: 10 };
+    expect((await reap(deps, reaper)).expiredLeases).toBe(0);
+    expect((await statuses())[2]).toEqual(['t2', 'running', 1]);
+    // Its worker reports the success under the renewed lease.
+    const live = (await deps.store.getTaskInstance(read)) as TaskInstanceRecord;
+    await deps.store.transitionTask(live, finishTask(live, { ok: true }, clock.now()));
+    expect((await statuses())[2]).toEqual(['t2', 'success', 1]);
+    expect(await runStatus()).toBe('running'); // its own advance is its worker's to do
+  });
+
+  it('a run that ends leaves a continued task whose worker died to the reaper', async () => {
+    for (const end of ['failed by the stream', 'cancelled by a cancel that died'] as const) {
+      const clock = new ManualClock(new Date('2026-01-01T00:00:00Z'));
+      const { deps, store, statuses, dagId, runId } = await setup(chain(3), clock);
+      const [t0] = deps.dispatcher.takeAll() as [TaskMessage];
+      store.outcomesBeforeDeath = 2;
+      await expect(executeTask(deps, t0, worker({ continuations: 8 }))).rejects.toThrow('died');
+      store.revive();
+      if (end === 'failed by the stream') {
+        await failUnprocessableRun(deps, dagId, runId, 'a write refused for good');
+      } else {
+        // The cancel's first write; it died before it got to the tasks.
+        await deps.store.transitionRun(dagId, runId, ['running'], 'cancelled', clock.now());
+        clock.advance(30);
+        // The message's return finds the run ended: no walk, so no repair but the reaper's.
+        expect(await executeTask(deps, t0, worker({ continuations: 8 }))).toBe('not_claimed');
+      }
+      expect((await statuses())[2], end).toEqual(['t2', 'running', 1]);
+      clock.advance(121);
+      const reaped = await reap(deps, { queuedGraceSeconds: 60, retryGraceSeconds: 30, limit: 10 });
+      expect(reaped.expiredLeases, end).toBe(1);
+      expect((await statuses())[2], end).toEqual(['t2', 'failed', 1]);
+    }
+  });
+
+  it('does not continue into a mapped task: only its own message can settle it', async () => {
+    const { deps, statuses, drain } = await setup([
+      { taskId: 't0', operator: 'noop' },
+      { taskId: 't1', operator: 'noop', dependsOn: ['t0'], mapOver: [1, 2] },
+    ]);
+    const [t0] = deps.dispatcher.takeAll() as [TaskMessage];
+    expect(await executeTask(deps, t0, worker({ continuations: 8 }))).toBe('success');
+    // t1 was queued and sent, not claimed by the worker that ran t0.
+    expect(deps.dispatcher.waiting.map((m) => m.taskId)).toEqual(['t1']);
+    expect((await statuses())[1]).toEqual(['t1', 'queued', 1]);
+    await drain(worker({ continuations: 8 }));
+    expect(await statuses()).toEqual([
+      ['t0', 'success', 1],
+      ['t1', 'success', 1],
+      ['t1[0]', 'success', 1],
+      ['t1[1]', 'success', 1],
+    ]);
   });
 });
 
