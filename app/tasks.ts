@@ -68,6 +68,12 @@ export interface ExecuteOptions {
    * behind the other work waiting there.
    */
   readonly continuations?: number;
+  /**
+   * And for how long, in all (ms, counted from the end of the attempt this worker took from the
+   * queue): the bound that matters for fairness, as a continuation saves a queue round trip per
+   * task, which counts only for short tasks. Absent: `continuations` alone bounds it.
+   */
+  readonly continuationMs?: number;
   /** Told each continued attempt's outcome (the first attempt's is the one returned). */
   readonly onContinued?: (msg: TaskMessage, outcome: ExecuteOutcome) => void;
 }
@@ -158,6 +164,8 @@ export async function executeTask(
   opts: ExecuteOptions,
   /** A continued task that the write that queued it also claimed for this worker. */
   claimed?: TaskInstanceRecord,
+  /** A continued task: its continuation ends once the invocation has no more time left than this. */
+  continueUntil?: number,
 ): Promise<ExecuteOutcome> {
   let current: TaskInstanceRecord;
   if (claimed) current = claimed;
@@ -209,7 +217,7 @@ export async function executeTask(
       }
       return 'not_claimed';
     }
-  return runClaimed(deps, msg, opts, current);
+  return runClaimed(deps, msg, opts, current, continueUntil);
 }
 
 /**
@@ -259,6 +267,7 @@ async function runClaimed(
   msg: TaskMessage,
   opts: ExecuteOptions,
   claimed: TaskInstanceRecord,
+  continueUntil: number | undefined,
 ): Promise<ExecuteOutcome> {
   let current = claimed;
   await opts.onClaimed?.();
@@ -508,12 +517,17 @@ async function runClaimed(
   // Readiness from a success, here and now rather than by the table's stream. If this dies
   // midway, the message (deleted only once this returns) comes back and does it again.
   const left = opts.continuations ?? 0;
+  // The continuation's end, as the time the invocation has left (its own clock).
+  const until =
+    continueUntil ??
+    (opts.continuationMs === undefined ? -1 : opts.remainingMs() - opts.continuationMs);
   const continueWith = (m: TaskMessage) => {
     // Only a task this kind of worker runs, and only if its whole timeout fits in the time
     // this worker has left: a task is never cut short for having been continued.
     const next = dagTasks?.get(m.taskId);
     return (
       left > 0 &&
+      opts.remainingMs() > until &&
       m.executor !== 'fargate' &&
       !opts.handBack?.aborted &&
       next !== undefined &&
@@ -545,6 +559,7 @@ async function runClaimed(
       next.message,
       { ...opts, continuations: left - 1 },
       next.claimed,
+      until,
     );
     opts.onContinued?.(next.message, outcome);
   }

@@ -78,8 +78,10 @@ const env = z.object({
   WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(100).default(4),
   WORKER_STOP_SECONDS: z.coerce.number().int().min(5).default(120),
   // How many newly ready tasks in a row a Lambda worker runs itself (app/tasks.ts
-  // `continuations`), instead of a queue round trip each.
-  WORKER_CONTINUATIONS: z.coerce.number().int().min(0).max(100).default(8),
+  // `continuations`), instead of a queue round trip each, and for how long in all
+  // (`continuationMs`): a continuation pays off for short tasks, and hands longer work back.
+  WORKER_CONTINUATIONS: z.coerce.number().int().min(0).max(1000).default(100),
+  WORKER_CONTINUATION_SECONDS: z.coerce.number().min(0).max(900).default(5),
   // The most runs one backfill may create (the maxBackfillRuns prop of AirlessScheduler).
   BACKFILL_MAX_RUNS: z.coerce.number().int().min(1).max(50_000).default(10_000),
   LEASE_SECONDS: z.coerce.number().int().min(10).default(120),

@@ -50,6 +50,7 @@ async function lambdaHandler(event: SQSEvent, context: Context) {
       deferredCheckSeconds: env.DEFERRED_CHECK_SECONDS,
       remainingMs: () => context.getRemainingTimeInMillis(),
       continuations: env.WORKER_CONTINUATIONS,
+      continuationMs: env.WORKER_CONTINUATION_SECONDS * 1000,
       onContinued: (next, outcome) => {
         logger.info('attempt finished', { ...next, outcome, continued: true });
         countOutcome(outcome);

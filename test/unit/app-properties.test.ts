@@ -12,12 +12,7 @@ import { cancelRun, triggerRun } from '../../app/runs.ts';
 import { executeTask } from '../../app/tasks.ts';
 import { TASK_SETTING_DEFAULTS, TRIGGER_RULES, type TriggerRule } from '../../core/dag/schema.ts';
 import { ConflictError } from '../../core/errors.ts';
-import type {
-  ClearPlan,
-  RunRecord,
-  TaskInstanceRecord,
-  TaskKey,
-} from '../../core/ports.ts';
+import type { ClearPlan, RunRecord, TaskInstanceRecord, TaskKey } from '../../core/ports.ts';
 import { countUpstream, decide, runOutcome } from '../../core/readiness/index.ts';
 import { nextRetryAt } from '../../core/retry/index.ts';
 import {

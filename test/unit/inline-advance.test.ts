@@ -8,9 +8,12 @@ import { reap } from '../../app/reaper.ts';
 import { onRetryTimer } from '../../app/retries.ts';
 import { cancelRun, triggerRun } from '../../app/runs.ts';
 import { type ExecuteOptions, executeTask } from '../../app/tasks.ts';
+import type { noopConfig } from '../../core/dag/operators.ts';
 import { ConflictError } from '../../core/errors.ts';
 import type { RetryTimer, TaskInstanceRecord, TaskMessage } from '../../core/ports.ts';
 import { claimTask, finishTask, heartbeatTask, indexLeaseTask } from '../../core/state/index.ts';
+import { noop } from '../../operators/noop.ts';
+import { OperatorRegistry, type RunOperator } from '../../operators/registry.ts';
 
 /**
  * The worker advances readiness from its own success (app/tasks.ts, app/advance.ts), continues
@@ -54,9 +57,13 @@ const worker = (extra: Partial<ExecuteOptions> = {}): ExecuteOptions => ({
   ...extra,
 });
 
-async function setup(tasks: object[], clock?: ManualClock) {
+async function setup(tasks: object[], clock?: ManualClock, operators?: OperatorRegistry) {
   const store = new DyingStore();
-  const deps = memoryDeps({ store, ...(clock ? { clock: clock.now } : {}) });
+  const deps = memoryDeps({
+    store,
+    ...(clock ? { clock: clock.now } : {}),
+    ...(operators ? { operators } : {}),
+  });
   const dagId = `inline_${Math.random().toString(36).slice(2, 10)}`;
   const r = await registerDag(deps, JSON.stringify({ dagId, tasks }));
   if (!r.ok) throw new Error(JSON.stringify(r.issues));
@@ -104,6 +111,33 @@ describe('a worker that writes a success', () => {
     await drain(worker({ continuations: 1 }));
     // t0 from the queue, t1 continued; t2 sent, t3 continued; t4 sent.
     expect(deps.dispatcher.sent.map((m) => m.taskId)).toEqual(['t0', 't2', 't4']);
+    expect(await runStatus()).toBe('success');
+  });
+
+  it('continues for at most the given time, then sends the next', async () => {
+    // Each task takes 2 s of the invocation's time; the continuation may go on for 5 s after
+    // the end of the task the worker took from the queue.
+    let elapsed = 0;
+    const tick: RunOperator<typeof noopConfig._output> = {
+      ...noop,
+      name: 'tick',
+      async run() {
+        elapsed += 2000;
+        return null;
+      },
+    };
+    const operators = new OperatorRegistry().register(noop).register(tick);
+    const { deps, runStatus, drain } = await setup(
+      chain(7, { operator: 'tick', config: {} }),
+      undefined,
+      operators,
+    );
+    await drain(
+      worker({ continuations: 100, continuationMs: 5000, remainingMs: () => 900_000 - elapsed }),
+    );
+    // t0 from the queue ends at 2 s: t1, t2 and t3 are continued (they start at 2, 4 and 6 s,
+    // within 5 s of 2 s), t4 is sent; then t4 ends at 10 s, and t5, t6 are continued.
+    expect(deps.dispatcher.sent.map((m) => m.taskId)).toEqual(['t0', 't4']);
     expect(await runStatus()).toBe('success');
   });
 
