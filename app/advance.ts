@@ -313,10 +313,11 @@ export async function failUnprocessableRun(
     });
     deps.metrics?.addMetric(Metric.RunFailed, 'Count', 1);
     await runEnded(deps, dagId, runId);
-    // A task a worker continued into and died in is repaired by the walk this run no longer
-    // takes (the return of that worker's message): the reaper's instead.
-    await indexContinued(deps, await deps.store.listTaskInstances(dagId, runId), deps.clock());
   } catch (inner) {
     if (!(inner instanceof ConflictError) && !(inner instanceof NotFoundError)) throw inner;
   }
+  // A task a worker continued into and died in is repaired by the walk this run no longer
+  // takes (the return of that worker's message): the reaper's instead. Also when the run had
+  // ended already: whoever ended it may have died before this.
+  await indexContinued(deps, await deps.store.listTaskInstances(dagId, runId), deps.clock());
 }

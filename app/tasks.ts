@@ -552,8 +552,9 @@ async function runClaimed(
   if (next) {
     // Claimed for this worker in the write that queued it, or queued with its message unsent.
     // If this worker dies from here, this message comes back (it is deleted only once this
-    // returns): its walk reaps a claimed task once its lease has run out (it is in the lease
-    // index only once it heartbeats), and sends a queued one; the reaper sends a queued one too.
+    // returns): its walk reaps a claimed task whose lease has run out, or puts one whose lease
+    // is held in the lease index (it is in none until it heartbeats), and sends a queued one;
+    // the reaper sends a queued one too.
     const outcome = await executeTask(
       deps,
       next.message,

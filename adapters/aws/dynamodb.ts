@@ -1553,7 +1553,7 @@ export class DynamoStateStore implements StateStore {
       // (a continuation): in no index until its first heartbeat, which puts it under its lease.
       // An entry written now and deleted by the outcome would cost the index two writes for a
       // task that mostly ends in milliseconds; until then, the repair of a worker that dies in
-      // it is the return of its continuation's first message (advance's `repair`).
+      // it is the return of its continuation's first message (app/advance.ts).
       if (claim)
         u.set('leaseExpiresAt', claim.leaseExpiresAt).set('startTime', at).set('continued', true);
       else u.set('gsi2pk', `DUE#QUEUED#${shard}`).set('gsi2sk', at);

@@ -4,6 +4,7 @@ import { MemoryStateStore } from '../../adapters/memory/store.ts';
 import { advance, failUnprocessableRun } from '../../app/advance.ts';
 import { clearTasks } from '../../app/clear.ts';
 import { registerDag } from '../../app/dags.ts';
+import { indexContinued } from '../../app/leases.ts';
 import { reap } from '../../app/reaper.ts';
 import { onRetryTimer } from '../../app/retries.ts';
 import { cancelRun, triggerRun } from '../../app/runs.ts';
@@ -358,11 +359,13 @@ describe('a worker that dies after its success', () => {
     // The worker lives on (it was another that died, say) and heartbeats: renewed, and indexed.
     clock.advance(100);
     const beat = await deps.store.transitionTask(read, heartbeatTask(read, 120, clock.now()));
-    // A write that indexes the task under the lease as read first is refused: the lease stays
-    // renewed, and the reaper does not fail a live attempt when the old lease would have run out.
+    // Indexing the task under the lease as read first (as a walk, a clear or a run's end that
+    // read it before the heartbeat would) is refused: the lease stays renewed, and the reaper
+    // does not fail a live attempt when the old lease would have run out.
     await expect(
       deps.store.transitionTask(read, indexLeaseTask(read, clock.now())),
     ).rejects.toBeInstanceOf(ConflictError);
+    await indexContinued(deps, [read], clock.now());
     expect(await deps.store.getTaskInstance(read)).toMatchObject({
       leaseExpiresAt: beat.leaseExpiresAt,
     });
@@ -379,7 +382,12 @@ describe('a worker that dies after its success', () => {
   });
 
   it('a run that ends leaves a continued task whose worker died to the reaper', async () => {
-    for (const end of ['failed by the stream', 'cancelled by a cancel that died'] as const) {
+    const ends = [
+      'failed by the stream',
+      'failed by the stream, which died before the rest, then failed again',
+      'cancelled by a cancel that died',
+    ] as const;
+    for (const end of ends) {
       const clock = new ManualClock(new Date('2026-01-01T00:00:00Z'));
       const { deps, store, statuses, dagId, runId } = await setup(chain(3), clock);
       const [t0] = deps.dispatcher.takeAll() as [TaskMessage];
@@ -387,6 +395,9 @@ describe('a worker that dies after its success', () => {
       await expect(executeTask(deps, t0, worker({ continuations: 8 }))).rejects.toThrow('died');
       store.revive();
       if (end === 'failed by the stream') {
+        await failUnprocessableRun(deps, dagId, runId, 'a write refused for good');
+      } else if (end.startsWith('failed by the stream, which died')) {
+        await deps.store.transitionRun(dagId, runId, ['running'], 'failed', clock.now());
         await failUnprocessableRun(deps, dagId, runId, 'a write refused for good');
       } else {
         // The cancel's first write; it died before it got to the tasks.
