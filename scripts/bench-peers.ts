@@ -14,6 +14,7 @@
 //     call until it returns, in the calling process.
 // It prints min/median/max per shape, system and clock, the ratios Prefect / Airless, Airless's
 // per-edge breakdown (an upstream outcome → the downstream task queued → claimed → running), the
+// emulator's floor for one state write (what bounds a chain edge here), the
 // load average at start and end, and last `peers: chain Xx, fanout Yx`: Prefect's median
 // client-clock time over Airless's (above 1, Airless is faster).
 //
@@ -28,6 +29,14 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import {
+  CreateTableCommand,
+  DeleteTableCommand,
+  DynamoDBClient,
+  UpdateItemCommand,
+} from '@aws-sdk/client-dynamodb';
+import { clientConfig } from '../adapters/aws/clients.ts';
+import { tableDefinition } from '../adapters/aws/table.ts';
 import { ApiClient } from '../cli/api-client.ts';
 import { deployLocal } from '../localstack/deploy.ts';
 import { awsEnv, emulatorConfig, stopProcessGroup } from '../localstack/emulator.ts';
@@ -263,6 +272,38 @@ interface Edge {
 
 const cfg = emulatorConfig();
 Object.assign(process.env, awsEnv(cfg));
+
+/**
+ * The emulator's floor for one state write: the median time of one DynamoDB UpdateItem on a
+ * scratch table defined as the state table (same keys, indexes and stream), one at a time from
+ * this process, after a warm-up. Each edge of a chain holds two such writes in a row (the
+ * outcome; the next task's count, queue and claim), so this bounds how fast a chain can go here.
+ */
+async function writeFloorMs(): Promise<number> {
+  const ddb = new DynamoDBClient(clientConfig());
+  const table = `airless-bench-floor-${Date.now().toString(36)}`;
+  await ddb.send(new CreateTableCommand(tableDefinition(table)));
+  try {
+    const times: number[] = [];
+    for (let i = 0; i < 220; i++) {
+      const t0 = performance.now();
+      await ddb.send(
+        new UpdateItemCommand({
+          TableName: table,
+          Key: { pk: { S: `FLOOR#${i % 20}` }, sk: { S: 'TI' } },
+          UpdateExpression: 'SET #s = :s, #n = :n',
+          ExpressionAttributeNames: { '#s': 'status', '#n': 'attempt' },
+          ExpressionAttributeValues: { ':s': { S: 'running' }, ':n': { N: String(i) } },
+        }),
+      );
+      if (i >= 20) times.push(performance.now() - t0);
+    }
+    return median(times);
+  } finally {
+    await ddb.send(new DeleteTableCommand({ TableName: table }));
+    ddb.destroy();
+  }
+}
 
 async function airlessRun(
   api: ApiClient,
@@ -515,6 +556,12 @@ try {
   );
   console.log(
     '  (endTime is stamped just before the outcome write: the →queued step includes that write.)',
+  );
+  const floor = await writeFloorMs();
+  console.log(
+    `  emulator floor: one DynamoDB UpdateItem on a table defined as the state table, one at a` +
+      `\n  time from this process, takes ${floor.toFixed(2)} ms (median of 200); a chain edge holds two` +
+      ` in a row (→queued, →running).`,
   );
 
   console.log(`\nload average: start ${loadStart}, end ${load()} (1, 5, 15 min)`);
