@@ -498,6 +498,7 @@ try {
   }
 
   for (const dagId of Object.values(dags)) await api.request('DELETE', `/v1/dags/${dagId}`);
+  const floor = await writeFloorMs();
 
   // -------------------------------------------------------------------------------------------
   const row = (cols: string[], widths: number[]) =>
@@ -557,7 +558,6 @@ try {
   console.log(
     '  (endTime is stamped just before the outcome write: the →queued step includes that write.)',
   );
-  const floor = await writeFloorMs();
   console.log(
     `  emulator floor: one DynamoDB UpdateItem on a table defined as the state table, one at a` +
       `\n  time from this process, takes ${floor.toFixed(2)} ms (median of 200); a chain edge holds two` +
