@@ -15,7 +15,7 @@ import { branchSkips } from './branch.ts';
 import { loadDag } from './dags.ts';
 import type { Deps } from './deps.ts';
 import { injectFault } from './faults.ts';
-import { indexContinued, reapExpiredLease } from './leases.ts';
+import { indexContinued, indexContinuedOfRun, reapExpiredLease } from './leases.ts';
 import { advanceInstance, stopStrayInstances } from './mapping.ts';
 import { queue, runEnded, taskMessage } from './runs.ts';
 
@@ -319,5 +319,5 @@ export async function failUnprocessableRun(
   // A task a worker continued into and died in is repaired by the walk this run no longer
   // takes (the return of that worker's message): the reaper's instead. Also when the run had
   // ended already: whoever ended it may have died before this.
-  await indexContinued(deps, await deps.store.listTaskInstances(dagId, runId), deps.clock());
+  await indexContinuedOfRun(deps, dagId, runId);
 }

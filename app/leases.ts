@@ -78,3 +78,8 @@ export async function indexContinued(
     });
   }
 }
+
+/** indexContinued for every task of a run: for a run that ended, whose tasks no walk repairs. */
+export async function indexContinuedOfRun(deps: Deps, dagId: string, runId: string): Promise<void> {
+  await indexContinued(deps, await deps.store.listTaskInstances(dagId, runId), deps.clock());
+}

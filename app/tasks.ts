@@ -30,7 +30,7 @@ import { loadDag } from './dags.ts';
 import { DEFAULT_CHECK_SECONDS, type DeferredRecord, nextCheck, workName } from './deferred.ts';
 import type { Deps } from './deps.ts';
 import { InjectedCrash, injectFault } from './faults.ts';
-import { indexContinued } from './leases.ts';
+import { indexContinuedOfRun } from './leases.ts';
 import { fitsInline, keepEarlierLog } from './logs.ts';
 import {
   expandMapped,
@@ -208,11 +208,7 @@ export async function executeTask(
         const run = await deps.store.getRun(msg.dagId, msg.runId);
         if (run && isTerminalRun(run.status)) {
           await runEnded(deps, msg.dagId, msg.runId);
-          await indexContinued(
-            deps,
-            await deps.store.listTaskInstances(msg.dagId, msg.runId),
-            deps.clock(),
-          );
+          await indexContinuedOfRun(deps, msg.dagId, msg.runId);
         } else await advanceFrom(deps, ti);
       }
       return 'not_claimed';

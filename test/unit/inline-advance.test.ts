@@ -93,6 +93,20 @@ const chain = (n: number, extra: object = {}) =>
     ...extra,
   }));
 
+/**
+ * A 3-task chain whose first worker ran t0, continued into t1 and then t2 (claimed in the write
+ * that counted t1's success), and died before t2's outcome: t2 is running, in no lease index.
+ */
+async function diedInContinuedT2() {
+  const clock = new ManualClock(new Date('2026-01-01T00:00:00Z'));
+  const world = await setup(chain(3), clock);
+  const [t0] = world.deps.dispatcher.takeAll() as [TaskMessage];
+  world.store.outcomesBeforeDeath = 2;
+  await expect(executeTask(world.deps, t0, worker({ continuations: 8 }))).rejects.toThrow('died');
+  world.store.revive();
+  return { ...world, clock, t0 };
+}
+
 describe('a worker that writes a success', () => {
   it('runs a chain’s next tasks itself: one message for the whole chain, each task once', async () => {
     const { deps, statuses, runStatus, drain } = await setup(chain(4));
@@ -312,12 +326,7 @@ describe('a worker that dies after its success', () => {
   });
 
   it('a message that comes back while its continued task holds its lease leaves that task to the reaper', async () => {
-    const clock = new ManualClock(new Date('2026-01-01T00:00:00Z'));
-    const { deps, store, statuses } = await setup(chain(3), clock);
-    const [t0] = deps.dispatcher.takeAll() as [TaskMessage];
-    store.outcomesBeforeDeath = 2;
-    await expect(executeTask(deps, t0, worker({ continuations: 8 }))).rejects.toThrow('died');
-    store.revive();
+    const { clock, deps, statuses, t0 } = await diedInContinuedT2();
     const leased = (await deps.store.getTaskInstance({
       ...t0,
       taskId: 't2',
@@ -349,12 +358,7 @@ describe('a worker that dies after its success', () => {
   });
 
   it('a message that comes back while its continued task lives leaves that task to its worker', async () => {
-    const clock = new ManualClock(new Date('2026-01-01T00:00:00Z'));
-    const { deps, store, statuses, runStatus } = await setup(chain(3), clock);
-    const [t0] = deps.dispatcher.takeAll() as [TaskMessage];
-    store.outcomesBeforeDeath = 2;
-    await expect(executeTask(deps, t0, worker({ continuations: 8 }))).rejects.toThrow('died');
-    store.revive();
+    const { clock, deps, statuses, runStatus, t0 } = await diedInContinuedT2();
     const read = (await deps.store.getTaskInstance({ ...t0, taskId: 't2' })) as TaskInstanceRecord;
     // The worker lives on (it was another that died, say) and heartbeats: renewed, and indexed.
     clock.advance(100);
@@ -388,12 +392,7 @@ describe('a worker that dies after its success', () => {
       'cancelled by a cancel that died',
     ] as const;
     for (const end of ends) {
-      const clock = new ManualClock(new Date('2026-01-01T00:00:00Z'));
-      const { deps, store, statuses, dagId, runId } = await setup(chain(3), clock);
-      const [t0] = deps.dispatcher.takeAll() as [TaskMessage];
-      store.outcomesBeforeDeath = 2;
-      await expect(executeTask(deps, t0, worker({ continuations: 8 }))).rejects.toThrow('died');
-      store.revive();
+      const { clock, deps, statuses, dagId, runId, t0 } = await diedInContinuedT2();
       if (end === 'failed by the stream') {
         await failUnprocessableRun(deps, dagId, runId, 'a write refused for good');
       } else if (end.startsWith('failed by the stream, which died')) {
