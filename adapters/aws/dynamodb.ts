@@ -62,6 +62,7 @@ import {
   type TaskStatus,
   type TaskTransition,
 } from '../../core/state/index.ts';
+import { Coalescer } from './coalesce.ts';
 import { aws, decodeToken, encodeToken, PASSING_CANCELLATIONS } from './errors.ts';
 import { DUE_SHARDS, GSI1, GSI2, GSI3, tableKeys as keys } from './table.ts';
 
@@ -77,6 +78,44 @@ function queuedRunKeys(dagId: string, logicalDate: string, runId: string) {
 }
 
 type Item = Record<string, unknown>;
+/** An item's primary key. */
+type Key = { readonly pk: string; readonly sk: string };
+
+/**
+ * At most this many writes to one item go out as one (Coalescer): each adds a condition and a
+ * value, well within DynamoDB's expression limits.
+ * https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html#limits-expression-parameters
+ */
+const COALESCE_MAX = 25;
+/** One upstream outcome counted into a task instance (recordUpstreamOutcome). */
+interface CountOp {
+  readonly counter: keyof UpstreamCounts;
+  /** `upstreamTaskId#generation`. */
+  readonly entry: string;
+}
+/** One task's end counted into a progress shard (recordTaskFinished). */
+interface FinishOp {
+  /** `taskId#generation`. */
+  readonly entry: string;
+  readonly succeeded: boolean;
+  readonly extra: boolean;
+}
+
+/** The indexes of the first op with each entry, and of the ops that repeat an earlier entry. */
+function firstOfEach<T>(ops: readonly T[], entry: (op: T) => string) {
+  const seen = new Set<string>();
+  const first: number[] = [];
+  const copies: number[] = [];
+  ops.forEach((op, i) => {
+    const e = entry(op);
+    if (seen.has(e)) copies.push(i);
+    else {
+      seen.add(e);
+      first.push(i);
+    }
+  });
+  return { first, copies };
+}
 
 /** TransactWriteItems takes at most 100 actions; larger runs are written in batches. */
 const MAX_TRANSACTION_ITEMS = 100;
@@ -1571,6 +1610,62 @@ export class DynamoStateStore implements StateStore {
         if (!(e instanceof ConflictError)) throw e;
       }
     }
+    // Counted together with the other outcomes this process counts into the task meanwhile.
+    return this.#counts.run(`${key.pk}\n${key.sk}`, key, { counter, entry });
+  }
+
+  /** Counts of one task instance, written together (Coalescer): one write for them all. */
+  readonly #counts = new Coalescer<Key, CountOp, { task: TaskInstanceRecord; counted: boolean }>(
+    (key, ops) => this.#countAll(key, ops),
+    COALESCE_MAX,
+  );
+
+  async #countAll(
+    key: Key,
+    ops: readonly CountOp[],
+  ): Promise<{ task: TaskInstanceRecord; counted: boolean }[]> {
+    const results: { task: TaskInstanceRecord; counted: boolean }[] = [];
+    // The same outcome twice (a duplicate event with the first): the copy goes on its own, after.
+    const { first, copies } = firstOfEach(ops, (o) => o.entry);
+    if (first.length === 1) {
+      results[first[0] as number] = await this.#countOne(key, ops[first[0] as number] as CountOp);
+    } else {
+      const u = new Update();
+      const sums = new Map<keyof UpstreamCounts, number>();
+      for (const i of first) {
+        const c = (ops[i] as CountOp).counter;
+        sums.set(c, (sums.get(c) ?? 0) + 1);
+      }
+      for (const [c, n] of sums) u.add(COUNTER[c], n);
+      const entries = first.map((i) => (ops[i] as CountOp).entry);
+      u.add('countedUpstream', new Set(entries));
+      const counted = u.name('countedUpstream');
+      const none = entries.map((e) => `NOT contains(${counted}, ${u.value(e)})`).join(' AND ');
+      const cond = `attribute_exists(pk) AND (attribute_not_exists(${counted}) OR (${none}))`;
+      try {
+        const task = toTask(await this.#update(u.input(this.table, key, cond), 'count outcomes'));
+        // Each caller sees the task as if the writes had gone one at a time, in arrival order:
+        // with the counts of those before it and its own, so one caller alone sees the last.
+        let counts = task.counts;
+        for (const i of [...first].reverse()) {
+          results[i] = { task: { ...task, counts }, counted: true };
+          const c = (ops[i] as CountOp).counter;
+          counts = { ...counts, [c]: counts[c] - 1 };
+        }
+      } catch (e) {
+        if (!(e instanceof ConflictError)) throw e;
+        // One of them was counted already (a repeat): each on its own, one after another.
+        for (const i of first) results[i] = await this.#countOne(key, ops[i] as CountOp);
+      }
+    }
+    for (const i of copies) results[i] = await this.#countOne(key, ops[i] as CountOp);
+    return results;
+  }
+
+  async #countOne(
+    key: Key,
+    { counter, entry }: CountOp,
+  ): Promise<{ task: TaskInstanceRecord; counted: boolean }> {
     const u = new Update().add(COUNTER[counter], 1).add('countedUpstream', new Set([entry]));
     const counted = u.name('countedUpstream');
     const cond = `attribute_exists(pk) AND (attribute_not_exists(${counted}) OR NOT contains(${counted}, ${u.value(entry)}))`;
@@ -1853,27 +1948,86 @@ export class DynamoStateStore implements StateStore {
   ): Promise<(RunProgress & { clears: number }) | undefined> {
     // The same pure function createRun used: no read of the run item needed.
     const shard = progressShard(key.taskId, progressShardCount(taskCount));
-    const entry = `${key.taskId}#${generation}`;
+    const item = keys.progress(key.dagId, key.runId, shard);
+    // Counted together with the other ends this process counts into the shard meanwhile.
+    return this.#finishes.run(
+      `${item.pk}\n${item.sk}`,
+      { dagId: key.dagId, runId: key.runId, item },
+      { entry: `${key.taskId}#${generation}`, succeeded, extra },
+    );
+  }
+
+  /** Ends counted into one progress shard, written together (Coalescer). */
+  readonly #finishes = new Coalescer<
+    { dagId: string; runId: string; item: Key },
+    FinishOp,
+    (RunProgress & { clears: number }) | undefined
+  >((key, ops) => this.#finishAll(key, ops), COALESCE_MAX);
+
+  async #finishAll(
+    key: { dagId: string; runId: string; item: Key },
+    ops: readonly FinishOp[],
+  ): Promise<((RunProgress & { clears: number }) | undefined)[]> {
+    // The same end twice (a duplicate event with the first): the copy goes on its own, after.
+    const { first, copies } = firstOfEach(ops, (o) => o.entry);
+    /** Per op: whether the shard's count was complete once it was counted. */
+    const complete: boolean[] = [];
+    if (first.length === 1) {
+      const i = first[0] as number;
+      complete[i] = await this.#finishOne(key.item, ops[i] as FinishOp);
+    } else {
+      const u = new Update();
+      const firstOps = first.map((i) => ops[i] as FinishOp);
+      const extras = firstOps.filter((o) => o.extra).length;
+      if (extras) u.add('total', extras);
+      u.add('finished', firstOps.length)
+        .add('succeeded', firstOps.filter((o) => o.succeeded).length)
+        .add('doneTasks', new Set(firstOps.map((o) => o.entry)));
+      const done = u.name('doneTasks');
+      const none = firstOps.map((o) => `NOT contains(${done}, ${u.value(o.entry)})`).join(' AND ');
+      const cond = `attribute_exists(pk) AND (attribute_not_exists(${done}) OR (${none}))`;
+      try {
+        const item = await this.#update(u.input(this.table, key.item, cond), 'count ends');
+        // As if the writes had gone one at a time, in arrival order (see #countAll).
+        let finished = num(item.finished);
+        let total = num(item.total);
+        for (const i of [...first].reverse()) {
+          complete[i] = finished >= total;
+          finished -= 1;
+          if ((ops[i] as FinishOp).extra) total -= 1;
+        }
+      } catch (e) {
+        if (!(e instanceof ConflictError)) throw e;
+        // One of them was counted already (a repeat): each on its own, one after another.
+        for (const i of first) complete[i] = await this.#finishOne(key.item, ops[i] as FinishOp);
+      }
+    }
+    for (const i of copies) complete[i] = await this.#finishOne(key.item, ops[i] as FinishOp);
+    // The run's progress, read once for every op that may have completed it.
+    const progress = complete.some(Boolean)
+      ? await this.#progress(key.dagId, key.runId)
+      : undefined;
+    return ops.map((_, i) => (complete[i] ? progress : undefined));
+  }
+
+  /** One end counted on its own: whether the shard's count is complete. */
+  async #finishOne(item: Key, op: FinishOp): Promise<boolean> {
     const u = new Update();
-    if (extra) u.add('total', 1);
+    if (op.extra) u.add('total', 1);
     u.add('finished', 1)
-      .add('succeeded', succeeded ? 1 : 0)
-      .add('doneTasks', new Set([entry]));
+      .add('succeeded', op.succeeded ? 1 : 0)
+      .add('doneTasks', new Set([op.entry]));
     const done = u.name('doneTasks');
-    const cond = `attribute_exists(pk) AND (attribute_not_exists(${done}) OR NOT contains(${done}, ${u.value(entry)}))`;
-    let item: Item;
+    const cond = `attribute_exists(pk) AND (attribute_not_exists(${done}) OR NOT contains(${done}, ${u.value(op.entry)}))`;
+    let after: Item;
     try {
-      item = await this.#update(
-        u.input(this.table, keys.progress(key.dagId, key.runId, shard), cond),
-        'recordTaskFinished',
-      );
+      after = await this.#update(u.input(this.table, item, cond), 'recordTaskFinished');
     } catch (e) {
       // Counted already (a duplicate event): answer as the first call did.
       if (!(e instanceof ConflictError) || !e.current) throw e;
-      item = e.current as Item;
+      after = e.current as Item;
     }
-    if (num(item.finished) < num(item.total)) return undefined;
-    return this.#progress(key.dagId, key.runId);
+    return num(after.finished) >= num(after.total);
   }
 
   async clearTasks(plan: ClearPlan): Promise<void> {

@@ -1228,6 +1228,79 @@ export function stateStoreContract(
         expect((await task(d1)).counts).toEqual({ ...NO_COUNTS, failed: 1, skipped: 1 });
       });
 
+      it('counts outcomes that arrive at once each once, as if one after another', async () => {
+        const ups = Array.from({ length: 20 }, (_, i) => `u${i}`);
+        const { run } = await store.createRun(
+          newRun(1, { tasks: [{ taskId: 'join', upstreamCount: ups.length }] }),
+        );
+        const join = key(run.runId, 'join');
+        const status = (i: number): TaskStatus =>
+          i % 5 === 1 ? 'failed' : i % 5 === 2 ? 'skipped' : 'success';
+        const count = (crowd: (readonly [string, TaskStatus])[]) =>
+          Promise.all(crowd.map(([u, s]) => store.recordUpstreamOutcome(join, u, s, 0)));
+        const at = (i: number) => [`u${i}`, status(i)] as const;
+        // u0 … u13, with a duplicate of u3 in the same crowd, last.
+        const first = await count([...ups.slice(0, 14).map((_, i) => at(i)), ['u3', 'success']]);
+        // u14 … u19, with a repeat of u0 among them.
+        const second = await count([
+          at(14),
+          at(15),
+          at(16),
+          ['u0', 'failed'],
+          at(17),
+          at(18),
+          at(19),
+        ]);
+        const results = [...first, ...second];
+        expect(results.map((r) => r.counted)).toEqual([
+          ...Array(14).fill(true),
+          false,
+          ...[true, true, true, false, true, true, true],
+        ]);
+        const total = (r: { task: TaskInstanceRecord }) =>
+          Object.values(r.task.counts).reduce((a, b) => a + b, 0);
+        // Each counted one saw the counts up to its own, in the order they came: 1, 2, … 20.
+        expect(results.filter((r) => r.counted).map(total)).toEqual(ups.map((_, i) => i + 1));
+        // u0, u3, u4, u5, … success; u1, u6, u11, u16 failed; u2, u7, u12, u17 skipped.
+        expect((await task(join)).counts).toEqual({
+          success: 12,
+          failed: 4,
+          upstreamFailed: 0,
+          skipped: 4,
+        });
+      });
+
+      it('counts ends that arrive at once each once; only the end that completes the run sees it', async () => {
+        const { run } = await store.createRun(newRun(30));
+        await store.transitionRun(dagId, run.runId, ['queued'], 'running', t0);
+        const ends = Array.from(
+          { length: 30 },
+          (_, i) => () => store.recordTaskFinished(key(run.runId, `t${i}`), i !== 7, 30, 0),
+        );
+        // An uncounted task's failure, beyond the total (progressEntry `extra`), in the crowd.
+        ends.splice(10, 0, () => store.recordTaskFinished(key(run.runId, 'x'), false, 30, 0, true));
+        // A duplicate of an end in the same crowd, last.
+        ends.push(() => store.recordTaskFinished(key(run.runId, 't27'), true, 30, 0));
+        // Called in this order, all before any answers.
+        const results = await Promise.all(ends.map((end) => end()));
+        const complete = { total: 31, finished: 31, succeeded: 29, clears: 0 };
+        // t29 completed it; the duplicate, after it, answers as a complete shard does.
+        expect(results.slice(0, 30).every((r) => r === undefined)).toBe(true);
+        expect(results.slice(30)).toEqual([complete, complete]);
+
+        // A repeat of an end counted before, in a crowd of new ones.
+        const { run: small } = await store.createRun(newRun(3));
+        await store.recordTaskFinished(key(small.runId, 't0'), true, 3, 0);
+        const again = await Promise.all(
+          ['t1', 't0', 't2'].map((t) => store.recordTaskFinished(key(small.runId, t), true, 3, 0)),
+        );
+        expect(again).toEqual([
+          undefined,
+          undefined,
+          { total: 3, finished: 3, succeeded: 3, clears: 0 },
+        ]);
+      });
+
       it('counts and queues in one write a pending task with nothing counted, once', async () => {
         const { run } = await store.createRun(newRun(3));
         const down = key(run.runId, 't1');

@@ -1,0 +1,61 @@
+/**
+ * Group commit for hot items. While one write to an item is in flight from this process, the
+ * writes that arrive for the same item wait, and go out together as the next write, at most
+ * `max` at a time. `write` receives them in arrival order and answers each, in that order.
+ *
+ * What it is for: the counts a join's task instance takes from its upstream tasks and a run's
+ * progress shard, written once per finished task. A worker runs a batch's records at once, so
+ * their writes to one join arrive together: one write counts them all, which saves requests, and
+ * write units that grow with the item's size (a large join's set of counted outcomes). DynamoDB
+ * applies the writes to one item one at a time anyway.
+ *
+ * A write that fails fails every caller that waited for it; each caller's own retry (its message
+ * returning) repeats it, as it would a write of its own.
+ */
+export class Coalescer<K, Op, R> {
+  readonly #queues = new Map<string, Waiting<Op, R>[]>();
+
+  constructor(
+    private readonly write: (key: K, ops: readonly Op[]) => Promise<readonly R[]>,
+    private readonly max: number,
+  ) {}
+
+  /** `id` names the item `key` addresses: the writes with one id go together. */
+  run(id: string, key: K, op: Op): Promise<R> {
+    return new Promise<R>((resolve, reject) => {
+      const waiting = this.#queues.get(id);
+      if (waiting) {
+        waiting.push({ op, resolve, reject });
+        return;
+      }
+      const queue = [{ op, resolve, reject }];
+      this.#queues.set(id, queue);
+      void this.#drain(id, key, queue);
+    });
+  }
+
+  async #drain(id: string, key: K, queue: Waiting<Op, R>[]): Promise<void> {
+    while (queue.length > 0) {
+      const batch = queue.splice(0, this.max);
+      try {
+        const results = await this.write(
+          key,
+          batch.map((w) => w.op),
+        );
+        batch.forEach((w, i) => {
+          w.resolve(results[i] as R);
+        });
+      } catch (e) {
+        for (const w of batch) w.reject(e);
+      }
+    }
+    // Nothing awaits between the last look at the queue and this: no arrival can be missed.
+    this.#queues.delete(id);
+  }
+}
+
+interface Waiting<Op, R> {
+  readonly op: Op;
+  readonly resolve: (r: R) => void;
+  readonly reject: (e: unknown) => void;
+}
