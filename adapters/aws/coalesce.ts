@@ -1,7 +1,8 @@
 /**
  * Group commit for hot items. While one write to an item is in flight from this process, the
  * writes that arrive for the same item wait, and go out together as the next write, at most
- * `max` at a time. `write` receives them in arrival order and answers each, in that order.
+ * `max` at a time. `write` receives them in arrival order and settles each, in that order: one
+ * caller's failure need not be another's.
  *
  * What it is for: the counts a join's task instance takes from its upstream tasks and a run's
  * progress shard, written once per finished task. A worker runs a batch's records at once, so
@@ -9,14 +10,16 @@
  * write units that grow with the item's size (a large join's set of counted outcomes). DynamoDB
  * applies the writes to one item one at a time anyway.
  *
- * A write that fails fails every caller that waited for it; each caller's own retry (its message
- * returning) repeats it, as it would a write of its own.
+ * A write that throws fails every caller that waited for it; each caller's own retry (its message
+ * returning) repeats it, as it would a write of its own. A caller waits for the write in flight
+ * before its own: one that never settles holds up the item's later writes in this process (on
+ * Lambda, until the invocation times out and its execution environment is reset).
  */
 export class Coalescer<K, Op, R> {
   readonly #queues = new Map<string, Waiting<Op, R>[]>();
 
   constructor(
-    private readonly write: (key: K, ops: readonly Op[]) => Promise<readonly R[]>,
+    private readonly write: (key: K, ops: readonly Op[]) => Promise<PromiseSettledResult<R>[]>,
     private readonly max: number,
   ) {}
 
@@ -42,8 +45,13 @@ export class Coalescer<K, Op, R> {
           key,
           batch.map((w) => w.op),
         );
+        if (results.length !== batch.length) {
+          throw new Error(`coalesced write: ${results.length} answers for ${batch.length} writes`);
+        }
         batch.forEach((w, i) => {
-          w.resolve(results[i] as R);
+          const r = results[i] as PromiseSettledResult<R>;
+          if (r.status === 'fulfilled') w.resolve(r.value);
+          else w.reject(r.reason);
         });
       } catch (e) {
         for (const w of batch) w.reject(e);
@@ -58,4 +66,13 @@ interface Waiting<Op, R> {
   readonly op: Op;
   readonly resolve: (r: R) => void;
   readonly reject: (e: unknown) => void;
+}
+
+/** The settled result of `p`, which never rejects. */
+export async function settle<R>(p: Promise<R>): Promise<PromiseSettledResult<R>> {
+  try {
+    return { status: 'fulfilled', value: await p };
+  } catch (reason) {
+    return { status: 'rejected', reason };
+  }
 }

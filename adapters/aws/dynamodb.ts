@@ -62,7 +62,7 @@ import {
   type TaskStatus,
   type TaskTransition,
 } from '../../core/state/index.ts';
-import { Coalescer } from './coalesce.ts';
+import { Coalescer, settle } from './coalesce.ts';
 import { aws, decodeToken, encodeToken, PASSING_CANCELLATIONS } from './errors.ts';
 import { DUE_SHARDS, GSI1, GSI2, GSI3, tableKeys as keys } from './table.ts';
 
@@ -101,20 +101,16 @@ interface FinishOp {
   readonly extra: boolean;
 }
 
-/** The indexes of the first op with each entry, and of the ops that repeat an earlier entry. */
-function firstOfEach<T>(ops: readonly T[], entry: (op: T) => string) {
+/** The indexes of the first op with each entry: the others repeat an earlier one (duplicates). */
+function firstOfEach<T>(ops: readonly T[], entry: (op: T) => string): ReadonlySet<number> {
   const seen = new Set<string>();
-  const first: number[] = [];
-  const copies: number[] = [];
+  const first = new Set<number>();
   ops.forEach((op, i) => {
     const e = entry(op);
-    if (seen.has(e)) copies.push(i);
-    else {
-      seen.add(e);
-      first.push(i);
-    }
+    if (!seen.has(e)) first.add(i);
+    seen.add(e);
   });
-  return { first, copies };
+  return first;
 }
 
 /** TransactWriteItems takes at most 100 actions; larger runs are written in batches. */
@@ -1623,13 +1619,9 @@ export class DynamoStateStore implements StateStore {
   async #countAll(
     key: Key,
     ops: readonly CountOp[],
-  ): Promise<{ task: TaskInstanceRecord; counted: boolean }[]> {
-    const results: { task: TaskInstanceRecord; counted: boolean }[] = [];
-    // The same outcome twice (a duplicate event with the first): the copy goes on its own, after.
-    const { first, copies } = firstOfEach(ops, (o) => o.entry);
-    if (first.length === 1) {
-      results[first[0] as number] = await this.#countOne(key, ops[first[0] as number] as CountOp);
-    } else {
+  ): Promise<PromiseSettledResult<{ task: TaskInstanceRecord; counted: boolean }>[]> {
+    const first = firstOfEach(ops, (o) => o.entry);
+    if (first.size > 1) {
       const u = new Update();
       const sums = new Map<keyof UpstreamCounts, number>();
       for (const i of first) {
@@ -1637,7 +1629,7 @@ export class DynamoStateStore implements StateStore {
         sums.set(c, (sums.get(c) ?? 0) + 1);
       }
       for (const [c, n] of sums) u.add(COUNTER[c], n);
-      const entries = first.map((i) => (ops[i] as CountOp).entry);
+      const entries = [...first].map((i) => (ops[i] as CountOp).entry);
       u.add('countedUpstream', new Set(entries));
       const counted = u.name('countedUpstream');
       const none = entries.map((e) => `NOT contains(${counted}, ${u.value(e)})`).join(' AND ');
@@ -1645,20 +1637,27 @@ export class DynamoStateStore implements StateStore {
       try {
         const task = toTask(await this.#update(u.input(this.table, key, cond), 'count outcomes'));
         // Each caller sees the task as if the writes had gone one at a time, in arrival order:
-        // with the counts of those before it and its own, so one caller alone sees the last.
+        // with the counts up to its own, so one caller alone sees the last; a duplicate, as
+        // counted already by the one before it.
+        const results: PromiseSettledResult<{ task: TaskInstanceRecord; counted: boolean }>[] = [];
         let counts = task.counts;
-        for (const i of [...first].reverse()) {
-          results[i] = { task: { ...task, counts }, counted: true };
+        for (let i = ops.length - 1; i >= 0; i--) {
+          results[i] = {
+            status: 'fulfilled',
+            value: { task: { ...task, counts }, counted: first.has(i) },
+          };
           const c = (ops[i] as CountOp).counter;
-          counts = { ...counts, [c]: counts[c] - 1 };
+          if (first.has(i)) counts = { ...counts, [c]: counts[c] - 1 };
         }
+        return results;
       } catch (e) {
         if (!(e instanceof ConflictError)) throw e;
-        // One of them was counted already (a repeat): each on its own, one after another.
-        for (const i of first) results[i] = await this.#countOne(key, ops[i] as CountOp);
+        // One of them was counted already (a repeat): one at a time, below.
       }
     }
-    for (const i of copies) results[i] = await this.#countOne(key, ops[i] as CountOp);
+    // One at a time, in arrival order.
+    const results: PromiseSettledResult<{ task: TaskInstanceRecord; counted: boolean }>[] = [];
+    for (const op of ops) results.push(await settle(this.#countOne(key, op)));
     return results;
   }
 
@@ -1967,17 +1966,13 @@ export class DynamoStateStore implements StateStore {
   async #finishAll(
     key: { dagId: string; runId: string; item: Key },
     ops: readonly FinishOp[],
-  ): Promise<((RunProgress & { clears: number }) | undefined)[]> {
-    // The same end twice (a duplicate event with the first): the copy goes on its own, after.
-    const { first, copies } = firstOfEach(ops, (o) => o.entry);
-    /** Per op: whether the shard's count was complete once it was counted. */
-    const complete: boolean[] = [];
-    if (first.length === 1) {
-      const i = first[0] as number;
-      complete[i] = await this.#finishOne(key.item, ops[i] as FinishOp);
-    } else {
+  ): Promise<PromiseSettledResult<(RunProgress & { clears: number }) | undefined>[]> {
+    const first = firstOfEach(ops, (o) => o.entry);
+    /** Per op: whether the shard's count was complete once it was counted, or why it failed. */
+    let complete: PromiseSettledResult<boolean>[] | undefined;
+    if (first.size > 1) {
       const u = new Update();
-      const firstOps = first.map((i) => ops[i] as FinishOp);
+      const firstOps = [...first].map((i) => ops[i] as FinishOp);
       const extras = firstOps.filter((o) => o.extra).length;
       if (extras) u.add('total', extras);
       u.add('finished', firstOps.length)
@@ -1989,25 +1984,35 @@ export class DynamoStateStore implements StateStore {
       try {
         const item = await this.#update(u.input(this.table, key.item, cond), 'count ends');
         // As if the writes had gone one at a time, in arrival order (see #countAll).
+        complete = [];
         let finished = num(item.finished);
         let total = num(item.total);
-        for (const i of [...first].reverse()) {
-          complete[i] = finished >= total;
+        for (let i = ops.length - 1; i >= 0; i--) {
+          complete[i] = { status: 'fulfilled', value: finished >= total };
+          if (!first.has(i)) continue;
           finished -= 1;
           if ((ops[i] as FinishOp).extra) total -= 1;
         }
       } catch (e) {
         if (!(e instanceof ConflictError)) throw e;
-        // One of them was counted already (a repeat): each on its own, one after another.
-        for (const i of first) complete[i] = await this.#finishOne(key.item, ops[i] as FinishOp);
+        // One of them was counted already (a repeat): one at a time, below.
       }
     }
-    for (const i of copies) complete[i] = await this.#finishOne(key.item, ops[i] as FinishOp);
-    // The run's progress, read once for every op that may have completed it.
-    const progress = complete.some(Boolean)
-      ? await this.#progress(key.dagId, key.runId)
+    if (!complete) {
+      // One at a time, in arrival order.
+      complete = [];
+      for (const op of ops) complete.push(await settle(this.#finishOne(key.item, op)));
+    }
+    // The run's progress, read once for every end that may have completed it: like a read after
+    // one's own write, it may include ends counted after that write.
+    const progress = complete.some((c) => c.status === 'fulfilled' && c.value)
+      ? await settle(this.#progress(key.dagId, key.runId))
       : undefined;
-    return ops.map((_, i) => (complete[i] ? progress : undefined));
+    return complete.map((c) => {
+      if (c.status === 'rejected') return c;
+      if (!c.value) return { status: 'fulfilled', value: undefined };
+      return progress as PromiseSettledResult<RunProgress & { clears: number }>;
+    });
   }
 
   /** One end counted on its own: whether the shard's count is complete. */

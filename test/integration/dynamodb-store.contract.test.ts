@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { DynamoDBDocumentClient, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
-import { takeRequestCounts } from '../../adapters/aws/clients.ts';
+import { clientConfig } from '../../adapters/aws/clients.ts';
 import { DynamoStateStore } from '../../adapters/aws/dynamodb.ts';
 import { tableKeys } from '../../adapters/aws/table.ts';
 import type { StateStore } from '../../core/ports.ts';
@@ -35,15 +36,29 @@ stateStoreContract(
 );
 
 describe('DynamoDB store: writes to one item that arrive at once go out together', () => {
-  /** The UpdateItem requests this process sent while `work` ran. */
-  async function updates(work: () => Promise<unknown>): Promise<number> {
-    takeRequestCounts();
-    await work();
-    return takeRequestCounts()['dynamodb UpdateItem'] ?? 0;
+  /** A store whose client counts its UpdateItem commands (once each, whatever its retries). */
+  async function countingStore() {
+    const db = DynamoDBDocumentClient.from(new DynamoDBClient(clientConfig()));
+    let n = 0;
+    db.middlewareStack.add(
+      (next, context) => async (args) => {
+        if (context.commandName === 'UpdateItemCommand') n++;
+        return next(args);
+      },
+      { step: 'initialize', name: 'countUpdates' },
+    );
+    const store = new DynamoStateStore(db, await createTable());
+    /** The UpdateItem commands the store sent while `work` ran. */
+    const updates = async (work: () => Promise<unknown>) => {
+      n = 0;
+      await work();
+      return n;
+    };
+    return { store, updates };
   }
 
   it('counts 40 outcomes into one join in 3 writes, and 40 ends into one shard in 3', async () => {
-    const store = new DynamoStateStore(localClients().dynamodb, await createTable());
+    const { store, updates } = await countingStore();
     const ups = Array.from({ length: 40 }, (_, i) => `u${i}`);
     const dagId = `dag-${randomUUID().slice(0, 8)}`;
     const { run } = await store.createRun({

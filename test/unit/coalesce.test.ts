@@ -1,14 +1,23 @@
 import { describe, expect, it } from 'vitest';
 import { Coalescer } from '../../adapters/aws/coalesce.ts';
 
-/** A write whose calls are recorded, and which fails when its ops include `fail`. */
+/**
+ * A write whose calls are recorded: it throws when its ops include `fail`, answers fewer than
+ * asked when they include `short`, and fails only the op `bad` when they include it.
+ */
 function recorder() {
   const writes: string[][] = [];
   const coalescer = new Coalescer<string, string, string>(async (key, ops) => {
     writes.push([key, ...ops]);
     await new Promise((r) => setImmediate(r));
     if (ops.includes('fail')) throw new Error(`refused: ${ops.join(',')}`);
-    return ops.map((op) => `${key}:${op}`);
+    const results = ops.map(
+      (op): PromiseSettledResult<string> =>
+        op === 'bad'
+          ? { status: 'rejected', reason: new Error('bad') }
+          : { status: 'fulfilled', value: `${key}:${op}` },
+    );
+    return ops.includes('short') ? results.slice(1) : results;
   }, 3);
   return { writes, coalescer };
 }
@@ -42,23 +51,28 @@ describe('Coalescer', () => {
     ]);
   });
 
-  it('fails the callers of a failed write only, and goes on with those that wait', async () => {
+  it('fails one caller alone when the write says so, and every caller of a write that throws', async () => {
     const { writes, coalescer } = recorder();
-    const results = await Promise.allSettled(
-      ['a', 'b', 'fail', 'c', 'd'].map((op) => coalescer.run('item', 'k', op)),
-    );
+    const ops = ['a', 'b', 'bad', 'c', 'd', 'fail', 'e', 'f', 'short', 'g'];
+    const results = await Promise.allSettled(ops.map((op) => coalescer.run('item', 'k', op)));
     expect(results.map((r) => r.status)).toEqual([
-      'fulfilled',
+      'fulfilled', // a
+      'fulfilled', // b
+      'rejected', // bad, alone
+      'fulfilled', // c
+      'rejected', // d, e: written with fail, which threw
       'rejected',
       'rejected',
+      'rejected', // f, short, g: fewer answers than writes
       'rejected',
-      'fulfilled',
+      'rejected',
     ]);
     expect(writes).toEqual([
       ['k', 'a'],
-      ['k', 'b', 'fail', 'c'],
-      ['k', 'd'],
+      ['k', 'b', 'bad', 'c'],
+      ['k', 'd', 'fail', 'e'],
+      ['k', 'f', 'short', 'g'],
     ]);
-    expect(await coalescer.run('item', 'k', 'e')).toBe('k:e');
+    expect(await coalescer.run('item', 'k', 'h')).toBe('k:h');
   });
 });
