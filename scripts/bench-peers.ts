@@ -29,17 +29,12 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import {
-  CreateTableCommand,
-  DeleteTableCommand,
-  DynamoDBClient,
-  UpdateItemCommand,
-} from '@aws-sdk/client-dynamodb';
+import { DeleteTableCommand, DynamoDBClient, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { clientConfig } from '../adapters/aws/clients.ts';
-import { tableDefinition } from '../adapters/aws/table.ts';
 import { ApiClient } from '../cli/api-client.ts';
 import { deployLocal } from '../localstack/deploy.ts';
 import { awsEnv, emulatorConfig, stopProcessGroup } from '../localstack/emulator.ts';
+import { createTable } from '../localstack/resources.ts';
 
 const CHAIN = 40;
 const FANOUT = 200;
@@ -281,8 +276,7 @@ Object.assign(process.env, awsEnv(cfg));
  */
 async function writeFloorMs(): Promise<number> {
   const ddb = new DynamoDBClient(clientConfig());
-  const table = `airless-bench-floor-${Date.now().toString(36)}`;
-  await ddb.send(new CreateTableCommand(tableDefinition(table)));
+  const table = await createTable();
   try {
     const times: number[] = [];
     for (let i = 0; i < 220; i++) {

@@ -113,6 +113,36 @@ function firstOfEach<T>(ops: readonly T[], entry: (op: T) => string): ReadonlySe
   return first;
 }
 
+/** The write that counts upstream outcomes (distinct entries) on a task instance, once each. */
+function countWrite(ops: readonly CountOp[]): { u: Update; cond: string } {
+  const u = new Update();
+  const sums = new Map<keyof UpstreamCounts, number>();
+  for (const { counter } of ops) sums.set(counter, (sums.get(counter) ?? 0) + 1);
+  for (const [c, n] of sums) u.add(COUNTER[c], n);
+  return {
+    u,
+    cond: u.addOnce(
+      'countedUpstream',
+      ops.map((o) => o.entry),
+    ),
+  };
+}
+
+/** The write that counts ends (distinct entries) on a progress shard, once each. */
+function finishWrite(ops: readonly FinishOp[]): { u: Update; cond: string } {
+  const u = new Update();
+  const extras = ops.filter((o) => o.extra).length;
+  if (extras) u.add('total', extras);
+  u.add('finished', ops.length).add('succeeded', ops.filter((o) => o.succeeded).length);
+  return {
+    u,
+    cond: u.addOnce(
+      'doneTasks',
+      ops.map((o) => o.entry),
+    ),
+  };
+}
+
 /** TransactWriteItems takes at most 100 actions; larger runs are written in batches. */
 const MAX_TRANSACTION_ITEMS = 100;
 /** The creation lease's holder while a small run's creator writes its tasks (createRun). */
@@ -381,6 +411,17 @@ class Update {
   add(attr: string, v: unknown): this {
     this.#add.push(`${this.name(attr)} ${this.value(v)}`);
     return this;
+  }
+
+  /**
+   * Adds `entries` to the string set `attr`, and returns the condition under which that counts
+   * them once: the item exists and holds none of them yet.
+   */
+  addOnce(attr: string, entries: readonly string[]): string {
+    this.add(attr, new Set(entries));
+    const n = this.name(attr);
+    const none = entries.map((e) => `NOT contains(${n}, ${this.value(e)})`).join(' AND ');
+    return `attribute_exists(pk) AND (attribute_not_exists(${n}) OR (${none}))`;
   }
 
   /** Removes elements from a set attribute. */
@@ -1545,14 +1586,13 @@ export class DynamoStateStore implements StateStore {
     const { weight } = options;
     if (weight) {
       // A mapped task's instances, counted in one write (core/mapping).
-      const u = new Update().add('countedUpstream', new Set([entry]));
+      const u = new Update();
+      const cond = u.addOnce('countedUpstream', [entry]);
       for (const [k, attr] of Object.entries(COUNTER)) {
         const n = weight.counts[k as keyof UpstreamCounts];
         if (n) u.add(attr, n);
       }
       if (weight.extraUpstream) u.add('upstreamCount', weight.extraUpstream);
-      const counted = u.name('countedUpstream');
-      const cond = `attribute_exists(pk) AND (attribute_not_exists(${counted}) OR NOT contains(${counted}, ${u.value(entry)}))`;
       try {
         const item = await this.#update(u.input(this.table, key, cond), 'count a map', toTask);
         return { task: toTask(item), counted: true };
@@ -1622,18 +1662,7 @@ export class DynamoStateStore implements StateStore {
   ): Promise<PromiseSettledResult<{ task: TaskInstanceRecord; counted: boolean }>[]> {
     const first = firstOfEach(ops, (o) => o.entry);
     if (first.size > 1) {
-      const u = new Update();
-      const sums = new Map<keyof UpstreamCounts, number>();
-      for (const i of first) {
-        const c = (ops[i] as CountOp).counter;
-        sums.set(c, (sums.get(c) ?? 0) + 1);
-      }
-      for (const [c, n] of sums) u.add(COUNTER[c], n);
-      const entries = [...first].map((i) => (ops[i] as CountOp).entry);
-      u.add('countedUpstream', new Set(entries));
-      const counted = u.name('countedUpstream');
-      const none = entries.map((e) => `NOT contains(${counted}, ${u.value(e)})`).join(' AND ');
-      const cond = `attribute_exists(pk) AND (attribute_not_exists(${counted}) OR (${none}))`;
+      const { u, cond } = countWrite([...first].map((i) => ops[i] as CountOp));
       try {
         const task = toTask(await this.#update(u.input(this.table, key, cond), 'count outcomes'));
         // Each caller sees the task as if the writes had gone one at a time, in arrival order:
@@ -1661,13 +1690,8 @@ export class DynamoStateStore implements StateStore {
     return results;
   }
 
-  async #countOne(
-    key: Key,
-    { counter, entry }: CountOp,
-  ): Promise<{ task: TaskInstanceRecord; counted: boolean }> {
-    const u = new Update().add(COUNTER[counter], 1).add('countedUpstream', new Set([entry]));
-    const counted = u.name('countedUpstream');
-    const cond = `attribute_exists(pk) AND (attribute_not_exists(${counted}) OR NOT contains(${counted}, ${u.value(entry)}))`;
+  async #countOne(key: Key, op: CountOp): Promise<{ task: TaskInstanceRecord; counted: boolean }> {
+    const { u, cond } = countWrite([op]);
     try {
       return {
         task: toTask(
@@ -1853,12 +1877,8 @@ export class DynamoStateStore implements StateStore {
       shard,
     );
     const entry = `${mapIndex}#${generation}`;
-    const u = new Update()
-      .add(COUNTER[counter], 1)
-      .add('finished', 1)
-      .add('counted', new Set([entry]));
-    const counted = u.name('counted');
-    const cond = `attribute_exists(pk) AND (attribute_not_exists(${counted}) OR NOT contains(${counted}, ${u.value(entry)}))`;
+    const u = new Update().add(COUNTER[counter], 1).add('finished', 1);
+    const cond = u.addOnce('counted', [entry]);
     let item: Item;
     try {
       item = await this.#update(u.input(this.table, key, cond), 'recordMapOutcome');
@@ -1971,16 +1991,7 @@ export class DynamoStateStore implements StateStore {
     /** Per op: whether the shard's count was complete once it was counted, or why it failed. */
     let complete: PromiseSettledResult<boolean>[] | undefined;
     if (first.size > 1) {
-      const u = new Update();
-      const firstOps = [...first].map((i) => ops[i] as FinishOp);
-      const extras = firstOps.filter((o) => o.extra).length;
-      if (extras) u.add('total', extras);
-      u.add('finished', firstOps.length)
-        .add('succeeded', firstOps.filter((o) => o.succeeded).length)
-        .add('doneTasks', new Set(firstOps.map((o) => o.entry)));
-      const done = u.name('doneTasks');
-      const none = firstOps.map((o) => `NOT contains(${done}, ${u.value(o.entry)})`).join(' AND ');
-      const cond = `attribute_exists(pk) AND (attribute_not_exists(${done}) OR (${none}))`;
+      const { u, cond } = finishWrite([...first].map((i) => ops[i] as FinishOp));
       try {
         const item = await this.#update(u.input(this.table, key.item, cond), 'count ends');
         // As if the writes had gone one at a time, in arrival order (see #countAll).
@@ -2017,13 +2028,7 @@ export class DynamoStateStore implements StateStore {
 
   /** One end counted on its own: whether the shard's count is complete. */
   async #finishOne(item: Key, op: FinishOp): Promise<boolean> {
-    const u = new Update();
-    if (op.extra) u.add('total', 1);
-    u.add('finished', 1)
-      .add('succeeded', op.succeeded ? 1 : 0)
-      .add('doneTasks', new Set([op.entry]));
-    const done = u.name('doneTasks');
-    const cond = `attribute_exists(pk) AND (attribute_not_exists(${done}) OR NOT contains(${done}, ${u.value(op.entry)}))`;
+    const { u, cond } = finishWrite([op]);
     let after: Item;
     try {
       after = await this.#update(u.input(this.table, item, cond), 'recordTaskFinished');
@@ -2193,8 +2198,7 @@ export class DynamoStateStore implements StateStore {
       scond = `contains(${counted}, ${su.value(entry)})`;
     } else {
       // Not counted yet: marked counted, so that its late event counts nothing.
-      su.add('counted', new Set([entry]));
-      scond = `attribute_exists(pk) AND (attribute_not_exists(${counted}) OR NOT contains(${counted}, ${su.value(entry)}))`;
+      scond = su.addOnce('counted', [entry]);
     }
     const actions: { Update: ReturnType<Update['input']> }[] = [
       {
