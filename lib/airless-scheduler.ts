@@ -331,14 +331,14 @@ export class AirlessScheduler extends Construct {
     }
 
     // api: the whole REST API.
-    table.grants.readWriteData(api);
+    table.grantState(api);
     for (const q of sendQueues) q.grants.sendMessages(api);
     dagsBucket.grants.readWrite(api);
     dataBucket.grants.readWrite(api);
     schedules.grantManageSchedules(api);
 
     // registrar: validates uploaded DAG files, stores versions, puts schedules.
-    table.grants.readWriteData(registrar);
+    table.grantState(registrar);
     dagsBucket.grants.read(registrar);
     dataBucket.grants.readWrite(registrar);
     schedules.grantManageSchedules(registrar);
@@ -352,7 +352,7 @@ export class AirlessScheduler extends Construct {
 
     // worker: claims and runs task attempts, writes logs and artifacts, and advances readiness
     // from its own successes: it sends the tasks that became ready (app/advance.ts).
-    table.grants.readWriteData(worker);
+    table.grantState(worker);
     dataBucket.grants.readWrite(worker);
     timers.queue.grants.sendMessages(worker);
     for (const q of sendQueues) q.grants.sendMessages(worker);
@@ -385,7 +385,7 @@ export class AirlessScheduler extends Construct {
       props.eventBus ?? events.EventBus.fromEventBusName(this, 'DefaultBus', 'default');
     this.eventBus.grantPutEventsTo(advance.function);
     advance.function.addEnvironment('EVENT_BUS_NAME', this.eventBus.eventBusName);
-    table.grants.readWriteData(advance);
+    table.grantState(advance);
     for (const q of sendQueues) q.grants.sendMessages(advance);
     dataBucket.grants.read(advance);
     advance.function.addEventSource(
@@ -449,12 +449,12 @@ export class AirlessScheduler extends Construct {
     );
 
     // trigger: creates the run for a scheduled time.
-    table.grants.readWriteData(trigger);
+    table.grantState(trigger);
     for (const q of sendQueues) q.grants.sendMessages(trigger);
     dataBucket.grants.read(trigger);
 
     // retrier: retry timers whose time has come queue the next attempt (or wait again).
-    table.grants.readWriteData(retrier);
+    table.grantState(retrier);
     for (const q of sendQueues) q.grants.sendMessages(retrier);
     timers.queue.grants.sendMessages(retrier);
     timers.deadLetterQueue.grants.sendMessages(retrier);
@@ -465,7 +465,7 @@ export class AirlessScheduler extends Construct {
     );
 
     // reaper: every minute, expired leases, lost task messages and lost retry timers.
-    table.grants.readWriteData(reaper);
+    table.grantState(reaper);
     for (const q of sendQueues) q.grants.sendMessages(reaper);
     timers.queue.grants.sendMessages(reaper);
     // The reaper writes logs (an expired lease, a deferred attempt's end) and deferred outputs.
@@ -496,7 +496,7 @@ export class AirlessScheduler extends Construct {
         ...(fargateMode.logRemovalPolicy ? {} : { logRemovalPolicy: removalPolicy }),
       });
       const role = this.fargateWorkers.taskRole;
-      table.grants.readWriteData(role);
+      table.grantState(role);
       dataBucket.grants.readWrite(role);
       timers.queue.grants.sendMessages(role);
       // Readiness from its successes sends the tasks that became ready, to either queue.
@@ -599,7 +599,7 @@ export class AirlessScheduler extends Construct {
       });
     }
     // complete: records the end of deferred work (app/deferred.ts).
-    table.grants.readWriteData(complete);
+    table.grantState(complete);
     dataBucket.grants.readWrite(complete);
     timers.queue.grants.sendMessages(complete);
 

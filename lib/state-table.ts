@@ -1,7 +1,8 @@
 import { RemovalPolicy } from 'aws-cdk-lib';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import type * as iam from 'aws-cdk-lib/aws-iam';
 import type { Construct } from 'constructs';
-import { GSI1, GSI2, GSI3 } from '../adapters/aws/table.ts';
+import { INDEX_KEYS } from '../adapters/aws/table.ts';
 
 export interface StateTableProps {
   /**
@@ -28,11 +29,7 @@ export class StateTable extends dynamodb.Table {
       stream: dynamodb.StreamViewType.NEW_AND_OLD_IMAGES,
       removalPolicy: props.removalPolicy ?? RemovalPolicy.RETAIN,
     });
-    for (const [indexName, pk, sk] of [
-      [GSI1, 'gsi1pk', 'gsi1sk'],
-      [GSI2, 'gsi2pk', 'gsi2sk'],
-      [GSI3, 'gsi3pk', 'gsi3sk'],
-    ] as const) {
+    for (const [indexName, [pk, sk]] of Object.entries(INDEX_KEYS)) {
       this.addGlobalSecondaryIndex({
         indexName,
         partitionKey: { name: pk, type: S },
@@ -40,5 +37,16 @@ export class StateTable extends dynamodb.Table {
         projectionType: dynamodb.ProjectionType.ALL,
       });
     }
+  }
+
+  /**
+   * Everything the state store does (adapters/aws/dynamodb.ts): read and write its items, and
+   * send updates together as PartiQL statements (BatchExecuteStatement), which IAM authorizes
+   * as `dynamodb:PartiQLUpdate`.
+   * https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ql-iam.html
+   */
+  grantState(grantee: iam.IGrantable): void {
+    this.grants.readWriteData(grantee);
+    this.grant(grantee, 'dynamodb:PartiQLUpdate');
   }
 }

@@ -1,7 +1,7 @@
 /**
- * Group commit for hot items. While one write to an item is in flight from this process, the
- * writes that arrive for the same item wait, and go out together as the next write, at most
- * `max` at a time. `write` receives them in arrival order and settles each, in that order: one
+ * Group commit for hot items. The writes to an item made in one turn of the event loop go out
+ * together; while one write to an item is in flight from this process, the writes that arrive
+ * for the same item wait, and go out together as the next write, at most `max` at a time. `write` receives them in arrival order and settles each, in that order: one
  * caller's failure need not be another's.
  *
  * What it is for: the counts a join's task instance takes from its upstream tasks and a run's
@@ -33,29 +33,14 @@ export class Coalescer<K, Op, R> {
       }
       const queue = [{ op, resolve, reject }];
       this.#queues.set(id, queue);
-      void this.#drain(id, key, queue);
+      // The writes made in the same turn go with the first.
+      setImmediate(() => void this.#drain(id, key, queue));
     });
   }
 
   async #drain(id: string, key: K, queue: Waiting<Op, R>[]): Promise<void> {
     while (queue.length > 0) {
-      const batch = queue.splice(0, this.max);
-      try {
-        const results = await this.write(
-          key,
-          batch.map((w) => w.op),
-        );
-        if (results.length !== batch.length) {
-          throw new Error(`coalesced write: ${results.length} answers for ${batch.length} writes`);
-        }
-        batch.forEach((w, i) => {
-          const r = results[i] as PromiseSettledResult<R>;
-          if (r.status === 'fulfilled') w.resolve(r.value);
-          else w.reject(r.reason);
-        });
-      } catch (e) {
-        for (const w of batch) w.reject(e);
-      }
+      await answer(queue.splice(0, this.max), (ops) => this.write(key, ops));
     }
     // Nothing awaits between the last look at the queue and this: no arrival can be missed.
     this.#queues.delete(id);
@@ -74,5 +59,58 @@ export async function settle<R>(p: Promise<R>): Promise<PromiseSettledResult<R>>
     return { status: 'fulfilled', value: await p };
   } catch (reason) {
     return { status: 'rejected', reason };
+  }
+}
+
+/**
+ * Writes to different items that arrive in one turn of the event loop go out together, at most
+ * `max` to a request (DynamoDB's BatchExecuteStatement). A worker runs a batch's records at once,
+ * so their claims, and then their outcomes, arrive together; a fan-out's root queues its
+ * downstream tasks at once. The first write waits only for the end of the turn it arrived in.
+ *
+ * `write` receives the writes in arrival order and settles each; a write that throws fails every
+ * caller in its request, as a write of its own would.
+ */
+export class Batcher<Op, R> {
+  #pending: Waiting<Op, R>[] = [];
+
+  constructor(
+    private readonly write: (ops: readonly Op[]) => Promise<PromiseSettledResult<R>[]>,
+    private readonly max: number,
+  ) {}
+
+  run(op: Op): Promise<R> {
+    return new Promise<R>((resolve, reject) => {
+      if (this.#pending.length === 0) setImmediate(() => this.#flush());
+      this.#pending.push({ op, resolve, reject });
+    });
+  }
+
+  #flush(): void {
+    const all = this.#pending;
+    this.#pending = [];
+    for (let i = 0; i < all.length; i += this.max) {
+      void answer(all.slice(i, i + this.max), this.write);
+    }
+  }
+}
+
+/** Makes one write of `batch` and settles each of its callers with its own answer. */
+async function answer<Op, R>(
+  batch: readonly Waiting<Op, R>[],
+  write: (ops: readonly Op[]) => Promise<PromiseSettledResult<R>[]>,
+): Promise<void> {
+  try {
+    const results = await write(batch.map((w) => w.op));
+    if (results.length !== batch.length) {
+      throw new Error(`grouped write: ${results.length} answers for ${batch.length} writes`);
+    }
+    batch.forEach((w, i) => {
+      const r = results[i] as PromiseSettledResult<R>;
+      if (r.status === 'fulfilled') w.resolve(r.value);
+      else w.reject(r.reason);
+    });
+  } catch (e) {
+    for (const w of batch) w.reject(e);
   }
 }

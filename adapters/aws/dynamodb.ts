@@ -1,5 +1,7 @@
 import type { AttributeValue } from '@aws-sdk/client-dynamodb';
 import {
+  BatchExecuteStatementCommand,
+  type BatchExecuteStatementCommandOutput,
   BatchWriteCommand,
   DeleteCommand,
   type DynamoDBDocumentClient,
@@ -10,7 +12,7 @@ import {
   TransactWriteCommand,
   UpdateCommand,
 } from '@aws-sdk/lib-dynamodb';
-import { unmarshall } from '@aws-sdk/util-dynamodb';
+import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import {
   ConflictError,
   NotFoundError,
@@ -62,9 +64,10 @@ import {
   type TaskStatus,
   type TaskTransition,
 } from '../../core/state/index.ts';
-import { Coalescer, settle } from './coalesce.ts';
+import { countWriteUnits } from './clients.ts';
+import { Batcher, Coalescer, settle } from './coalesce.ts';
 import { aws, decodeToken, encodeToken, PASSING_CANCELLATIONS } from './errors.ts';
-import { DUE_SHARDS, GSI1, GSI2, GSI3, tableKeys as keys } from './table.ts';
+import { DUE_SHARDS, GSI1, GSI2, GSI3, INDEX_KEYS, tableKeys as keys } from './table.ts';
 
 /** The reaper's index entry of a run waiting to be written (CREATE) or started (RUNQ). */
 function runDueKeys(dagId: string, runId: string, kind: 'CREATE' | 'RUNQ', since: string) {
@@ -80,6 +83,8 @@ function queuedRunKeys(dagId: string, logicalDate: string, runId: string) {
 type Item = Record<string, unknown>;
 /** An item's primary key. */
 type Key = { readonly pk: string; readonly sk: string };
+/** How the document client writes values (clients.ts): undefined members left out. */
+const MARSHALL = { removeUndefinedValues: true };
 
 /**
  * At most this many writes to one item go out as one (Coalescer): each adds a condition and a
@@ -87,6 +92,17 @@ type Key = { readonly pk: string; readonly sk: string };
  * https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html#limits-expression-parameters
  */
 const COALESCE_MAX = 25;
+/** BatchExecuteStatement takes at most 25 statements. */
+const BATCH_MAX = 25;
+type BatchStatementResponse = NonNullable<BatchExecuteStatementCommandOutput['Responses']>[number];
+
+/** An update waiting to go out with others (DynamoStateStore #batched). */
+interface BatchedUpdate {
+  readonly input: ReturnType<Update['input']>;
+  readonly statement: Statement;
+  readonly what: string;
+  readonly current: (i: Item) => unknown;
+}
 /** One upstream outcome counted into a task instance (recordUpstreamOutcome). */
 interface CountOp {
   readonly counter: keyof UpstreamCounts;
@@ -350,6 +366,18 @@ function applied(before: TaskInstanceRecord, t: TaskTransition): TaskInstanceRec
   return next as unknown as TaskInstanceRecord;
 }
 
+/**
+ * Whether the stream has no use for a task instance written into this state (its filter drops
+ * it: lib/airless-scheduler.ts): queued or running, or a success its writer advances from.
+ */
+function unstreamed(s: TaskTransition['set']): boolean {
+  return (
+    s.status === 'queued' ||
+    s.status === 'running' ||
+    (s.status === 'success' && s.advanceInline === true)
+  );
+}
+
 /** The writer's read of the task instance, if the transition carries a whole one. */
 function before(t: TaskTransition): TaskInstanceRecord | undefined {
   const f = t.from as Partial<TaskInstanceRecord> | undefined;
@@ -372,6 +400,8 @@ class Update {
   readonly #remove: string[] = [];
   readonly #add: string[] = [];
   readonly #delete: string[] = [];
+  /** The same changes in PartiQL's words (statement), while every part has them. */
+  #partiql: { clauses: string[]; changes: Change[] } | undefined = { clauses: [], changes: [] };
   #n = 0;
 
   name(attr: string): string {
@@ -388,14 +418,23 @@ class Update {
 
   /** SET for a value, REMOVE for null: absent attributes are how the table spells null. */
   set(attr: string, v: unknown): this {
-    if (v === null) this.#remove.push(this.name(attr));
-    else if (v !== undefined) this.#set.push(`${this.name(attr)} = ${this.value(v)}`);
+    if (v === null) {
+      this.#remove.push(this.name(attr));
+      this.#partiql?.clauses.push(`REMOVE "${attr}"`);
+      this.#partiql?.changes.push({ attr, to: null });
+    } else if (v !== undefined) {
+      const value = this.value(v);
+      this.#set.push(`${this.name(attr)} = ${value}`);
+      this.#partiql?.clauses.push(`SET "${attr}" = ${value}`);
+      this.#partiql?.changes.push({ attr, to: v });
+    }
     return this;
   }
 
   setIfAbsent(attr: string, v: unknown): this {
     const n = this.name(attr);
     this.#set.push(`${n} = if_not_exists(${n}, ${this.value(v)})`);
+    this.#partiql = undefined;
     return this;
   }
 
@@ -405,11 +444,19 @@ class Update {
     this.#set.push(
       `${n} = list_append(if_not_exists(${n}, ${this.value([])}), ${this.value(items)})`,
     );
+    this.#partiql = undefined;
     return this;
   }
 
   add(attr: string, v: unknown): this {
-    this.#add.push(`${this.name(attr)} ${this.value(v)}`);
+    const value = this.value(v);
+    this.#add.push(`${this.name(attr)} ${value}`);
+    // A number only, to an attribute the item has: PartiQL has no ADD, and its `+` refuses a
+    // missing operand (the write then goes on its own, as UpdateItem).
+    if (typeof v === 'number') {
+      this.#partiql?.clauses.push(`SET "${attr}" = "${attr}" + ${value}`);
+      this.#partiql?.changes.push({ attr, add: v });
+    } else this.#partiql = undefined;
     return this;
   }
 
@@ -427,6 +474,7 @@ class Update {
   /** Removes elements from a set attribute. */
   delete(attr: string, v: unknown): this {
     this.#delete.push(`${this.name(attr)} ${this.value(v)}`);
+    this.#partiql = undefined;
     return this;
   }
 
@@ -451,13 +499,119 @@ class Update {
       ...(Object.keys(this.values).length ? { ExpressionAttributeValues: this.values } : {}),
     };
   }
+
+  /**
+   * The write as one PartiQL UPDATE statement, which answers with the item as it was (the new
+   * one is `changes` applied to it), or undefined if a part of it has no PartiQL equivalent: a
+   * function of an attribute, a set's ADD or DELETE, a condition that is not a conjunction of
+   * comparisons and existence checks.
+   * https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ql-reference.update.html
+   */
+  statement(table: string, key: Key, condition: string): Statement | undefined {
+    const where = partiqlCondition(condition, this.names);
+    if (!this.#partiql || where === undefined) return undefined;
+    const text = `UPDATE "${table}" ${this.#partiql.clauses.join(' ')} WHERE "pk" = :pk AND "sk" = :sk AND ${where} RETURNING ALL OLD *`;
+    const parameters: unknown[] = [];
+    const statement = text.replace(/:(v\d+|pk|sk)\b/g, (m) => {
+      parameters.push(m === ':pk' ? key.pk : m === ':sk' ? key.sk : this.values[m]);
+      return '?';
+    });
+    return { statement, parameters, key, changes: this.#partiql.changes };
+  }
+}
+
+/** One change a PartiQL statement makes: an attribute set (removed for null) or added to. */
+type Change =
+  | { readonly attr: string; readonly to: unknown }
+  | { readonly attr: string; readonly add: number };
+
+/** A conditional update in PartiQL, for BatchExecuteStatement (Update.statement). */
+interface Statement {
+  readonly statement: string;
+  readonly parameters: unknown[];
+  readonly key: Key;
+  readonly changes: readonly Change[];
+}
+
+/**
+ * An UpdateItem condition in PartiQL's words, or undefined if it has a part PartiQL would read
+ * otherwise (anything but comparisons and existence checks joined by AND).
+ */
+function partiqlCondition(condition: string, names: Record<string, string>): string | undefined {
+  let unknown = false;
+  const attr = (n: string) => {
+    const name = n.startsWith('#') ? names[n] : n;
+    if (name === undefined) unknown = true;
+    return `"${name}"`;
+  };
+  const exists = /attribute_(not_)?exists\((#?\w+)\)/g;
+  const rest = condition.replace(exists, '');
+  if (/[()]|\b(OR|NOT|BETWEEN|IN|contains|size|begins_with|attribute_type)\b/i.test(rest)) {
+    return undefined;
+  }
+  const out = condition
+    .replace(exists, (_, not: string | undefined, n: string) =>
+      not ? `${attr(n)} IS MISSING` : `${attr(n)} IS NOT MISSING`,
+    )
+    .replace(/#\w+/g, (n) => attr(n));
+  return unknown ? undefined : out;
+}
+
+/**
+ * The write units DynamoDB bills for updating `before` into `after`: the larger image, by
+ * started KB, and each index's entry as inserted, deleted, moved (both) or rewritten (the
+ * larger); every index projects all attributes (table.ts).
+ * https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/read-write-operations.html
+ */
+function writeUnits(before: Item, after: Item): { table: number; index: number } {
+  const kb = (i: Item) => Math.max(1, Math.ceil(itemBytes(i) / 1024));
+  let index = 0;
+  for (const [pk, sk] of Object.values(INDEX_KEYS)) {
+    const was = before[pk] !== undefined && before[sk] !== undefined;
+    const is = after[pk] !== undefined && after[sk] !== undefined;
+    if (was && is && before[pk] === after[pk] && before[sk] === after[sk]) {
+      index += Math.max(kb(before), kb(after));
+    } else index += (was ? kb(before) : 0) + (is ? kb(after) : 0);
+  }
+  return { table: Math.max(kb(before), kb(after)), index };
+}
+
+/** An item's size as DynamoDB counts it: names and values, in bytes (near enough for KBs). */
+function itemBytes(item: Item): number {
+  let n = 0;
+  for (const [name, v] of Object.entries(item)) n += Buffer.byteLength(name) + valueBytes(v);
+  return n;
+}
+
+function valueBytes(v: unknown): number {
+  if (typeof v === 'string') return Buffer.byteLength(v);
+  if (typeof v === 'number')
+    return 1 + Math.ceil(String(Math.abs(v)).replace(/[.-]/g, '').length / 2);
+  if (v instanceof Uint8Array) return v.byteLength;
+  if (v instanceof Set) return [...v].reduce((a: number, e) => a + valueBytes(e), 0);
+  if (Array.isArray(v)) return 3 + v.reduce((a: number, e) => a + 1 + valueBytes(e), 0);
+  if (v !== null && typeof v === 'object') return 3 + itemBytes(v as Item) + Object.keys(v).length;
+  return 1;
+}
+
+/** The item after `changes`, from the item before them. */
+function changed(before: Item, changes: readonly Change[]): Item {
+  const next: Item = { ...before };
+  for (const c of changes) {
+    if ('add' in c) next[c.attr] = Number(before[c.attr]) + c.add;
+    else if (c.to === null) delete next[c.attr];
+    // As the table would hand it back (undefined members dropped, as the client writes it).
+    else next[c.attr] = unmarshall(marshall({ v: c.to }, MARSHALL)).v;
+  }
+  return next;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * The state store on one DynamoDB table (see table.ts for its keys and indexes). Every
- * transition is one UpdateItem whose condition is the expected status, attempt and lease token.
+ * transition is one conditional update whose condition is the expected status, attempt and lease
+ * token: an UpdateItem, or a statement of a BatchExecuteStatement (#batched).
  */
 export class DynamoStateStore implements StateStore {
   constructor(
@@ -1125,9 +1279,13 @@ export class DynamoStateStore implements StateStore {
   async transitionTask(key: TaskKey, t: TaskTransition): Promise<TaskInstanceRecord> {
     const { u, cond } = this.#taskUpdate(key, t);
     const what = `${t.event} ${key.runId}/${key.taskId}`;
-    const input = u.input(this.table, keys.task(key.dagId, key.runId, key.taskId), cond);
+    const item = keys.task(key.dagId, key.runId, key.taskId);
+    const input = u.input(this.table, item, cond);
     const gates = t.release ?? [];
-    if (gates.length === 0 && !t.unpark) return toTask(await this.#update(input, what, toTask));
+    if (gates.length === 0 && !t.unpark) {
+      const statement = unstreamed(t.set) ? u.statement(this.table, item, cond) : undefined;
+      return toTask(await this.#update(input, what, toTask, statement));
+    }
     // A slot given back, or a waiter's place left, goes in the same transaction as the change.
     await this.#transact(what, [
       { Update: input },
@@ -1616,7 +1774,8 @@ export class DynamoStateStore implements StateStore {
       const { claim } = options;
       const u = new Update()
         .add(COUNTER[counter], 1)
-        .add('countedUpstream', new Set([entry]))
+        // None counted yet (the condition): as an ADD would, and PartiQL can say it.
+        .set('countedUpstream', new Set([entry]))
         .add('attempt', 1)
         .set('status', claim ? 'running' : 'queued')
         .set('leaseToken', claim?.leaseToken ?? null)
@@ -1639,6 +1798,7 @@ export class DynamoStateStore implements StateStore {
             u.input(this.table, key, cond),
             claim ? 'count, queue and claim' : 'count and queue',
             toTask,
+            u.statement(this.table, key, cond),
           ),
         );
         return { task, counted: true };
@@ -2459,6 +2619,100 @@ export class DynamoStateStore implements StateStore {
     input: ReturnType<Update['input']>,
     what: string,
     current: (i: Item) => unknown = (i) => i,
+    statement?: Statement,
+  ): Promise<Item> {
+    if (statement) return this.#batched.run({ input, statement, what, current });
+    return this.#updateItem(input, what, current);
+  }
+
+  /**
+   * Updates made in one turn of the event loop, to different items, whose records the stream
+   * has no use for (its filter drops them: lib/airless-scheduler.ts), go out together
+   * (Batcher): a worker's claims of a batch's tasks, then their successes; a fan-out's root
+   * queueing its downstream tasks. The emulator emits no stream record for a PartiQL write.
+   */
+  readonly #batched = new Batcher<BatchedUpdate, Item>((ops) => this.#updateAll(ops), BATCH_MAX);
+
+  async #updateAll(ops: readonly BatchedUpdate[]): Promise<PromiseSettledResult<Item>[]> {
+    const results: PromiseSettledResult<Item>[] = [];
+    const alone = async (i: number) => {
+      const op = ops[i] as BatchedUpdate;
+      results[i] = await settle(this.#updateItem(op.input, op.what, op.current));
+    };
+    // One statement a request for an item: a second write to it goes on its own.
+    const items = new Set<string>();
+    const together: number[] = [];
+    const rest: number[] = [];
+    ops.forEach(({ statement: { key } }, i) => {
+      const id = `${key.pk}\n${key.sk}`;
+      (items.has(id) ? rest : together).push(i);
+      items.add(id);
+    });
+    if (together.length < 2) {
+      await Promise.all(ops.map((_, i) => alone(i)));
+      return results;
+    }
+    let answers: BatchStatementResponse[];
+    try {
+      const res = await aws('batch of updates', () =>
+        this.db.send(
+          new BatchExecuteStatementCommand({
+            Statements: together.map((i) => {
+              const { statement } = ops[i] as BatchedUpdate;
+              return {
+                Statement: statement.statement,
+                Parameters: statement.parameters,
+                ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+              };
+            }),
+          }),
+        ),
+      );
+      answers = res.Responses ?? [];
+      if (answers.length !== together.length) throw new Error('an answer for each statement');
+    } catch {
+      // Each on its own then (the SDK retried the request already). One that did land is
+      // refused by its condition, and answered with the item as it is, as a retry of it would be.
+      await Promise.all(ops.map((_, i) => alone(i)));
+      return results;
+    }
+    await Promise.all([
+      ...rest.map(alone),
+      ...together.map(async (i, n) => {
+        const op = ops[i] as BatchedUpdate;
+        const { Error: error, Item: before } = answers[n] as BatchStatementResponse;
+        if (error?.Code === 'ConditionalCheckFailed') {
+          results[i] = {
+            status: 'rejected',
+            reason: error.Item
+              ? new ConflictError(`${op.what}: the item changed first`, op.current(error.Item))
+              : new NotFoundError(`${op.what}: not found`),
+          };
+        } else if (error) {
+          // Throttled, or anything else that did not write: on its own, with the SDK's retries.
+          await alone(i);
+        } else if (before) {
+          const after = changed(before, op.statement.changes);
+          const units = writeUnits(before, after);
+          countWriteUnits('BatchExecuteStatement TI', units.table, units.index);
+          results[i] = { status: 'fulfilled', value: after };
+        } else {
+          // Written, but the answer has no item: read it.
+          const item = await settle(this.#get(op.statement.key));
+          results[i] =
+            item.status === 'fulfilled' && item.value
+              ? { status: 'fulfilled', value: item.value }
+              : { status: 'rejected', reason: new NotFoundError(`${op.what}: not found`) };
+        }
+      }),
+    ]);
+    return results;
+  }
+
+  async #updateItem(
+    input: ReturnType<Update['input']>,
+    what: string,
+    current: (i: Item) => unknown,
   ): Promise<Item> {
     const res = await aws(what, () =>
       this.db.send(

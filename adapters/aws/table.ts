@@ -76,6 +76,13 @@ export const tableKeys = {
   }),
 };
 
+/** Each index's key attributes (partition, sort); every index projects all attributes. */
+export const INDEX_KEYS: Readonly<Record<string, readonly [string, string]>> = {
+  [GSI1]: ['gsi1pk', 'gsi1sk'],
+  [GSI2]: ['gsi2pk', 'gsi2sk'],
+  [GSI3]: ['gsi3pk', 'gsi3sk'],
+};
+
 /** The table as CreateTable input: for tests and the emulator. lib/ declares the same in CDK. */
 export function tableDefinition(tableName: string): CreateTableCommandInput {
   const s = (AttributeName: string) => ({ AttributeName, AttributeType: 'S' as const });
@@ -90,25 +97,14 @@ export function tableDefinition(tableName: string): CreateTableCommandInput {
   return {
     TableName: tableName,
     BillingMode: 'PAY_PER_REQUEST',
-    AttributeDefinitions: [
-      'pk',
-      'sk',
-      'gsi1pk',
-      'gsi1sk',
-      'gsi2pk',
-      'gsi2sk',
-      'gsi3pk',
-      'gsi3sk',
-    ].map(s),
+    AttributeDefinitions: ['pk', 'sk', ...Object.values(INDEX_KEYS).flat()].map(s),
     KeySchema: [
       { AttributeName: 'pk', KeyType: 'HASH' },
       { AttributeName: 'sk', KeyType: 'RANGE' },
     ],
-    GlobalSecondaryIndexes: [
-      index(GSI1, 'gsi1pk', 'gsi1sk'),
-      index(GSI2, 'gsi2pk', 'gsi2sk'),
-      index(GSI3, 'gsi3pk', 'gsi3sk'),
-    ],
+    GlobalSecondaryIndexes: Object.entries(INDEX_KEYS).map(([name, [pk, sk]]) =>
+      index(name, pk, sk),
+    ),
     StreamSpecification: { StreamEnabled: true, StreamViewType: 'NEW_AND_OLD_IMAGES' },
   };
 }

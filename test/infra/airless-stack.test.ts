@@ -413,6 +413,30 @@ describe('least privilege', () => {
     expect(touched('complete')).toEqual([logGroup('complete'), table, data, timers].sort());
   });
 
+  it('every role that writes the table may also send its updates together (PartiQL)', () => {
+    const s = stack.scheduler;
+    const roles = [
+      ...(
+        [
+          'api',
+          'registrar',
+          'worker',
+          'advance',
+          'trigger',
+          'retrier',
+          'reaper',
+          'complete',
+        ] as const
+      ).map(roleOf),
+      id(s.fargateWorkers?.taskRole as IConstruct),
+    ];
+    for (const role of roles) {
+      const onTable = accessOf(role).get(id(s.table));
+      expect(onTable, role).toContain('dynamodb:UpdateItem');
+      expect(onTable, role).toContain('dynamodb:PartiQLUpdate');
+    }
+  });
+
   it('the retrier consumes the retry timers, and the reaper runs every minute', () => {
     template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
       FunctionName: { Ref: id(stack.scheduler.functions.retrier) },

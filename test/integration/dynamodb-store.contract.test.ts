@@ -2,11 +2,12 @@ import { randomUUID } from 'node:crypto';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
-import { clientConfig } from '../../adapters/aws/clients.ts';
+import { clientConfig, createClients, takeCapacity } from '../../adapters/aws/clients.ts';
 import { DynamoStateStore } from '../../adapters/aws/dynamodb.ts';
 import { tableKeys } from '../../adapters/aws/table.ts';
-import type { StateStore } from '../../core/ports.ts';
-import { manualRunId } from '../../core/state/index.ts';
+import { ConflictError, NotFoundError } from '../../core/errors.ts';
+import type { StateStore, TaskInstanceRecord, TaskKey } from '../../core/ports.ts';
+import { claimTask, finishTask, manualRunId } from '../../core/state/index.ts';
 import { createTable, localClients } from '../../localstack/resources.ts';
 import { stateStoreContract } from '../contract/state-store.contract.ts';
 
@@ -35,6 +36,25 @@ stateStoreContract(
   },
 );
 
+/** A new manual run of a new DAG with these tasks. */
+async function newRun(
+  store: StateStore,
+  tasks: { taskId: string; upstreamCount: number }[],
+): Promise<{ dagId: string; runId: string }> {
+  const dagId = `dag-${randomUUID().slice(0, 8)}`;
+  const { run } = await store.createRun({
+    dagId,
+    runId: manualRunId(randomUUID()),
+    dagVersion: 1,
+    kind: 'manual',
+    logicalDate: new Date(0),
+    conf: {},
+    tasks,
+    at: new Date(0),
+  });
+  return { dagId, runId: run.runId };
+}
+
 describe('DynamoDB store: writes to one item that arrive at once go out together', () => {
   /** A store whose client counts its UpdateItem commands (once each, whatever its retries). */
   async function countingStore() {
@@ -57,42 +77,148 @@ describe('DynamoDB store: writes to one item that arrive at once go out together
     return { store, updates };
   }
 
-  it('counts 40 outcomes into one join in 3 writes, and 40 ends into one shard in 3', async () => {
+  it('counts 40 outcomes into one join in 2 writes, and 40 ends into one shard in 2', async () => {
     const { store, updates } = await countingStore();
     const ups = Array.from({ length: 40 }, (_, i) => `u${i}`);
-    const dagId = `dag-${randomUUID().slice(0, 8)}`;
-    const { run } = await store.createRun({
-      dagId,
-      runId: manualRunId(randomUUID()),
-      dagVersion: 1,
-      kind: 'manual',
-      logicalDate: new Date(0),
-      conf: {},
-      tasks: [
-        ...ups.map((taskId) => ({ taskId, upstreamCount: 0 })),
-        { taskId: 'join', upstreamCount: 40 },
-      ],
-      at: new Date(0),
-    });
-    const join = { dagId, runId: run.runId, taskId: 'join' };
-    // The first goes at once; the others wait for it, then go 25 (COALESCE_MAX) and 14.
+    const { dagId, runId } = await newRun(store, [
+      ...ups.map((taskId) => ({ taskId, upstreamCount: 0 })),
+      { taskId: 'join', upstreamCount: 40 },
+    ]);
+    const join = { dagId, runId, taskId: 'join' };
+    // Made in one turn: 25 (COALESCE_MAX) go together, then the other 15.
     expect(
       await updates(() =>
         Promise.all(ups.map((u) => store.recordUpstreamOutcome(join, u, 'success', 0))),
       ),
-    ).toBe(3);
+    ).toBe(2);
     expect((await store.getTaskInstance(join))?.counts.success).toBe(40);
     expect(
       await updates(() =>
         Promise.all(
-          ups.map((taskId) =>
-            store.recordTaskFinished({ dagId, runId: run.runId, taskId }, true, 41, 0),
-          ),
+          ups.map((taskId) => store.recordTaskFinished({ dagId, runId, taskId }, true, 41, 0)),
         ),
       ),
-    ).toBe(3);
+    ).toBe(2);
     // One at a time, each is its own write.
-    const last = { dagId, runId: run.runId, taskId: 'join' };
+    const last = { dagId, runId, taskId: 'join' };
     expect(await updates(() => store.recordTaskFinished(last, true, 41, 0))).toBe(1);
+  });
+});
+
+describe('DynamoDB store: updates of different items made at once go out together', () => {
+  /** A store on a measured client (clients.ts) that records the commands it sends. */
+  async function recordingStore() {
+    localClients(); // points the clients at the emulator
+    const db = createClients().dynamodb;
+    const sent: string[] = [];
+    db.middlewareStack.add(
+      (next, context) => async (args) => {
+        sent.push(String(context.commandName).replace(/Command$/, ''));
+        return next(args);
+      },
+      { step: 'initialize', name: 'recordCommands' },
+    );
+    return { store: new DynamoStateStore(db, await createTable()), sent };
+  }
+
+  /** A run of a root and `n` tasks after it. */
+  async function fanOut(store: StateStore, n: number): Promise<TaskKey[]> {
+    const ids = Array.from({ length: n }, (_, i) => `t${String(i).padStart(2, '0')}`);
+    const { dagId, runId } = await newRun(store, [
+      { taskId: 'root', upstreamCount: 0 },
+      ...ids.map((taskId) => ({ taskId, upstreamCount: 1 })),
+    ]);
+    return ids.map((taskId) => ({ dagId, runId, taskId }));
+  }
+
+  it('queues, claims and ends 30 tasks in 2 requests a step, billed as one at a time would be', async () => {
+    const { store, sent } = await recordingStore();
+    const at = new Date(1000);
+    const steps: ((k: TaskKey, ti: TaskInstanceRecord) => Promise<TaskInstanceRecord>)[] = [
+      async (k) =>
+        (await store.recordUpstreamOutcome(k, 'root', 'success', 0, { queueAt: at })).task,
+      (k, ti) => store.transitionTask(k, claimTask(ti, `lease-${k.taskId}`, 60, at)),
+      (k, ti) =>
+        store.transitionTask(
+          k,
+          // A log large enough to take the item past 1 KB: units by size, not by request.
+          finishTask(ti, { ok: true, log: 'x'.repeat(1500), advanceInline: true }, at),
+        ),
+    ];
+    const apart = await fanOut(store, 30);
+    const together = await fanOut(store, 30);
+    const strip = (t: TaskInstanceRecord) => ({ ...t, runId: '', dagId: '' });
+
+    takeCapacity();
+    sent.length = 0;
+    let one: TaskInstanceRecord[] = apart.map(() => ({}) as TaskInstanceRecord);
+    for (const step of steps) {
+      const next: TaskInstanceRecord[] = [];
+      for (const [i, k] of apart.entries()) next.push(await step(k, one[i] as TaskInstanceRecord));
+      one = next;
+    }
+    const oneUnits = takeCapacity();
+    expect(sent).toEqual(Array(90).fill('UpdateItem'));
+
+    sent.length = 0;
+    let all: TaskInstanceRecord[] = together.map(() => ({}) as TaskInstanceRecord);
+    for (const step of steps) {
+      all = await Promise.all(together.map((k, i) => step(k, all[i] as TaskInstanceRecord)));
+    }
+    const allUnits = takeCapacity();
+    // 25 statements a request (BatchExecuteStatement's most), then 5; nothing one at a time.
+    expect(sent).toEqual(Array(6).fill('BatchExecuteStatement'));
+
+    // The same records, and the same write units as DynamoDB bills the single updates.
+    expect(all.map(strip)).toEqual(one.map(strip));
+    expect(all.every((t) => t.status === 'success' && t.log?.length === 1500)).toBe(true);
+    expect(await store.getTaskInstance(together[7] as TaskKey)).toEqual(all[7]);
+    expect(allUnits.write).toBe(oneUnits.write);
+    expect(allUnits.indexWrite).toBe(oneUnits.indexWrite);
+    expect(allUnits.indexWrite).toBeGreaterThan(0);
+    expect(Object.keys(allUnits.writesByKind)).toEqual(['BatchExecuteStatement TI']);
+  });
+
+  it('answers each update for itself: a refused one, a missing item, two to one item', async () => {
+    const { store, sent } = await recordingStore();
+    const at = new Date(1000);
+    const keys = await fanOut(store, 4);
+    const queued = await Promise.all(
+      keys.map(
+        async (k) =>
+          (await store.recordUpstreamOutcome(k, 'root', 'success', 0, { queueAt: at })).task,
+      ),
+    );
+    sent.length = 0;
+    const [a, b, c, d] = keys as [TaskKey, TaskKey, TaskKey, TaskKey];
+    const claim = (k: TaskKey, ti: TaskInstanceRecord, token: string) =>
+      store.transitionTask(k, claimTask(ti, token, 60, at));
+    const results = await Promise.allSettled([
+      claim(a, queued[0] as TaskInstanceRecord, 'first'),
+      // Expects an attempt the task is not at: refused, with the task as it is.
+      claim(b, { ...(queued[1] as TaskInstanceRecord), attempt: 5 }, 'stale'),
+      claim(c, queued[2] as TaskInstanceRecord, 'c'),
+      claim({ ...d, taskId: 'nowhere' }, queued[3] as TaskInstanceRecord, 'none'),
+      // A second claim of a's attempt, in the same turn: exactly one of the two wins.
+      claim(a, queued[0] as TaskInstanceRecord, 'second'),
+    ]);
+    // The four items in one request; the second write to a on its own.
+    expect(sent.sort()).toEqual(['BatchExecuteStatement', 'UpdateItem']);
+    expect(results[2]).toMatchObject({
+      status: 'fulfilled',
+      value: { status: 'running', leaseToken: 'c' },
+    });
+    const refused = results[1] as PromiseRejectedResult;
+    expect(refused.reason).toBeInstanceOf(ConflictError);
+    expect((refused.reason as ConflictError).current).toMatchObject({
+      status: 'queued',
+      attempt: 1,
+    });
+    expect((results[3] as PromiseRejectedResult).reason).toBeInstanceOf(NotFoundError);
+    const aWins = [results[0], results[4]].filter((r) => r?.status === 'fulfilled');
+    expect(aWins).toHaveLength(1);
+    const winner = (aWins[0] as PromiseFulfilledResult<TaskInstanceRecord>).value.leaseToken;
+    expect((await store.getTaskInstance(a))?.leaseToken).toBe(winner);
+    expect((await store.getTaskInstance(b))?.status).toBe('queued');
   });
 });

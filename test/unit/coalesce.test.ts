@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Coalescer } from '../../adapters/aws/coalesce.ts';
+import { Batcher, Coalescer } from '../../adapters/aws/coalesce.ts';
 
 /**
  * A write whose calls are recorded: it throws when its ops include `fail`, answers fewer than
@@ -23,15 +23,19 @@ function recorder() {
 }
 
 describe('Coalescer', () => {
-  it('sends the first write at once and the writes that arrive meanwhile together, at most max', async () => {
+  it('sends the writes of one turn together, and those that arrive meanwhile next, at most max', async () => {
     const { writes, coalescer } = recorder();
-    const ops = ['a', 'b', 'c', 'd', 'e', 'f'];
-    const results = await Promise.all(ops.map((op) => coalescer.run('item', 'k', op)));
+    const ops = ['a', 'b', 'c', 'd', 'e', 'f', 'g'];
+    const first = ops.slice(0, 5).map((op) => coalescer.run('item', 'k', op));
+    await new Promise((r) => setImmediate(r));
+    // The first write is in flight: these wait for it.
+    const later = ops.slice(5).map((op) => coalescer.run('item', 'k', op));
+    const results = await Promise.all([...first, ...later]);
     expect(results).toEqual(ops.map((op) => `k:${op}`));
     expect(writes).toEqual([
-      ['k', 'a'],
-      ['k', 'b', 'c', 'd'],
-      ['k', 'e', 'f'],
+      ['k', 'a', 'b', 'c'],
+      ['k', 'd', 'e', 'f'],
+      ['k', 'g'],
     ]);
   });
 
@@ -44,19 +48,17 @@ describe('Coalescer', () => {
     ]);
     await coalescer.run('one', 'k1', 'd');
     expect(writes).toEqual([
-      ['k1', 'a'],
+      ['k1', 'a', 'c'],
       ['k2', 'b'],
-      ['k1', 'c'],
       ['k1', 'd'],
     ]);
   });
 
   it('fails one caller alone when the write says so, and every caller of a write that throws', async () => {
     const { writes, coalescer } = recorder();
-    const ops = ['a', 'b', 'bad', 'c', 'd', 'fail', 'e', 'f', 'short', 'g'];
+    const ops = ['b', 'bad', 'c', 'd', 'fail', 'e', 'f', 'short', 'g'];
     const results = await Promise.allSettled(ops.map((op) => coalescer.run('item', 'k', op)));
     expect(results.map((r) => r.status)).toEqual([
-      'fulfilled', // a
       'fulfilled', // b
       'rejected', // bad, alone
       'fulfilled', // c
@@ -68,11 +70,64 @@ describe('Coalescer', () => {
       'rejected',
     ]);
     expect(writes).toEqual([
-      ['k', 'a'],
       ['k', 'b', 'bad', 'c'],
       ['k', 'd', 'fail', 'e'],
       ['k', 'f', 'short', 'g'],
     ]);
     expect(await coalescer.run('item', 'k', 'h')).toBe('k:h');
+  });
+});
+
+describe('Batcher', () => {
+  function recorder() {
+    const writes: string[][] = [];
+    const batcher = new Batcher<string, string>(async (ops) => {
+      writes.push([...ops]);
+      await new Promise((r) => setImmediate(r));
+      if (ops.includes('fail')) throw new Error(`refused: ${ops.join(',')}`);
+      const results = ops.map(
+        (op): PromiseSettledResult<string> =>
+          op === 'bad'
+            ? { status: 'rejected', reason: new Error('bad') }
+            : { status: 'fulfilled', value: `done:${op}` },
+      );
+      return ops.includes('short') ? results.slice(1) : results;
+    }, 3);
+    return { writes, batcher };
+  }
+
+  it('sends the writes of one turn together, at most max a write, and a later turn apart', async () => {
+    const { writes, batcher } = recorder();
+    const first = ['a', 'b', 'c', 'd'].map((op) => batcher.run(op));
+    await new Promise((r) => setImmediate(r));
+    // A write of the first turn is in flight: these go at the end of their own turn, not after it.
+    const second = ['e', 'f'].map((op) => batcher.run(op));
+    expect(await Promise.all([...first, ...second])).toEqual(
+      ['a', 'b', 'c', 'd', 'e', 'f'].map((op) => `done:${op}`),
+    );
+    expect(writes).toEqual([['a', 'b', 'c'], ['d'], ['e', 'f']]);
+  });
+
+  it('fails one caller alone when the write says so, and every caller of a write that throws', async () => {
+    const { writes, batcher } = recorder();
+    const ops = ['a', 'bad', 'b', 'c', 'fail', 'd', 'short', 'e', 'f'];
+    const results = await Promise.allSettled(ops.map((op) => batcher.run(op)));
+    expect(results.map((r) => r.status)).toEqual([
+      'fulfilled', // a
+      'rejected', // bad, alone
+      'fulfilled', // b
+      'rejected', // c, fail, d: the write threw
+      'rejected',
+      'rejected',
+      'rejected', // short, e, f: fewer answers than writes
+      'rejected',
+      'rejected',
+    ]);
+    expect(writes).toEqual([
+      ['a', 'bad', 'b'],
+      ['c', 'fail', 'd'],
+      ['short', 'e', 'f'],
+    ]);
+    expect(await batcher.run('g')).toBe('done:g');
   });
 });
