@@ -91,6 +91,12 @@ export async function advance(
       ? await deps.store.getTaskInstance(key)
       : undefined;
   if (mapped && status !== 'success') await stopStrayInstances(deps, mapped);
+  // A success (or skip) is counted in the run's progress at the same time as its downstream
+  // tasks: each write counts once, whichever lands first, and the run cannot end before the
+  // tasks downstream of this one have. Awaited below; a failure of the downstream part first
+  // must not leave it unhandled.
+  const counting = entry === 'count' ? finish(deps, key, status, generation, dag) : undefined;
+  counting?.catch(() => {});
   const now = deps.clock();
   const messages: TaskMessage[] = [];
   let kept: Continued | undefined;
@@ -224,7 +230,7 @@ export async function advance(
     await deps.dispatcher.dispatch(messages);
   }
 
-  if (entry === 'count') await finish(deps, key, status, generation, dag);
+  await counting;
   for (const t of again) {
     await advance(deps, t, t.status, dagVersion, t.generation, { walked });
   }
