@@ -91,11 +91,13 @@ export async function advance(
       ? await deps.store.getTaskInstance(key)
       : undefined;
   if (mapped && status !== 'success') await stopStrayInstances(deps, mapped);
-  // A success (or skip) is counted in the run's progress at the same time as its downstream
-  // tasks: each write counts once, whichever lands first, and the run cannot end before the
-  // tasks downstream of this one have. Awaited below; a failure of the downstream part first
-  // must not leave it unhandled.
+  // The task's end is counted in the run's progress at the same time as its downstream tasks
+  // (an `extra` end was counted above, first): each write counts once, whichever lands first,
+  // and the run cannot end before the tasks downstream of this one have. If the downstream part
+  // fails, this one is still waited for before the failure goes up: nothing runs on after.
   const counting = entry === 'count' ? finish(deps, key, status, generation, dag) : undefined;
+  // Handled here as well, so that a failure while the downstream part is still going is not an
+  // unhandled rejection; awaited below.
   counting?.catch(() => {});
   const now = deps.clock();
   const messages: TaskMessage[] = [];
@@ -104,130 +106,137 @@ export async function advance(
   /** Downstream outcomes advanced inline, to walk again once this task's own part is done. */
   const again: TaskInstanceRecord[] = [];
 
-  if (status !== 'cancelled') {
-    // A branch's success skips the tasks it did not choose, whatever their rule (app/branch.ts).
-    const skips =
-      tasks.get(key.taskId)?.operator === 'branch' && status === 'success'
-        ? await branchSkips(
-            deps,
-            graph,
-            tasks.get(key.taskId),
-            await deps.store.getTaskInstance(key),
-          )
-        : undefined;
-    const weight = mapWeight(mapped);
-    await Promise.all(
-      downstream.map(async (taskId) => {
-        const dk = { dagId: key.dagId, runId: key.runId, taskId };
-        const rule = tasks.get(taskId)?.triggerRule ?? 'all_success';
-        const skip = skips?.has(taskId) === true;
-        const outcome = skip ? 'skipped' : status;
-        // A task with this one upstream task, whose rule queues it on this outcome (a chain's
-        // next task, a fan-out's branch): counted and queued in one write.
-        const single = !weight && (graph.upstream.get(taskId) ?? []).length === 1;
-        const queueAt =
-          !skip && single && nextStep(rule, afterOnly(outcome)) === 'queue' ? { queueAt: now } : {};
-        // The only task this outcome can make ready, and the caller would run it: claim it in
-        // the same write. The attempt is the one that write gives it.
-        const { lease, continueWith } = options;
-        const probe =
-          queueAt.queueAt && lease && continueWith && downstream.length === 1
-            ? await taskMessage(deps, { ...dk, attempt: 0 }, dagVersion)
-            : undefined;
-        const claim =
-          lease && probe && continueWith?.(probe)
-            ? {
-                leaseToken: lease.token,
-                leaseExpiresAt: new Date(now.getTime() + lease.seconds * 1000).toISOString(),
-              }
-            : undefined;
-        const { task, counted } = await deps.store.recordUpstreamOutcome(
-          dk,
-          key.taskId,
-          outcome,
-          generation,
-          { ...queueAt, ...(claim ? { claim } : {}), ...(weight ? { weight } : {}) },
-        );
-        // Claimed under this lease: by this write, or by one whose answer was lost (its retry
-        // was refused, and the outcome reads as counted already). Either way it is ours to run.
-        if (probe && claim && task.status === 'running' && task.leaseToken === claim.leaseToken) {
-          kept = { message: { ...probe, attempt: task.attempt }, claimed: task };
-          return;
-        }
-        if (counted && task.status === 'queued' && queueAt.queueAt) {
-          messages.push(await taskMessage(deps, { ...dk, attempt: task.attempt }, dagVersion));
-          return;
-        }
-        // A repeat of this step (its caller died after queuing but before sending, and its
-        // message or stream record came back): send the queued task's message again. Within
-        // SQS's 5-minute window the copy is dropped; after it, the claim is.
-        if (!counted && task.status === 'queued') {
-          messages.push(await taskMessage(deps, { ...dk, attempt: task.attempt }, dagVersion));
-          return;
-        }
-        // A repeat that finds the task running on this outcome: a worker may have continued into
-        // it and died. In no lease index until it heartbeats, so this walk is its repair: reaped
-        // here once its lease has run out (conditionally: a live worker renews it first), or put
-        // in the lease index under the lease it has, for the reaper to find if it runs out.
-        if (!counted && task.continued && task.status === 'running' && task.leaseToken) {
-          const expired = task.leaseExpiresAt !== null && task.leaseExpiresAt < now.toISOString();
-          if (expired) await reapExpiredLease(deps, task, now);
-          else await indexContinued(deps, [task], now);
-          return;
-        }
-        // A repeat after the task ended in an outcome advanced inline (resolved by this step, or
-        // run by a worker that continued into it, whose own message was never sent): go on
-        // from it again, in case whoever advanced it died first. Every write below is counted
-        // once, so this changes nothing twice.
-        if (!counted && task.advanceInline && isTerminalTask(task.status)) {
-          // After this task's own progress write, below: that is the repair that matters most.
-          if (!walked.has(taskId)) {
-            walked.add(taskId);
-            again.push(task);
-          }
-          return;
-        }
-        const decision = skip && task.status === 'pending' ? 'skipped' : nextStep(rule, task);
-        if (decision === 'queue') {
-          const m = await queue(deps, dk, dagVersion, task);
-          if (m) messages.push(m);
-        } else if (decision === 'skipped' || decision === 'upstream_failed') {
-          const resolved = await deps.store
-            .transitionTask(dk, resolveTask(task, decision, now))
-            .catch((e: unknown) => {
-              if (!(e instanceof ConflictError)) throw e;
-              // Resolved already: by a concurrent advance, or by this write whose answer was
-              // lost (the SDK's retry is refused). Go on from it either way; that is harmless.
-              const current = e.current as TaskInstanceRecord | undefined;
-              return current?.status === decision &&
-                current.generation === task.generation &&
-                current.advanceInline === true
-                ? current
-                : undefined;
-            });
-          // Inline, not by the resolution's own stream record (which is filtered out): a chain
-          // of skips costs no stream hop per task.
-          if (resolved) {
-            await advance(
+  try {
+    if (status !== 'cancelled') {
+      // A branch's success skips the tasks it did not choose, whatever their rule (app/branch.ts).
+      const skips =
+        tasks.get(key.taskId)?.operator === 'branch' && status === 'success'
+          ? await branchSkips(
               deps,
-              { ...dk, uncounted: resolved.uncounted },
-              decision,
-              dagVersion,
-              resolved.generation,
-            );
+              graph,
+              tasks.get(key.taskId),
+              await deps.store.getTaskInstance(key),
+            )
+          : undefined;
+      const weight = mapWeight(mapped);
+      await Promise.all(
+        downstream.map(async (taskId) => {
+          const dk = { dagId: key.dagId, runId: key.runId, taskId };
+          const rule = tasks.get(taskId)?.triggerRule ?? 'all_success';
+          const skip = skips?.has(taskId) === true;
+          const outcome = skip ? 'skipped' : status;
+          // A task with this one upstream task, whose rule queues it on this outcome (a chain's
+          // next task, a fan-out's branch): counted and queued in one write.
+          const single = !weight && (graph.upstream.get(taskId) ?? []).length === 1;
+          const queueAt =
+            !skip && single && nextStep(rule, afterOnly(outcome)) === 'queue'
+              ? { queueAt: now }
+              : {};
+          // The only task this outcome can make ready, and the caller would run it: claim it in
+          // the same write. The attempt is the one that write gives it.
+          const { lease, continueWith } = options;
+          const probe =
+            queueAt.queueAt && lease && continueWith && downstream.length === 1
+              ? await taskMessage(deps, { ...dk, attempt: 0 }, dagVersion)
+              : undefined;
+          const claim =
+            lease && probe && continueWith?.(probe)
+              ? {
+                  leaseToken: lease.token,
+                  leaseExpiresAt: new Date(now.getTime() + lease.seconds * 1000).toISOString(),
+                }
+              : undefined;
+          const { task, counted } = await deps.store.recordUpstreamOutcome(
+            dk,
+            key.taskId,
+            outcome,
+            generation,
+            { ...queueAt, ...(claim ? { claim } : {}), ...(weight ? { weight } : {}) },
+          );
+          // Claimed under this lease: by this write, or by one whose answer was lost (its retry
+          // was refused, and the outcome reads as counted already). Either way it is ours to run.
+          if (probe && claim && task.status === 'running' && task.leaseToken === claim.leaseToken) {
+            kept = { message: { ...probe, attempt: task.attempt }, claimed: task };
+            return;
           }
-        }
-      }),
-    );
-    const only = messages.length === 1 ? messages[0] : undefined;
-    if (!kept && only && options.continueWith?.(only)) {
-      kept = { message: only };
-      messages.length = 0;
+          if (counted && task.status === 'queued' && queueAt.queueAt) {
+            messages.push(await taskMessage(deps, { ...dk, attempt: task.attempt }, dagVersion));
+            return;
+          }
+          // A repeat of this step (its caller died after queuing but before sending, and its
+          // message or stream record came back): send the queued task's message again. Within
+          // SQS's 5-minute window the copy is dropped; after it, the claim is.
+          if (!counted && task.status === 'queued') {
+            messages.push(await taskMessage(deps, { ...dk, attempt: task.attempt }, dagVersion));
+            return;
+          }
+          // A repeat that finds the task running on this outcome: a worker may have continued into
+          // it and died. In no lease index until it heartbeats, so this walk is its repair: reaped
+          // here once its lease has run out (conditionally: a live worker renews it first), or put
+          // in the lease index under the lease it has, for the reaper to find if it runs out.
+          if (!counted && task.continued && task.status === 'running' && task.leaseToken) {
+            const expired = task.leaseExpiresAt !== null && task.leaseExpiresAt < now.toISOString();
+            if (expired) await reapExpiredLease(deps, task, now);
+            else await indexContinued(deps, [task], now);
+            return;
+          }
+          // A repeat after the task ended in an outcome advanced inline (resolved by this step, or
+          // run by a worker that continued into it, whose own message was never sent): go on
+          // from it again, in case whoever advanced it died first. Every write below is counted
+          // once, so this changes nothing twice.
+          if (!counted && task.advanceInline && isTerminalTask(task.status)) {
+            // After this task's own progress write, below: that is the repair that matters most.
+            if (!walked.has(taskId)) {
+              walked.add(taskId);
+              again.push(task);
+            }
+            return;
+          }
+          const decision = skip && task.status === 'pending' ? 'skipped' : nextStep(rule, task);
+          if (decision === 'queue') {
+            const m = await queue(deps, dk, dagVersion, task);
+            if (m) messages.push(m);
+          } else if (decision === 'skipped' || decision === 'upstream_failed') {
+            const resolved = await deps.store
+              .transitionTask(dk, resolveTask(task, decision, now))
+              .catch((e: unknown) => {
+                if (!(e instanceof ConflictError)) throw e;
+                // Resolved already: by a concurrent advance, or by this write whose answer was
+                // lost (the SDK's retry is refused). Go on from it either way; that is harmless.
+                const current = e.current as TaskInstanceRecord | undefined;
+                return current?.status === decision &&
+                  current.generation === task.generation &&
+                  current.advanceInline === true
+                  ? current
+                  : undefined;
+              });
+            // Inline, not by the resolution's own stream record (which is filtered out): a chain
+            // of skips costs no stream hop per task.
+            if (resolved) {
+              await advance(
+                deps,
+                { ...dk, uncounted: resolved.uncounted },
+                decision,
+                dagVersion,
+                resolved.generation,
+              );
+            }
+          }
+        }),
+      );
+      const only = messages.length === 1 ? messages[0] : undefined;
+      if (!kept && only && options.continueWith?.(only)) {
+        kept = { message: only };
+        messages.length = 0;
+      }
+      if ((await injectFault(deps, dag, 'advance.before-dispatch', key)) === 'repeat') {
+        await deps.dispatcher.dispatch(messages); // sent twice: SQS drops the copy within 5 min
+      }
+      await deps.dispatcher.dispatch(messages);
     }
-    if ((await injectFault(deps, dag, 'advance.before-dispatch', key)) === 'repeat') {
-      await deps.dispatcher.dispatch(messages); // sent twice: SQS drops the copy within 5 min
-    }
-    await deps.dispatcher.dispatch(messages);
+  } catch (e) {
+    await Promise.allSettled([counting]);
+    throw e;
   }
 
   await counting;

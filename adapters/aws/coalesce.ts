@@ -77,7 +77,9 @@ export class Batcher<Op, R> {
   constructor(
     private readonly write: (ops: readonly Op[]) => Promise<PromiseSettledResult<R>[]>,
     private readonly max: number,
-  ) {}
+  ) {
+    if (!(max >= 1)) throw new Error(`Batcher: max must be at least 1, not ${max}`);
+  }
 
   run(op: Op): Promise<R> {
     return new Promise<R>((resolve, reject) => {

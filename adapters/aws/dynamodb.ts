@@ -534,26 +534,29 @@ interface Statement {
 }
 
 /**
- * An UpdateItem condition in PartiQL's words, or undefined if it has a part PartiQL would read
- * otherwise (anything but comparisons and existence checks joined by AND).
+ * An UpdateItem condition in PartiQL's words, or undefined if it has a part PartiQL may read
+ * otherwise: anything but `=`, `<`, `<=`, `>`, `>=` comparisons and existence checks
+ * (`attribute_exists`, `attribute_not_exists`, which a PartiQL UPDATE's WHERE takes as they
+ * are) joined by AND. (`<>` is left out: true of a missing attribute in a condition expression,
+ * not in PartiQL.)
  */
-function partiqlCondition(condition: string, names: Record<string, string>): string | undefined {
-  let unknown = false;
-  const attr = (n: string) => {
-    const name = n.startsWith('#') ? names[n] : n;
-    if (name === undefined) unknown = true;
-    return `"${name}"`;
-  };
+export function partiqlCondition(
+  condition: string,
+  names: Record<string, string>,
+): string | undefined {
   const exists = /attribute_(not_)?exists\((#?\w+)\)/g;
   const rest = condition.replace(exists, '');
-  if (/[()]|\b(OR|NOT|BETWEEN|IN|contains|size|begins_with|attribute_type)\b/i.test(rest)) {
+  if (/[()]|<>|\b(OR|NOT|BETWEEN|IN|contains|size|begins_with|attribute_type)\b/i.test(rest)) {
     return undefined;
   }
+  let unknown = false;
   const out = condition
-    .replace(exists, (_, not: string | undefined, n: string) =>
-      not ? `${attr(n)} IS MISSING` : `${attr(n)} IS NOT MISSING`,
-    )
-    .replace(/#\w+/g, (n) => attr(n));
+    .replace(/#\w+/g, (n) => {
+      const name = names[n];
+      if (name === undefined || !/^\w+$/.test(name)) unknown = true;
+      return `"${name}"`;
+    })
+    .replace(/(attribute_(?:not_)?exists)\((\w+)\)/g, '$1("$2")');
   return unknown ? undefined : out;
 }
 
@@ -592,6 +595,14 @@ function valueBytes(v: unknown): number {
   if (Array.isArray(v)) return 3 + v.reduce((a: number, e) => a + 1 + valueBytes(e), 0);
   if (v !== null && typeof v === 'object') return 3 + itemBytes(v as Item) + Object.keys(v).length;
   return 1;
+}
+
+const warned = new Set<string>();
+/** Logs why batched updates went out one at a time, once a process for each kind of reason. */
+function warnOnce(reason: string, detail: string | undefined): void {
+  if (warned.has(reason)) return;
+  warned.add(reason);
+  console.warn(`${reason}: ${detail ?? ''}; its updates went out one at a time`);
 }
 
 /** The item after `changes`, from the item before them. */
@@ -2670,17 +2681,32 @@ export class DynamoStateStore implements StateStore {
       );
       answers = res.Responses ?? [];
       if (answers.length !== together.length) throw new Error('an answer for each statement');
-    } catch {
+    } catch (e) {
       // Each on its own then (the SDK retried the request already). One that did land is
       // refused by its condition, and answered with the item as it is, as a retry of it would be.
+      warnOnce(`a batch of updates failed (${(e as Error).name})`, (e as Error).message);
       await Promise.all(ops.map((_, i) => alone(i)));
       return results;
     }
+    /** Written, but the answer gives no item to work from: the item as it now is. */
+    const read = async (i: number, op: BatchedUpdate) => {
+      const item = await settle(this.#get(op.statement.key));
+      results[i] =
+        item.status === 'rejected'
+          ? item
+          : item.value
+            ? { status: 'fulfilled', value: item.value }
+            : { status: 'rejected', reason: new NotFoundError(`${op.what}: not found`) };
+    };
     await Promise.all([
       ...rest.map(alone),
       ...together.map(async (i, n) => {
         const op = ops[i] as BatchedUpdate;
         const { Error: error, Item: before } = answers[n] as BatchStatementResponse;
+        if (error && error.Code !== 'ConditionalCheckFailed') {
+          // Sent one at a time from here on, worse but right: say why, once a reason.
+          warnOnce(`a batched update was refused (${error.Code})`, error.Message);
+        }
         if (error?.Code === 'ConditionalCheckFailed') {
           results[i] = {
             status: 'rejected',
@@ -2692,18 +2718,15 @@ export class DynamoStateStore implements StateStore {
           // Throttled, or anything else that did not write: on its own, with the SDK's retries.
           await alone(i);
         } else if (before) {
-          const after = changed(before, op.statement.changes);
-          const units = writeUnits(before, after);
-          countWriteUnits('BatchExecuteStatement TI', units.table, units.index);
-          results[i] = { status: 'fulfilled', value: after };
-        } else {
-          // Written, but the answer has no item: read it.
-          const item = await settle(this.#get(op.statement.key));
-          results[i] =
-            item.status === 'fulfilled' && item.value
-              ? { status: 'fulfilled', value: item.value }
-              : { status: 'rejected', reason: new NotFoundError(`${op.what}: not found`) };
-        }
+          try {
+            const after = changed(before, op.statement.changes);
+            const units = writeUnits(before, after);
+            countWriteUnits('BatchExecuteStatement TI', units.table, units.index);
+            results[i] = { status: 'fulfilled', value: after };
+          } catch {
+            await read(i, op);
+          }
+        } else await read(i, op);
       }),
     ]);
     return results;

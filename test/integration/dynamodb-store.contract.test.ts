@@ -118,7 +118,8 @@ describe('DynamoDB store: updates of different items made at once go out togethe
       },
       { step: 'initialize', name: 'recordCommands' },
     );
-    return { store: new DynamoStateStore(db, await createTable()), sent };
+    const table = await createTable();
+    return { store: new DynamoStateStore(db, table), table, sent };
   }
 
   /** A run of a root and `n` tasks after it. */
@@ -177,6 +178,31 @@ describe('DynamoDB store: updates of different items made at once go out togethe
     expect(allUnits.indexWrite).toBe(oneUnits.indexWrite);
     expect(allUnits.indexWrite).toBeGreaterThan(0);
     expect(Object.keys(allUnits.writesByKind)).toEqual(['BatchExecuteStatement TI']);
+  });
+
+  it('sends an update PartiQL refuses on its own, as UpdateItem', async () => {
+    const { store, table, sent } = await recordingStore();
+    const [a, b] = (await fanOut(store, 2)) as [TaskKey, TaskKey];
+    // b's item lacks the counter its count adds to: PartiQL's `+` refuses a missing operand,
+    // where UpdateItem's ADD starts it at 0.
+    await localClients().dynamodb.send(
+      new UpdateCommand({
+        TableName: table,
+        Key: tableKeys.task(b.dagId, b.runId, b.taskId),
+        UpdateExpression: 'REMOVE cSuccess',
+      }),
+    );
+    sent.length = 0;
+    const at = new Date(1000);
+    const [qa, qb] = await Promise.all(
+      [a, b].map((k) => store.recordUpstreamOutcome(k, 'root', 'success', 0, { queueAt: at })),
+    );
+    expect(sent).toEqual(['BatchExecuteStatement', 'UpdateItem']);
+    for (const q of [qa, qb]) {
+      expect(q).toMatchObject({ counted: true, task: { status: 'queued', attempt: 1 } });
+      expect(q?.task.counts.success).toBe(1);
+    }
+    expect((await store.getTaskInstance(b))?.counts.success).toBe(1);
   });
 
   it('answers each update for itself: a refused one, a missing item, two to one item', async () => {
