@@ -97,6 +97,8 @@ interface Usage {
   logBytes: number;
   /** DynamoDB capacity units as DynamoDB reported them (adapters/aws/clients.ts). */
   capacity: { read: number; write: number; indexWrite: number };
+  /** DynamoDB writes sent as statements of a BatchExecuteStatement (up to 25 a request). */
+  batchedWrites: number;
   /** Write units by operation and item kind: where DynamoDB's bill goes. */
   writesByKind: Map<string, number>;
 }
@@ -110,6 +112,7 @@ async function usageSince(since: number): Promise<Usage> {
     gbSeconds: 0,
     logBytes: 0,
     capacity: { read: 0, write: 0, indexWrite: 0 },
+    batchedWrites: 0,
     writesByKind: new Map(),
   };
   for (const fn of ['Worker', 'Advance', 'Api', 'Trigger', 'Retrier', 'Complete']) {
@@ -152,6 +155,7 @@ async function usageSince(since: number): Promise<Usage> {
           read: number;
           write: number;
           indexWrite: number;
+          batchedWrites?: number;
           writesByKind?: Record<string, number>;
         };
         routeKey?: string;
@@ -167,6 +171,7 @@ async function usageSince(since: number): Promise<Usage> {
       usage.capacity.read += line.dynamoCapacity?.read ?? 0;
       usage.capacity.write += line.dynamoCapacity?.write ?? 0;
       usage.capacity.indexWrite += line.dynamoCapacity?.indexWrite ?? 0;
+      usage.batchedWrites += line.dynamoCapacity?.batchedWrites ?? 0;
       for (const [kind, n] of Object.entries(line.dynamoCapacity?.writesByKind ?? {})) {
         usage.writesByKind.set(kind, (usage.writesByKind.get(kind) ?? 0) + n);
       }
@@ -229,13 +234,15 @@ async function measure(shape: Shape) {
     [...u.ops]
       .filter(([o]) => o.startsWith(prefix) && (!ops || ops.some((x) => o.endsWith(` ${x}`))))
       .reduce((a, [, n]) => a + n, 0);
-  const dynamoWrites = count('dynamodb', [
-    'UpdateItem',
-    'PutItem',
-    'DeleteItem',
-    'BatchWriteItem',
-    'TransactWriteItems',
-  ]);
+  // A BatchExecuteStatement is one request, and carries up to 25 writes: counted as its writes.
+  const dynamoWrites =
+    count('dynamodb', [
+      'UpdateItem',
+      'PutItem',
+      'DeleteItem',
+      'BatchWriteItem',
+      'TransactWriteItems',
+    ]) + u.batchedWrites;
   const workerBatches = u.invocations.get('Worker') ?? 0;
   // The event source mapping's receive and delete per batch it delivered: billed, not reported.
   const sqs = count('sqs') + 2 * workerBatches;
@@ -265,7 +272,7 @@ async function measure(shape: Shape) {
     `\n${shape.name} (${tasks} tasks, ${seconds.toFixed(1)} s of run time: ${(tasks / seconds).toFixed(1)} tasks/s on the emulator): per task, and $ per million tasks`,
   );
   console.log(
-    `  requests ${(requests / tasks).toFixed(2)}: Lambda ${(invocations / tasks).toFixed(2)}, DynamoDB ${(count('dynamodb') / tasks).toFixed(2)} (${(dynamoWrites / tasks).toFixed(2)} writes: ${(u.capacity.write / tasks).toFixed(2)} write units, ${(u.capacity.indexWrite / tasks).toFixed(2)} of them index entries), SQS ${(sqs / tasks).toFixed(2)}, S3 ${(count('s3') / tasks).toFixed(2)}, EventBridge ${(events / tasks).toFixed(2)}`,
+    `  requests ${(requests / tasks).toFixed(2)}: Lambda ${(invocations / tasks).toFixed(2)}, DynamoDB ${(count('dynamodb') / tasks).toFixed(2)} (${(dynamoWrites / tasks).toFixed(2)} writes, ${(u.batchedWrites / tasks).toFixed(2)} of them in ${(count('dynamodb', ['BatchExecuteStatement']) / tasks).toFixed(2)} BatchExecuteStatement requests: ${(u.capacity.write / tasks).toFixed(2)} write units, ${(u.capacity.indexWrite / tasks).toFixed(2)} of them index entries), SQS ${(sqs / tasks).toFixed(2)}, S3 ${(count('s3') / tasks).toFixed(2)}, EventBridge ${(events / tasks).toFixed(2)}`,
   );
   const byKind = [...u.writesByKind]
     .sort((a, b) => b[1] - a[1])

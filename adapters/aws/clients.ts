@@ -58,7 +58,7 @@ export function takeRequestCounts(): Record<string, number> {
  * and the units are summed here, the table's and the indexes' apart. A refused conditional write
  * reports none, though it is billed one unit: those are left out.
  */
-const capacity = { read: 0, write: 0, indexWrite: 0 };
+const capacity = { read: 0, write: 0, indexWrite: 0, batchedWrites: 0 };
 /** Write units by operation and the kind of item written (`UpdateItem TI`), for the benchmark. */
 const writesByKind = new Map<string, number>();
 
@@ -66,6 +66,8 @@ export interface Capacity {
   read: number;
   write: number;
   indexWrite: number;
+  /** Writes made as statements of a BatchExecuteStatement: one request carries up to 25. */
+  batchedWrites: number;
   writesByKind: Record<string, number>;
 }
 
@@ -75,6 +77,7 @@ export function takeCapacity(): Capacity {
   capacity.read = 0;
   capacity.write = 0;
   capacity.indexWrite = 0;
+  capacity.batchedWrites = 0;
   writesByKind.clear();
   return out;
 }
@@ -141,11 +144,13 @@ function tally(
 }
 
 /**
- * Counts write units the store worked out itself: BatchExecuteStatement reports one unit a
- * statement on the emulator, whatever the items' sizes, where DynamoDB bills each statement as
- * the UpdateItem it is (dynamodb.ts `writeUnits`). `kind` as in `writesByKind`.
+ * Counts a write the store made as a statement of a BatchExecuteStatement, and its write units,
+ * which the store worked out itself: the emulator reports one unit a statement, whatever the
+ * items' sizes, where DynamoDB bills each statement as the UpdateItem it is (dynamodb.ts
+ * `writeUnits`). `kind` as in `writesByKind`.
  */
 export function countWriteUnits(kind: string, units: number, indexUnits: number): void {
+  capacity.batchedWrites += 1;
   capacity.write += units + indexUnits;
   capacity.indexWrite += indexUnits;
   writesByKind.set(kind, (writesByKind.get(kind) ?? 0) + units + indexUnits);
