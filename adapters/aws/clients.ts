@@ -144,15 +144,16 @@ function tally(
 }
 
 /**
- * Counts a write the store made as a statement of a BatchExecuteStatement, and its write units,
- * which the store worked out itself: the emulator reports one unit a statement, whatever the
- * items' sizes, where DynamoDB bills each statement as the UpdateItem it is (dynamodb.ts
- * `writeUnits`). `kind` as in `writesByKind`.
+ * Counts a write the store made to the item `key` as a statement of a BatchExecuteStatement, and
+ * its write units, which the store worked out itself: the emulator reports one unit a statement,
+ * whatever the items' sizes, where DynamoDB bills each statement as the UpdateItem it is
+ * (dynamodb.ts `writeUnits`).
  */
-export function countWriteUnits(kind: string, units: number, indexUnits: number): void {
+export function countWriteUnits(key: { sk: string }, units: number, indexUnits: number): void {
   capacity.batchedWrites += 1;
   capacity.write += units + indexUnits;
   capacity.indexWrite += indexUnits;
+  const kind = `BatchExecuteStatement ${itemKinds({ Key: key })}`;
   writesByKind.set(kind, (writesByKind.get(kind) ?? 0) + units + indexUnits);
 }
 

@@ -1,8 +1,9 @@
 /**
  * Group commit for hot items. The writes to an item made in one turn of the event loop go out
  * together; while one write to an item is in flight from this process, the writes that arrive
- * for the same item wait, and go out together as the next write, at most `max` at a time. `write` receives them in arrival order and settles each, in that order: one
- * caller's failure need not be another's.
+ * for the same item wait, and go out together as the next write, at most `max` at a time.
+ * `write` receives them in arrival order and settles each, in that order: one caller's failure
+ * need not be another's.
  *
  * What it is for: the counts a join's task instance takes from its upstream tasks and a run's
  * progress shard, written once per finished task. A worker runs a batch's records at once, so

@@ -420,15 +420,19 @@ class Update {
   set(attr: string, v: unknown): this {
     if (v === null) {
       this.#remove.push(this.name(attr));
-      this.#partiql?.clauses.push(`REMOVE "${attr}"`);
-      this.#partiql?.changes.push({ attr, to: null });
+      this.#inPartiql(`REMOVE "${attr}"`, { attr, to: null });
     } else if (v !== undefined) {
       const value = this.value(v);
       this.#set.push(`${this.name(attr)} = ${value}`);
-      this.#partiql?.clauses.push(`SET "${attr}" = ${value}`);
-      this.#partiql?.changes.push({ attr, to: v });
+      this.#inPartiql(`SET "${attr}" = ${value}`, { attr, to: v });
     }
     return this;
+  }
+
+  /** The same change as a PartiQL clause, unless a part already had none. */
+  #inPartiql(clause: string, change: Change): void {
+    this.#partiql?.clauses.push(clause);
+    this.#partiql?.changes.push(change);
   }
 
   setIfAbsent(attr: string, v: unknown): this {
@@ -453,10 +457,9 @@ class Update {
     this.#add.push(`${this.name(attr)} ${value}`);
     // A number only, to an attribute the item has: PartiQL has no ADD, and its `+` refuses a
     // missing operand (the write then goes on its own, as UpdateItem).
-    if (typeof v === 'number') {
-      this.#partiql?.clauses.push(`SET "${attr}" = "${attr}" + ${value}`);
-      this.#partiql?.changes.push({ attr, add: v });
-    } else this.#partiql = undefined;
+    if (typeof v === 'number')
+      this.#inPartiql(`SET "${attr}" = "${attr}" + ${value}`, { attr, add: v });
+    else this.#partiql = undefined;
     return this;
   }
 
@@ -2703,10 +2706,6 @@ export class DynamoStateStore implements StateStore {
       ...together.map(async (i, n) => {
         const op = ops[i] as BatchedUpdate;
         const { Error: error, Item: before } = answers[n] as BatchStatementResponse;
-        if (error && error.Code !== 'ConditionalCheckFailed') {
-          // Sent one at a time from here on, worse but right: say why, once a reason.
-          warnOnce(`a batched update was refused (${error.Code})`, error.Message);
-        }
         if (error?.Code === 'ConditionalCheckFailed') {
           results[i] = {
             status: 'rejected',
@@ -2715,13 +2714,15 @@ export class DynamoStateStore implements StateStore {
               : new NotFoundError(`${op.what}: not found`),
           };
         } else if (error) {
-          // Throttled, or anything else that did not write: on its own, with the SDK's retries.
+          // Throttled, or anything else that did not write: on its own, with the SDK's retries;
+          // worse but right, so say why, once a reason.
+          warnOnce(`a batched update was refused (${error.Code})`, error.Message);
           await alone(i);
         } else if (before) {
           try {
             const after = changed(before, op.statement.changes);
             const units = writeUnits(before, after);
-            countWriteUnits('BatchExecuteStatement TI', units.table, units.index);
+            countWriteUnits(op.statement.key, units.table, units.index);
             results[i] = { status: 'fulfilled', value: after };
           } catch {
             await read(i, op);

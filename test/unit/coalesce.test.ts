@@ -2,23 +2,34 @@ import { describe, expect, it } from 'vitest';
 import { Batcher, Coalescer } from '../../adapters/aws/coalesce.ts';
 
 /**
- * A write whose calls are recorded: it throws when its ops include `fail`, answers fewer than
- * asked when they include `short`, and fails only the op `bad` when they include it.
+ * A write whose calls are recorded (as `record`): it throws when its ops include `fail`, answers
+ * fewer than asked when they include `short`, fails only the op `bad` when they include it, and
+ * answers each other op `${label}:${op}`.
  */
+async function recordedWrite(
+  writes: string[][],
+  label: string,
+  record: string[],
+  ops: readonly string[],
+): Promise<PromiseSettledResult<string>[]> {
+  writes.push(record);
+  await new Promise((r) => setImmediate(r));
+  if (ops.includes('fail')) throw new Error(`refused: ${ops.join(',')}`);
+  const results = ops.map(
+    (op): PromiseSettledResult<string> =>
+      op === 'bad'
+        ? { status: 'rejected', reason: new Error('bad') }
+        : { status: 'fulfilled', value: `${label}:${op}` },
+  );
+  return ops.includes('short') ? results.slice(1) : results;
+}
+
 function recorder() {
   const writes: string[][] = [];
-  const coalescer = new Coalescer<string, string, string>(async (key, ops) => {
-    writes.push([key, ...ops]);
-    await new Promise((r) => setImmediate(r));
-    if (ops.includes('fail')) throw new Error(`refused: ${ops.join(',')}`);
-    const results = ops.map(
-      (op): PromiseSettledResult<string> =>
-        op === 'bad'
-          ? { status: 'rejected', reason: new Error('bad') }
-          : { status: 'fulfilled', value: `${key}:${op}` },
-    );
-    return ops.includes('short') ? results.slice(1) : results;
-  }, 3);
+  const coalescer = new Coalescer<string, string, string>(
+    (key, ops) => recordedWrite(writes, key, [key, ...ops], ops),
+    3,
+  );
   return { writes, coalescer };
 }
 
@@ -81,18 +92,10 @@ describe('Coalescer', () => {
 describe('Batcher', () => {
   function recorder() {
     const writes: string[][] = [];
-    const batcher = new Batcher<string, string>(async (ops) => {
-      writes.push([...ops]);
-      await new Promise((r) => setImmediate(r));
-      if (ops.includes('fail')) throw new Error(`refused: ${ops.join(',')}`);
-      const results = ops.map(
-        (op): PromiseSettledResult<string> =>
-          op === 'bad'
-            ? { status: 'rejected', reason: new Error('bad') }
-            : { status: 'fulfilled', value: `done:${op}` },
-      );
-      return ops.includes('short') ? results.slice(1) : results;
-    }, 3);
+    const batcher = new Batcher<string, string>(
+      (ops) => recordedWrite(writes, 'done', [...ops], ops),
+      3,
+    );
     return { writes, batcher };
   }
 
