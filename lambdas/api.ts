@@ -113,6 +113,13 @@ const pageQuery = z.object({
   nextToken: z.string().max(2048).optional(),
 });
 
+/**
+ * `?tasks=false`: the run alone, one read, for a caller that waits for its end. The whole view
+ * reads every task instance of the run (a run of 200 tasks is a query of 200 items): polled often,
+ * that load falls on the same table as the run it waits for.
+ */
+const runViewQuery = z.object({ tasks: z.enum(['true', 'false']).optional() });
+
 function dagView(d: DagRecord, now: Date) {
   const compiled = d.schedule ? compileSchedule(d.schedule.cron, d.schedule.timezone) : undefined;
   return {
@@ -365,19 +372,24 @@ const routes: Route<Event, Result>[] = [
     path: '/v1/dags/{dag_id}/runs/{run_id}',
     handler: async (event: Event) => {
       const { dagId, runId } = path(event);
+      const q = parse(runViewQuery, event.queryStringParameters ?? {}, ['query']);
       const { store } = runtime().deps;
       const run = await store.getRun(dagId, runId);
       if (!run) throw new NotFoundError(`run ${runId} of DAG ${dagId} not found`);
-      const [tasks, executors] = await Promise.all([
-        store.listTaskInstances(dagId, runId),
-        executorsOf(dagId, run.dagVersion),
-      ]);
-      return json(200, {
+      const view = {
         ...runSummary(run),
         dagId,
         dagVersion: run.dagVersion,
         conf: run.conf,
         ...(run.error ? { error: run.error } : {}),
+      };
+      if (q.tasks === 'false') return json(200, view);
+      const [tasks, executors] = await Promise.all([
+        store.listTaskInstances(dagId, runId),
+        executorsOf(dagId, run.dagVersion),
+      ]);
+      return json(200, {
+        ...view,
         tasks: runTasks(tasks).map(({ t, taskId, mapIndex }) => ({
           taskId,
           ...(mapIndex !== undefined ? { mapIndex } : {}),

@@ -59,6 +59,22 @@ describe('a DAG through the API: create, trigger with conf, read its status', ()
     );
     expect(extract.text).toContain('output: {"rows":3}');
 
+    // The run alone, for a caller that polls for its end: the same view without its tasks.
+    const runPath = `/v1/dags/${dagId}/runs/${encodeURIComponent(run.runId)}`;
+    const alone = await api.request<Record<string, unknown>>('GET', `${runPath}?tasks=false`);
+    expect(alone.status).toBe(200);
+    const { tasks, ...rest } = run;
+    expect(tasks).toHaveLength(4);
+    expect(alone.body).toEqual(rest);
+    const whole = await api.request<{ tasks: unknown[] }>('GET', `${runPath}?tasks=true`);
+    expect(whole.body.tasks).toHaveLength(4);
+    const bad = await api.request<{ error: string; details?: { path: string }[] }>(
+      'GET',
+      `${runPath}?tasks=no`,
+    );
+    expect(bad.status).toBe(400);
+    expect(bad.body.details?.map((d) => d.path)).toEqual(['$.query.tasks']);
+
     const runs = await api.request<{ runs: { runId: string; status: string }[] }>(
       'GET',
       `/v1/dags/${dagId}/runs`,
