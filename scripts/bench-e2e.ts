@@ -47,6 +47,7 @@ async function run(
     if (['success', 'failed', 'cancelled'].includes(r.body.status)) {
       const clientMs = Date.now() - t0;
       const view = await api.request<RunView>('GET', path);
+      if (view.status !== 200) throw new Error(`${dagId} run view: ${view.status} ${view.text}`);
       return { view: view.body, clientMs, t0, runId: trig.body.runId };
     }
     await new Promise((r) => setTimeout(r, 200));

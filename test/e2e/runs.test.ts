@@ -63,8 +63,7 @@ describe('a DAG through the API: create, trigger with conf, read its status', ()
     const runPath = `/v1/dags/${dagId}/runs/${encodeURIComponent(run.runId)}`;
     const alone = await api.request<Record<string, unknown>>('GET', `${runPath}?tasks=false`);
     expect(alone.status).toBe(200);
-    const { tasks, ...rest } = run;
-    expect(tasks).toHaveLength(4);
+    const { tasks: _tasks, ...rest } = run;
     expect(alone.body).toEqual(rest);
     const whole = await api.request<{ tasks: unknown[] }>('GET', `${runPath}?tasks=true`);
     expect(whole.body.tasks).toHaveLength(4);
