@@ -194,15 +194,38 @@ function counted<T extends { middlewareStack: { add: (...a: never[]) => void } }
   return client;
 }
 
-export function createClients(env: NodeJS.ProcessEnv = process.env): AwsClients {
+/**
+ * How long a DynamoDB request may wait for its connection, and then for its answer, before it is
+ * abandoned and retried like any other failed attempt (`maxAttempts`). Without them a request on
+ * a dead connection waits for the Lambda's own timeout. A retried write may have landed
+ * unanswered: every write is conditional or idempotent, and its refused repeat is read as a lost
+ * answer (app/tasks.ts), as after any network error. No DynamoDB request here waits on purpose
+ * (no long poll), so the bounds are far above its latency: milliseconds, a BatchExecuteStatement
+ * of 25 about 20 ms on the emulator.
+ */
+export const DYNAMODB_TIMEOUTS = { connectionTimeout: 3_000, requestTimeout: 10_000 } as const;
+
+export function createClients(
+  env: NodeJS.ProcessEnv = process.env,
+  dynamodbTimeouts: {
+    readonly connectionTimeout: number;
+    readonly requestTimeout: number;
+  } = DYNAMODB_TIMEOUTS,
+): AwsClients {
   const config = clientConfig(env);
   return {
     dynamodb: measured(
       counted(
         'dynamodb',
-        DynamoDBDocumentClient.from(new DynamoDBClient(config), {
-          marshallOptions: { removeUndefinedValues: true },
-        }),
+        DynamoDBDocumentClient.from(
+          new DynamoDBClient({
+            ...config,
+            requestHandler: { ...dynamodbTimeouts, throwOnRequestTimeout: true },
+          }),
+          {
+            marshallOptions: { removeUndefinedValues: true },
+          },
+        ),
       ),
     ),
     sqs: counted('sqs', new SQSClient(config)),
