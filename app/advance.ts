@@ -15,7 +15,12 @@ import { branchSkips } from './branch.ts';
 import { loadDag } from './dags.ts';
 import type { Deps } from './deps.ts';
 import { injectFault } from './faults.ts';
-import { indexContinued, indexContinuedOfRun, reapExpiredLease } from './leases.ts';
+import {
+  indexContinued,
+  indexContinuedOfRun,
+  reapExpiredLease,
+  settleTentative,
+} from './leases.ts';
 import { advanceInstance, stopStrayInstances } from './mapping.ts';
 import { queue, runEnded, taskMessage } from './runs.ts';
 
@@ -119,111 +124,122 @@ export async function advance(
             )
           : undefined;
       const weight = mapWeight(mapped);
-      await Promise.all(
-        downstream.map(async (taskId) => {
-          const dk = { dagId: key.dagId, runId: key.runId, taskId };
-          const rule = tasks.get(taskId)?.triggerRule ?? 'all_success';
-          const skip = skips?.has(taskId) === true;
-          const outcome = skip ? 'skipped' : status;
-          // A task with this one upstream task, whose rule queues it on this outcome (a chain's
-          // next task, a fan-out's branch): counted and queued in one write.
-          const single = !weight && (graph.upstream.get(taskId) ?? []).length === 1;
-          const queueAt =
-            !skip && single && nextStep(rule, afterOnly(outcome)) === 'queue'
-              ? { queueAt: now }
-              : {};
-          // The only task this outcome can make ready, and the caller would run it: claim it in
-          // the same write. The attempt is the one that write gives it.
-          const { lease, continueWith } = options;
-          const probe =
-            queueAt.queueAt && lease && continueWith && downstream.length === 1
-              ? await taskMessage(deps, { ...dk, attempt: 0 }, dagVersion)
-              : undefined;
-          const claim =
-            lease && probe && continueWith?.(probe)
-              ? {
-                  leaseToken: lease.token,
-                  leaseExpiresAt: new Date(now.getTime() + lease.seconds * 1000).toISOString(),
-                }
-              : undefined;
-          const { task, counted } = await deps.store.recordUpstreamOutcome(
-            dk,
-            key.taskId,
-            outcome,
-            generation,
-            { ...queueAt, ...(claim ? { claim } : {}), ...(weight ? { weight } : {}) },
-          );
-          // Claimed under this lease: by this write, or by one whose answer was lost (its retry
-          // was refused, and the outcome reads as counted already). Either way it is ours to run.
-          if (probe && claim && task.status === 'running' && task.leaseToken === claim.leaseToken) {
-            kept = { message: { ...probe, attempt: task.attempt }, claimed: task };
-            return;
+      /** One downstream task; again (`pass`) when a tentative claim on it was settled first. */
+      const one = async (taskId: string, pass = 0): Promise<void> => {
+        const dk = { dagId: key.dagId, runId: key.runId, taskId };
+        const rule = tasks.get(taskId)?.triggerRule ?? 'all_success';
+        const skip = skips?.has(taskId) === true;
+        const outcome = skip ? 'skipped' : status;
+        // A task with this one upstream task, whose rule queues it on this outcome (a chain's
+        // next task, a fan-out's branch): counted and queued in one write.
+        const single = !weight && (graph.upstream.get(taskId) ?? []).length === 1;
+        const queueAt =
+          !skip && single && nextStep(rule, afterOnly(outcome)) === 'queue' ? { queueAt: now } : {};
+        // The only task this outcome can make ready, and the caller would run it: claim it in
+        // the same write. The attempt is the one that write gives it.
+        const { lease, continueWith } = options;
+        const probe =
+          queueAt.queueAt && lease && continueWith && downstream.length === 1
+            ? await taskMessage(deps, { ...dk, attempt: 0 }, dagVersion)
+            : undefined;
+        const claim =
+          lease && probe && continueWith?.(probe)
+            ? {
+                leaseToken: lease.token,
+                leaseExpiresAt: new Date(now.getTime() + lease.seconds * 1000).toISOString(),
+              }
+            : undefined;
+        const { task, counted } = await deps.store.recordUpstreamOutcome(
+          dk,
+          key.taskId,
+          outcome,
+          generation,
+          { ...queueAt, ...(claim ? { claim } : {}), ...(weight ? { weight } : {}) },
+        );
+        // Claimed under this lease: by this write, or by one whose answer was lost (its retry
+        // was refused, and the outcome reads as counted already). Either way it is ours to run.
+        if (probe && claim && task.status === 'running' && task.leaseToken === claim.leaseToken) {
+          kept = { message: { ...probe, attempt: task.attempt }, claimed: task };
+          return;
+        }
+        if (counted && task.status === 'queued' && queueAt.queueAt) {
+          messages.push(await taskMessage(deps, { ...dk, attempt: task.attempt }, dagVersion));
+          return;
+        }
+        // A repeat of this step (its caller died after queuing but before sending, and its
+        // message or stream record came back): send the queued task's message again. Within
+        // SQS's 5-minute window the copy is dropped; after it, the claim is.
+        if (!counted && task.status === 'queued') {
+          messages.push(await taskMessage(deps, { ...dk, attempt: task.attempt }, dagVersion));
+          return;
+        }
+        // A repeat that finds the task running on this outcome: a worker may have continued into
+        // it and died. In no lease index until it heartbeats, so this walk is its repair: reaped
+        // here once its lease has run out (conditionally: a live worker renews it first), or put
+        // in the lease index under the lease it has, for the reaper to find if it runs out.
+        if (!counted && task.continued && task.status === 'running' && task.leaseToken) {
+          // Claimed in one request with a success of this task (app/tasks.ts), so a claim only
+          // if that success landed: this outcome says. A success confirms it; any other
+          // outcome undoes it, and is then counted as usual, on the next pass.
+          const claimed = task.tentative
+            ? await settleTentative(deps, task, outcome === 'success' ? 'confirm' : 'withdraw')
+            : task;
+          if (!claimed) {
+            // Withdrawn, by this or by another writer (the reaper, a repeat of this walk), or
+            // moved on: counted afresh. A claim is tentative once, so this ends.
+            if (pass >= 3) throw new Error(`${taskId}: its tentative claim did not settle`);
+            return one(taskId, pass + 1);
           }
-          if (counted && task.status === 'queued' && queueAt.queueAt) {
-            messages.push(await taskMessage(deps, { ...dk, attempt: task.attempt }, dagVersion));
-            return;
+          const expired =
+            claimed.leaseExpiresAt !== null && claimed.leaseExpiresAt < now.toISOString();
+          if (expired) await reapExpiredLease(deps, claimed, now);
+          else await indexContinued(deps, [claimed], now);
+          return;
+        }
+        // A repeat after the task ended in an outcome advanced inline (resolved by this step, or
+        // run by a worker that continued into it, whose own message was never sent): go on
+        // from it again, in case whoever advanced it died first. Every write below is counted
+        // once, so this changes nothing twice.
+        if (!counted && task.advanceInline && isTerminalTask(task.status)) {
+          // After this task's own progress write, below: that is the repair that matters most.
+          if (!walked.has(taskId)) {
+            walked.add(taskId);
+            again.push(task);
           }
-          // A repeat of this step (its caller died after queuing but before sending, and its
-          // message or stream record came back): send the queued task's message again. Within
-          // SQS's 5-minute window the copy is dropped; after it, the claim is.
-          if (!counted && task.status === 'queued') {
-            messages.push(await taskMessage(deps, { ...dk, attempt: task.attempt }, dagVersion));
-            return;
+          return;
+        }
+        const decision = skip && task.status === 'pending' ? 'skipped' : nextStep(rule, task);
+        if (decision === 'queue') {
+          const m = await queue(deps, dk, dagVersion, task);
+          if (m) messages.push(m);
+        } else if (decision === 'skipped' || decision === 'upstream_failed') {
+          const resolved = await deps.store
+            .transitionTask(dk, resolveTask(task, decision, now))
+            .catch((e: unknown) => {
+              if (!(e instanceof ConflictError)) throw e;
+              // Resolved already: by a concurrent advance, or by this write whose answer was
+              // lost (the SDK's retry is refused). Go on from it either way; that is harmless.
+              const current = e.current as TaskInstanceRecord | undefined;
+              return current?.status === decision &&
+                current.generation === task.generation &&
+                current.advanceInline === true
+                ? current
+                : undefined;
+            });
+          // Inline, not by the resolution's own stream record (which is filtered out): a chain
+          // of skips costs no stream hop per task.
+          if (resolved) {
+            await advance(
+              deps,
+              { ...dk, uncounted: resolved.uncounted },
+              decision,
+              dagVersion,
+              resolved.generation,
+            );
           }
-          // A repeat that finds the task running on this outcome: a worker may have continued into
-          // it and died. In no lease index until it heartbeats, so this walk is its repair: reaped
-          // here once its lease has run out (conditionally: a live worker renews it first), or put
-          // in the lease index under the lease it has, for the reaper to find if it runs out.
-          if (!counted && task.continued && task.status === 'running' && task.leaseToken) {
-            const expired = task.leaseExpiresAt !== null && task.leaseExpiresAt < now.toISOString();
-            if (expired) await reapExpiredLease(deps, task, now);
-            else await indexContinued(deps, [task], now);
-            return;
-          }
-          // A repeat after the task ended in an outcome advanced inline (resolved by this step, or
-          // run by a worker that continued into it, whose own message was never sent): go on
-          // from it again, in case whoever advanced it died first. Every write below is counted
-          // once, so this changes nothing twice.
-          if (!counted && task.advanceInline && isTerminalTask(task.status)) {
-            // After this task's own progress write, below: that is the repair that matters most.
-            if (!walked.has(taskId)) {
-              walked.add(taskId);
-              again.push(task);
-            }
-            return;
-          }
-          const decision = skip && task.status === 'pending' ? 'skipped' : nextStep(rule, task);
-          if (decision === 'queue') {
-            const m = await queue(deps, dk, dagVersion, task);
-            if (m) messages.push(m);
-          } else if (decision === 'skipped' || decision === 'upstream_failed') {
-            const resolved = await deps.store
-              .transitionTask(dk, resolveTask(task, decision, now))
-              .catch((e: unknown) => {
-                if (!(e instanceof ConflictError)) throw e;
-                // Resolved already: by a concurrent advance, or by this write whose answer was
-                // lost (the SDK's retry is refused). Go on from it either way; that is harmless.
-                const current = e.current as TaskInstanceRecord | undefined;
-                return current?.status === decision &&
-                  current.generation === task.generation &&
-                  current.advanceInline === true
-                  ? current
-                  : undefined;
-              });
-            // Inline, not by the resolution's own stream record (which is filtered out): a chain
-            // of skips costs no stream hop per task.
-            if (resolved) {
-              await advance(
-                deps,
-                { ...dk, uncounted: resolved.uncounted },
-                decision,
-                dagVersion,
-                resolved.generation,
-              );
-            }
-          }
-        }),
-      );
+        }
+      };
+      await Promise.all(downstream.map((taskId) => one(taskId)));
       const only = messages.length === 1 ? messages[0] : undefined;
       if (!kept && only && options.continueWith?.(only)) {
         kept = { message: only };
@@ -256,6 +272,64 @@ function mapWeight(
 ): { counts: UpstreamCounts; extraUpstream: number } | undefined {
   if (!ti?.mapCounts || ti.mapLength === undefined) return undefined;
   return { counts: ti.mapCounts, extraUpstream: ti.mapLength - 1 };
+}
+
+/**
+ * A continuation claimed in the same request as its upstream task's success (claimAhead): the
+ * task, its message and the write that counts, queues and claims it, tentatively.
+ */
+export interface Ahead {
+  readonly key: TaskKey;
+  readonly message: TaskMessage;
+  readonly token: string;
+  /** Starts the write: called in the same turn as the success's own write, so both go together. */
+  readonly write: () => Promise<{ task: TaskInstanceRecord; counted: boolean }>;
+}
+
+/**
+ * What a success of `ti` (running now) would continue into, if its advance would be that one
+ * write and nothing more: its one downstream task, whose one upstream task it is and whose rule
+ * queues it on a success, which the caller would run; no progress write (an uncounted success),
+ * no branch's skips, no mapped task's weight. Then that write can go with the success's own,
+ * in one request, rather than after it (app/tasks.ts): its claim is tentative, as the two are
+ * neither ordered nor atomic. Undefined otherwise: the caller advances after its outcome.
+ */
+export async function claimAhead(
+  deps: Deps,
+  ti: TaskInstanceRecord,
+  continueWith: (message: TaskMessage) => boolean,
+  lease: { readonly token: string; readonly seconds: number },
+): Promise<Ahead | undefined> {
+  if (parseInstance(ti.taskId)) return undefined;
+  if (progressEntry(ti.uncounted === true, true, ti.generation) !== 'none') return undefined;
+  const { graph, tasks } = await loadDag(deps, ti.dagId, ti.dagVersion);
+  const own = tasks.get(ti.taskId);
+  if (!own || own.operator === 'branch' || own.mapOver !== undefined) return undefined;
+  const downstream = graph.downstream.get(ti.taskId) ?? [];
+  const taskId = downstream[0];
+  if (taskId === undefined || downstream.length !== 1) return undefined;
+  if ((graph.upstream.get(taskId) ?? []).length !== 1) return undefined;
+  const rule = tasks.get(taskId)?.triggerRule ?? 'all_success';
+  if (nextStep(rule, afterOnly('success')) !== 'queue') return undefined;
+  const key = { dagId: ti.dagId, runId: ti.runId, taskId };
+  const message = await taskMessage(deps, { ...key, attempt: 0 }, ti.dagVersion);
+  if (!continueWith(message)) return undefined;
+  return {
+    key,
+    message,
+    token: lease.token,
+    write: () => {
+      const now = deps.clock();
+      return deps.store.recordUpstreamOutcome(key, ti.taskId, 'success', ti.generation, {
+        queueAt: now,
+        claim: {
+          leaseToken: lease.token,
+          leaseExpiresAt: new Date(now.getTime() + lease.seconds * 1000).toISOString(),
+          tentative: true,
+        },
+      });
+    },
+  };
 }
 
 /** A task its caller runs itself: claimed already in the write that queued it, or still queued. */

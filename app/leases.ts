@@ -1,4 +1,4 @@
-import { ConflictError } from '../core/errors.ts';
+import { ConflictError, NotFoundError } from '../core/errors.ts';
 import { baseTaskId } from '../core/mapping/index.ts';
 import type { TaskInstanceRecord } from '../core/ports.ts';
 import { nextRetryAt } from '../core/retry/index.ts';
@@ -22,6 +22,12 @@ export async function reapExpiredLease(
   ti: TaskInstanceRecord,
   now: Date,
 ): Promise<boolean> {
+  // A tentative claim is one only if its upstream task succeeded; otherwise it never started,
+  // and is undone rather than failed: that task's outcome, when it comes, counts as any other.
+  if (ti.tentative && !(await upstreamSucceeded(deps, ti))) {
+    await settleTentative(deps, ti, 'withdraw');
+    return false;
+  }
   const { tasks } = await loadDag(deps, ti.dagId, ti.dagVersion);
   const task = tasks.get(baseTaskId(ti.taskId));
   const retryAt = task ? nextRetryAt(task, triesSoFar(ti), now, deps.random) : null;
@@ -82,4 +88,33 @@ export async function indexContinued(
 /** indexContinued for every task of a run: for a run that ended, whose tasks no walk repairs. */
 export async function indexContinuedOfRun(deps: Deps, dagId: string, runId: string): Promise<void> {
   await indexContinued(deps, await deps.store.listTaskInstances(dagId, runId), deps.clock());
+}
+
+/**
+ * Settles a tentative claim (TaskInstanceRecord `tentative`) as `how` says, if it is still that
+ * claim: the task as confirmed, or undefined once withdrawn or if it had moved on (settled by
+ * someone else, or its worker wrote since). The caller then reads it afresh.
+ */
+export async function settleTentative(
+  deps: Deps,
+  ti: TaskInstanceRecord,
+  how: 'confirm' | 'withdraw',
+): Promise<TaskInstanceRecord | undefined> {
+  if (!ti.leaseToken) return undefined;
+  try {
+    const settled = await deps.store.settleTentative(ti, ti.leaseToken, how, deps.clock());
+    return how === 'confirm' ? settled : undefined;
+  } catch (e) {
+    if (e instanceof ConflictError || e instanceof NotFoundError) return undefined;
+    throw e;
+  }
+}
+
+/** Whether the one upstream task of a tentatively claimed task succeeded (its claim stands). */
+async function upstreamSucceeded(deps: Deps, ti: TaskInstanceRecord): Promise<boolean> {
+  const { graph } = await loadDag(deps, ti.dagId, ti.dagVersion);
+  const [upstream] = graph.upstream.get(ti.taskId) ?? [];
+  if (upstream === undefined) return false;
+  const up = await deps.store.getTaskInstance({ ...ti, taskId: upstream });
+  return up?.status === 'success';
 }

@@ -25,12 +25,18 @@ import {
 } from '../core/state/index.ts';
 import { maskSecrets } from '../core/template/index.ts';
 import { type DeferredWork, isDeferred, parseTaskConfig } from '../operators/registry.ts';
-import { advance, type Continued, failUnprocessableRun } from './advance.ts';
+import {
+  type Ahead,
+  advance,
+  type Continued,
+  claimAhead,
+  failUnprocessableRun,
+} from './advance.ts';
 import { loadDag } from './dags.ts';
 import { DEFAULT_CHECK_SECONDS, type DeferredRecord, nextCheck, workName } from './deferred.ts';
 import type { Deps } from './deps.ts';
 import { InjectedCrash, injectFault } from './faults.ts';
-import { indexContinuedOfRun } from './leases.ts';
+import { indexContinuedOfRun, settleTentative } from './leases.ts';
 import { fitsInline, keepEarlierLog } from './logs.ts';
 import {
   expandMapped,
@@ -473,45 +479,8 @@ async function runClaimed(
       : { ok: false, error, retryAt },
     now,
   );
-  const [written, logged] = await Promise.allSettled([
-    whileLeased(deps, current, opts, () => deps.store.transitionTask(msg, ending)),
-    inline ? Promise.resolve() : deps.blobs.putLog({ ...msg }, text, { ifAbsent: true }),
-  ]);
-  if (logged.status === 'rejected') {
-    // Retried by the SDK already: the outcome stands without its log.
-    deps.metrics?.addMetric(Metric.LogWriteFailed, 'Count', 1);
-    console.error(`could not write the log of ${msg.runId}/${msg.taskId}@${msg.attempt}`);
-  }
-  let done: TaskInstanceRecord;
-  if (written.status === 'fulfilled') {
-    done = written.value;
-    // Its slots went back with the outcome: the oldest waiting attempts may start.
-    await released(deps, held);
-  } else {
-    if (!(written.reason instanceof ConflictError)) throw written.reason;
-    // A write that landed but whose answer was lost: the SDK's retry of it (or ours, after
-    // throttling) is then refused. This attempt's success can only have been written by its
-    // lease holder: it is ours (or, after a hand-back, the next holder's), and readiness from it
-    // must not be lost with it. A failure is ours if it ended when and as this one did.
-    const current = written.reason.current as TaskInstanceRecord | undefined;
-    const ours =
-      current?.attempt === msg.attempt &&
-      (error === undefined
-        ? current.status === 'success' && current.advanceInline === true
-        : current.status === ending.set.status &&
-          current.error === ending.set.error &&
-          (current.status === 'failed'
-            ? current.endTime === ending.set.endTime
-            : current.retryAt === ending.set.retryAt));
-    if (!ours || !current) return 'lease_lost';
-    done = current;
-    await released(deps, held);
-  }
-  if ((await injectFault(deps, faulted, 'worker.after-outcome', msg)) === 'repeat') {
-    await deps.dispatcher.dispatch([msg]); // the same message delivered again, late
-  }
-  // Readiness from a success, here and now rather than by the table's stream. If this dies
-  // midway, the message (deleted only once this returns) comes back and does it again.
+  // Readiness from a success, here and now rather than by the table's stream; the next task may
+  // be run by this worker (a continuation), within these bounds.
   const left = opts.continuations ?? 0;
   // The continuation's end, as the time the invocation has left (its own clock).
   const until =
@@ -536,12 +505,83 @@ async function runClaimed(
       gatesOf(dagOfTask, next).length === 0
     );
   };
-  const next =
-    done.status === 'success'
-      ? await advanceFrom(deps, done, continueWith, {
-          token: deps.newId(),
-          seconds: opts.leaseSeconds,
-        })
+  const lease = { token: deps.newId(), seconds: opts.leaseSeconds };
+  // A success whose advance is one write, the claim of its continuation, sends that write with
+  // its own, in one request (claimAhead): a chain's edge then waits for one answer, not two.
+  // The claim is tentative until the success is known to have landed. If the continuation
+  // cannot be worked out here, the outcome goes alone, and its advance below says why.
+  const ahead =
+    error === undefined && !held?.length
+      ? await claimAhead(deps, current, continueWith, lease).catch(() => undefined)
+      : undefined;
+  const [written, logged, aheadWritten] = await Promise.allSettled([
+    whileLeased(deps, current, opts, () => deps.store.transitionTask(msg, ending)),
+    inline ? Promise.resolve() : deps.blobs.putLog({ ...msg }, text, { ifAbsent: true }),
+    ahead ? ahead.write() : Promise.resolve(undefined),
+  ]);
+  if (logged.status === 'rejected') {
+    // Retried by the SDK already: the outcome stands without its log.
+    deps.metrics?.addMetric(Metric.LogWriteFailed, 'Count', 1);
+    console.error(`could not write the log of ${msg.runId}/${msg.taskId}@${msg.attempt}`);
+  }
+  /** The continuation's claim, if the write that went with the success made it ours. */
+  const aheadClaim =
+    ahead &&
+    aheadWritten.status === 'fulfilled' &&
+    aheadWritten.value?.task.status === 'running' &&
+    aheadWritten.value.task.leaseToken === ahead.token
+      ? aheadWritten.value.task
+      : undefined;
+  /** The success was refused: a claim that went with it may have landed, and is undone. */
+  const withdraw = async () => {
+    if (!ahead || (aheadWritten.status === 'fulfilled' && !aheadClaim)) return;
+    await injectFault(deps, { params: dagParams }, 'worker.before-withdraw', msg);
+    // Its answer lost: read, to withdraw only a claim of ours.
+    const claimed = aheadClaim ?? (await deps.store.getTaskInstance(ahead.key));
+    if (claimed?.tentative && claimed.leaseToken === ahead.token) {
+      await settleTentative(deps, claimed, 'withdraw');
+    }
+  };
+  let done: TaskInstanceRecord;
+  if (written.status === 'fulfilled') {
+    done = written.value;
+    // Its slots went back with the outcome: the oldest waiting attempts may start.
+    await released(deps, held);
+  } else {
+    // Not known to have landed: a claim that went with it stays tentative, for the walk of this
+    // task's outcome (or the reaper) to settle; the message comes back.
+    if (!(written.reason instanceof ConflictError)) throw written.reason;
+    // A write that landed but whose answer was lost: the SDK's retry of it (or ours, after
+    // throttling) is then refused. This attempt's success can only have been written by its
+    // lease holder: it is ours (or, after a hand-back, the next holder's), and readiness from it
+    // must not be lost with it. A failure is ours if it ended when and as this one did.
+    const current = written.reason.current as TaskInstanceRecord | undefined;
+    const ours =
+      current?.attempt === msg.attempt &&
+      (error === undefined
+        ? current.status === 'success' && current.advanceInline === true
+        : current.status === ending.set.status &&
+          current.error === ending.set.error &&
+          (current.status === 'failed'
+            ? current.endTime === ending.set.endTime
+            : current.retryAt === ending.set.retryAt));
+    if (!ours || !current) {
+      await withdraw();
+      return 'lease_lost';
+    }
+    done = current;
+    await released(deps, held);
+  }
+  if ((await injectFault(deps, faulted, 'worker.after-outcome', msg)) === 'repeat') {
+    await deps.dispatcher.dispatch([msg]); // the same message delivered again, late
+  }
+  // If this dies midway, the message (deleted only once this returns) comes back and advances
+  // again. The success landed: a claim that went with it stands, and is all its advance does.
+  // Without one (refused, or its answer lost), the advance below makes it, with the same lease.
+  const next: Continued | undefined = aheadClaim
+    ? { message: { ...(ahead as Ahead).message, attempt: aheadClaim.attempt }, claimed: aheadClaim }
+    : done.status === 'success'
+      ? await advanceFrom(deps, done, continueWith, lease)
       : undefined;
   // If this fails, the reaper finds the retry overdue and queues it.
   await scheduleRetry(deps, done);

@@ -17,6 +17,11 @@ export const FAULT_POINTS = [
    * timer of a failure, the message's deletion).
    */
   'worker.after-outcome',
+  /**
+   * A success was refused (its lease was lost) after going out in one request with the claim of
+   * its continuation, which is tentative (app/tasks.ts); that claim is not withdrawn yet.
+   */
+  'worker.before-withdraw',
   /** Readiness (the worker's, after a success) queued downstream tasks; their messages are not sent. */
   'advance.before-dispatch',
   /** Readiness counted the task in the run's progress; the run end is not written. */

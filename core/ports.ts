@@ -192,6 +192,14 @@ export interface TaskInstanceRecord extends TaskKey, TaskInstanceState {
    */
   readonly continued?: boolean;
   /**
+   * A continuation's claim written in the same request as its one upstream task's success, in
+   * which neither write waits for the other (app/tasks.ts): a claim only if that success landed.
+   * Its worker runs it once it knows; any other writer that finds it so (a walk, the reaper)
+   * first settles it by that upstream task (app/leases.ts settleTentative). Ended by the task's
+   * next transition, except the one that puts it in the lease index.
+   */
+  readonly tentative?: boolean;
+  /**
    * Dynamic mapping (core/mapping). On a mapped task's own instance: the attempt that expanded
    * it, how many instances it has, over how many count shards, and once it has ended, their
    * outcomes. On an instance: the mapped task's attempt that created it.
@@ -361,7 +369,16 @@ export interface StateStore {
        * same write also claims it, `pending → running` under this lease, as claimTask would: one
        * write where queuing and then claiming take two. The claim's start time is `queueAt`.
        */
-      readonly claim?: { readonly leaseToken: string; readonly leaseExpiresAt: string };
+      readonly claim?: {
+        readonly leaseToken: string;
+        readonly leaseExpiresAt: string;
+        /**
+         * The claim is tentative (TaskInstanceRecord `tentative`); only with a success. Then the
+         * outcome counts only with the claim: where the task cannot be queued and claimed so,
+         * nothing is written, and `counted` is false.
+         */
+        readonly tentative?: boolean;
+      };
       /**
        * The upstream task is a mapped task that has ended (core/mapping): its downstream task
        * counts each instance's outcome, `counts`, in place of one for the task, and has
@@ -370,6 +387,19 @@ export interface StateStore {
       readonly weight?: { readonly counts: UpstreamCounts; readonly extraUpstream: number };
     },
   ): Promise<{ task: TaskInstanceRecord; counted: boolean }>;
+  /**
+   * Settles a tentative claim (TaskInstanceRecord `tentative`), only while the task is running
+   * under it, with this lease token. `confirm`: the claim stands, tentative no longer.
+   * `withdraw`: the write that counted its one upstream success, queued and claimed it is
+   * undone: `pending` again, with nothing counted and its attempt as before. ConflictError with
+   * the task as it is (NotFoundError with none) once it is not so.
+   */
+  settleTentative(
+    key: TaskKey,
+    leaseToken: string,
+    how: 'confirm' | 'withdraw',
+    at: Date,
+  ): Promise<TaskInstanceRecord>;
   /**
    * Counts a task as finished in the run's progress, once per task, and returns the run's
    * progress when it may be complete (otherwise `undefined`, which saves reading it).

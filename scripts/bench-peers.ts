@@ -274,8 +274,9 @@ Object.assign(process.env, awsEnv(cfg));
 /**
  * The emulator's floor for one state write: the median time of one DynamoDB UpdateItem on a
  * scratch table defined as the state table (same keys, indexes and stream), one at a time from
- * this process, after a warm-up. Each edge of a chain holds two such writes in a row (the
- * outcome; the next task's count, queue and claim), so this bounds how fast a chain can go here.
+ * this process, after a warm-up. Each edge of a chain waits for one request (the outcome and the
+ * next task's count, queue and claim, as one BatchExecuteStatement of two statements), so this
+ * bounds how fast a chain can go here.
  */
 async function writeFloorMs(): Promise<number> {
   const ddb = new DynamoDBClient(clientConfig());
@@ -556,12 +557,13 @@ try {
       ` t${CHAIN - 1} endTime → run end ${Math.round(median(ends.lastEndToRunEnd))} ms (medians)`,
   );
   console.log(
-    '  (endTime is stamped just before the outcome write: the →queued step includes that write.)',
+    '  (endTime is stamped just before the outcome write. On a chain, queuedAt and startTime are' +
+      '\n  stamped as the outcome and the claim go out together, in one request: →running includes it.)',
   );
   console.log(
     `  emulator floor: one DynamoDB UpdateItem on a table defined as the state table, one at a` +
-      `\n  time from this process, takes ${floor.toFixed(2)} ms (median of 200); a chain edge holds two` +
-      ` in a row (→queued, →running).`,
+      `\n  time from this process, takes ${floor.toFixed(2)} ms (median of 200); a chain edge waits for` +
+      ` one request of two writes.`,
   );
 
   console.log(`\nload average: start ${loadStart}, end ${load()} (1, 5, 15 min)`);

@@ -276,6 +276,7 @@ export function toTask(i: Item): TaskInstanceRecord {
     ...(typeof i.log === 'string' ? { log: i.log, logAttempt: num(i.logAttempt) } : {}),
     ...(i.advanceInline === true ? { advanceInline: true } : {}),
     ...(i.continued === true ? { continued: true } : {}),
+    ...(i.tentative === true ? { tentative: true } : {}),
     ...(i.uncounted === true ? { uncounted: true } : {}),
     ...(Array.isArray(i.history) ? { history: i.history as AttemptSummary[] } : {}),
     ...(Array.isArray(i.gates) && i.gates.length > 0 ? { gates: i.gates as string[] } : {}),
@@ -360,6 +361,7 @@ function applied(before: TaskInstanceRecord, t: TaskTransition): TaskInstanceRec
   if (s.advanceInline) next.advanceInline = true;
   else delete next.advanceInline;
   delete next.continued;
+  if (!t.whileContinued) delete next.tentative;
   if (s.past) next.history = [...(before.history ?? []), s.past];
   if (t.release !== undefined) delete next.gates;
   if (t.unpark !== undefined) delete next.parked;
@@ -1332,6 +1334,8 @@ export class DynamoStateStore implements StateStore {
       .set('advanceInline', t.set.advanceInline ? true : null)
       .set('continued', null)
       .set('updatedAt', t.at);
+    // Putting it in the lease index leaves a tentative claim to be settled (TaskInstanceRecord).
+    if (!t.whileContinued) u.set('tentative', null);
     if (t.set.past) u.append('history', [t.set.past]);
     if (t.set.mapped) {
       u.set('mapAttempt', t.set.attempt)
@@ -1746,11 +1750,17 @@ export class DynamoStateStore implements StateStore {
     generation: number,
     options: {
       readonly queueAt?: Date;
-      readonly claim?: { readonly leaseToken: string; readonly leaseExpiresAt: string };
+      readonly claim?: {
+        readonly leaseToken: string;
+        readonly leaseExpiresAt: string;
+        readonly tentative?: boolean;
+      };
       readonly weight?: { readonly counts: UpstreamCounts; readonly extraUpstream: number };
     } = {},
   ): Promise<{ task: TaskInstanceRecord; counted: boolean }> {
     const counter = counterFor(status);
+    if (options.claim?.tentative && status !== 'success')
+      throw new Error('recordUpstreamOutcome: a tentative claim counts a success only');
     if (!counter && !options.weight)
       throw new Error(`recordUpstreamOutcome: "${status}" is not a finished status`);
     const entry = `${upstreamTaskId}#${generation}`;
@@ -1802,9 +1812,10 @@ export class DynamoStateStore implements StateStore {
       // An entry written now and deleted by the outcome would cost the index two writes for a
       // task that mostly ends in milliseconds; until then, the repair of a worker that dies in
       // it is the return of its continuation's first message (app/advance.ts).
-      if (claim)
+      if (claim) {
         u.set('leaseExpiresAt', claim.leaseExpiresAt).set('startTime', at).set('continued', true);
-      else u.set('gsi2pk', `DUE#QUEUED#${shard}`).set('gsi2sk', at);
+        if (claim.tentative) u.set('tentative', true);
+      } else u.set('gsi2pk', `DUE#QUEUED#${shard}`).set('gsi2sk', at);
       const cond = `attribute_exists(pk) AND ${u.name('status')} = ${u.value('pending')} AND attribute_not_exists(${u.name('countedUpstream')})`;
       try {
         const task = toTask(
@@ -1818,10 +1829,47 @@ export class DynamoStateStore implements StateStore {
         return { task, counted: true };
       } catch (e) {
         if (!(e instanceof ConflictError)) throw e;
+        // A tentative claim counts in that write or not at all: its success may not have landed.
+        if (claim?.tentative) return { task: e.current as TaskInstanceRecord, counted: false };
       }
     }
     // Counted together with the other outcomes this process counts into the task meanwhile.
     return this.#counts.run(`${key.pk}\n${key.sk}`, key, { counter, entry });
+  }
+
+  async settleTentative(
+    key: TaskKey,
+    leaseToken: string,
+    how: 'confirm' | 'withdraw',
+    at: Date,
+  ): Promise<TaskInstanceRecord> {
+    const u = new Update().set('tentative', null).set('updatedAt', at.toISOString());
+    if (how === 'withdraw') {
+      // The counting write undone: what it set, removed (the task had none of it while pending
+      // with nothing counted, its condition); what it added, taken off.
+      u.set('status', 'pending')
+        .set('leaseToken', null)
+        .set('leaseExpiresAt', null)
+        .set('startTime', null)
+        .set('queuedAt', null)
+        .set('continued', null)
+        .set('countedUpstream', null)
+        .add('attempt', -1)
+        .add(COUNTER.success, -1);
+    }
+    const cond = [
+      `${u.name('status')} = ${u.value('running')}`,
+      `${u.name('leaseToken')} = ${u.value(leaseToken)}`,
+      `${u.name('tentative')} = ${u.value(true)}`,
+    ].join(' AND ');
+    const item = keys.task(key.dagId, key.runId, key.taskId);
+    return toTask(
+      await this.#update(
+        u.input(this.table, item, cond),
+        `${how} ${key.runId}/${key.taskId}`,
+        toTask,
+      ),
+    );
   }
 
   /** Counts of one task instance, written together (Coalescer): one write for them all. */

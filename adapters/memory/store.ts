@@ -123,6 +123,7 @@ interface TaskState {
   logAttempt?: number | null;
   advanceInline?: boolean;
   continued?: boolean;
+  tentative?: boolean;
   uncounted?: boolean;
   history?: AttemptSummary[];
   /** The deadline index (gsi2 in the table): present exactly while the task waits for one. */
@@ -229,6 +230,7 @@ function toTask(t: TaskState): TaskInstanceRecord {
     ...(typeof t.log === 'string' ? { log: t.log, logAttempt: t.logAttempt ?? 0 } : {}),
     ...(t.advanceInline ? { advanceInline: true } : {}),
     ...(t.continued ? { continued: true } : {}),
+    ...(t.tentative ? { tentative: true } : {}),
     ...(t.uncounted ? { uncounted: true } : {}),
     ...(t.history ? { history: t.history.map((h) => ({ ...h })) } : {}),
     ...(t.gates ? { gates: [...t.gates] } : {}),
@@ -691,6 +693,8 @@ export class MemoryStateStore implements StateStore {
     if (s.logAttempt !== undefined) ti.logAttempt = s.logAttempt;
     ti.advanceInline = s.advanceInline === true;
     ti.continued = false;
+    // Putting it in the lease index leaves a tentative claim to be settled (TaskInstanceRecord).
+    if (!t.whileContinued) ti.tentative = false;
     if (s.past) ti.history = [...(ti.history ?? []), { ...s.past }];
     if (s.mapped) {
       ti.mapAttempt = s.attempt;
@@ -715,11 +719,17 @@ export class MemoryStateStore implements StateStore {
     generation: number,
     options: {
       readonly queueAt?: Date;
-      readonly claim?: { readonly leaseToken: string; readonly leaseExpiresAt: string };
+      readonly claim?: {
+        readonly leaseToken: string;
+        readonly leaseExpiresAt: string;
+        readonly tentative?: boolean;
+      };
       readonly weight?: { readonly counts: UpstreamCounts; readonly extraUpstream: number };
     } = {},
   ): Promise<{ task: TaskInstanceRecord; counted: boolean }> {
     const counter = counterFor(status);
+    if (options.claim?.tentative && status !== 'success')
+      throw new Error('recordUpstreamOutcome: a tentative claim counts a success only');
     if (!counter && !options.weight)
       throw new Error(`recordUpstreamOutcome: "${status}" is not a finished status`);
     const ti = this.#task(downstream);
@@ -736,6 +746,8 @@ export class MemoryStateStore implements StateStore {
     }
     if (!counter) throw new Error('unreachable');
     const queue = options.queueAt && ti.status === 'pending' && ti.counted.size === 0;
+    // A tentative claim counts in that write or not at all: its success may not have landed.
+    if (options.claim?.tentative && !queue) return { task: toTask(ti), counted: false };
     ti.counts = { ...ti.counts, [counter]: ti.counts[counter] + 1 };
     ti.counted.add(entry);
     if (queue && options.queueAt) {
@@ -755,9 +767,39 @@ export class MemoryStateStore implements StateStore {
         // In no index until its first heartbeat, as in DynamoDB.
         ti.due = undefined;
         ti.continued = true;
+        if (options.claim.tentative) ti.tentative = true;
       }
     }
     return { task: toTask(ti), counted: true };
+  }
+
+  async settleTentative(
+    key: TaskKey,
+    leaseToken: string,
+    how: 'confirm' | 'withdraw',
+    _at: Date,
+  ): Promise<TaskInstanceRecord> {
+    const what = `${how} ${key.runId}/${key.taskId}`;
+    const ti = this.#task(key);
+    if (!ti) throw notFound(what);
+    if (!(ti.status === 'running' && ti.leaseToken === leaseToken && ti.tentative === true)) {
+      throw conflict(what, toTask(ti));
+    }
+    ti.tentative = false;
+    if (how === 'withdraw') {
+      // As the table's update does: what the counting write set, removed; what it added, taken off.
+      ti.status = 'pending';
+      ti.attempt -= 1;
+      ti.leaseToken = null;
+      ti.leaseExpiresAt = null;
+      ti.startTime = null;
+      ti.queuedAt = null;
+      ti.continued = false;
+      ti.counts = { ...ti.counts, success: ti.counts.success - 1 };
+      ti.counted = new Set();
+      ti.due = undefined;
+    }
+    return toTask(ti);
   }
 
   async expandMap(

@@ -1471,6 +1471,93 @@ export function stateStoreContract(
         expect((await store.getTaskInstance(down))?.leaseExpiresAt).toBe(beat.leaseExpiresAt);
       });
 
+      it('claims tentatively, and settles a tentative claim only under its lease, once', async () => {
+        const { run } = await store.createRun(newRun(3));
+        const down = key(run.runId, 't1');
+        const pending = (await store.getTaskInstance(down)) as TaskInstanceRecord;
+        const tentative = { leaseToken: 'lease-a', leaseExpiresAt: iso(65), tentative: true };
+        const { task: claimed } = await store.recordUpstreamOutcome(down, 't0', 'success', 0, {
+          queueAt: later(5),
+          claim: tentative,
+        });
+        expect(claimed).toMatchObject({ status: 'running', attempt: 1, tentative: true });
+        expect(await store.getTaskInstance(down)).toEqual(claimed);
+        // Only a success is counted so.
+        await expect(
+          store.recordUpstreamOutcome(key(run.runId, 't2'), 't1', 'failed', 0, {
+            queueAt: later(5),
+            claim: tentative,
+          }),
+        ).rejects.toThrow(/success only/);
+        // Where it cannot claim (claimed already; queued; something counted), it counts nothing.
+        const counts = claimed.counts;
+        const q = (await queuedTask()).k;
+        const { run: third } = await store.createRun(newRun(3));
+        const some = key(third.runId, 't1');
+        await store.recordUpstreamOutcome(some, 'tz', 'failed', 0);
+        for (const k of [down, q, some]) {
+          const before = (await store.getTaskInstance(k)) as TaskInstanceRecord;
+          const again = await store.recordUpstreamOutcome(k, 'tx', 'success', 0, {
+            queueAt: later(6),
+            claim: { ...tentative, leaseToken: 'lease-x' },
+          });
+          expect(again.counted).toBe(false);
+          expect(await store.getTaskInstance(k)).toEqual(before);
+        }
+        expect(counts).toMatchObject({ success: 1 });
+        // Not under another lease.
+        await expect(
+          store.settleTentative(down, 'lease-b', 'withdraw', later(6)),
+        ).rejects.toBeInstanceOf(ConflictError);
+        // Put in the lease index, it stays tentative: the reaper settles it first.
+        const indexed = await store.transitionTask(down, indexLeaseTask(claimed, later(7)));
+        expect(indexed.tentative).toBe(true);
+        // Withdrawn: as it was before the claim, so that the outcome counts again, and queues it.
+        const withdrawn = await store.settleTentative(down, 'lease-a', 'withdraw', later(8));
+        expect(withdrawn).toEqual(pending);
+        expect(await store.getTaskInstance(down)).toEqual(withdrawn);
+        // Once: it is tentative no more.
+        await expect(
+          store.settleTentative(down, 'lease-a', 'withdraw', later(9)),
+        ).rejects.toBeInstanceOf(ConflictError);
+        const recount = await store.recordUpstreamOutcome(down, 't0', 'success', 0, {
+          queueAt: later(10),
+        });
+        expect(recount).toMatchObject({
+          counted: true,
+          task: { status: 'queued', attempt: 1, counts: { success: 1 } },
+        });
+        // Confirmed: the claim stands, tentative no more; its worker's next write is unchanged.
+        const other = key(run.runId, 't2');
+        const { task: t2 } = await store.recordUpstreamOutcome(other, 't1', 'success', 0, {
+          queueAt: later(11),
+          claim: { ...tentative, leaseToken: 'lease-c' },
+        });
+        expect(t2.tentative).toBe(true);
+        const confirmed = await store.settleTentative(other, 'lease-c', 'confirm', later(12));
+        expect(confirmed).toMatchObject({ status: 'running', attempt: 1, leaseToken: 'lease-c' });
+        expect(confirmed.tentative).toBeUndefined();
+        expect(await store.getTaskInstance(other)).toEqual(confirmed);
+        await expect(
+          store.settleTentative(other, 'lease-c', 'withdraw', later(13)),
+        ).rejects.toBeInstanceOf(ConflictError);
+        // Any other transition ends it: a heartbeat, here.
+        const { run: second } = await store.createRun(newRun(3));
+        const { task: beating } = await store.recordUpstreamOutcome(
+          key(second.runId, 't1'),
+          't0',
+          'success',
+          0,
+          { queueAt: later(14), claim: tentative },
+        );
+        const beat = await store.transitionTask(beating, heartbeatTask(beating, 60, later(15)));
+        expect(beat.tentative).toBeUndefined();
+        expect((await store.getTaskInstance(beating))?.tentative).toBeUndefined();
+        await expect(
+          store.settleTentative(key(run.runId, 'nope'), 'lease-a', 'confirm', later(16)),
+        ).rejects.toBeInstanceOf(NotFoundError);
+      });
+
       it('counts whatever status the downstream task is in', async () => {
         const { k, ti } = await queuedTask();
         expect(await store.recordUpstreamOutcome(k, 'up', 'success', 0)).toMatchObject({

@@ -180,6 +180,59 @@ describe('DynamoDB store: updates of different items made at once go out togethe
     expect(Object.keys(allUnits.writesByKind)).toEqual(['BatchExecuteStatement TI']);
   });
 
+  it('sends a success and its continuation’s tentative claim in one request, and a refused success’s claim is withdrawn', async () => {
+    const { store, sent } = await recordingStore();
+    const at = new Date(1000);
+    const [a, b, c, d] = (await fanOut(store, 4)) as [TaskKey, TaskKey, TaskKey, TaskKey];
+    const claimed = async (k: TaskKey) =>
+      store.transitionTask(
+        k,
+        claimTask(
+          (await store.recordUpstreamOutcome(k, 'root', 'success', 0, { queueAt: at })).task,
+          `lease-${k.taskId}`,
+          60,
+          at,
+        ),
+      );
+    const tentative = (k: TaskKey, token: string) =>
+      store.recordUpstreamOutcome(k, 'root', 'success', 0, {
+        queueAt: at,
+        claim: {
+          leaseToken: token,
+          leaseExpiresAt: new Date(61_000).toISOString(),
+          tentative: true,
+        },
+      });
+    // As app/tasks.ts sends them: in one turn, neither waiting for the other.
+    const running = await claimed(a);
+    sent.length = 0;
+    const [done, next] = await Promise.all([
+      store.transitionTask(a, finishTask(running, { ok: true, advanceInline: true }, at)),
+      tentative(b, 'lease-b'),
+    ]);
+    expect(sent).toEqual(['BatchExecuteStatement']);
+    expect(done.status).toBe('success');
+    expect(next.task).toMatchObject({ status: 'running', leaseToken: 'lease-b', tentative: true });
+    expect(await store.getTaskInstance(b)).toEqual(next.task);
+    // A success refused (its lease was taken back first, so it expects a lease the task no longer
+    // has): the claim that went with it landed all the same, and its withdrawal puts the task
+    // back as it was.
+    const stale = await claimed(c);
+    const pending = (await store.getTaskInstance(d)) as TaskInstanceRecord;
+    sent.length = 0;
+    const [refused, landed] = await Promise.allSettled([
+      store.transitionTask(
+        c,
+        finishTask({ ...stale, leaseToken: 'lost' }, { ok: true, advanceInline: true }, at),
+      ),
+      tentative(d, 'lease-d'),
+    ]);
+    expect(sent).toEqual(['BatchExecuteStatement']);
+    expect(refused.status).toBe('rejected');
+    expect(landed).toMatchObject({ status: 'fulfilled', value: { task: { tentative: true } } });
+    expect(await store.settleTentative(d, 'lease-d', 'withdraw', at)).toEqual(pending);
+  });
+
   it('sends an update PartiQL refuses on its own, as UpdateItem', async () => {
     const { store, table, sent } = await recordingStore();
     const [a, b] = (await fanOut(store, 2)) as [TaskKey, TaskKey];
