@@ -16,6 +16,7 @@ import { loadDag } from './dags.ts';
 import type { Deps } from './deps.ts';
 import { injectFault } from './faults.ts';
 import {
+  claimStands,
   indexContinued,
   indexContinuedOfRun,
   reapExpiredLease,
@@ -177,19 +178,32 @@ export async function advance(
         // it and died. In no lease index until it heartbeats, so this walk is its repair: reaped
         // here once its lease has run out (conditionally: a live worker renews it first), or put
         // in the lease index under the lease it has, for the reaper to find if it runs out.
-        if (!counted && task.continued && task.status === 'running' && task.leaseToken) {
-          // Claimed in one request with a success of this task (app/tasks.ts), so a claim only
-          // if that success landed: this outcome says. A success confirms it; any other
-          // outcome undoes it, and is then counted as usual, on the next pass.
-          const claimed = task.tentative
-            ? await settleTentative(deps, task, outcome === 'success' ? 'confirm' : 'withdraw')
-            : task;
+        // A tentative claim (made in one request with a success of this task, app/tasks.ts) is
+        // settled first, indexed or not: it stands if that attempt's success landed, and is
+        // then a continued task as any other; otherwise it is withdrawn, and this outcome
+        // counted afresh on the next pass (a success then queues the task for a first attempt).
+        if (
+          !counted &&
+          task.status === 'running' &&
+          task.leaseToken &&
+          (task.continued || task.tentative !== undefined)
+        ) {
+          const claimed =
+            task.tentative === undefined
+              ? task
+              : await settleTentative(
+                  deps,
+                  task,
+                  (await claimStands(deps, task)) ? 'confirm' : 'withdraw',
+                );
           if (!claimed) {
             // Withdrawn, by this or by another writer (the reaper, a repeat of this walk), or
             // moved on: counted afresh. A claim is tentative once, so this ends.
             if (pass >= 3) throw new Error(`${taskId}: its tentative claim did not settle`);
             return one(taskId, pass + 1);
           }
+          // In the lease index already (a clear or a run's end put it there): the reaper's.
+          if (!claimed.continued) return;
           const expired =
             claimed.leaseExpiresAt !== null && claimed.leaseExpiresAt < now.toISOString();
           if (expired) await reapExpiredLease(deps, claimed, now);
@@ -325,7 +339,7 @@ export async function claimAhead(
         claim: {
           leaseToken: lease.token,
           leaseExpiresAt: new Date(now.getTime() + lease.seconds * 1000).toISOString(),
-          tentative: true,
+          tentative: ti.attempt,
         },
       });
     },

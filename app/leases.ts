@@ -22,9 +22,12 @@ export async function reapExpiredLease(
   ti: TaskInstanceRecord,
   now: Date,
 ): Promise<boolean> {
-  // A tentative claim is one only if its upstream task succeeded; otherwise it never started,
-  // and is undone rather than failed: that task's outcome, when it comes, counts as any other.
-  if (ti.tentative && !(await upstreamSucceeded(deps, ti))) {
+  // Read from an index entry that has moved on since: nothing to reap.
+  if (ti.status !== 'running' || !ti.leaseToken) return false;
+  // A tentative claim is one only if the upstream success it went with landed; otherwise it
+  // never started, and is undone rather than failed: that task's outcome, when it comes,
+  // counts as any other.
+  if (ti.tentative !== undefined && !(await claimStands(deps, ti))) {
     await settleTentative(deps, ti, 'withdraw');
     return false;
   }
@@ -103,6 +106,18 @@ export async function settleTentative(
   if (!ti.leaseToken) return undefined;
   try {
     const settled = await deps.store.settleTentative(ti, ti.leaseToken, how, deps.clock());
+    // Rare (a success refused, or a worker dead in between): said, for whoever looks.
+    console.info(
+      JSON.stringify({
+        message: 'tentative claim settled',
+        how,
+        dagId: ti.dagId,
+        runId: ti.runId,
+        taskId: ti.taskId,
+        attempt: ti.attempt,
+        upstreamAttempt: ti.tentative,
+      }),
+    );
     return how === 'confirm' ? settled : undefined;
   } catch (e) {
     if (e instanceof ConflictError || e instanceof NotFoundError) return undefined;
@@ -110,11 +125,18 @@ export async function settleTentative(
   }
 }
 
-/** Whether the one upstream task of a tentatively claimed task succeeded (its claim stands). */
-async function upstreamSucceeded(deps: Deps, ti: TaskInstanceRecord): Promise<boolean> {
+/**
+ * Whether a tentative claim stands: the attempt of its one upstream task that it went with
+ * succeeded (that task's current attempt, or one its history keeps, as a clear keeps it).
+ */
+export async function claimStands(deps: Deps, ti: TaskInstanceRecord): Promise<boolean> {
   const { graph } = await loadDag(deps, ti.dagId, ti.dagVersion);
   const [upstream] = graph.upstream.get(ti.taskId) ?? [];
-  if (upstream === undefined) return false;
+  if (upstream === undefined || ti.tentative === undefined) return false;
   const up = await deps.store.getTaskInstance({ ...ti, taskId: upstream });
-  return up?.status === 'success';
+  if (!up) return false;
+  return (
+    (up.attempt === ti.tentative && up.status === 'success') ||
+    (up.history ?? []).some((h) => h.attempt === ti.tentative && h.status === 'success')
+  );
 }

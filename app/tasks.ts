@@ -525,20 +525,23 @@ async function runClaimed(
     console.error(`could not write the log of ${msg.runId}/${msg.taskId}@${msg.attempt}`);
   }
   /** The continuation's claim, if the write that went with the success made it ours. */
-  const aheadClaim =
+  let aheadClaim =
     ahead &&
     aheadWritten.status === 'fulfilled' &&
     aheadWritten.value?.task.status === 'running' &&
     aheadWritten.value.task.leaseToken === ahead.token
       ? aheadWritten.value.task
       : undefined;
-  /** The success was refused: a claim that went with it may have landed, and is undone. */
+  /**
+   * Undoes a claim that went with the success, if it may have landed, when this worker will not
+   * run it: the task is then counted and queued as usual, by whoever advances the real outcome.
+   */
   const withdraw = async () => {
     if (!ahead || (aheadWritten.status === 'fulfilled' && !aheadClaim)) return;
     await injectFault(deps, { params: dagParams }, 'worker.before-withdraw', msg);
     // Its answer lost: read, to withdraw only a claim of ours.
     const claimed = aheadClaim ?? (await deps.store.getTaskInstance(ahead.key));
-    if (claimed?.tentative && claimed.leaseToken === ahead.token) {
+    if (claimed?.tentative !== undefined && claimed.leaseToken === ahead.token) {
       await settleTentative(deps, claimed, 'withdraw');
     }
   };
@@ -548,9 +551,12 @@ async function runClaimed(
     // Its slots went back with the outcome: the oldest waiting attempts may start.
     await released(deps, held);
   } else {
-    // Not known to have landed: a claim that went with it stays tentative, for the walk of this
-    // task's outcome (or the reaper) to settle; the message comes back.
-    if (!(written.reason instanceof ConflictError)) throw written.reason;
+    if (!(written.reason instanceof ConflictError)) {
+      // Not known to have landed; the message comes back. The claim that went with it is
+      // undone (if this fails too, the walk of this task's outcome or the reaper settles it).
+      await withdraw().catch(() => {});
+      throw written.reason;
+    }
     // A write that landed but whose answer was lost: the SDK's retry of it (or ours, after
     // throttling) is then refused. This attempt's success can only have been written by its
     // lease holder: it is ours (or, after a hand-back, the next holder's), and readiness from it
@@ -578,6 +584,12 @@ async function runClaimed(
   // If this dies midway, the message (deleted only once this returns) comes back and advances
   // again. The success landed: a claim that went with it stands, and is all its advance does.
   // Without one (refused, or its answer lost), the advance below makes it, with the same lease.
+  // Checked again: the writes may have taken long enough (throttling) that the task no longer
+  // fits in the time this worker has left. Then it goes through the queue.
+  if (aheadClaim && ahead && !continueWith(ahead.message)) {
+    await withdraw();
+    aheadClaim = undefined;
+  }
   const next: Continued | undefined = aheadClaim
     ? { message: { ...(ahead as Ahead).message, attempt: aheadClaim.attempt }, claimed: aheadClaim }
     : done.status === 'success'

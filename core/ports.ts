@@ -192,13 +192,14 @@ export interface TaskInstanceRecord extends TaskKey, TaskInstanceState {
    */
   readonly continued?: boolean;
   /**
-   * A continuation's claim written in the same request as its one upstream task's success, in
-   * which neither write waits for the other (app/tasks.ts): a claim only if that success landed.
-   * Its worker runs it once it knows; any other writer that finds it so (a walk, the reaper)
-   * first settles it by that upstream task (app/leases.ts settleTentative). Ended by the task's
-   * next transition, except the one that puts it in the lease index.
+   * A continuation's claim written in the same request as a success of its one upstream task, in
+   * which neither write waits for the other (app/tasks.ts): the attempt of that upstream task. A
+   * claim only if that attempt's success landed. Its worker runs it once it knows; any other
+   * writer that finds it so (a walk, the reaper) settles it first by that attempt
+   * (app/leases.ts). Ended by the task's next transition, except the one that puts it in the
+   * lease index.
    */
-  readonly tentative?: boolean;
+  readonly tentative?: number;
   /**
    * Dynamic mapping (core/mapping). On a mapped task's own instance: the attempt that expanded
    * it, how many instances it has, over how many count shards, and once it has ended, their
@@ -373,11 +374,12 @@ export interface StateStore {
         readonly leaseToken: string;
         readonly leaseExpiresAt: string;
         /**
-         * The claim is tentative (TaskInstanceRecord `tentative`); only with a success. Then the
-         * outcome counts only with the claim: where the task cannot be queued and claimed so,
-         * nothing is written, and `counted` is false.
+         * The claim is tentative (TaskInstanceRecord `tentative`): the attempt of the upstream
+         * success it goes with; only with a success. Then the outcome counts only with the
+         * claim: where the task cannot be queued and claimed so, nothing is written, and
+         * `counted` is false.
          */
-        readonly tentative?: boolean;
+        readonly tentative?: number;
       };
       /**
        * The upstream task is a mapped task that has ended (core/mapping): its downstream task

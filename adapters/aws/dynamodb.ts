@@ -276,7 +276,7 @@ export function toTask(i: Item): TaskInstanceRecord {
     ...(typeof i.log === 'string' ? { log: i.log, logAttempt: num(i.logAttempt) } : {}),
     ...(i.advanceInline === true ? { advanceInline: true } : {}),
     ...(i.continued === true ? { continued: true } : {}),
-    ...(i.tentative === true ? { tentative: true } : {}),
+    ...(typeof i.tentative === 'number' ? { tentative: i.tentative } : {}),
     ...(i.uncounted === true ? { uncounted: true } : {}),
     ...(Array.isArray(i.history) ? { history: i.history as AttemptSummary[] } : {}),
     ...(Array.isArray(i.gates) && i.gates.length > 0 ? { gates: i.gates as string[] } : {}),
@@ -1753,13 +1753,13 @@ export class DynamoStateStore implements StateStore {
       readonly claim?: {
         readonly leaseToken: string;
         readonly leaseExpiresAt: string;
-        readonly tentative?: boolean;
+        readonly tentative?: number;
       };
       readonly weight?: { readonly counts: UpstreamCounts; readonly extraUpstream: number };
     } = {},
   ): Promise<{ task: TaskInstanceRecord; counted: boolean }> {
     const counter = counterFor(status);
-    if (options.claim?.tentative && status !== 'success')
+    if (options.claim?.tentative !== undefined && status !== 'success')
       throw new Error('recordUpstreamOutcome: a tentative claim counts a success only');
     if (!counter && !options.weight)
       throw new Error(`recordUpstreamOutcome: "${status}" is not a finished status`);
@@ -1814,7 +1814,7 @@ export class DynamoStateStore implements StateStore {
       // it is the return of its continuation's first message (app/advance.ts).
       if (claim) {
         u.set('leaseExpiresAt', claim.leaseExpiresAt).set('startTime', at).set('continued', true);
-        if (claim.tentative) u.set('tentative', true);
+        u.set('tentative', claim.tentative);
       } else u.set('gsi2pk', `DUE#QUEUED#${shard}`).set('gsi2sk', at);
       const cond = `attribute_exists(pk) AND ${u.name('status')} = ${u.value('pending')} AND attribute_not_exists(${u.name('countedUpstream')})`;
       try {
@@ -1830,7 +1830,9 @@ export class DynamoStateStore implements StateStore {
       } catch (e) {
         if (!(e instanceof ConflictError)) throw e;
         // A tentative claim counts in that write or not at all: its success may not have landed.
-        if (claim?.tentative) return { task: e.current as TaskInstanceRecord, counted: false };
+        if (claim?.tentative !== undefined) {
+          return { task: e.current as TaskInstanceRecord, counted: false };
+        }
       }
     }
     // Counted together with the other outcomes this process counts into the task meanwhile.
@@ -1854,13 +1856,16 @@ export class DynamoStateStore implements StateStore {
         .set('queuedAt', null)
         .set('continued', null)
         .set('countedUpstream', null)
+        // Out of the lease index, if a clear or a run's end put it there (indexLeaseTask).
+        .set('gsi2pk', null)
+        .set('gsi2sk', null)
         .add('attempt', -1)
         .add(COUNTER.success, -1);
     }
     const cond = [
       `${u.name('status')} = ${u.value('running')}`,
       `${u.name('leaseToken')} = ${u.value(leaseToken)}`,
-      `${u.name('tentative')} = ${u.value(true)}`,
+      `attribute_exists(${u.name('tentative')})`,
     ].join(' AND ');
     const item = keys.task(key.dagId, key.runId, key.taskId);
     return toTask(

@@ -123,7 +123,7 @@ interface TaskState {
   logAttempt?: number | null;
   advanceInline?: boolean;
   continued?: boolean;
-  tentative?: boolean;
+  tentative?: number | undefined;
   uncounted?: boolean;
   history?: AttemptSummary[];
   /** The deadline index (gsi2 in the table): present exactly while the task waits for one. */
@@ -230,7 +230,7 @@ function toTask(t: TaskState): TaskInstanceRecord {
     ...(typeof t.log === 'string' ? { log: t.log, logAttempt: t.logAttempt ?? 0 } : {}),
     ...(t.advanceInline ? { advanceInline: true } : {}),
     ...(t.continued ? { continued: true } : {}),
-    ...(t.tentative ? { tentative: true } : {}),
+    ...(t.tentative !== undefined ? { tentative: t.tentative } : {}),
     ...(t.uncounted ? { uncounted: true } : {}),
     ...(t.history ? { history: t.history.map((h) => ({ ...h })) } : {}),
     ...(t.gates ? { gates: [...t.gates] } : {}),
@@ -694,7 +694,7 @@ export class MemoryStateStore implements StateStore {
     ti.advanceInline = s.advanceInline === true;
     ti.continued = false;
     // Putting it in the lease index leaves a tentative claim to be settled (TaskInstanceRecord).
-    if (!t.whileContinued) ti.tentative = false;
+    if (!t.whileContinued) ti.tentative = undefined;
     if (s.past) ti.history = [...(ti.history ?? []), { ...s.past }];
     if (s.mapped) {
       ti.mapAttempt = s.attempt;
@@ -722,13 +722,13 @@ export class MemoryStateStore implements StateStore {
       readonly claim?: {
         readonly leaseToken: string;
         readonly leaseExpiresAt: string;
-        readonly tentative?: boolean;
+        readonly tentative?: number;
       };
       readonly weight?: { readonly counts: UpstreamCounts; readonly extraUpstream: number };
     } = {},
   ): Promise<{ task: TaskInstanceRecord; counted: boolean }> {
     const counter = counterFor(status);
-    if (options.claim?.tentative && status !== 'success')
+    if (options.claim?.tentative !== undefined && status !== 'success')
       throw new Error('recordUpstreamOutcome: a tentative claim counts a success only');
     if (!counter && !options.weight)
       throw new Error(`recordUpstreamOutcome: "${status}" is not a finished status`);
@@ -747,7 +747,8 @@ export class MemoryStateStore implements StateStore {
     if (!counter) throw new Error('unreachable');
     const queue = options.queueAt && ti.status === 'pending' && ti.counted.size === 0;
     // A tentative claim counts in that write or not at all: its success may not have landed.
-    if (options.claim?.tentative && !queue) return { task: toTask(ti), counted: false };
+    if (options.claim?.tentative !== undefined && !queue)
+      return { task: toTask(ti), counted: false };
     ti.counts = { ...ti.counts, [counter]: ti.counts[counter] + 1 };
     ti.counted.add(entry);
     if (queue && options.queueAt) {
@@ -767,7 +768,7 @@ export class MemoryStateStore implements StateStore {
         // In no index until its first heartbeat, as in DynamoDB.
         ti.due = undefined;
         ti.continued = true;
-        if (options.claim.tentative) ti.tentative = true;
+        ti.tentative = options.claim.tentative;
       }
     }
     return { task: toTask(ti), counted: true };
@@ -782,10 +783,10 @@ export class MemoryStateStore implements StateStore {
     const what = `${how} ${key.runId}/${key.taskId}`;
     const ti = this.#task(key);
     if (!ti) throw notFound(what);
-    if (!(ti.status === 'running' && ti.leaseToken === leaseToken && ti.tentative === true)) {
+    if (!(ti.status === 'running' && ti.leaseToken === leaseToken && ti.tentative !== undefined)) {
       throw conflict(what, toTask(ti));
     }
-    ti.tentative = false;
+    ti.tentative = undefined;
     if (how === 'withdraw') {
       // As the table's update does: what the counting write set, removed; what it added, taken off.
       ti.status = 'pending';

@@ -1475,12 +1475,12 @@ export function stateStoreContract(
         const { run } = await store.createRun(newRun(3));
         const down = key(run.runId, 't1');
         const pending = (await store.getTaskInstance(down)) as TaskInstanceRecord;
-        const tentative = { leaseToken: 'lease-a', leaseExpiresAt: iso(65), tentative: true };
+        const tentative = { leaseToken: 'lease-a', leaseExpiresAt: iso(65), tentative: 1 };
         const { task: claimed } = await store.recordUpstreamOutcome(down, 't0', 'success', 0, {
           queueAt: later(5),
           claim: tentative,
         });
-        expect(claimed).toMatchObject({ status: 'running', attempt: 1, tentative: true });
+        expect(claimed).toMatchObject({ status: 'running', attempt: 1, tentative: 1 });
         expect(await store.getTaskInstance(down)).toEqual(claimed);
         // Only a success is counted so.
         await expect(
@@ -1511,10 +1511,14 @@ export function stateStoreContract(
         ).rejects.toBeInstanceOf(ConflictError);
         // Put in the lease index, it stays tentative: the reaper settles it first.
         const indexed = await store.transitionTask(down, indexLeaseTask(claimed, later(7)));
-        expect(indexed.tentative).toBe(true);
+        expect(indexed.tentative).toBe(1);
         // Withdrawn: as it was before the claim, so that the outcome counts again, and queues it.
         const withdrawn = await store.settleTentative(down, 'lease-a', 'withdraw', later(8));
         expect(withdrawn).toEqual(pending);
+        // Out of the lease index it was put in: the reaper finds nothing there once it expires.
+        expect((await store.findExpiredLeases(later(66), 100)).map((t) => t.taskId)).not.toContain(
+          't1',
+        );
         expect(await store.getTaskInstance(down)).toEqual(withdrawn);
         // Once: it is tentative no more.
         await expect(
@@ -1533,7 +1537,7 @@ export function stateStoreContract(
           queueAt: later(11),
           claim: { ...tentative, leaseToken: 'lease-c' },
         });
-        expect(t2.tentative).toBe(true);
+        expect(t2.tentative).toBe(1);
         const confirmed = await store.settleTentative(other, 'lease-c', 'confirm', later(12));
         expect(confirmed).toMatchObject({ status: 'running', attempt: 1, leaseToken: 'lease-c' });
         expect(confirmed.tentative).toBeUndefined();

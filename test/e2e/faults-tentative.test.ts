@@ -9,53 +9,61 @@ import { endOf, expectOneOutcomePerAttempt, faultyRun, linesOfRun, noop } from '
  * reaper took the attempt back, to retry it after 30 s. The claim of b that went with the refused
  * success landed all the same; b must run once, and only after a has succeeded.
  *
- * The test deploy's worker has 60 s and a 30 s lease: after a 40 s stall, a task whose whole
- * timeout fits in what is left (less the worker's 15 s margin) is still continued.
+ * The test deploy's worker has 60 s and a 30 s lease. The stall (38 s) outlasts the lease by
+ * more than the reaper passes' interval (endOf runs them every 2 s), and leaves the worker
+ * enough time to continue into b (its 1 s timeout, plus the worker's 15 s margin): each scenario
+ * checks that the claim was made and withdrawn, so a slower emulator fails it rather than
+ * passing it by another path.
  */
 describe('a refused success sent with its continuation’s claim', () => {
   const dag = [
     noop('a', { retries: 1, retryDelaySeconds: 30, timeoutSeconds: 50 }),
-    noop('b', { dependsOn: ['a'], retries: 1, retryDelaySeconds: 0, timeoutSeconds: 2 }),
+    noop('b', { dependsOn: ['a'], timeoutSeconds: 1 }),
   ];
   const stall = {
     point: 'worker.before-outcome',
     taskId: 'a',
     attempt: 1,
     action: 'stall',
-    stallSeconds: 40,
+    stallSeconds: 38,
   } as const;
 
-  /** The workers' reports of finished attempts of the run, once `n` of them are in. */
-  const finished = (runId: string, since: number, n: number) =>
+  /** The worker's lines with this message about the run, once `n` of them are in. */
+  const lines = (runId: string, since: number, message: string, n: number) =>
     waitFor(
       async () =>
-        (await linesOfRun('WorkerFunction', runId, since)).filter(
-          (l) => l.message === 'attempt finished',
-        ),
-      (lines) => lines.length >= n,
-      { timeoutMs: 60_000, intervalMs: 1000, what: `the workers to report ${n} attempts` },
+        (await linesOfRun('WorkerFunction', runId, since)).filter((l) => l.message === message),
+      (found) => found.length >= n,
+      { timeoutMs: 60_000, intervalMs: 1000, what: `${n} worker lines "${message}"` },
     );
+  const outcomes = async (runId: string, since: number, n: number) =>
+    (await lines(runId, since, 'attempt finished', n))
+      .map((l) => [l.taskId, l.attempt, l.outcome])
+      .sort();
 
   it.concurrent('its worker withdraws the claim: b runs once, after a’s retry succeeded', async () => {
     const since = Date.now();
     const { dagId, runId } = await faultyRun(dag, [stall]);
     const run = await endOf(dagId, runId, true);
     expect(run.status).toBe('success');
-    // b's claim was withdrawn, not failed: its one attempt is the one a's retry made.
     expect(run.tasks.map((t) => [t.taskId, t.status, t.attempt])).toEqual([
       ['a', 'success', 2],
       ['b', 'success', 1],
     ]);
     await expectOneOutcomePerAttempt(run);
-    const lines = await finished(runId, since, 3);
-    expect(lines.map((l) => [l.taskId, l.attempt, l.outcome]).sort()).toEqual([
+    expect(await outcomes(runId, since, 3)).toEqual([
       ['a', 1, 'lease_lost'],
       ['a', 2, 'success'],
       ['b', 1, 'success'],
     ]);
+    // b's claim, made with a's refused success, was withdrawn by that worker.
+    const settled = await lines(runId, since, 'tentative claim settled', 1);
+    expect(settled.map((l) => [l.taskId, l.how, l.upstreamAttempt])).toEqual([
+      ['b', 'withdraw', 1],
+    ]);
   });
 
-  it.concurrent('its worker dies before withdrawing it: a’s retry confirms it, the reaper retries b, which runs once', async () => {
+  it.concurrent('its worker dies before withdrawing it: a’s retry withdraws it, and b runs once', async () => {
     const since = Date.now();
     const { dagId, runId } = await faultyRun(dag, [
       stall,
@@ -63,19 +71,22 @@ describe('a refused success sent with its continuation’s claim', () => {
     ]);
     const run = await endOf(dagId, runId, true);
     expect(run.status).toBe('success');
-    // b's first attempt was the dead worker's claim, which stood once a succeeded: its lease ran
-    // out, and the reaper failed it, to retry. It never ran.
+    // b has no retries: the dead worker's claim cost it no attempt.
     expect(run.tasks.map((t) => [t.taskId, t.status, t.attempt])).toEqual([
       ['a', 'success', 2],
-      ['b', 'success', 2],
+      ['b', 'success', 1],
     ]);
     await expectOneOutcomePerAttempt(run);
-    // a's first message came back after the crash: its claim refused, and nothing to advance.
-    const lines = await finished(runId, since, 3);
-    expect(lines.map((l) => [l.taskId, l.attempt, l.outcome]).sort()).toEqual([
+    // a's first worker died (no outcome of its own); its message came back, its claim refused.
+    expect(await outcomes(runId, since, 3)).toEqual([
       ['a', 1, 'not_claimed'],
       ['a', 2, 'success'],
-      ['b', 2, 'success'],
+      ['b', 1, 'success'],
+    ]);
+    // The walk of a's retry found the claim of its first attempt, whose success never landed.
+    const settled = await lines(runId, since, 'tentative claim settled', 1);
+    expect(settled.map((l) => [l.taskId, l.how, l.upstreamAttempt])).toEqual([
+      ['b', 'withdraw', 1],
     ]);
   });
 });

@@ -200,7 +200,7 @@ describe('DynamoDB store: updates of different items made at once go out togethe
         claim: {
           leaseToken: token,
           leaseExpiresAt: new Date(61_000).toISOString(),
-          tentative: true,
+          tentative: 1,
         },
       });
     // As app/tasks.ts sends them: in one turn, neither waiting for the other.
@@ -212,7 +212,7 @@ describe('DynamoDB store: updates of different items made at once go out togethe
     ]);
     expect(sent).toEqual(['BatchExecuteStatement']);
     expect(done.status).toBe('success');
-    expect(next.task).toMatchObject({ status: 'running', leaseToken: 'lease-b', tentative: true });
+    expect(next.task).toMatchObject({ status: 'running', leaseToken: 'lease-b', tentative: 1 });
     expect(await store.getTaskInstance(b)).toEqual(next.task);
     // A success refused (its lease was taken back first, so it expects a lease the task no longer
     // has): the claim that went with it landed all the same, and its withdrawal puts the task
@@ -229,7 +229,7 @@ describe('DynamoDB store: updates of different items made at once go out togethe
     ]);
     expect(sent).toEqual(['BatchExecuteStatement']);
     expect(refused.status).toBe('rejected');
-    expect(landed).toMatchObject({ status: 'fulfilled', value: { task: { tentative: true } } });
+    expect(landed).toMatchObject({ status: 'fulfilled', value: { task: { tentative: 1 } } });
     expect(await store.settleTentative(d, 'lease-d', 'withdraw', at)).toEqual(pending);
   });
 

@@ -19,13 +19,24 @@ import { OperatorRegistry, type RunOperator } from '../../operators/registry.ts'
  * to have landed. Here the success is refused, because the reaper took the attempt back while
  * its operator ran: the claim must never run the next task on an outcome that did not happen,
  * whether its worker withdraws it, or dies first and leaves it to the walk of the upstream task's
- * real outcome, or to the reaper. On the in-memory ports; the emulator's side of the one request
- * is in test/e2e/faults.test.ts.
+ * real outcome, or to the reaper. On the in-memory ports; on the emulator, the one request is in
+ * test/integration/dynamodb-store.contract.test.ts and two of these scenarios in
+ * test/e2e/faults-tentative.test.ts.
  */
 
-/** Records the tentative claims and their settlements. */
+/** Records the tentative claims and their settlements; fails a's first success, if told to. */
 class RecordingStore extends MemoryStateStore {
   readonly events: string[] = [];
+  failSuccess = false;
+  override async transitionTask(
+    ...args: Parameters<MemoryStateStore['transitionTask']>
+  ): ReturnType<MemoryStateStore['transitionTask']> {
+    if (this.failSuccess && args[1].event === 'finish' && args[0].taskId === 'a') {
+      this.failSuccess = false;
+      throw new Error('the network failed');
+    }
+    return super.transitionTask(...args);
+  }
   override async recordUpstreamOutcome(
     ...args: Parameters<MemoryStateStore['recordUpstreamOutcome']>
   ): ReturnType<MemoryStateStore['recordUpstreamOutcome']> {
@@ -61,10 +72,11 @@ const worker = (): ExecuteOptions => ({
 const reaper = { queuedGraceSeconds: 60, retryGraceSeconds: 30, limit: 10 };
 
 /**
- * a → b. a's first attempt is taken back by the reaper while its operator runs (its lease ran
- * out), so its success is refused; with `dies`, its worker dies before withdrawing b's claim.
+ * a → b (b without retries). a's first attempt is taken back by the reaper while its operator
+ * runs (its lease ran out), so its success is refused; with `dies`, its worker dies before
+ * withdrawing b's claim. With `writeFails`, nothing takes a back: its success write fails.
  */
-async function refusedSuccess(opts: { retries: number; dies: boolean }) {
+async function refusedSuccess(opts: { retries: number; dies: boolean; writeFails?: boolean }) {
   const clock = new ManualClock(new Date('2026-01-01T00:00:00Z'));
   const runs: string[] = [];
   let deps: MemoryDeps | undefined;
@@ -73,7 +85,7 @@ async function refusedSuccess(opts: { retries: number; dies: boolean }) {
     name: 'stolen',
     async run(_config, ctx) {
       runs.push(`${ctx.task.taskId}@${ctx.attempt}`);
-      if (runs.length === 1) {
+      if (runs.length === 1 && !opts.writeFails) {
         const ti = await deps?.store.getTaskInstance({
           dagId: ctx.dagId,
           runId: ctx.runId,
@@ -88,6 +100,7 @@ async function refusedSuccess(opts: { retries: number; dies: boolean }) {
     },
   };
   const store = new RecordingStore();
+  store.failSuccess = opts.writeFails === true;
   deps = {
     ...memoryDeps({
       store,
@@ -97,14 +110,14 @@ async function refusedSuccess(opts: { retries: number; dies: boolean }) {
     faultsEnabled: true,
   };
   const dagId = `tentative_${Math.random().toString(36).slice(2, 10)}`;
-  const task = { operator: 'stolen', config: {}, retries: opts.retries, retryDelaySeconds: 0 };
+  const task = { operator: 'stolen', config: {}, retryDelaySeconds: 0 };
   const r = await registerDag(
     deps,
     JSON.stringify({
       dagId,
       tasks: [
-        { taskId: 'a', ...task },
-        { taskId: 'b', ...task, dependsOn: ['a'] },
+        { taskId: 'a', ...task, retries: opts.retries },
+        { taskId: 'b', ...task, retries: 0, dependsOn: ['a'] },
       ],
       params: opts.dies
         ? { airlessFaults: [{ point: 'worker.before-withdraw', taskId: 'a', action: 'crash' }] }
@@ -129,12 +142,13 @@ async function refusedSuccess(opts: { retries: number; dies: boolean }) {
     for (const m of d.dispatcher.takeAll()) await executeTask(d, m, worker());
   };
 
-  const first = opts.dies
-    ? await executeTask(deps, a, worker()).then(
-        () => 'returned',
-        (e: Error) => e.message,
-      )
-    : await executeTask(deps, a, worker());
+  const first =
+    opts.dies || opts.writeFails
+      ? await executeTask(deps, a, worker()).then(
+          () => 'returned',
+          (e: Error) => e.message,
+        )
+      : await executeTask(deps, a, worker());
   return { deps, store, clock, runs, first, get, statuses, runStatus, retryA, a };
 }
 
@@ -158,38 +172,52 @@ describe('a refused success whose continuation’s claim went with it', () => {
     expect(await w.runStatus()).toBe('success');
   });
 
-  it('its worker dies first: the upstream task’s retry succeeds, its walk confirms the claim, and the reaper retries it', async () => {
+  it('its worker dies first: the upstream task’s retry succeeds, and its walk withdraws the claim and runs the task afresh', async () => {
     const w = await refusedSuccess({ retries: 1, dies: true });
     expect(w.first).toBe('injected crash at worker.before-withdraw');
     expect(w.store.events).toEqual(['claim b tentatively']);
-    expect((await w.get('b')).tentative).toBe(true);
+    expect((await w.get('b')).tentative).toBe(1);
     await w.retryA();
-    // a's success could not claim b (claimed already): its walk confirmed the claim that stood
-    // on a success after all, and left b, under its dead worker's live lease, to the reaper.
+    // a's retry could not claim b (claimed already). Its walk found the claim, which went with
+    // a's first attempt, whose success never landed: withdrawn, and b counted, queued and
+    // claimed afresh for its first attempt (b has no retries: none is lost).
     expect(w.store.events).toEqual([
       'claim b tentatively',
       'claim b: counted already',
-      'confirm b',
+      'withdraw b',
     ]);
     expect(await w.statuses()).toEqual([
       ['a', 'success', 2],
-      ['b', 'running', 1],
+      ['b', 'success', 1],
     ]);
-    expect(w.runs).toEqual(['a@1', 'a@2']);
-    w.clock.advance(121);
-    expect((await reap(w.deps, reaper)).expiredLeases).toBe(1);
-    await w.deps.timers.takeDue(w.clock.now()).reduce(async (p, t) => {
-      await p;
-      expect(await onRetryTimer(w.deps, t)).toBe('queued');
-    }, Promise.resolve());
-    for (const m of w.deps.dispatcher.takeAll()) await executeTask(w.deps, m, worker());
-    expect(await w.statuses()).toEqual([
-      ['a', 'success', 2],
-      ['b', 'success', 2],
-    ]);
-    // b ran once: its first attempt was the dead worker's claim, never run.
-    expect(w.runs).toEqual(['a@1', 'a@2', 'b@2']);
+    expect(w.runs).toEqual(['a@1', 'a@2', 'b@1']);
     expect(await w.runStatus()).toBe('success');
+  });
+
+  it('its worker dies first, and the claim is indexed before the upstream task’s failure is walked: undone by the walk', async () => {
+    const w = await refusedSuccess({ retries: 0, dies: true });
+    // Put in the lease index, as a clear or a run's end would: a continuation no longer.
+    await indexContinued(w.deps, [await w.get('b')], w.clock.now());
+    expect((await w.get('b')).continued).toBeUndefined();
+    const a = await w.get('a');
+    await advance(w.deps, a, 'failed', a.dagVersion, a.generation);
+    expect(w.store.events).toEqual(['claim b tentatively', 'withdraw b']);
+    expect(await w.statuses()).toEqual([
+      ['a', 'failed', 1],
+      ['b', 'upstream_failed', 0],
+    ]);
+    expect(await w.runStatus()).toBe('failed');
+    // Nothing left for the reaper, once the lease would have run out.
+    w.clock.advance(121);
+    expect((await reap(w.deps, reaper)).expiredLeases).toBe(0);
+    expect(w.runs).toEqual(['a@1']);
+  });
+
+  it('its success write fails outright (not refused): the claim is withdrawn before the error goes up', async () => {
+    const w = await refusedSuccess({ retries: 1, dies: false, writeFails: true });
+    expect(w.first).toBe('the network failed');
+    expect(w.store.events).toEqual(['claim b tentatively', 'withdraw b']);
+    expect(await w.get('b')).toMatchObject({ status: 'pending', attempt: 0, leaseToken: null });
   });
 
   it('its worker dies first, and the upstream task fails for good: the claim is undone, the task never runs', async () => {
@@ -214,7 +242,7 @@ describe('a refused success whose continuation’s claim went with it', () => {
     // Put in the lease index, as a clear or a run's end would: the reaper can see it.
     await indexContinued(w.deps, [await w.get('b')], w.clock.now());
     const indexed = await w.get('b');
-    expect(indexed.tentative).toBe(true);
+    expect(indexed.tentative).toBe(1);
     expect(indexed.continued).toBeUndefined();
     w.clock.advance(121);
     // a waits for its retry: b's claim does not stand, and is withdrawn rather than reaped.
