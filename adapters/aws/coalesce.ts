@@ -69,17 +69,27 @@ export async function settle<R>(p: Promise<R>): Promise<PromiseSettledResult<R>>
  * so their claims, and then their outcomes, arrive together; a fan-out's root queues its
  * downstream tasks at once. The first write waits only for the end of the turn it arrived in.
  *
+ * At most `inFlight` requests are out at a time; the rest wait their turn, in order. A 10,000-task
+ * fan-out's root makes 400 requests at once: all sent together, they queue for the client's
+ * sockets (and, on the emulator, for its one lock) for longer than the connection timeout lets a
+ * request wait, and fail.
+ *
  * `write` receives the writes in arrival order and settles each; a write that throws fails every
  * caller in its request, as a write of its own would.
  */
 export class Batcher<Op, R> {
   #pending: Waiting<Op, R>[] = [];
+  /** Requests made but not sent, for want of room in flight. */
+  readonly #queued: (readonly Waiting<Op, R>[])[] = [];
+  #sending = 0;
 
   constructor(
     private readonly write: (ops: readonly Op[]) => Promise<PromiseSettledResult<R>[]>,
     private readonly max: number,
+    private readonly inFlight = Number.POSITIVE_INFINITY,
   ) {
     if (!(max >= 1)) throw new Error(`Batcher: max must be at least 1, not ${max}`);
+    if (!(inFlight >= 1)) throw new Error(`Batcher: inFlight must be at least 1, not ${inFlight}`);
   }
 
   run(op: Op): Promise<R> {
@@ -92,8 +102,20 @@ export class Batcher<Op, R> {
   #flush(): void {
     const all = this.#pending;
     this.#pending = [];
-    for (let i = 0; i < all.length; i += this.max) {
-      void answer(all.slice(i, i + this.max), this.write);
+    for (let i = 0; i < all.length; i += this.max) this.#queued.push(all.slice(i, i + this.max));
+    this.#send();
+  }
+
+  #send(): void {
+    while (this.#sending < this.inFlight) {
+      const batch = this.#queued.shift();
+      if (!batch) return;
+      this.#sending++;
+      // answer never rejects: each caller is settled with its own answer or the request's error.
+      void answer(batch, this.write).finally(() => {
+        this.#sending--;
+        this.#send();
+      });
     }
   }
 }

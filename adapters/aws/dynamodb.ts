@@ -94,6 +94,13 @@ const MARSHALL = { removeUndefinedValues: true };
 const COALESCE_MAX = 25;
 /** BatchExecuteStatement takes at most 25 statements. */
 const BATCH_MAX = 25;
+/**
+ * At most this many BatchExecuteStatement requests out at once from a process (Batcher): the
+ * rest wait their turn rather than queue for a socket past the connection timeout
+ * (DYNAMODB_TIMEOUTS). A 10,000-task fan-out's root queues its tasks in 400 requests: 16 at a
+ * time, about 25 rounds.
+ */
+const BATCHES_IN_FLIGHT = 16;
 type BatchStatementResponse = NonNullable<BatchExecuteStatementCommandOutput['Responses']>[number];
 
 /** An update waiting to go out with others (DynamoStateStore #batched). */
@@ -2698,7 +2705,11 @@ export class DynamoStateStore implements StateStore {
    * (Batcher): a worker's claims of a batch's tasks, then their successes; a fan-out's root
    * queueing its downstream tasks. The emulator emits no stream record for a PartiQL write.
    */
-  readonly #batched = new Batcher<BatchedUpdate, Item>((ops) => this.#updateAll(ops), BATCH_MAX);
+  readonly #batched = new Batcher<BatchedUpdate, Item>(
+    (ops) => this.#updateAll(ops),
+    BATCH_MAX,
+    BATCHES_IN_FLIGHT,
+  );
 
   async #updateAll(ops: readonly BatchedUpdate[]): Promise<PromiseSettledResult<Item>[]> {
     const results: PromiseSettledResult<Item>[] = [];

@@ -111,6 +111,31 @@ describe('Batcher', () => {
     expect(writes).toEqual([['a', 'b', 'c'], ['d'], ['e', 'f']]);
   });
 
+  it('has at most inFlight writes out at once; the rest go in order as those end, failed or not', async () => {
+    let out = 0;
+    let most = 0;
+    const writes: string[][] = [];
+    const batcher = new Batcher<string, string>(
+      async (ops) => {
+        out++;
+        most = Math.max(most, out);
+        try {
+          return await recordedWrite(writes, 'done', [...ops], ops);
+        } finally {
+          out--;
+        }
+      },
+      2,
+      3,
+    );
+    const ops = Array.from({ length: 15 }, (_, i) => (i === 4 ? 'fail' : `o${i}`));
+    const results = await Promise.allSettled(ops.map((op) => batcher.run(op)));
+    expect(most).toBe(3);
+    expect(writes).toEqual(Array.from({ length: 8 }, (_, i) => ops.slice(i * 2, i * 2 + 2)));
+    expect(results.filter((r) => r.status === 'rejected')).toHaveLength(2); // o5 with fail
+    expect(results[14]).toEqual({ status: 'fulfilled', value: 'done:o14' });
+  });
+
   it('fails one caller alone when the write says so, and every caller of a write that throws', async () => {
     const { writes, batcher } = recorder();
     const ops = ['a', 'bad', 'b', 'c', 'fail', 'd', 'short', 'e', 'f'];
