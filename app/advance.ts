@@ -295,7 +295,6 @@ function mapWeight(
 export interface Ahead {
   readonly key: TaskKey;
   readonly message: TaskMessage;
-  readonly token: string;
   /** Starts the write: called in the same turn as the success's own write, so both go together. */
   readonly write: () => Promise<{ task: TaskInstanceRecord; counted: boolean }>;
 }
@@ -331,7 +330,6 @@ export async function claimAhead(
   return {
     key,
     message,
-    token: lease.token,
     write: () => {
       const now = deps.clock();
       return deps.store.recordUpstreamOutcome(key, ti.taskId, 'success', ti.generation, {

@@ -25,13 +25,7 @@ import {
 } from '../core/state/index.ts';
 import { maskSecrets } from '../core/template/index.ts';
 import { type DeferredWork, isDeferred, parseTaskConfig } from '../operators/registry.ts';
-import {
-  type Ahead,
-  advance,
-  type Continued,
-  claimAhead,
-  failUnprocessableRun,
-} from './advance.ts';
+import { advance, type Continued, claimAhead, failUnprocessableRun } from './advance.ts';
 import { loadDag } from './dags.ts';
 import { DEFAULT_CHECK_SECONDS, type DeferredRecord, nextCheck, workName } from './deferred.ts';
 import type { Deps } from './deps.ts';
@@ -529,7 +523,7 @@ async function runClaimed(
     ahead &&
     aheadWritten.status === 'fulfilled' &&
     aheadWritten.value?.task.status === 'running' &&
-    aheadWritten.value.task.leaseToken === ahead.token
+    aheadWritten.value.task.leaseToken === lease.token
       ? aheadWritten.value.task
       : undefined;
   /**
@@ -541,7 +535,7 @@ async function runClaimed(
     await injectFault(deps, { params: dagParams }, 'worker.before-withdraw', msg);
     // Its answer lost: read, to withdraw only a claim of ours.
     const claimed = aheadClaim ?? (await deps.store.getTaskInstance(ahead.key));
-    if (claimed?.tentative !== undefined && claimed.leaseToken === ahead.token) {
+    if (claimed?.tentative !== undefined && claimed.leaseToken === lease.token) {
       await settleTentative(deps, claimed, 'withdraw');
     }
   };
@@ -590,11 +584,12 @@ async function runClaimed(
     await withdraw();
     aheadClaim = undefined;
   }
-  const next: Continued | undefined = aheadClaim
-    ? { message: { ...(ahead as Ahead).message, attempt: aheadClaim.attempt }, claimed: aheadClaim }
-    : done.status === 'success'
-      ? await advanceFrom(deps, done, continueWith, lease)
-      : undefined;
+  const next: Continued | undefined =
+    ahead && aheadClaim
+      ? { message: { ...ahead.message, attempt: aheadClaim.attempt }, claimed: aheadClaim }
+      : done.status === 'success'
+        ? await advanceFrom(deps, done, continueWith, lease)
+        : undefined;
   // If this fails, the reaper finds the retry overdue and queues it.
   await scheduleRetry(deps, done);
   if (next) {

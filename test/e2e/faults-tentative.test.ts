@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import type { FaultRule } from '../../core/faults.ts';
 import { waitFor } from '../poll.ts';
 import { endOf, expectOneOutcomePerAttempt, faultyRun, linesOfRun, noop } from './fault-support.ts';
 
@@ -41,9 +42,15 @@ describe('a refused success sent with its continuation’s claim', () => {
       .map((l) => [l.taskId, l.attempt, l.outcome])
       .sort();
 
-  it.concurrent('its worker withdraws the claim: b runs once, after a’s retry succeeded', async () => {
+  /**
+   * Runs the DAG with these faults and checks what both scenarios end in: the run succeeds with
+   * a at its second attempt and b at its first (b has no retries: no claim cost it an attempt),
+   * one outcome per attempt, a's first attempt as reported `first`, and b's claim, made with a's
+   * refused success, withdrawn once.
+   */
+  async function refused(faults: FaultRule[], first: string) {
     const since = Date.now();
-    const { dagId, runId } = await faultyRun(dag, [stall]);
+    const { dagId, runId } = await faultyRun(dag, [stall, ...faults]);
     const run = await endOf(dagId, runId, true);
     expect(run.status).toBe('success');
     expect(run.tasks.map((t) => [t.taskId, t.status, t.attempt])).toEqual([
@@ -52,41 +59,27 @@ describe('a refused success sent with its continuation’s claim', () => {
     ]);
     await expectOneOutcomePerAttempt(run);
     expect(await outcomes(runId, since, 3)).toEqual([
-      ['a', 1, 'lease_lost'],
+      ['a', 1, first],
       ['a', 2, 'success'],
       ['b', 1, 'success'],
     ]);
-    // b's claim, made with a's refused success, was withdrawn by that worker.
     const settled = await lines(runId, since, 'tentative claim settled', 1);
     expect(settled.map((l) => [l.taskId, l.how, l.upstreamAttempt])).toEqual([
       ['b', 'withdraw', 1],
     ]);
+  }
+
+  it.concurrent('its worker withdraws the claim: b runs once, after a’s retry succeeded', async () => {
+    // The stalled worker's success is refused, and it withdraws the claim itself.
+    await refused([], 'lease_lost');
   });
 
   it.concurrent('its worker dies before withdrawing it: a’s retry withdraws it, and b runs once', async () => {
-    const since = Date.now();
-    const { dagId, runId } = await faultyRun(dag, [
-      stall,
-      { point: 'worker.before-withdraw', taskId: 'a', attempt: 1, action: 'crash' },
-    ]);
-    const run = await endOf(dagId, runId, true);
-    expect(run.status).toBe('success');
-    // b has no retries: the dead worker's claim cost it no attempt.
-    expect(run.tasks.map((t) => [t.taskId, t.status, t.attempt])).toEqual([
-      ['a', 'success', 2],
-      ['b', 'success', 1],
-    ]);
-    await expectOneOutcomePerAttempt(run);
-    // a's first worker died (no outcome of its own); its message came back, its claim refused.
-    expect(await outcomes(runId, since, 3)).toEqual([
-      ['a', 1, 'not_claimed'],
-      ['a', 2, 'success'],
-      ['b', 1, 'success'],
-    ]);
-    // The walk of a's retry found the claim of its first attempt, whose success never landed.
-    const settled = await lines(runId, since, 'tentative claim settled', 1);
-    expect(settled.map((l) => [l.taskId, l.how, l.upstreamAttempt])).toEqual([
-      ['b', 'withdraw', 1],
-    ]);
+    // a's first worker dies (no outcome of its own); its message comes back, its claim refused.
+    // The walk of a's retry finds the claim of its first attempt, whose success never landed.
+    await refused(
+      [{ point: 'worker.before-withdraw', taskId: 'a', attempt: 1, action: 'crash' }],
+      'not_claimed',
+    );
   });
 });
